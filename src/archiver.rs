@@ -1,0 +1,365 @@
+//! The ingest pipeline: stream -> chunker -> hash + dedup -> compress -> seal -> packer -> writer.
+//!
+//! ```text
+//!  reader thread         rayon (all cores)             this thread          writer threads
+//!  read + FastCDC  --->  keyed BLAKE3, dedup lookup, --->  PackWriter   --->  Backend::write_staged
+//!  whole-file hash  (2)  zstd, XChaCha20-Poly1305    (2)  (staging file) (1)  (N concurrent)
+//! ```
+//! Every queue is bounded (capacities in parentheses, in batches of about [`BATCH_BYTES`] or in
+//! packs), so memory is flat whatever the stream's size: about `4 x BATCH_BYTES` of chunks in
+//! flight plus the chunker's buffer; packs are staged in files, not in memory.
+//! Order is kept by processing batches as a whole: a batch's results come back in input order.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+
+use crate::backend::{Backend, FileType};
+use crate::chunker::Chunker;
+use crate::crypto::{blob_aad, MasterKey, NONCE_LEN, TAG_LEN};
+use crate::error::{Error, Result};
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::tree::FileNode;
+use crate::format::{payload, BlobKind};
+use crate::id::Id;
+use crate::index::Index;
+use crate::packer::{FinishedPack, PackWriter};
+use crate::repository::Repository;
+
+/// Bytes of chunks handed to the parallel stage at once.
+pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Concurrent pack writes.
+pub const WRITERS: usize = 2;
+
+/// Live counters for a progress display; the library only updates them.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes_in: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+/// What a run added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveStats {
+    pub bytes_in: u64,
+    pub blobs_total: u64,
+    pub blobs_new: u64,
+    pub bytes_added: u64,
+    pub bytes_added_raw: u64,
+    pub packs_new: u64,
+}
+
+/// A chunk after the parallel stage.
+enum Processed {
+    Known {
+        id: Id,
+    },
+    New {
+        id: Id,
+        raw_len: u32,
+        sealed: Vec<u8>,
+    },
+}
+
+/// Compresses and seals one blob's plaintext.
+fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) -> Vec<u8> {
+    thread_local! {
+        static C: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let plain = C.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|s| s.0) != Some(level) {
+            *slot = Some((
+                level,
+                zstd::bulk::Compressor::new(level).expect("zstd context"),
+                Vec::new(),
+            ));
+        }
+        let (_, c, scratch) = slot.as_mut().expect("just set");
+        payload::encode_with(c, data, scratch)
+    });
+    let mut nonce = [0u8; NONCE_LEN];
+    crate::crypto::getrandom(&mut nonce);
+    let sealed =
+        crate::crypto::seal_with_nonce(&key.encrypt, nonce, &blob_aad(kind as u8, id), &plain);
+    debug_assert_eq!(sealed.len(), plain.len() + NONCE_LEN + TAG_LEN);
+    sealed
+}
+
+/// The read-only state the parallel stage shares with the packer.
+struct Shared<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    /// Blobs stored by this run (the packer inserts; the parallel stage only reads).
+    session: RwLock<HashSet<Id>>,
+}
+
+impl Shared<'_> {
+    fn known(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.session.read().expect("lock").contains(id)
+    }
+
+    fn process(&self, kind: BlobKind, data: Vec<u8>) -> Processed {
+        let key = self.repo.key();
+        let id = key.blob_id(&data);
+        if self.known(&id) {
+            return Processed::Known { id };
+        }
+        let sealed = seal_blob(key, self.repo.config().compression.level, kind, &id, &data);
+        Processed::New {
+            id,
+            raw_len: data.len() as u32,
+            sealed,
+        }
+    }
+}
+
+/// The packer and the pack writers.
+struct Sink {
+    pack: Option<PackWriter>,
+    to_writers: Option<Sender<FinishedPack>>,
+    writers: Vec<JoinHandle<Result<Vec<IndexPack>>>>,
+    stats: ArchiveStats,
+    progress: Arc<Progress>,
+}
+
+fn writer_loop(backend: Arc<dyn Backend>, rx: Receiver<FinishedPack>) -> Result<Vec<IndexPack>> {
+    let mut done = Vec::new();
+    for p in rx {
+        backend.write_staged(FileType::Pack, &p.id.to_hex(), p.file)?;
+        done.push(IndexPack {
+            id: p.id,
+            blobs: p.entries,
+        });
+    }
+    Ok(done)
+}
+
+fn staging_err(e: std::io::Error) -> Error {
+    Error::io("write pack staging file in", std::env::temp_dir(), e)
+}
+
+impl Sink {
+    /// Appends a processed blob to the current pack unless it is already stored.
+    fn store(&mut self, shared: &Shared<'_>, kind: BlobKind, p: Processed) -> Result<Id> {
+        self.stats.blobs_total += 1;
+        let (id, raw_len, sealed) = match p {
+            Processed::Known { id } => return Ok(id),
+            Processed::New {
+                id,
+                raw_len,
+                sealed,
+            } => (id, raw_len, sealed),
+        };
+        if shared.index.contains(&id) || !shared.session.write().expect("lock").insert(id) {
+            return Ok(id);
+        }
+        if self.pack.is_none() {
+            let dir = shared.repo.backend().staging_dir();
+            self.pack = Some(PackWriter::new(dir.as_deref()).map_err(staging_err)?);
+        }
+        let pack = self.pack.as_mut().expect("just set");
+        pack.add(kind, id, raw_len, &sealed).map_err(staging_err)?;
+        self.stats.blobs_new += 1;
+        self.stats.bytes_added += sealed.len() as u64;
+        self.stats.bytes_added_raw += raw_len as u64;
+        self.progress
+            .bytes_added
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        if pack.len() >= shared.repo.config().pack_size as u64 {
+            self.flush_pack(shared.repo.key())?;
+        }
+        Ok(id)
+    }
+
+    /// Hands the current pack to the writers.
+    fn flush_pack(&mut self, key: &MasterKey) -> Result<()> {
+        let Some(pack) = self.pack.take() else {
+            return Ok(());
+        };
+        let finished = pack.finish(key).map_err(staging_err)?;
+        self.stats.packs_new += 1;
+        let tx = self.to_writers.as_ref().expect("writers run until finish");
+        if tx.send(finished).is_err() {
+            // Every writer stopped, so one of them failed: report its error.
+            self.join_writers()?;
+            return Err(Error::Source("pack writers stopped".into()));
+        }
+        Ok(())
+    }
+
+    fn join_writers(&mut self) -> Result<Vec<IndexPack>> {
+        self.to_writers = None;
+        let mut packs = Vec::new();
+        let mut first_err = None;
+        for h in self.writers.drain(..) {
+            match h.join() {
+                Ok(Ok(p)) => packs.extend(p),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::Source("a pack writer thread panicked".into()));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(packs),
+        }
+    }
+}
+
+/// Adds streams and blobs to a repository; [`Archiver::finish`] makes them durable and indexed.
+///
+/// Dropping an archiver without `finish` leaves only unreferenced packs, never a partial index.
+pub struct Archiver<'a> {
+    shared: Shared<'a>,
+    sink: Sink,
+}
+
+impl<'a> Archiver<'a> {
+    /// Starts a run against `repo`, deduplicating against `index`.
+    pub fn new(repo: &'a Repository, index: &'a Index, progress: Arc<Progress>) -> Self {
+        let (tx, rx) = bounded::<FinishedPack>(1);
+        let writers = (0..WRITERS)
+            .map(|_| {
+                let backend = Arc::clone(repo.backend());
+                let rx = rx.clone();
+                std::thread::spawn(move || writer_loop(backend, rx))
+            })
+            .collect();
+        Archiver {
+            shared: Shared {
+                repo,
+                index,
+                session: RwLock::new(HashSet::new()),
+            },
+            sink: Sink {
+                pack: None,
+                to_writers: Some(tx),
+                writers,
+                stats: ArchiveStats::default(),
+                progress,
+            },
+        }
+    }
+
+    /// Stores one blob (a tree, say) and returns its ID.
+    pub fn add_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
+        let p = self.shared.process(kind, data);
+        let id = self.sink.store(&self.shared, kind, p)?;
+        Ok(id)
+    }
+
+    /// Stores a whole stream as a file named `name` and returns its tree node.
+    pub fn add_stream<R: Read + Send>(&mut self, name: &str, reader: R) -> Result<FileNode> {
+        let params = self.shared.repo.config().chunker;
+        let key = self.shared.repo.key().clone();
+        let progress = Arc::clone(&self.sink.progress);
+        let (batch_tx, batch_rx) = bounded::<Vec<Vec<u8>>>(2);
+        let (done_tx, done_rx) = bounded::<Vec<Processed>>(2);
+        let shared = &self.shared;
+        let sink = &mut self.sink;
+        let mut content = Vec::new();
+
+        let (read_result, store_result) = std::thread::scope(|s| {
+            let reader_thread = s.spawn(move || -> std::io::Result<(u64, Id)> {
+                let mut hasher = key.hasher();
+                let mut size = 0u64;
+                let mut batch = Vec::new();
+                let mut batch_bytes = 0;
+                let stopped = || std::io::Error::other("pipeline stopped");
+                for chunk in Chunker::new(reader, params) {
+                    let chunk = chunk?;
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    progress
+                        .bytes_in
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    batch_bytes += chunk.len();
+                    batch.push(chunk);
+                    if batch_bytes >= BATCH_BYTES {
+                        batch_tx
+                            .send(std::mem::take(&mut batch))
+                            .map_err(|_| stopped())?;
+                        batch_bytes = 0;
+                    }
+                }
+                if !batch.is_empty() {
+                    batch_tx.send(batch).map_err(|_| stopped())?;
+                }
+                Ok((size, Id(*hasher.finalize().as_bytes())))
+            });
+            s.spawn(move || {
+                for batch in batch_rx {
+                    let out: Vec<Processed> = batch
+                        .into_par_iter()
+                        .map(|c| shared.process(BlobKind::Data, c))
+                        .collect();
+                    if done_tx.send(out).is_err() {
+                        break;
+                    }
+                }
+            });
+            let store_result = (|| -> Result<()> {
+                for results in done_rx {
+                    for p in results {
+                        content.push(sink.store(shared, BlobKind::Data, p)?);
+                    }
+                }
+                Ok(())
+            })();
+            (reader_thread.join(), store_result)
+        });
+        store_result?;
+        let (size, hash) = match read_result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(Error::Source(format!("reading {name}: {e}"))),
+            Err(_) => {
+                return Err(Error::Source(format!(
+                    "reading {name}: reader thread panicked"
+                )))
+            }
+        };
+        self.sink.stats.bytes_in += size;
+        Ok(FileNode {
+            name: name.to_string(),
+            size,
+            hash,
+            content,
+        })
+    }
+
+    /// Flushes the last pack, waits until every pack is durable, then writes the index file that
+    /// lists them. Returns the run's figures and the index file's ID (none if nothing was new).
+    pub fn finish(mut self) -> Result<(ArchiveStats, Option<Id>)> {
+        self.sink.flush_pack(self.shared.repo.key())?;
+        let packs = self.sink.join_writers()?;
+        let index_id = if packs.is_empty() {
+            None
+        } else {
+            Some(self.shared.repo.save_index(&IndexFile {
+                supersedes: Vec::new(),
+                packs,
+            })?)
+        };
+        Ok((self.sink.stats.clone(), index_id))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // Stop the writers; packs they already wrote stay unreferenced until prune.
+        self.to_writers = None;
+        for h in self.writers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The local-folder backend, sbk's embedded default.
+//!
+//! Writes go to a temporary file in `tmp/`, are fsynced, renamed into place, and the folder is
+//! fsynced, so a crash leaves either the whole file or nothing under its final name (at worst a
+//! stray temporary file that the next `prune` removes).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{relative_path, BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
+
+/// A repository in a local folder.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+fn classify(e: &io::Error) -> ErrorKind {
+    match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            ErrorKind::Transient
+        }
+        _ => ErrorKind::Permanent,
+    }
+}
+
+fn err(op: &str, path: &Path, e: io::Error) -> BackendError {
+    BackendError::new(classify(&e), format!("{op} {}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> BResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err("fsync folder", dir, e))
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, t: FileType, name: &str) -> PathBuf {
+        self.root.join(relative_path(t, name))
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn check_name(name: &str) -> BResult<()> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(BackendError::new(
+                ErrorKind::Permanent,
+                format!("invalid file name {name:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn persist(&self, t: FileType, name: &str, staged: tempfile::NamedTempFile) -> BResult<()> {
+        let dest = self.path(t, name);
+        staged
+            .as_file()
+            .sync_all()
+            .map_err(|e| err("fsync", staged.path(), e))?;
+        let dir = dest
+            .parent()
+            .expect("repository files live in a folder")
+            .to_path_buf();
+        if t == FileType::Config {
+            // Never replace an existing config: link-based, fails if the name exists.
+            staged
+                .persist_noclobber(&dest)
+                .map_err(|e| err("write", &dest, e.error))?;
+        } else {
+            match staged.persist(&dest) {
+                Ok(_) => {}
+                Err(e) if e.error.raw_os_error() == Some(18) => {
+                    // EXDEV: staged on another file system; copy through our own tmp folder.
+                    let mut src = e.file;
+                    src.seek(SeekFrom::Start(0))
+                        .map_err(|e| err("seek", &dest, e))?;
+                    let mut copy = tempfile::NamedTempFile::new_in(self.tmp_dir())
+                        .map_err(|e| err("create temp", &dest, e))?;
+                    io::copy(&mut src, copy.as_file_mut()).map_err(|e| err("copy", &dest, e))?;
+                    return self.persist(t, name, copy);
+                }
+                Err(e) => return Err(err("rename into", &dest, e.error)),
+            }
+        }
+        sync_dir(&dir)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> BResult<()> {
+        match fs::read_dir(&self.root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(BackendError::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{} is not empty", self.root.display()),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.root).map_err(|e| err("create folder", &self.root, e))?;
+            }
+            Err(e) => return Err(err("read folder", &self.root, e)),
+        }
+        let mut dirs = vec![self.tmp_dir()];
+        for t in FileType::LISTED {
+            dirs.push(self.root.join(t.dirname()));
+        }
+        for d in &dirs {
+            fs::create_dir_all(d).map_err(|e| err("create folder", d, e))?;
+        }
+        let data = self.root.join(FileType::Pack.dirname());
+        for i in 0..=255u8 {
+            let d = data.join(hex::encode([i]));
+            fs::create_dir_all(&d).map_err(|e| err("create folder", &d, e))?;
+        }
+        sync_dir(&data)?;
+        sync_dir(&self.root)?;
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
+        let dir = self.root.join(t.dirname());
+        let mut out = Vec::new();
+        let mut dirs = vec![dir.clone()];
+        if t == FileType::Pack {
+            dirs.clear();
+            for e in fs::read_dir(&dir).map_err(|e| err("list", &dir, e))? {
+                let e = e.map_err(|e| err("list", &dir, e))?;
+                if e.file_type().map(|f| f.is_dir()).unwrap_or(false) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        for d in dirs {
+            for e in fs::read_dir(&d).map_err(|e| err("list", &d, e))? {
+                let e = e.map_err(|e| err("list", &d, e))?;
+                let meta = e.metadata().map_err(|er| err("stat", &e.path(), er))?;
+                if !meta.is_file() {
+                    continue;
+                }
+                if let Some(name) = e.file_name().to_str() {
+                    if !name.starts_with('.') {
+                        out.push(FileInfo {
+                            name: name.to_string(),
+                            size: meta.len(),
+                        });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        Self::check_name(name)?;
+        let p = self.path(t, name);
+        fs::read(&p).map_err(|e| err("read", &p, e))
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>> {
+        Self::check_name(name)?;
+        let p = self.path(t, name);
+        let mut f = File::open(&p).map_err(|e| err("open", &p, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| err("seek", &p, e))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                BackendError::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "short read of {} at offset {offset} (+{len}): file is truncated",
+                        p.display()
+                    ),
+                )
+            } else {
+                err("read", &p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        Self::check_name(name)?;
+        let tmp = self.tmp_dir();
+        let mut f = tempfile::NamedTempFile::new_in(&tmp)
+            .map_err(|e| err("create temp file in", &tmp, e))?;
+        f.write_all(data).map_err(|e| err("write", f.path(), e))?;
+        self.persist(t, name, f)
+    }
+
+    fn write_staged(
+        &self,
+        t: FileType,
+        name: &str,
+        staged: tempfile::NamedTempFile,
+    ) -> BResult<()> {
+        Self::check_name(name)?;
+        self.persist(t, name, staged)
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        Some(self.tmp_dir())
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        Self::check_name(name)?;
+        let p = self.path(t, name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("remove", &p, e)),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Storage backends: where repository files live. A backend moves opaque bytes by
+//! ([`FileType`], name); it knows nothing of keys, packs or snapshots.
+//!
+//! # Contract
+//! Every backend must guarantee:
+//! - **Atomic, durable writes.** A file is either absent or complete with the exact bytes written;
+//!   when [`Backend::write`] or [`Backend::write_staged`] returns `Ok`, the file survives a crash.
+//! - **Idempotent writes of content-addressed files.** Files other than `config` are named by the
+//!   hash of their bytes, so writing a name that exists with the same bytes succeeds.
+//! - **No overwrite of `config`.** [`Backend::create`] and the `config` write fail with
+//!   [`ErrorKind::AlreadyExists`] rather than replace a repository.
+//! - **Exact reads.** `read_range` returns exactly `len` bytes or fails; a short read is an error,
+//!   never silently fewer bytes.
+//! - **Error kinds.** [`ErrorKind::NotFound`] for a missing file, [`ErrorKind::Transient`] for
+//!   failures a retry may cure (time-outs, throttling, 5xx), [`ErrorKind::Permanent`] otherwise.
+//!   Retry policies wrap a backend and look only at the kind.
+//! - Backends are `Send + Sync`; concurrent calls on different names are allowed.
+
+pub mod local;
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The kinds of repository files; [`FileType::dirname`] is the one place that knows the layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+}
+
+impl FileType {
+    /// Folder (or key prefix) holding files of this type; `config` sits at the root.
+    pub fn dirname(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Pack => "data",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshots",
+        }
+    }
+
+    /// All types that live in folders.
+    pub const LISTED: [FileType; 4] = [
+        FileType::Key,
+        FileType::Pack,
+        FileType::Index,
+        FileType::Snapshot,
+    ];
+
+    /// Human name used in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Key => "key",
+            FileType::Pack => "pack",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Relative path of a file inside a repository: packs are fanned out by their first two hex
+/// digits so that no folder grows past a few thousand entries.
+pub fn relative_path(t: FileType, name: &str) -> String {
+    match t {
+        FileType::Config => "config".to_string(),
+        FileType::Pack => format!("data/{}/{}", &name[..2.min(name.len())], name),
+        _ => format!("{}/{}", t.dirname(), name),
+    }
+}
+
+/// What kind of failure a backend reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    Transient,
+    Permanent,
+}
+
+/// A backend failure: its kind and a message naming the file and the operation.
+#[derive(Debug, thiserror::Error)]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl BackendError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        BackendError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Backend result alias.
+pub type BResult<T> = Result<T, BackendError>;
+
+/// A file listed by [`Backend::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// The storage contract (see the module documentation).
+pub trait Backend: Send + Sync {
+    /// Where the repository lives, for messages (never with credentials).
+    fn location(&self) -> String;
+
+    /// Prepares an empty location for a new repository; fails with `AlreadyExists` unless it is
+    /// empty.
+    fn create(&self) -> BResult<()>;
+
+    /// Lists the files of one type.
+    fn list(&self, t: FileType) -> BResult<Vec<FileInfo>>;
+
+    /// Reads a whole file.
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>>;
+
+    /// Reads exactly `len` bytes at `offset`.
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>>;
+
+    /// Writes a file atomically and durably.
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
+
+    /// Writes a file whose bytes were staged in a temporary file (large packs), atomically and
+    /// durably; the staged file is consumed.
+    fn write_staged(&self, t: FileType, name: &str, staged: tempfile::NamedTempFile)
+        -> BResult<()>;
+
+    /// A folder on the backend's own file system for [`Backend::write_staged`] files, when staging
+    /// there makes the final write a cheap rename; `None` means use the system's temp folder.
+    fn staging_dir(&self) -> Option<PathBuf>;
+
+    /// Removes a file; removing a missing file is not an error.
+    fn remove(&self, t: FileType, name: &str) -> BResult<()>;
+}
+
+/// Opens the backend a repository URL names: a local path (`/srv/repo`, `./repo`, `local:/x`),
+/// or `s3:http[s]://host[:port]/bucket[/prefix]` once the S3 backend exists.
+pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Backend>, crate::Error> {
+    if url.is_empty() {
+        return Err(crate::Error::Invalid(
+            "no repository given: pass -r/--repo or set SBK_REPOSITORY".into(),
+        ));
+    }
+    if let Some(rest) = url.strip_prefix("s3:") {
+        let _ = rest;
+        return Err(crate::Error::Invalid(format!(
+            "{url}: the S3 backend is not part of this build yet; use a local path"
+        )));
+    }
+    let path = url.strip_prefix("local:").unwrap_or(url);
+    Ok(std::sync::Arc::new(local::LocalBackend::new(path)))
+}

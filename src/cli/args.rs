@@ -1,0 +1,183 @@
+//! Command-line grammar (clap). Values are validated here so later code never sees raw strings.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sbk",
+    version,
+    about = "Deduplicating, encrypted backups for PostgreSQL",
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository: a local path, or s3:https://host[:port]/bucket[/prefix]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "SBK_REPOSITORY",
+        global = true,
+        default_value = ""
+    )]
+    pub repo: String,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "SBK_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password
+    #[arg(long, env = "SBK_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Print results as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KdfArgs {
+    /// Argon2id memory in KiB for the new key (default 65536 = 64 MiB)
+    #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8..=4 * 1024 * 1024))]
+    pub kdf_memory_kib: u32,
+    /// Argon2id passes for the new key
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub kdf_iterations: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository
+    Init {
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Take a snapshot
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// List snapshots
+    Snapshots,
+    /// Restore a snapshot's files into a folder
+    Restore {
+        /// Snapshot ID, unique prefix, or `latest`
+        snapshot: String,
+        /// Folder to write into (created if missing)
+        #[arg(long, short = 't')]
+        target: PathBuf,
+        /// Replace files that exist in the target
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Write one file of a snapshot to standard output
+    Dump {
+        /// Snapshot ID, unique prefix, or `latest`
+        snapshot: String,
+        /// File name (may be omitted when the snapshot holds one file)
+        file: Option<String>,
+    },
+    /// Show a decrypted repository object as JSON
+    Cat {
+        #[command(subcommand)]
+        what: CatCommand,
+    },
+    /// Manage passwords (key files)
+    Key {
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    /// Name of the file in the snapshot
+    #[arg(long, value_parser = parse_name)]
+    pub name: String,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Time to record, RFC 3339 (default: now)
+    #[arg(long, value_parser = parse_time)]
+    pub time: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Store standard input as one file
+    Stdin {
+        #[command(flatten)]
+        args: SnapshotArgs,
+    },
+    /// Run a command and store its standard output; a non-zero exit saves nothing
+    Command {
+        #[command(flatten)]
+        args: SnapshotArgs,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, num_args = 1..)]
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatCommand {
+    /// The repository config
+    Config,
+    /// A key file
+    Key { id: String },
+    /// A snapshot
+    Snapshot { id: String },
+    /// A snapshot's tree
+    Tree { id: String },
+    /// An index file
+    Index { id: String },
+    /// A pack's header
+    Pack { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List keys
+    List,
+    /// Add a key for another password
+    Add {
+        /// Read the new password from this file
+        #[arg(long, env = "SBK_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Change the password of the key in use
+    Passwd {
+        /// Read the new password from this file
+        #[arg(long, env = "SBK_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a key (not the last one)
+    Remove { id: String },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{e}; expected RFC 3339, like 2026-11-29T02:00:00+01:00"))
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    sbk::format::tree::validate_name(s)?;
+    Ok(s.to_string())
+}

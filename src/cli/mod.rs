@@ -1,0 +1,284 @@
+//! The CLI: parses arguments, gathers passwords, calls `sbk::commands`, renders the outcome and
+//! turns errors into exit codes. `main` is the one place that decides an exit code.
+
+mod args;
+mod password;
+mod progress;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use clap::Parser;
+use indicatif::HumanBytes;
+use sbk::archiver::Progress;
+use sbk::commands::{self, cat::CatTarget, snapshot::SnapshotOptions, SnapshotView};
+use sbk::crypto::KdfParams;
+use sbk::{Error, Repository};
+use serde::Serialize;
+
+use args::{
+    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, SnapshotArgs, SnapshotCommand,
+};
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) | Err(Error::BrokenPipe) => 0,
+        Err(e) => {
+            eprintln!("sbk: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)
+        .map_err(|e| Error::io("write", "stdout", e.into()))?;
+    writeln!(out).map_err(stdout_err)
+}
+
+fn stdout_err(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::BrokenPipe
+    } else {
+        Error::io("write", "stdout", e)
+    }
+}
+
+/// Prints a line of human output unless `-q`.
+macro_rules! say {
+    ($g:expr, $($t:tt)*) => {
+        if !$g.quiet {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, $($t)*).map_err(stdout_err)?;
+        }
+    };
+}
+
+fn kdf(a: &KdfArgs) -> KdfParams {
+    KdfParams::with_cost(a.kdf_memory_kib, a.kdf_iterations, 1)
+}
+
+fn open(g: &GlobalArgs) -> Result<Repository, Error> {
+    let backend = sbk::backend::from_url(&g.repo)?;
+    let password = password::repository_password(g)?;
+    Repository::open(backend, &password)
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { kdf: k } => {
+            let backend = sbk::backend::from_url(&g.repo)?;
+            let password = password::new_password(None, Some(g))?;
+            let out = commands::init::init(backend, &password, kdf(&k))?;
+            if g.json {
+                print_json(&out)?;
+            } else {
+                say!(
+                    g,
+                    "created sbk repository {} at {}",
+                    out.id.short(),
+                    out.location
+                );
+                say!(
+                    g,
+                    "Keep the password safe: without it the repository cannot be read."
+                );
+            }
+        }
+        Command::Snapshot(sc) => {
+            let repo = open(g)?;
+            let (args, argv) = match sc {
+                SnapshotCommand::Stdin { args } => (args, None),
+                SnapshotCommand::Command { args, argv } => (args, Some(argv)),
+            };
+            let opts = snapshot_options(&args);
+            let progress = Arc::new(Progress::default());
+            let line = progress::ProgressLine::start(Arc::clone(&progress), !g.quiet && !g.json);
+            let result = match argv {
+                None => {
+                    commands::snapshot::snapshot_reader(&repo, &opts, std::io::stdin(), progress)
+                }
+                Some(argv) => commands::snapshot::snapshot_command(&repo, &opts, &argv, progress),
+            };
+            drop(line);
+            let view = result?;
+            if g.json {
+                print_json(&view)?;
+            } else {
+                let s = &view.snapshot.summary;
+                say!(
+                    g,
+                    "snapshot {} saved: {} read, {} added ({} new blobs of {}) in {:.1}s",
+                    view.short_id,
+                    HumanBytes(s.bytes_in),
+                    HumanBytes(s.bytes_added),
+                    s.blobs_new,
+                    s.blobs_total,
+                    s.duration_secs
+                );
+            }
+        }
+        Command::Snapshots => {
+            let repo = open(g)?;
+            let list = commands::snapshots::list(&repo)?;
+            if g.json {
+                print_json(&list)?;
+            } else {
+                print_snapshot_table(g, &list)?;
+            }
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            overwrite,
+        } => {
+            let repo = open(g)?;
+            let out = commands::restore::restore(&repo, &snapshot, &target, overwrite)?;
+            if g.json {
+                print_json(&out)?;
+            } else {
+                for f in &out.files {
+                    if g.verbose {
+                        say!(g, "{} ({})", f.path.display(), HumanBytes(f.size));
+                    }
+                }
+                say!(
+                    g,
+                    "restored snapshot {}: {} files, {} verified, in {:.1}s",
+                    out.snapshot.short(),
+                    out.files.len(),
+                    HumanBytes(out.bytes),
+                    out.duration_secs
+                );
+            }
+        }
+        Command::Dump { snapshot, file } => {
+            let repo = open(g)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            commands::restore::dump(&repo, &snapshot, file.as_deref(), &mut out)?;
+            out.flush().map_err(stdout_err)?;
+        }
+        Command::Cat { what } => {
+            let repo = open(g)?;
+            let target = match what {
+                CatCommand::Config => CatTarget::Config,
+                CatCommand::Key { id } => CatTarget::Key(id),
+                CatCommand::Snapshot { id } => CatTarget::Snapshot(id),
+                CatCommand::Tree { id } => CatTarget::Tree(id),
+                CatCommand::Index { id } => CatTarget::Index(id),
+                CatCommand::Pack { id } => CatTarget::Pack(id),
+            };
+            print_json(&commands::cat::cat(&repo, &target)?)?;
+        }
+        Command::Key { action } => {
+            let repo = open(g)?;
+            match action {
+                KeyCommand::List => {
+                    let keys = commands::key::list(&repo)?;
+                    if g.json {
+                        print_json(&keys)?;
+                    } else {
+                        say!(
+                            g,
+                            "{:<10} {:<8} {:<25} {:<20} user",
+                            "ID",
+                            "role",
+                            "created",
+                            "host"
+                        );
+                        for k in keys {
+                            say!(
+                                g,
+                                "{}{:<9} {:<8} {:<25} {:<20} {}",
+                                if k.current { "*" } else { " " },
+                                k.short_id,
+                                k.role,
+                                k.created.format("%Y-%m-%d %H:%M:%S %:z"),
+                                k.host,
+                                k.username
+                            );
+                        }
+                    }
+                }
+                KeyCommand::Add {
+                    new_password_file,
+                    kdf: k,
+                } => {
+                    let pw = password::new_password(new_password_file.as_deref(), None)?;
+                    let id = commands::key::add(&repo, &pw, kdf(&k))?;
+                    key_done(g, "added key", id)?;
+                }
+                KeyCommand::Passwd {
+                    new_password_file,
+                    kdf: k,
+                } => {
+                    let pw = password::new_password(new_password_file.as_deref(), None)?;
+                    let id = commands::key::passwd(&repo, &pw, kdf(&k))?;
+                    key_done(g, "password changed; new key", id)?;
+                }
+                KeyCommand::Remove { id } => {
+                    let id = commands::key::remove(&repo, &id)?;
+                    key_done(g, "removed key", id)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key_done(g: &GlobalArgs, what: &str, id: sbk::Id) -> Result<(), Error> {
+    if g.json {
+        print_json(&serde_json::json!({ "id": id }))?;
+    } else {
+        say!(g, "{what} {}", id.short());
+    }
+    Ok(())
+}
+
+fn snapshot_options(a: &SnapshotArgs) -> SnapshotOptions {
+    let mut o = SnapshotOptions::new(&a.name);
+    o.tags = a.tags.clone();
+    o.host = a.host.clone();
+    o.time = a.time;
+    o
+}
+
+fn print_snapshot_table(g: &GlobalArgs, list: &[SnapshotView]) -> Result<(), Error> {
+    say!(
+        g,
+        "{:<8}  {:<25}  {:<16}  {:<10}  {:>10}  {:>10}  tags",
+        "ID",
+        "time",
+        "host",
+        "source",
+        "size",
+        "added"
+    );
+    for v in list {
+        let s = &v.snapshot;
+        say!(
+            g,
+            "{:<8}  {:<25}  {:<16}  {:<10}  {:>10}  {:>10}  {}",
+            v.short_id,
+            s.time.format("%Y-%m-%d %H:%M:%S %:z"),
+            s.host,
+            s.source.kind,
+            HumanBytes(s.summary.bytes_in).to_string(),
+            HumanBytes(s.summary.bytes_added).to_string(),
+            s.tags.join(",")
+        );
+    }
+    say!(g, "{} snapshots", list.len());
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The verbs, as library calls: options in, an outcome out. Nothing here prints; the CLI renders
+//! outcomes as text or JSON.
+
+pub mod cat;
+pub mod init;
+pub mod key;
+pub mod restore;
+pub mod snapshot;
+pub mod snapshots;
+
+use serde::Serialize;
+
+use crate::format::snapshot::Snapshot;
+use crate::id::Id;
+
+/// A snapshot with its ID, as shown by `snapshots --json` and `snapshot --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotView {
+    pub id: Id,
+    pub short_id: String,
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+}
+
+impl SnapshotView {
+    pub fn new(id: Id, snapshot: Snapshot) -> Self {
+        SnapshotView {
+            id,
+            short_id: id.short(),
+            snapshot,
+        }
+    }
+}

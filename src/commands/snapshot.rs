@@ -1,0 +1,137 @@
+//! `sbk snapshot stdin|command`: store one stream as one file of a new snapshot.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::archiver::{Archiver, Progress};
+use crate::error::{Error, Result};
+use crate::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
+use crate::format::tree::{validate_name, Tree, TREE_VERSION};
+use crate::format::BlobKind;
+use crate::repository::{Actor, Repository};
+use crate::source::{redact_arg, CommandSource};
+
+use super::SnapshotView;
+
+/// Options shared by every snapshot source.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// Name of the file in the snapshot.
+    pub name: String,
+    pub tags: Vec<String>,
+    /// Host to record (default: this machine).
+    pub host: Option<String>,
+    /// Time to record (default: now).
+    pub time: Option<DateTime<FixedOffset>>,
+    /// The source's kind and details.
+    pub source: Source,
+}
+
+impl SnapshotOptions {
+    /// Defaults for a stream stored as `name`.
+    pub fn new(name: &str) -> Self {
+        SnapshotOptions {
+            name: name.to_string(),
+            tags: Vec::new(),
+            host: None,
+            time: None,
+            source: Source {
+                kind: "stdin".into(),
+                details: Default::default(),
+            },
+        }
+    }
+}
+
+/// Stores `reader` as a snapshot; `check_source` runs after the stream ends and can veto the
+/// snapshot (a command's exit status).
+fn run(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    reader: impl Read + Send,
+    progress: Arc<Progress>,
+    check_source: impl FnOnce() -> Result<()>,
+) -> Result<SnapshotView> {
+    validate_name(&opts.name).map_err(Error::Invalid)?;
+    let actor = Actor::current();
+    let started = actor.now;
+    let clock = Instant::now();
+    let index = repo.load_index()?;
+    let mut archiver = Archiver::new(repo, &index, progress);
+    let node = archiver.add_stream(&opts.name, reader)?;
+    check_source()?;
+    let tree = Tree {
+        version: TREE_VERSION,
+        files: vec![node],
+    };
+    let tree_id = archiver.add_blob(
+        BlobKind::Tree,
+        serde_json::to_vec(&tree).expect("tree serializes"),
+    )?;
+    let (stats, _index_id) = archiver.finish()?;
+    let finished = chrono::Local::now().fixed_offset();
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: opts.time.unwrap_or(started),
+        host: opts.host.clone().unwrap_or(actor.host),
+        username: actor.username,
+        tags: opts.tags.clone(),
+        source: opts.source.clone(),
+        tree: tree_id,
+        parent: None,
+        summary: Summary {
+            bytes_in: stats.bytes_in,
+            bytes_added: stats.bytes_added,
+            bytes_added_raw: stats.bytes_added_raw,
+            blobs_total: stats.blobs_total,
+            blobs_new: stats.blobs_new,
+            packs_new: stats.packs_new,
+            started,
+            finished,
+            duration_secs: clock.elapsed().as_secs_f64(),
+        },
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(SnapshotView::new(id, snapshot))
+}
+
+/// Snapshots a reader (standard input).
+pub fn snapshot_reader(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    reader: impl Read + Send,
+    progress: Arc<Progress>,
+) -> Result<SnapshotView> {
+    run(repo, opts, reader, progress, || Ok(()))
+}
+
+/// Runs a command and snapshots its standard output; a non-zero exit saves nothing.
+pub fn snapshot_command(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    argv: &[String],
+    progress: Arc<Progress>,
+) -> Result<SnapshotView> {
+    let mut opts = opts.clone();
+    if opts.source.kind.is_empty() || opts.source.kind == "stdin" {
+        opts.source.kind = "command".into();
+    }
+    opts.source.details.insert(
+        "command".into(),
+        serde_json::Value::from(argv.iter().map(|a| redact_arg(a)).collect::<Vec<_>>()),
+    );
+    let mut cmd = CommandSource::spawn(argv)?;
+    let stdout = cmd.stdout();
+    let mut cmd = Some(cmd);
+    let result = run(repo, &opts, stdout, progress, || {
+        cmd.take().expect("checked once").wait()
+    });
+    if let Some(cmd) = cmd {
+        // The pipeline failed before the command ended: stop it.
+        cmd.kill();
+    }
+    result
+}

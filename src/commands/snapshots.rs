@@ -1,0 +1,15 @@
+//! `sbk snapshots`.
+
+use crate::error::Result;
+use crate::repository::Repository;
+
+use super::SnapshotView;
+
+/// All snapshots, oldest first.
+pub fn list(repo: &Repository) -> Result<Vec<SnapshotView>> {
+    Ok(repo
+        .list_snapshots()?
+        .into_iter()
+        .map(|(id, s)| SnapshotView::new(id, s))
+        .collect())
+}

@@ -1,0 +1,76 @@
+//! The repository config: `"sbk-repo" || format version (u32 LE) || sealed payload(JSON)`.
+//! The version sits in clear so that a reader refuses a repository it does not understand
+//! before asking for a password.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::{FormatError, Reader};
+use crate::chunker::ChunkerParams;
+use crate::id::Id;
+
+/// Magic bytes at the start of `config`.
+pub const MAGIC: &[u8; 8] = b"sbk-repo";
+/// The one repository format version this sbk reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Compression settings recorded in the config.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Compression {
+    /// Always `zstd`.
+    pub algorithm: String,
+    /// zstd level for blobs.
+    pub level: i32,
+}
+
+/// The decrypted repository config.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Config {
+    /// Format version (same as the clear one).
+    pub version: u32,
+    /// Random repository ID.
+    pub id: Id,
+    /// When the repository was created.
+    pub created: DateTime<FixedOffset>,
+    /// Chunker parameters, including the per-repository gear seed.
+    pub chunker: ChunkerParams,
+    /// Blob compression.
+    pub compression: Compression,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+}
+
+/// Splits a config file into its clear version and the sealed part.
+pub fn split(bytes: &[u8]) -> Result<(u32, &[u8]), FormatError> {
+    let mut r = Reader::new(bytes);
+    let magic = r.take(MAGIC.len())?;
+    if magic != MAGIC {
+        return Err(FormatError::Invalid(
+            "not an sbk repository config (bad magic)".into(),
+        ));
+    }
+    let version = r.u32()?;
+    Ok((version, &bytes[MAGIC.len() + 4..]))
+}
+
+/// Joins the clear header and the sealed part.
+pub fn join(version: u32, sealed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + sealed.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(sealed);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_join() {
+        let b = join(7, b"xyz");
+        assert_eq!(split(&b).unwrap(), (7, &b"xyz"[..]));
+        assert!(split(b"sbk-re").is_err());
+        assert!(split(b"nope-repo\x01\0\0\0").is_err());
+    }
+}

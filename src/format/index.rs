@@ -1,0 +1,161 @@
+//! Index files: which blobs each pack holds, so that a snapshot can be restored without reading
+//! pack headers. Payload (inside a sealed, payload-encoded file):
+//!
+//! ```text
+//! version u8 = 1
+//! supersedes: u32 count, then count x id(32)      -- index files this one replaces (prune)
+//! packs:      u32 count, then per pack:
+//!     pack id (32), u32 blob count, then per blob:
+//!         kind u8, offset u32, stored_len u32, raw_len u32, id (32) [, base id (32) if kind = 2]
+//! ```
+
+use super::pack::PackEntry;
+use super::{BlobKind, FormatError, Reader};
+use crate::id::Id;
+
+/// Index payload version.
+pub const INDEX_VERSION: u8 = 1;
+
+/// A pack and its blobs, as listed in an index file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexPack {
+    pub id: Id,
+    pub blobs: Vec<PackEntry>,
+}
+
+/// A decoded index file.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct IndexFile {
+    pub supersedes: Vec<Id>,
+    pub packs: Vec<IndexPack>,
+}
+
+impl IndexFile {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
+        let mut out =
+            Vec::with_capacity(9 + self.supersedes.len() * 32 + self.packs.len() * 36 + blobs * 45);
+        out.push(INDEX_VERSION);
+        out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
+        for id in &self.supersedes {
+            out.extend_from_slice(&id.0);
+        }
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for p in &self.packs {
+            out.extend_from_slice(&p.id.0);
+            out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
+            for b in &p.blobs {
+                out.push(b.kind as u8);
+                out.extend_from_slice(&b.offset.to_le_bytes());
+                out.extend_from_slice(&b.stored_len.to_le_bytes());
+                out.extend_from_slice(&b.raw_len.to_le_bytes());
+                out.extend_from_slice(&b.id.0);
+                if b.kind == BlobKind::Delta {
+                    out.extend_from_slice(&b.base.unwrap_or_default().0);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes a payload.
+    pub fn decode(buf: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(buf);
+        let v = r.u8()?;
+        if v != INDEX_VERSION {
+            return Err(FormatError::Version {
+                what: "index",
+                version: v as u32,
+            });
+        }
+        let n = r.u32()? as usize;
+        let mut supersedes = Vec::with_capacity(n.min(r.remaining() / 32));
+        for _ in 0..n {
+            supersedes.push(r.id()?);
+        }
+        let np = r.u32()? as usize;
+        let mut packs = Vec::with_capacity(np.min(r.remaining() / 36));
+        for _ in 0..np {
+            let id = r.id()?;
+            let nb = r.u32()? as usize;
+            let mut blobs = Vec::with_capacity(nb.min(r.remaining() / 45));
+            for _ in 0..nb {
+                let kind = BlobKind::from_u8(r.u8()?)?;
+                let offset = r.u32()?;
+                let stored_len = r.u32()?;
+                let raw_len = r.u32()?;
+                let bid = r.id()?;
+                let base = if kind == BlobKind::Delta {
+                    Some(r.id()?)
+                } else {
+                    None
+                };
+                blobs.push(PackEntry {
+                    kind,
+                    id: bid,
+                    offset,
+                    stored_len,
+                    raw_len,
+                    base,
+                });
+            }
+            packs.push(IndexPack { id, blobs });
+        }
+        r.finish()?;
+        Ok(IndexFile { supersedes, packs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack_strategy() -> impl Strategy<Value = IndexPack> {
+        (
+            any::<[u8; 32]>(),
+            proptest::collection::vec(
+                (
+                    0u8..3,
+                    any::<[u8; 32]>(),
+                    any::<u32>(),
+                    any::<u32>(),
+                    any::<u32>(),
+                ),
+                0..20,
+            ),
+        )
+            .prop_map(|(id, blobs)| IndexPack {
+                id: Id(id),
+                blobs: blobs
+                    .into_iter()
+                    .map(|(k, bid, off, len, raw)| {
+                        let kind = BlobKind::from_u8(k).unwrap();
+                        PackEntry {
+                            kind,
+                            id: Id(bid),
+                            offset: off,
+                            stored_len: len,
+                            raw_len: raw,
+                            base: (kind == BlobKind::Delta).then_some(Id([7; 32])),
+                        }
+                    })
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(sup in proptest::collection::vec(any::<[u8; 32]>(), 0..3),
+                      packs in proptest::collection::vec(pack_strategy(), 0..5)) {
+            let f = IndexFile { supersedes: sup.into_iter().map(Id).collect(), packs };
+            prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
+        }
+
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = IndexFile::decode(&data);
+        }
+    }
+}

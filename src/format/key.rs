@@ -1,0 +1,31 @@
+//! Key files: clear JSON holding Argon2id parameters and the master key sealed with the
+//! password-derived key. Several may exist; each opens the same master key.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::KdfParams;
+
+/// The role a key grants. Only `full` exists now; the field leaves room for a later write-only
+/// role (a host that can add data but not read it back), which older readers will refuse.
+pub const ROLE_FULL: &str = "full";
+
+/// A key file as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyFile {
+    /// Key-file format version (1).
+    pub version: u32,
+    /// What the key may do (`full`).
+    pub role: String,
+    /// When the key was added.
+    pub created: DateTime<FixedOffset>,
+    /// Host that added it.
+    pub host: String,
+    /// User that added it.
+    pub username: String,
+    /// How the password becomes a key.
+    pub kdf: KdfParams,
+    /// The master key JSON, sealed with the derived key (`nonce || ct || tag`, base64).
+    #[serde(with = "crate::crypto::b64_vec")]
+    pub master_key: Vec<u8>,
+}

@@ -1,0 +1,62 @@
+//! Snapshots: sealed, payload-encoded JSON naming the tree blob of the files they hold.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// Snapshot JSON version.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Where a snapshot's data came from. `kind` plus kind-specific details; unknown fields are kept
+/// so that retention can group by them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Source {
+    /// `stdin`, `command`, later `postgres`.
+    pub kind: String,
+    /// Kind-specific details (command line with secrets removed, database, server version...).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a snapshot run read and added.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct Summary {
+    /// Bytes read from the source.
+    pub bytes_in: u64,
+    /// Stored (compressed, encrypted) bytes of the blobs this run added.
+    pub bytes_added: u64,
+    /// Plaintext bytes of the blobs this run added.
+    pub bytes_added_raw: u64,
+    /// Blobs referenced by the snapshot's files.
+    pub blobs_total: u64,
+    /// Blobs this run stored.
+    pub blobs_new: u64,
+    /// Packs this run wrote.
+    pub packs_new: u64,
+    /// Start of the run.
+    pub started: DateTime<FixedOffset>,
+    /// End of the run.
+    pub finished: DateTime<FixedOffset>,
+    /// Wall-clock seconds.
+    pub duration_secs: f64,
+}
+
+/// A snapshot as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub version: u32,
+    /// Snapshot time, with the zone offset of where it was taken.
+    pub time: DateTime<FixedOffset>,
+    pub host: String,
+    pub username: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub source: Source,
+    /// The tree blob listing the snapshot's files.
+    pub tree: Id,
+    /// The snapshot this one was compared with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    pub summary: Summary,
+}

@@ -1,0 +1,486 @@
+//! The repository: opening and unlocking it, and loading and saving its sealed files.
+//!
+//! This module is the sole owner of the write order that makes sbk crash-safe: packs are made
+//! durable first (by the [`crate::archiver::Archiver`]), then the index file that lists them, then
+//! the snapshot that references them. A crash at any point leaves only unreferenced files.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::backend::{Backend, ErrorKind, FileType};
+use crate::chunker::ChunkerParams;
+use crate::crypto::{aad, open_with_key, seal_with_nonce, KdfParams, MasterKey, OpenError};
+use crate::error::{Error, Result};
+use crate::format::config::{self, Compression, Config, FORMAT_VERSION};
+use crate::format::index::IndexFile;
+use crate::format::key::{KeyFile, ROLE_FULL};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::format::{payload, BlobKind, FormatError};
+use crate::id::Id;
+use crate::index::{BlobRef, Index};
+
+/// Upper bound for a decoded index, snapshot or config (a bomb guard, far above real sizes).
+const MAX_FILE_PLAINTEXT: usize = 1 << 30;
+/// Default target pack size: see `docs/format.md` for why.
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Default zstd level for blobs.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// Who and when, recorded in key files and snapshots.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub host: String,
+    pub username: String,
+    pub now: DateTime<FixedOffset>,
+}
+
+impl Actor {
+    /// This machine, this user, now.
+    pub fn current() -> Self {
+        Actor {
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            username: std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_default(),
+            now: chrono::Local::now().fixed_offset(),
+        }
+    }
+}
+
+/// An open, unlocked repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    key_id: Id,
+}
+
+fn damaged(t: FileType, id: &Id, reason: impl std::fmt::Display) -> Error {
+    Error::damaged(format!("{} file {}", t.noun(), id), reason.to_string())
+}
+
+fn open_err(e: OpenError) -> String {
+    match e {
+        OpenError::TooShort(n) => format!("too short to be sealed ({n} bytes)"),
+        OpenError::Unauthentic => "authentication failed: the bytes were changed".into(),
+    }
+}
+
+/// Reads `config`, mapping a missing file to [`Error::NoRepository`] and checking the version.
+fn read_config(backend: &dyn Backend) -> Result<Vec<u8>> {
+    let bytes = match backend.read(FileType::Config, "config") {
+        Ok(b) => b,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Err(Error::NoRepository(backend.location()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (version, _) =
+        config::split(&bytes).map_err(|e| Error::damaged("config", e.to_string()))?;
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Makes a key file for `key` under `password`.
+fn make_key_file(
+    key: &MasterKey,
+    password: &[u8],
+    kdf: KdfParams,
+    actor: &Actor,
+) -> Result<(Id, Vec<u8>)> {
+    let derived = zeroize::Zeroizing::new(kdf.derive(password).map_err(Error::Invalid)?);
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(key).expect("master key serializes"));
+    let mut nonce = [0u8; 24];
+    crate::crypto::getrandom(&mut nonce);
+    let kf = KeyFile {
+        version: 1,
+        role: ROLE_FULL.into(),
+        created: actor.now,
+        host: actor.host.clone(),
+        username: actor.username.clone(),
+        kdf,
+        master_key: seal_with_nonce(&derived, nonce, aad::MASTER_KEY, &plain),
+    };
+    let bytes = serde_json::to_vec_pretty(&kf).expect("key file serializes");
+    Ok((Id::of_file_bytes(&bytes), bytes))
+}
+
+impl Repository {
+    /// Creates a repository on an empty backend and returns it unlocked.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        actor: &Actor,
+    ) -> Result<Self> {
+        if password.is_empty() {
+            return Err(Error::Invalid("an empty password is not allowed".into()));
+        }
+        backend.create().map_err(|e| match e.kind {
+            ErrorKind::AlreadyExists => Error::NotEmpty(backend.location()),
+            _ => e.into(),
+        })?;
+        let key = MasterKey::random();
+        let mut rid = [0u8; 32];
+        crate::crypto::getrandom(&mut rid);
+        let mut seed = [0u8; 8];
+        crate::crypto::getrandom(&mut seed);
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id(rid),
+            created: actor.now,
+            chunker: ChunkerParams::default_with_seed(u64::from_le_bytes(seed)),
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: DEFAULT_ZSTD_LEVEL,
+            },
+            pack_size: DEFAULT_PACK_SIZE,
+        };
+        // Key first, then config: a crash in between leaves a folder without config, which
+        // `sbk init` reports as not empty and nothing mistakes for a repository.
+        let (key_id, key_bytes) = make_key_file(&key, password, kdf, actor)?;
+        backend.write(FileType::Key, &key_id.to_hex(), &key_bytes)?;
+        let json = serde_json::to_vec(&config).expect("config serializes");
+        let sealed = key.seal(aad::CONFIG, &payload::encode(&json, DEFAULT_ZSTD_LEVEL));
+        backend.write(
+            FileType::Config,
+            "config",
+            &config::join(FORMAT_VERSION, &sealed),
+        )?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+        })
+    }
+
+    /// Opens a repository with a password.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let config_bytes = read_config(backend.as_ref())?;
+        let (key, key_id) = Self::unlock(backend.as_ref(), password)?;
+        let (_, sealed) = config::split(&config_bytes).expect("checked by read_config");
+        let plain = key
+            .open(aad::CONFIG, sealed)
+            .map_err(|e| Error::damaged("config", open_err(e)))?;
+        let json = payload::decode(&plain, MAX_FILE_PLAINTEXT)
+            .map_err(|e| Error::damaged("config", e.to_string()))?;
+        let config: Config =
+            serde_json::from_slice(&json).map_err(|e| Error::damaged("config", e.to_string()))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::damaged("config", e))?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+        })
+    }
+
+    /// Tries every key file with the password.
+    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
+        let mut damage = Vec::new();
+        for info in backend.list(FileType::Key)? {
+            let Some(id) = Id::from_hex(&info.name) else {
+                continue;
+            };
+            let bytes = backend.read(FileType::Key, &info.name)?;
+            if Id::of_file_bytes(&bytes) != id {
+                damage.push(damaged(
+                    FileType::Key,
+                    &id,
+                    "its bytes do not match its name",
+                ));
+                continue;
+            }
+            let kf: KeyFile = match serde_json::from_slice(&bytes) {
+                Ok(k) => k,
+                Err(e) => {
+                    damage.push(damaged(FileType::Key, &id, e));
+                    continue;
+                }
+            };
+            if kf.role != ROLE_FULL {
+                continue;
+            }
+            let derived = zeroize::Zeroizing::new(
+                kf.kdf
+                    .derive(password)
+                    .map_err(|e| damaged(FileType::Key, &id, e))?,
+            );
+            let Ok(plain) = open_with_key(&derived, aad::MASTER_KEY, &kf.master_key) else {
+                continue;
+            };
+            let plain = zeroize::Zeroizing::new(plain);
+            let key: MasterKey =
+                serde_json::from_slice(&plain).map_err(|e| damaged(FileType::Key, &id, e))?;
+            return Ok((key, id));
+        }
+        match damage.into_iter().next() {
+            Some(e) => Err(e),
+            None => Err(Error::WrongPassword),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The key file that unlocked this repository.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// Seals and writes a file named by the hash of its bytes.
+    pub fn save_file(&self, t: FileType, label: &[u8], plaintext: &[u8]) -> Result<Id> {
+        let sealed = self.key.seal(
+            label,
+            &payload::encode(plaintext, self.config.compression.level),
+        );
+        let id = Id::of_file_bytes(&sealed);
+        self.backend.write(t, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Reads, checks and opens a sealed file.
+    pub fn load_file(&self, t: FileType, id: &Id, label: &[u8]) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(t, &id.to_hex())?;
+        if Id::of_file_bytes(&bytes) != *id {
+            return Err(damaged(
+                t,
+                id,
+                "its bytes do not match its name (storage corruption)",
+            ));
+        }
+        let plain = self
+            .key
+            .open(label, &bytes)
+            .map_err(|e| damaged(t, id, open_err(e)))?;
+        payload::decode(&plain, MAX_FILE_PLAINTEXT).map_err(|e| damaged(t, id, e))
+    }
+
+    /// IDs of all files of a type (names that are not IDs are ignored).
+    pub fn list_ids(&self, t: FileType) -> Result<Vec<Id>> {
+        Ok(self
+            .backend
+            .list(t)?
+            .iter()
+            .filter_map(|f| Id::from_hex(&f.name))
+            .collect())
+    }
+
+    /// Resolves a full ID or a unique hex prefix among the files of a type.
+    pub fn resolve(&self, t: FileType, prefix: &str) -> Result<Id> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "{prefix:?} is not an ID or ID prefix"
+            )));
+        }
+        let matches: Vec<Id> = self
+            .list_ids(t)?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&prefix))
+            .collect();
+        match matches.len() {
+            0 => Err(Error::NotFound(format!(
+                "no {} matches {prefix:?}",
+                t.noun()
+            ))),
+            1 => Ok(matches[0]),
+            n => Err(Error::Ambiguous(format!(
+                "{prefix:?} matches {n} {} files; give more digits",
+                t.noun()
+            ))),
+        }
+    }
+
+    /// Loads one index file.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let plain = self.load_file(FileType::Index, id, aad::INDEX)?;
+        IndexFile::decode(&plain).map_err(|e| damaged(FileType::Index, id, e))
+    }
+
+    /// Loads every index file into the in-memory index.
+    pub fn load_index(&self) -> Result<Index> {
+        use rayon::prelude::*;
+        let ids = self.list_ids(FileType::Index)?;
+        let files: Vec<Result<IndexFile>> =
+            ids.par_iter().map(|id| self.load_index_file(id)).collect();
+        let mut index = Index::new();
+        for (id, f) in ids.iter().zip(files) {
+            index
+                .add_file(&f?)
+                .map_err(|e| damaged(FileType::Index, id, e))?;
+        }
+        index.finalize();
+        Ok(index)
+    }
+
+    /// Saves an index file (after the packs it lists are durable).
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_file(FileType::Index, aad::INDEX, &file.encode())
+    }
+
+    /// Saves a snapshot (after its index is durable); returns its ID.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let json = serde_json::to_vec(snap).expect("snapshot serializes");
+        self.save_file(FileType::Snapshot, aad::SNAPSHOT, &json)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let json = self.load_file(FileType::Snapshot, id, aad::SNAPSHOT)?;
+        serde_json::from_slice(&json).map_err(|e| damaged(FileType::Snapshot, id, e))
+    }
+
+    /// All snapshots, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        use rayon::prelude::*;
+        let ids = self.list_ids(FileType::Snapshot)?;
+        let mut out: Vec<(Id, Snapshot)> = ids
+            .par_iter()
+            .map(|id| self.load_snapshot(id).map(|s| (*id, s)))
+            .collect::<Result<_>>()?;
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest` or an ID prefix to a snapshot.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .list_snapshots()?
+                .pop()
+                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+        }
+        let id = self.resolve(FileType::Snapshot, spec)?;
+        Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// Reads, opens, decompresses and verifies one blob.
+    pub fn load_blob(&self, blob: &BlobRef) -> Result<Vec<u8>> {
+        let sealed = self.backend.read_range(
+            FileType::Pack,
+            &blob.pack.to_hex(),
+            blob.offset as u64,
+            blob.stored_len,
+        )?;
+        self.open_blob(blob, &sealed)
+    }
+
+    /// Opens a sealed blob read from its pack and checks its ID.
+    pub fn open_blob(&self, blob: &BlobRef, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("blob {} in pack {}", blob.id.short(), blob.pack);
+        if blob.kind == BlobKind::Delta {
+            return Err(Error::damaged(
+                what(),
+                "delta blobs are not supported by this version",
+            ));
+        }
+        let plain = self
+            .key
+            .open(&crate::crypto::blob_aad(blob.kind as u8, &blob.id), sealed)
+            .map_err(|e| Error::damaged(what(), open_err(e)))?;
+        let data = with_decompressor(|d| payload::decode_exact(d, &plain, blob.raw_len as usize))
+            .map_err(|e: FormatError| Error::damaged(what(), e.to_string()))?;
+        if self.key.blob_id(&data) != blob.id {
+            return Err(Error::damaged(what(), "content does not match its ID"));
+        }
+        Ok(data)
+    }
+
+    /// Loads a tree blob.
+    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let blob = index
+            .get(id)
+            .ok_or_else(|| Error::damaged(format!("tree {}", id.short()), "not in the index"))?;
+        let json = self.load_blob(&blob)?;
+        let tree: Tree = serde_json::from_slice(&json)
+            .map_err(|e| Error::damaged(format!("tree {}", id.short()), e.to_string()))?;
+        tree.validate()
+            .map_err(|e| Error::damaged(format!("tree {}", id.short()), e))?;
+        Ok(tree)
+    }
+
+    /// Lists key files.
+    pub fn list_keys(&self) -> Result<Vec<(Id, KeyFile)>> {
+        let mut out = Vec::new();
+        for id in self.list_ids(FileType::Key)? {
+            let bytes = self.backend.read(FileType::Key, &id.to_hex())?;
+            if Id::of_file_bytes(&bytes) != id {
+                return Err(damaged(
+                    FileType::Key,
+                    &id,
+                    "its bytes do not match its name",
+                ));
+            }
+            let kf: KeyFile =
+                serde_json::from_slice(&bytes).map_err(|e| damaged(FileType::Key, &id, e))?;
+            out.push((id, kf));
+        }
+        Ok(out)
+    }
+
+    /// Adds a key file for another password.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, actor: &Actor) -> Result<Id> {
+        if password.is_empty() {
+            return Err(Error::Invalid("an empty password is not allowed".into()));
+        }
+        let (id, bytes) = make_key_file(&self.key, password, kdf, actor)?;
+        self.backend.write(FileType::Key, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Removes a key file; the last key cannot be removed.
+    pub fn remove_key(&self, id: &Id) -> Result<()> {
+        let keys = self.list_ids(FileType::Key)?;
+        if !keys.contains(id) {
+            return Err(Error::NotFound(format!("no key {id}")));
+        }
+        if keys.len() <= 1 {
+            return Err(Error::Refused(
+                "refusing to remove the last key: the repository would be unreadable".into(),
+            ));
+        }
+        self.backend.remove(FileType::Key, &id.to_hex())?;
+        Ok(())
+    }
+}
+
+/// Runs `f` with this thread's reusable zstd decompressor.
+pub(crate) fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> T,
+) -> T {
+    thread_local! {
+        static D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    D.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = slot.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("zstd context"));
+        f(d)
+    })
+}
