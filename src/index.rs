@@ -108,7 +108,7 @@ impl Index {
 
     /// Sorts for lookup; a blob stored twice (two concurrent snapshots) keeps one location.
     pub fn finalize(&mut self) {
-        self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        self.entries.sort_unstable_by_key(|e| e.id);
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
         self.sorted = true;
