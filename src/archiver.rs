@@ -1,23 +1,24 @@
 //! The ingest pipeline: stream -> chunker -> hash + dedup -> compress -> seal -> packer -> writer.
 //!
 //! ```text
-//!  reader thread         rayon (all cores)             this thread          writer threads
-//!  read + FastCDC  --->  keyed BLAKE3, dedup lookup, --->  PackWriter   --->  Backend::write_staged
-//!  whole-file hash  (2)  zstd, XChaCha20-Poly1305    (2)  (staging file) (1)  (N concurrent)
+//!  reader thread        seal workers (one per core)     this thread         writer threads
+//!  read + FastCDC  -->  keyed BLAKE3, dedup lookup, -->  reorder, PackWriter -->  Backend::write_staged
+//!  whole-file hash      zstd, XChaCha20-Poly1305         (staging file)           (WRITERS at once)
 //! ```
-//! Every queue is bounded (capacities in parentheses, in batches of about [`BATCH_BYTES`] or in
-//! packs), so memory is flat whatever the stream's size: about `4 x BATCH_BYTES` of chunks in
-//! flight plus the chunker's buffer; packs are staged in files, not in memory.
-//! Order is kept by processing batches as a whole: a batch's results come back in input order.
+//! Every queue is bounded. At most [`IN_FLIGHT`] chunks exist between the chunker and the packer
+//! (a token is taken per chunk by the reader and given back by the packer once the chunk is
+//! stored in order), so memory is flat whatever the stream's size: the chunker's buffer
+//! (2 x max chunk), `IN_FLIGHT` chunks and their sealed forms, one zstd context per worker. Packs
+//! are staged in files, not in memory. Workers pull single chunks, so one large chunk never
+//! stalls the others (no batch barrier); the packer restores the input order.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use rayon::prelude::*;
 
 use crate::backend::{Backend, FileType};
 use crate::chunker::Chunker;
@@ -31,8 +32,8 @@ use crate::index::Index;
 use crate::packer::{FinishedPack, PackWriter};
 use crate::repository::Repository;
 
-/// Bytes of chunks handed to the parallel stage at once.
-pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Chunks in flight between the chunker and the packer.
+pub const IN_FLIGHT: usize = 8;
 /// Concurrent pack writes.
 pub const WRITERS: usize = 2;
 
@@ -72,7 +73,7 @@ fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) 
         static C: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let plain = C.with(|cell| {
+    let mut buf = C.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|s| s.0) != Some(level) {
             *slot = Some((
@@ -82,14 +83,10 @@ fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) 
             ));
         }
         let (_, c, scratch) = slot.as_mut().expect("just set");
-        payload::encode_with(c, data, scratch)
+        payload::encode_with(c, data, scratch, NONCE_LEN, TAG_LEN)
     });
-    let mut nonce = [0u8; NONCE_LEN];
-    crate::crypto::getrandom(&mut nonce);
-    let sealed =
-        crate::crypto::seal_with_nonce(&key.encrypt, nonce, &blob_aad(kind as u8, id), &plain);
-    debug_assert_eq!(sealed.len(), plain.len() + NONCE_LEN + TAG_LEN);
-    sealed
+    crate::crypto::seal_in_place(&key.encrypt, &blob_aad(kind as u8, id), &mut buf);
+    buf
 }
 
 /// The read-only state the parallel stage shares with the packer.
@@ -263,8 +260,11 @@ impl<'a> Archiver<'a> {
         let params = self.shared.repo.config().chunker;
         let key = self.shared.repo.key().clone();
         let progress = Arc::clone(&self.sink.progress);
-        let (batch_tx, batch_rx) = bounded::<Vec<Vec<u8>>>(2);
-        let (done_tx, done_rx) = bounded::<Vec<Processed>>(2);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Tokens bound the chunks in flight; the packer returns one per chunk it has stored.
+        let (token_tx, token_rx) = bounded::<()>(IN_FLIGHT);
+        let (chunk_tx, chunk_rx) = bounded::<(u64, Vec<u8>)>(workers);
+        let (done_tx, done_rx) = bounded::<(u64, Processed)>(IN_FLIGHT);
         let shared = &self.shared;
         let sink = &mut self.sink;
         let mut content = Vec::new();
@@ -273,49 +273,48 @@ impl<'a> Archiver<'a> {
             let reader_thread = s.spawn(move || -> std::io::Result<(u64, Id)> {
                 let mut hasher = key.hasher();
                 let mut size = 0u64;
-                let mut batch = Vec::new();
-                let mut batch_bytes = 0;
                 let stopped = || std::io::Error::other("pipeline stopped");
-                for chunk in Chunker::new(reader, params) {
+                for (seq, chunk) in Chunker::new(reader, params).enumerate() {
                     let chunk = chunk?;
                     hasher.update(&chunk);
                     size += chunk.len() as u64;
                     progress
                         .bytes_in
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    batch_bytes += chunk.len();
-                    batch.push(chunk);
-                    if batch_bytes >= BATCH_BYTES {
-                        batch_tx
-                            .send(std::mem::take(&mut batch))
-                            .map_err(|_| stopped())?;
-                        batch_bytes = 0;
-                    }
-                }
-                if !batch.is_empty() {
-                    batch_tx.send(batch).map_err(|_| stopped())?;
+                    token_tx.send(()).map_err(|_| stopped())?;
+                    chunk_tx.send((seq as u64, chunk)).map_err(|_| stopped())?;
                 }
                 Ok((size, Id(*hasher.finalize().as_bytes())))
             });
-            s.spawn(move || {
-                for batch in batch_rx {
-                    let out: Vec<Processed> = batch
-                        .into_par_iter()
-                        .map(|c| shared.process(BlobKind::Data, c))
-                        .collect();
-                    if done_tx.send(out).is_err() {
-                        break;
+            for _ in 0..workers {
+                let (rx, tx) = (chunk_rx.clone(), done_tx.clone());
+                s.spawn(move || {
+                    for (seq, data) in rx {
+                        if tx
+                            .send((seq, shared.process(BlobKind::Data, data)))
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
-                }
-            });
+                });
+            }
+            drop((chunk_rx, done_tx));
             let store_result = (|| -> Result<()> {
-                for results in done_rx {
-                    for p in results {
+                let mut pending = BTreeMap::new();
+                let mut next = 0u64;
+                for (seq, p) in &done_rx {
+                    pending.insert(seq, p);
+                    while let Some(p) = pending.remove(&next) {
                         content.push(sink.store(shared, BlobKind::Data, p)?);
+                        next += 1;
+                        let _ = token_rx.recv();
                     }
                 }
                 Ok(())
             })();
+            // On failure, dropping the receivers stops the workers and then the reader.
+            drop((done_rx, token_rx));
             (reader_thread.join(), store_result)
         });
         store_result?;

@@ -154,7 +154,12 @@ fn swapped_blobs_are_detected() {
     let failures = repo
         .snapshots()
         .iter()
-        .filter(|s| !repo.run(&["dump", s["id"].as_str().unwrap()]).status.success())
+        .filter(|s| {
+            !repo
+                .run(&["dump", s["id"].as_str().unwrap()])
+                .status
+                .success()
+        })
         .count();
     assert_eq!(failures, 1);
 }

@@ -49,11 +49,11 @@ pub struct GlobalArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct KdfArgs {
-    /// Argon2id memory in KiB for the new key (default 65536 = 64 MiB)
-    #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(8..=4 * 1024 * 1024))]
+    /// Argon2id memory in KiB for the new key (default 32768 = 32 MiB)
+    #[arg(long, default_value_t = crate::cli::DEFAULT_KDF_MEMORY_KIB, value_parser = clap::value_parser!(u32).range(8..=4 * 1024 * 1024))]
     pub kdf_memory_kib: u32,
     /// Argon2id passes for the new key
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = crate::cli::DEFAULT_KDF_ITERATIONS, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub kdf_iterations: u32,
 }
 

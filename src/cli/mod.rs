@@ -20,6 +20,9 @@ use args::{
     CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, SnapshotArgs, SnapshotCommand,
 };
 
+pub const DEFAULT_KDF_MEMORY_KIB: u32 = sbk::crypto::DEFAULT_M_COST_KIB;
+pub const DEFAULT_KDF_ITERATIONS: u32 = sbk::crypto::DEFAULT_T_COST;
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

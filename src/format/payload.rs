@@ -25,27 +25,26 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     out
 }
 
-/// Encodes a chunk with a reusable compressor (the hot path of a snapshot).
+/// Encodes a chunk with a reusable compressor (the hot path of a snapshot) into a buffer that
+/// starts with `room` zero bytes and has spare capacity for `tail` more, so the caller can seal it
+/// in place without another copy (see [`crate::crypto::seal_in_place`]).
 pub fn encode_with(
     compressor: &mut zstd::bulk::Compressor<'_>,
     data: &[u8],
     scratch: &mut Vec<u8>,
+    room: usize,
+    tail: usize,
 ) -> Vec<u8> {
     scratch.clear();
     scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
-    let mut out;
-    match compressor.compress_to_buffer(data, scratch) {
-        Ok(n) if n < data.len() => {
-            out = Vec::with_capacity(n + 1 + crate::crypto::SEAL_OVERHEAD);
-            out.push(ZSTD);
-            out.extend_from_slice(&scratch[..n]);
-        }
-        _ => {
-            out = Vec::with_capacity(data.len() + 1 + crate::crypto::SEAL_OVERHEAD);
-            out.push(RAW);
-            out.extend_from_slice(data);
-        }
-    }
+    let (marker, body) = match compressor.compress_to_buffer(data, scratch) {
+        Ok(n) if n < data.len() => (ZSTD, &scratch[..n]),
+        _ => (RAW, data),
+    };
+    let mut out = Vec::with_capacity(room + 1 + body.len() + tail);
+    out.resize(room, 0);
+    out.push(marker);
+    out.extend_from_slice(body);
     out
 }
 
@@ -127,8 +126,9 @@ mod tests {
             prop_assert_eq!(decode(&enc, data.len()).unwrap(), data.clone());
             let mut c = zstd::bulk::Compressor::new(3).unwrap();
             let mut d = zstd::bulk::Decompressor::new().unwrap();
-            let enc2 = encode_with(&mut c, &data, &mut Vec::new());
-            prop_assert_eq!(decode_exact(&mut d, &enc2, data.len()).unwrap(), data);
+            let enc2 = encode_with(&mut c, &data, &mut Vec::new(), 3, 0);
+            prop_assert_eq!(&enc2[..3], &[0u8; 3]);
+            prop_assert_eq!(decode_exact(&mut d, &enc2[3..], data.len()).unwrap(), data);
         }
 
         #[test]

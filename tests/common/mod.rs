@@ -118,6 +118,8 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Its output is pinned by the golden repository test: never change it.
+///
 /// A repeatable stream that looks like a `COPY` section of a dump: tab-separated rows with ids,
 /// words and numbers. Compresses about 3x, like real table data.
 pub struct DumpLike {

@@ -1,0 +1,116 @@
+//! The golden repository: made by format version 1 and kept under `tests/golden/v1`. Every later
+//! sbk must still read it, byte for byte. Regenerate only when the format version changes (and
+//! then keep the old one too): `cargo test --test golden -- --ignored make_golden_v1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const GOLDEN_PASSWORD: &str = "golden-repository-password";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
+}
+
+/// The files the golden snapshots hold, in snapshot order.
+fn golden_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let base = dump_like(42, 1_500_000);
+    let mut changed = base[..700_000].to_vec();
+    changed.extend_from_slice(b"a row inserted between snapshots\n");
+    changed.extend_from_slice(&base[700_000..]);
+    vec![
+        ("app.pgdump", base),
+        ("app.pgdump", changed),
+        ("globals.sql", b"CREATE ROLE app;\n".to_vec()),
+    ]
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn golden_v1_repository_still_reads() {
+    let repo = TestRepo::uninit();
+    copy_dir(&golden_dir(), &repo.path);
+    let run = |args: &[&str]| {
+        repo.cmd(args)
+            .env("SBK_PASSWORD", GOLDEN_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let inputs = golden_inputs();
+    assert_eq!(snaps.len(), inputs.len());
+    for (snap, (name, data)) in snaps.iter().zip(&inputs) {
+        let out = run(&["dump", snap["id"].as_str().unwrap(), name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            out.stdout == *data,
+            "golden snapshot {} changed",
+            snap["short_id"]
+        );
+        assert_eq!(snap["host"], "golden-host");
+    }
+    let out = run(&["cat", "config"]);
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["version"], 1);
+}
+
+#[test]
+#[ignore]
+fn make_golden_v1() {
+    let dir = golden_dir();
+    assert!(
+        !dir.exists(),
+        "{} exists: the golden repository is never regenerated in place",
+        dir.display()
+    );
+    let repo = TestRepo::uninit();
+    let run_in = |args: &[&str], input: &[u8]| {
+        let mut c = repo.cmd(args);
+        c.env("SBK_PASSWORD", GOLDEN_PASSWORD);
+        let mut child = spawn(c);
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run_in(
+        &["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"],
+        b"",
+    );
+    for (i, (name, data)) in golden_inputs().iter().enumerate() {
+        let time = format!("2026-11-29T0{i}:00:00+01:00");
+        run_in(
+            &[
+                "snapshot",
+                "stdin",
+                "--name",
+                name,
+                "--host",
+                "golden-host",
+                "--time",
+                &time,
+                "--tag",
+                "golden",
+            ],
+            data,
+        );
+    }
+    copy_dir(&repo.path, &dir);
+    let _ = std::fs::remove_dir_all(dir.join("tmp"));
+}
