@@ -27,7 +27,7 @@ fn main() {
     let mut row = 0u64;
     let mut line = Vec::with_capacity(256);
     while written < total {
-        if row % 2_000_000 == 0 {
+        if row.is_multiple_of(2_000_000) {
             line.clear();
             let _ = write!(line, "\n-- Data for table public.t{}\nCOPY public.t{} (id, name, qty, token, day, note) FROM stdin;\n", row / 2_000_000, row / 2_000_000);
         } else {
