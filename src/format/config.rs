@@ -66,6 +66,26 @@ pub fn join(version: u32, sealed: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(version in any::<u32>(), sealed in proptest::collection::vec(any::<u8>(), 0..100),
+                      seed in any::<u64>(), level in -5i32..20, id in any::<[u8; 32]>()) {
+            let b = join(version, &sealed);
+            prop_assert_eq!(split(&b).unwrap(), (version, &sealed[..]));
+            let cfg = Config {
+                version, id: Id(id),
+                created: chrono::DateTime::parse_from_rfc3339("2026-11-29T02:00:00+01:00").unwrap(),
+                chunker: ChunkerParams::default_with_seed(seed),
+                compression: Compression { algorithm: "zstd".into(), level },
+                pack_size: 16 << 20,
+            };
+            let json = serde_json::to_vec(&cfg).unwrap();
+            prop_assert_eq!(serde_json::from_slice::<Config>(&json).unwrap(), cfg);
+        }
+    }
+
     #[test]
     fn split_join() {
         let b = join(7, b"xyz");

@@ -29,3 +29,26 @@ pub struct KeyFile {
     #[serde(with = "crate::crypto::b64_vec")]
     pub master_key: Vec<u8>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn json_round_trip(salt in proptest::collection::vec(any::<u8>(), 8..32),
+                           sealed in proptest::collection::vec(any::<u8>(), 40..120),
+                           m in 8u32..1_000_000, t in 1u32..10, host in ".{0,20}") {
+            let kf = KeyFile {
+                version: 1, role: ROLE_FULL.into(),
+                created: chrono::DateTime::parse_from_rfc3339("2026-11-29T02:00:00+01:00").unwrap(),
+                host, username: "postgres".into(),
+                kdf: KdfParams { algorithm: "argon2id".into(), version: 0x13, m_cost: m, t_cost: t, p_cost: 1, salt },
+                master_key: sealed,
+            };
+            let json = serde_json::to_vec(&kf).unwrap();
+            prop_assert_eq!(serde_json::from_slice::<KeyFile>(&json).unwrap(), kf);
+        }
+    }
+}

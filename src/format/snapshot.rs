@@ -60,3 +60,34 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     pub summary: Summary,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn json_round_trip(secs in 0i64..4_000_000_000, offset_min in -720i32..=840, host in ".{0,30}",
+                           tags in proptest::collection::vec("[a-z0-9]{1,8}", 0..4),
+                           nums in any::<[u64; 6]>(), tree in any::<[u8; 32]>(), parent in any::<Option<[u8; 32]>>()) {
+            let tz = FixedOffset::east_opt(offset_min * 60).unwrap();
+            let time = tz.timestamp_opt(secs, 0).unwrap();
+            let mut details = serde_json::Map::new();
+            details.insert("database".into(), serde_json::json!("app"));
+            let snap = Snapshot {
+                version: SNAPSHOT_VERSION, time, host, username: "u".into(), tags,
+                source: Source { kind: "command".into(), details },
+                tree: Id(tree), parent: parent.map(Id),
+                summary: Summary { bytes_in: nums[0], bytes_added: nums[1], bytes_added_raw: nums[2],
+                    blobs_total: nums[3], blobs_new: nums[4], packs_new: nums[5],
+                    started: time, finished: time, duration_secs: 1.5 },
+            };
+            let json = serde_json::to_vec(&snap).unwrap();
+            let back: Snapshot = serde_json::from_slice(&json).unwrap();
+            prop_assert_eq!(back.time.offset(), snap.time.offset());
+            prop_assert_eq!(back, snap);
+        }
+    }
+}

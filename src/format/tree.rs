@@ -57,3 +57,46 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn json_round_trip(files in proptest::collection::vec(
+            ("[a-z][a-z0-9._-]{0,20}", any::<u64>(), any::<[u8; 32]>(), proptest::collection::vec(any::<[u8; 32]>(), 0..5)), 0..5)) {
+            let tree = Tree { version: TREE_VERSION, files: files.into_iter().map(|(name, size, hash, content)| FileNode {
+                name, size, hash: Id(hash), content: content.into_iter().map(Id).collect() }).collect() };
+            let json = serde_json::to_vec(&tree).unwrap();
+            prop_assert_eq!(serde_json::from_slice::<Tree>(&json).unwrap(), tree);
+        }
+
+        #[test]
+        fn parsing_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(t) = serde_json::from_slice::<Tree>(&data) {
+                let _ = t.validate();
+            }
+        }
+    }
+
+    #[test]
+    fn names_must_be_single_components() {
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name("app.pgdump").is_ok());
+        let dup = FileNode {
+            name: "x".into(),
+            size: 0,
+            hash: Id::default(),
+            content: vec![],
+        };
+        let t = Tree {
+            version: 1,
+            files: vec![dup.clone(), dup],
+        };
+        assert!(t.validate().is_err());
+    }
+}
