@@ -55,7 +55,9 @@ for t in $targets; do
     else
         failed+=("$t")
         echo "CRASH $t (log: $log)"
-        grep -E "panicked at|^thread '|^Error|ERROR: libFuzzer|SUMMARY|==[0-9]+== ERROR" "$log" | head -20 | sed 's/^/    /' || true
+        # The panic and its message (up to the backtrace), or libFuzzer's own report.
+        sed -n "/panicked at/,/^stack backtrace:/p" "$log" | grep -v '^stack backtrace:' | head -12 | sed 's/^/    /'
+        grep -E "ERROR: libFuzzer|^SUMMARY" "$log" | head -4 | sed 's/^/    /' || true
         for a in $(grep -o 'Test unit written to [^ ]*' "$log" | awk '{print $NF}'); do
             echo "    input $a ($(wc -c <"$a") bytes), hex:"
             echo "    $(od -An -tx1 -v "$a" | tr -d ' \n')"

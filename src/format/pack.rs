@@ -67,6 +67,12 @@ pub fn decode_header(plain: &[u8], data_len: u64) -> Result<Vec<PackEntry>, Form
         } else {
             None
         };
+        if offset > u32::MAX as u64 {
+            return Err(FormatError::Invalid(format!(
+                "blob {} starts past 4 GiB: packs are smaller",
+                id.short()
+            )));
+        }
         if offset + stored_len as u64 > data_len {
             return Err(FormatError::Invalid(format!(
                 "blob {} at {offset}+{stored_len} runs past the pack's data ({data_len} bytes)",
@@ -145,5 +151,25 @@ mod tests {
             let _ = decode_header(&data, len as u64);
             let _ = split(&data);
         }
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    use super::*;
+
+    /// Found by the `pack_header` fuzz target: offsets at or past 4 GiB used to wrap silently.
+    #[test]
+    fn offsets_past_4_gib_are_rejected() {
+        let e = |len: u32| PackEntry {
+            kind: BlobKind::Data,
+            id: Id::default(),
+            offset: 0,
+            stored_len: len,
+            raw_len: 0,
+            base: None,
+        };
+        let header = encode_header(&[e(u32::MAX), e(1), e(0)]);
+        assert!(decode_header(&header, 1 << 32).is_err());
     }
 }
