@@ -26,7 +26,7 @@ const MAX_FILE_PLAINTEXT: usize = 1 << 30;
 /// Default target pack size: see `docs/format.md` for why.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 /// Default zstd level for blobs.
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// Who and when, recorded in key files and snapshots.
 #[derive(Clone, Debug)]
