@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -57,6 +57,8 @@ pub struct ArchiveStats {
 
 /// A chunk after the parallel stage.
 enum Processed {
+    /// The worker failed (a panic, which only running out of memory can cause).
+    Failed(String),
     Known {
         id: Id,
     },
@@ -119,6 +121,10 @@ impl Shared<'_> {
 
 /// The packer and the pack writers.
 struct Sink {
+    /// Where packs are staged, for messages.
+    staging: std::path::PathBuf,
+    /// Set by a writer that failed, so the run stops at the next pack instead of at the end.
+    writer_failed: Arc<AtomicBool>,
     pack: Option<PackWriter>,
     to_writers: Option<Sender<FinishedPack>>,
     writers: Vec<JoinHandle<Result<Vec<IndexPack>>>>,
@@ -126,10 +132,17 @@ struct Sink {
     progress: Arc<Progress>,
 }
 
-fn writer_loop(backend: Arc<dyn Backend>, rx: Receiver<FinishedPack>) -> Result<Vec<IndexPack>> {
+fn writer_loop(
+    backend: Arc<dyn Backend>,
+    rx: Receiver<FinishedPack>,
+    failed: Arc<AtomicBool>,
+) -> Result<Vec<IndexPack>> {
     let mut done = Vec::new();
     for p in rx {
-        backend.write_staged(FileType::Pack, &p.id.to_hex(), p.file)?;
+        if let Err(e) = backend.write_staged(FileType::Pack, &p.id.to_hex(), p.file) {
+            failed.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
         done.push(IndexPack {
             id: p.id,
             blobs: p.entries,
@@ -138,9 +151,10 @@ fn writer_loop(backend: Arc<dyn Backend>, rx: Receiver<FinishedPack>) -> Result<
     Ok(done)
 }
 
-fn staging_err(e: std::io::Error) -> Error {
-    Error::io("write pack staging file in", std::env::temp_dir(), e)
-}
+/// Most plaintext bytes in one blob (the format's `raw_len` limit).
+pub const MAX_BLOB_LEN: usize = (1 << 29) - 1;
+/// Most blobs listed in one index file, so every index file stays far below the readers' limit.
+pub const MAX_BLOBS_PER_INDEX: usize = 500_000;
 
 impl Sink {
     /// Appends a processed blob to the current pack unless it is already stored.
@@ -148,6 +162,7 @@ impl Sink {
         self.stats.blobs_total += 1;
         let (id, raw_len, sealed) = match p {
             Processed::Known { id } => return Ok(id),
+            Processed::Failed(msg) => return Err(Error::Source(msg)),
             Processed::New {
                 id,
                 raw_len,
@@ -159,10 +174,14 @@ impl Sink {
         }
         if self.pack.is_none() {
             let dir = shared.repo.backend().staging_dir();
-            self.pack = Some(PackWriter::new(dir.as_deref()).map_err(staging_err)?);
+            self.pack = Some(
+                PackWriter::new(dir.as_deref())
+                    .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?,
+            );
         }
         let pack = self.pack.as_mut().expect("just set");
-        pack.add(kind, id, raw_len, &sealed).map_err(staging_err)?;
+        pack.add(kind, id, raw_len, &sealed)
+            .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?;
         self.stats.blobs_new += 1;
         self.stats.bytes_added += sealed.len() as u64;
         self.stats.bytes_added_raw += raw_len as u64;
@@ -180,10 +199,12 @@ impl Sink {
         let Some(pack) = self.pack.take() else {
             return Ok(());
         };
-        let finished = pack.finish(key).map_err(staging_err)?;
+        let finished = pack
+            .finish(key)
+            .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?;
         self.stats.packs_new += 1;
         let tx = self.to_writers.as_ref().expect("writers run until finish");
-        if tx.send(finished).is_err() {
+        if self.writer_failed.load(Ordering::SeqCst) || tx.send(finished).is_err() {
             // Every writer stopped, so one of them failed: report its error.
             self.join_writers()?;
             return Err(Error::Source("pack writers stopped".into()));
@@ -225,11 +246,12 @@ impl<'a> Archiver<'a> {
     /// Starts a run against `repo`, deduplicating against `index`.
     pub fn new(repo: &'a Repository, index: &'a Index, progress: Arc<Progress>) -> Self {
         let (tx, rx) = bounded::<FinishedPack>(1);
+        let writer_failed = Arc::new(AtomicBool::new(false));
         let writers = (0..WRITERS)
             .map(|_| {
                 let backend = Arc::clone(repo.backend());
-                let rx = rx.clone();
-                std::thread::spawn(move || writer_loop(backend, rx))
+                let (rx, failed) = (rx.clone(), Arc::clone(&writer_failed));
+                std::thread::spawn(move || writer_loop(backend, rx, failed))
             })
             .collect();
         Archiver {
@@ -239,6 +261,11 @@ impl<'a> Archiver<'a> {
                 session: RwLock::new(HashSet::new()),
             },
             sink: Sink {
+                staging: repo
+                    .backend()
+                    .staging_dir()
+                    .unwrap_or_else(std::env::temp_dir),
+                writer_failed,
                 pack: None,
                 to_writers: Some(tx),
                 writers,
@@ -250,6 +277,12 @@ impl<'a> Archiver<'a> {
 
     /// Stores one blob (a tree, say) and returns its ID.
     pub fn add_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
+        if data.len() > MAX_BLOB_LEN {
+            return Err(Error::Invalid(format!(
+                "a {kind:?} blob of {} bytes exceeds the format's limit of {MAX_BLOB_LEN} bytes",
+                data.len()
+            )));
+        }
         let p = self.shared.process(kind, data);
         let id = self.sink.store(&self.shared, kind, p)?;
         Ok(id)
@@ -257,10 +290,25 @@ impl<'a> Archiver<'a> {
 
     /// Stores a whole stream as a file named `name` and returns its tree node.
     pub fn add_stream<R: Read + Send>(&mut self, name: &str, reader: R) -> Result<FileNode> {
+        self.add_stream_cancellable(name, reader, &|| {})
+    }
+
+    /// Like [`Archiver::add_stream`]; `cancel` is called when the run fails before the stream
+    /// ends, to unblock the reader (a command source kills its process), so the error is
+    /// reported at once rather than when the source next writes.
+    pub fn add_stream_cancellable<R: Read + Send>(
+        &mut self,
+        name: &str,
+        reader: R,
+        cancel: &(dyn Fn() + Sync),
+    ) -> Result<FileNode> {
         let params = self.shared.repo.config().chunker;
         let key = self.shared.repo.key().clone();
         let progress = Arc::clone(&self.sink.progress);
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // More workers than chunks in flight would only hold idle buffers and zstd contexts.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(IN_FLIGHT);
         // Tokens bound the chunks in flight; the packer returns one per chunk it has stored.
         let (token_tx, token_rx) = bounded::<()>(IN_FLIGHT);
         let (chunk_tx, chunk_rx) = bounded::<(u64, Vec<u8>)>(workers);
@@ -290,10 +338,13 @@ impl<'a> Archiver<'a> {
                 let (rx, tx) = (chunk_rx.clone(), done_tx.clone());
                 s.spawn(move || {
                     for (seq, data) in rx {
-                        if tx
-                            .send((seq, shared.process(BlobKind::Data, data)))
-                            .is_err()
-                        {
+                        let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            shared.process(BlobKind::Data, data)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Processed::Failed("a compression worker failed".into())
+                        });
+                        if tx.send((seq, p)).is_err() {
                             break;
                         }
                     }
@@ -311,10 +362,17 @@ impl<'a> Archiver<'a> {
                         let _ = token_rx.recv();
                     }
                 }
+                if !pending.is_empty() {
+                    return Err(Error::Source("the pipeline lost a chunk".into()));
+                }
                 Ok(())
             })();
-            // On failure, dropping the receivers stops the workers and then the reader.
+            // On failure, dropping the receivers stops the workers and then the reader; the
+            // cancel hook unblocks a reader waiting on its source.
             drop((done_rx, token_rx));
+            if store_result.is_err() {
+                cancel();
+            }
             (reader_thread.join(), store_result)
         });
         store_result?;
@@ -337,19 +395,34 @@ impl<'a> Archiver<'a> {
     }
 
     /// Flushes the last pack, waits until every pack is durable, then writes the index file that
-    /// lists them. Returns the run's figures and the index file's ID (none if nothing was new).
-    pub fn finish(mut self) -> Result<(ArchiveStats, Option<Id>)> {
+    /// lists them. Returns the run's figures and the index files written (none if nothing was
+    /// new).
+    pub fn finish(mut self) -> Result<(ArchiveStats, Vec<Id>)> {
         self.sink.flush_pack(self.shared.repo.key())?;
         let packs = self.sink.join_writers()?;
-        let index_id = if packs.is_empty() {
-            None
-        } else {
-            Some(self.shared.repo.save_index(&IndexFile {
-                supersedes: Vec::new(),
-                packs,
-            })?)
-        };
-        Ok((self.sink.stats.clone(), index_id))
+        // One index file per MAX_BLOBS_PER_INDEX blobs; the snapshot is written only after all.
+        let mut index_ids = Vec::new();
+        let mut group: Vec<IndexPack> = Vec::new();
+        let mut blobs = 0;
+        for p in packs {
+            if blobs + p.blobs.len() > MAX_BLOBS_PER_INDEX && !group.is_empty() {
+                index_ids.push(self.save_index_group(std::mem::take(&mut group))?);
+                blobs = 0;
+            }
+            blobs += p.blobs.len();
+            group.push(p);
+        }
+        if !group.is_empty() {
+            index_ids.push(self.save_index_group(group)?);
+        }
+        Ok((self.sink.stats.clone(), index_ids))
+    }
+
+    fn save_index_group(&self, packs: Vec<IndexPack>) -> Result<Id> {
+        self.shared.repo.save_index(&IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        })
     }
 }
 

@@ -159,6 +159,11 @@ pub const DEFAULT_M_COST_KIB: u32 = 32 * 1024;
 /// Default Argon2id passes.
 pub const DEFAULT_T_COST: u32 = 3;
 
+/// Largest Argon2id memory a key file may ask for (4 GiB), in KiB.
+pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+/// Most Argon2id passes a key file may ask for.
+pub const MAX_T_COST: u32 = 100;
+
 /// Argon2id parameters stored in a key file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
@@ -204,6 +209,16 @@ impl KdfParams {
             return Err(format!(
                 "unsupported KDF {} v{}",
                 self.algorithm, self.version
+            ));
+        }
+        // Key files are stored in clear: refuse costs that would exhaust memory or time.
+        if self.m_cost > MAX_M_COST_KIB
+            || self.t_cost > MAX_T_COST
+            || !(1..=16).contains(&self.p_cost)
+        {
+            return Err(format!(
+                "Argon2id cost out of range (m={} KiB, t={}, p={})",
+                self.m_cost, self.t_cost, self.p_cost
             ));
         }
         let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))

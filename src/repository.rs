@@ -192,9 +192,11 @@ impl Repository {
         })
     }
 
-    /// Tries every key file with the password.
+    /// Tries every key file with the password. A damaged key file is skipped; it is reported
+    /// only when no intact key was there to try (otherwise the password is simply wrong).
     fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
         let mut damage = Vec::new();
+        let mut intact = 0;
         for info in backend.list(FileType::Key)? {
             let Some(id) = Id::from_hex(&info.name) else {
                 continue;
@@ -218,11 +220,22 @@ impl Repository {
             if kf.role != ROLE_FULL {
                 continue;
             }
-            let derived = zeroize::Zeroizing::new(
-                kf.kdf
-                    .derive(password)
-                    .map_err(|e| damaged(FileType::Key, &id, e))?,
-            );
+            if kf.version != 1 {
+                damage.push(damaged(
+                    FileType::Key,
+                    &id,
+                    format!("unsupported key file version {}", kf.version),
+                ));
+                continue;
+            }
+            let derived = match kf.kdf.derive(password) {
+                Ok(k) => zeroize::Zeroizing::new(k),
+                Err(e) => {
+                    damage.push(damaged(FileType::Key, &id, e));
+                    continue;
+                }
+            };
+            intact += 1;
             let Ok(plain) = open_with_key(&derived, aad::MASTER_KEY, &kf.master_key) else {
                 continue;
             };
@@ -232,8 +245,8 @@ impl Repository {
             return Ok((key, id));
         }
         match damage.into_iter().next() {
-            Some(e) => Err(e),
-            None => Err(Error::WrongPassword),
+            Some(e) if intact == 0 => Err(e),
+            _ => Err(Error::WrongPassword),
         }
     }
 
@@ -354,7 +367,19 @@ impl Repository {
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let json = self.load_file(FileType::Snapshot, id, aad::SNAPSHOT)?;
-        serde_json::from_slice(&json).map_err(|e| damaged(FileType::Snapshot, id, e))
+        let snap: Snapshot =
+            serde_json::from_slice(&json).map_err(|e| damaged(FileType::Snapshot, id, e))?;
+        if snap.version != crate::format::snapshot::SNAPSHOT_VERSION {
+            return Err(damaged(
+                FileType::Snapshot,
+                id,
+                format!(
+                    "snapshot version {} is not supported by this sbk; upgrade sbk",
+                    snap.version
+                ),
+            ));
+        }
+        Ok(snap)
     }
 
     /// All snapshots, oldest first.
@@ -457,11 +482,24 @@ impl Repository {
 
     /// Removes a key file; the last key cannot be removed.
     pub fn remove_key(&self, id: &Id) -> Result<()> {
-        let keys = self.list_ids(FileType::Key)?;
-        if !keys.contains(id) {
+        if !self.list_ids(FileType::Key)?.contains(id) {
             return Err(Error::NotFound(format!("no key {id}")));
         }
-        if keys.len() <= 1 {
+        // Only intact full keys count: damaged or unknown-role files cannot open the repository.
+        let others = self
+            .list_ids(FileType::Key)?
+            .into_iter()
+            .filter(|k| k != id)
+            .filter(|k| {
+                self.backend
+                    .read(FileType::Key, &k.to_hex())
+                    .ok()
+                    .filter(|b| Id::of_file_bytes(b) == *k)
+                    .and_then(|b| serde_json::from_slice::<KeyFile>(&b).ok())
+                    .is_some_and(|kf| kf.role == ROLE_FULL && kf.version == 1)
+            })
+            .count();
+        if others == 0 {
             return Err(Error::Refused(
                 "refusing to remove the last key: the repository would be unreadable".into(),
             ));

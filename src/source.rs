@@ -2,13 +2,15 @@
 //! ends (a command's exit status), so the snapshot is saved only once the source says it is whole.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
 /// A running command whose standard output is the stream.
 pub struct CommandSource {
-    child: Child,
+    child: Arc<Mutex<Child>>,
     stdout: Option<ChildStdout>,
     stderr_thread: Option<std::thread::JoinHandle<Vec<u8>>>,
     program: String,
@@ -46,6 +48,13 @@ impl CommandSource {
             .ok_or_else(|| Error::Invalid("no command given after --".into()))?;
         let mut child = Command::new(program)
             .args(args)
+            // The repository's secrets are sbk's, not the dumper's.
+            .env_remove("SBK_PASSWORD")
+            .env_remove("SBK_NEW_PASSWORD")
+            .env_remove("SBK_PASSWORD_COMMAND")
+            // Its own process group, so a failure stops the whole command (a shell wrapper and
+            // its children), not only its first process.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -55,7 +64,7 @@ impl CommandSource {
         let stderr = child.stderr.take().expect("stderr piped");
         let stderr_thread = Some(std::thread::spawn(move || collect_stderr(stderr)));
         Ok(CommandSource {
-            child,
+            child: Arc::new(Mutex::new(child)),
             stdout,
             stderr_thread,
             program: program.clone(),
@@ -72,6 +81,8 @@ impl CommandSource {
         drop(self.stdout.take());
         let status = self
             .child
+            .lock()
+            .expect("child lock")
             .wait()
             .map_err(|e| Error::Source(format!("waiting for {}: {e}", self.program)))?;
         let stderr = self
@@ -96,37 +107,89 @@ impl CommandSource {
         )))
     }
 
-    /// Stops the command (after a failure on our side).
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Removes the password from URLs like `scheme://user:password@host/...` in a command line, so
-/// a recorded command never carries a secret.
-pub fn redact_arg(arg: &str) -> String {
-    if let Some(scheme_end) = arg.find("://") {
-        let rest = &arg[scheme_end + 3..];
-        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..auth_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &arg[..scheme_end + 3],
-                    &rest[..colon],
-                    &rest[at..]
-                );
+    /// A handle that stops the command and everything it started (after a failure on our side),
+    /// usable from any thread.
+    pub fn killer(&self) -> impl Fn() + Send + Sync + 'static {
+        let pid = self.child.lock().map(|c| c.id()).unwrap_or(0);
+        let child = Arc::clone(&self.child);
+        move || {
+            if let Ok(mut c) = child.lock() {
+                // Only while the child is not reaped, so its process group ID cannot be reused.
+                if pid > 0 && matches!(c.try_wait(), Ok(None)) {
+                    // SAFETY: kill(2) with a negative pid signals that process group; no memory
+                    // is touched.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                }
+                let _ = c.kill();
             }
         }
     }
-    if let Some((k, _)) = arg.split_once('=') {
-        let lk = k.to_ascii_lowercase();
-        if lk.contains("password") || lk.contains("secret") || lk.contains("token") {
-            return format!("{k}=***");
+
+    /// Stops the command and reaps it.
+    pub fn kill(self) {
+        self.killer()();
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.wait();
         }
     }
-    arg.to_string()
+}
+
+/// Whether a `key=value` key names a secret.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "sslpassword",
+        "apikey",
+        "api_key",
+    ]
+    .iter()
+    .any(|s| k.ends_with(s))
+}
+
+/// Redacts one whitespace-free token: a URL's user password and secret query parameters, or a
+/// secret `key=value` (also as `--key=value`).
+fn redact_token(tok: &str) -> String {
+    if let Some(scheme_end) = tok.find("://") {
+        let (head, rest) = tok.split_at(scheme_end + 3);
+        let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (auth, tail) = rest.split_at(auth_end);
+        let auth = match (auth.rfind('@'), auth.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                format!("{}:***{}", &auth[..colon], &auth[at..])
+            }
+            _ => auth.to_string(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let q: Vec<String> = query.split('&').map(redact_pair).collect();
+                format!("{path}?{}", q.join("&"))
+            }
+            None => tail.to_string(),
+        };
+        return format!("{head}{auth}{tail}");
+    }
+    redact_pair(tok)
+}
+
+fn redact_pair(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((k, _)) if is_secret_key(k.trim_start_matches('-')) => format!("{k}=***"),
+        _ => pair.to_string(),
+    }
+}
+
+/// Removes secrets from a command-line argument before it is recorded: URL passwords
+/// (`postgres://user:pw@host`), secret query parameters (`?password=`), and secret `key=value`
+/// pairs, also inside libpq connection strings (`"host=db password=pw"`).
+pub fn redact_arg(arg: &str) -> String {
+    arg.split(' ')
+        .map(redact_token)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -142,5 +205,14 @@ mod tests {
         assert_eq!(redact_arg("postgres://bob@db/x"), "postgres://bob@db/x");
         assert_eq!(redact_arg("--password=hunter2"), "--password=***");
         assert_eq!(redact_arg("-v"), "-v");
+        assert_eq!(
+            redact_arg("host=db user=app password=s3cret"),
+            "host=db user=app password=***"
+        );
+        assert_eq!(
+            redact_arg("postgresql://db/x?sslmode=require&password=s3cret"),
+            "postgresql://db/x?sslmode=require&password=***"
+        );
+        assert_eq!(redact_arg("PGPASSWORD=x"), "PGPASSWORD=***");
     }
 }

@@ -226,7 +226,8 @@ impl Backend for LocalBackend {
         Self::check_name(name)?;
         let p = self.path(t, name);
         match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
+            // Durable like a write: a removed key must not come back after a crash.
+            Ok(()) => sync_dir(p.parent().expect("repository files live in a folder")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(err("remove", &p, e)),
         }

@@ -43,8 +43,7 @@ pub fn main() -> i32 {
 
 fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)
-        .map_err(|e| Error::io("write", "stdout", e.into()))?;
+    serde_json::to_writer_pretty(&mut out, v).map_err(|e| stdout_err(e.into()))?;
     writeln!(out).map_err(stdout_err)
 }
 
@@ -115,6 +114,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             drop(line);
             let view = result?;
+            if view.snapshot.summary.bytes_in == 0 && !g.quiet {
+                eprintln!(
+                    "sbk: warning: the source produced no bytes; the snapshot holds an empty file"
+                );
+            }
             if g.json {
                 print_json(&view)?;
             } else {

@@ -69,8 +69,14 @@ pub fn restore(
         tmp.as_file()
             .sync_all()
             .map_err(|e| Error::io("fsync", &dest, e))?;
-        tmp.persist(&dest)
-            .map_err(|e| Error::io("rename into", &dest, e.error))?;
+        if overwrite {
+            tmp.persist(&dest)
+                .map_err(|e| Error::io("rename into", &dest, e.error))?;
+        } else {
+            // Fails rather than replace a file that appeared since the check above.
+            tmp.persist_noclobber(&dest)
+                .map_err(|e| Error::io("create (without replacing)", &dest, e.error))?;
+        }
         bytes += f.size;
         files.push(RestoredFile {
             name: f.name.clone(),
@@ -78,6 +84,9 @@ pub fn restore(
             size: f.size,
         });
     }
+    std::fs::File::open(target)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync folder", target, e))?;
     Ok(RestoreOutcome {
         snapshot: id,
         files,

@@ -53,6 +53,7 @@ fn run(
     opts: &SnapshotOptions,
     reader: impl Read + Send,
     progress: Arc<Progress>,
+    cancel: &(dyn Fn() + Sync),
     check_source: impl FnOnce() -> Result<()>,
 ) -> Result<SnapshotView> {
     validate_name(&opts.name).map_err(Error::Invalid)?;
@@ -61,7 +62,7 @@ fn run(
     let clock = Instant::now();
     let index = repo.load_index()?;
     let mut archiver = Archiver::new(repo, &index, progress);
-    let node = archiver.add_stream(&opts.name, reader)?;
+    let node = archiver.add_stream_cancellable(&opts.name, reader, cancel)?;
     check_source()?;
     let tree = Tree {
         version: TREE_VERSION,
@@ -71,7 +72,7 @@ fn run(
         BlobKind::Tree,
         serde_json::to_vec(&tree).expect("tree serializes"),
     )?;
-    let (stats, _index_id) = archiver.finish()?;
+    let (stats, _index_ids) = archiver.finish()?;
     let finished = chrono::Local::now().fixed_offset();
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
@@ -105,7 +106,7 @@ pub fn snapshot_reader(
     reader: impl Read + Send,
     progress: Arc<Progress>,
 ) -> Result<SnapshotView> {
-    run(repo, opts, reader, progress, || Ok(()))
+    run(repo, opts, reader, progress, &|| {}, || Ok(()))
 }
 
 /// Runs a command and snapshots its standard output; a non-zero exit saves nothing.
@@ -125,8 +126,9 @@ pub fn snapshot_command(
     );
     let mut cmd = CommandSource::spawn(argv)?;
     let stdout = cmd.stdout();
+    let killer = cmd.killer();
     let mut cmd = Some(cmd);
-    let result = run(repo, &opts, stdout, progress, || {
+    let result = run(repo, &opts, stdout, progress, &killer, || {
         cmd.take().expect("checked once").wait()
     });
     if let Some(cmd) = cmd {

@@ -28,7 +28,7 @@ pub struct Summary {
     pub bytes_added: u64,
     /// Plaintext bytes of the blobs this run added.
     pub bytes_added_raw: u64,
-    /// Blobs referenced by the snapshot's files.
+    /// Blobs the snapshot references: its files' chunks and its tree.
     pub blobs_total: u64,
     /// Blobs this run stored.
     pub blobs_new: u64,

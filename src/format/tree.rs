@@ -30,8 +30,14 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Checks that names are usable single path components and unique.
+    /// Checks the version, and that names are usable single path components and unique.
     pub fn validate(&self) -> Result<(), String> {
+        if self.version != TREE_VERSION {
+            return Err(format!(
+                "tree version {} is not supported by this sbk; upgrade sbk",
+                self.version
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for f in &self.files {
             validate_name(&f.name)?;

@@ -1,0 +1,130 @@
+//! One test per fixed defect, named after it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn child_command_does_not_see_the_repository_password() {
+    let repo = TestRepo::new();
+    let out = repo.run(&[
+        "snapshot",
+        "command",
+        "--name",
+        "env",
+        "--",
+        "sh",
+        "-c",
+        "echo \"${SBK_PASSWORD:-unset}\"",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(repo.dump("latest"), b"unset\n");
+}
+
+#[test]
+fn secrets_in_connection_strings_and_queries_are_not_recorded() {
+    let repo = TestRepo::new();
+    let out = repo.run(&[
+        "snapshot",
+        "command",
+        "--name",
+        "o",
+        "--",
+        "echo",
+        "host=db user=app password=s3cret-a",
+        "postgresql://db/x?sslmode=require&password=s3cret-b",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = repo.snapshots()[0].to_string();
+    assert!(!s.contains("s3cret"), "{s}");
+}
+
+/// Plants a key file (correctly named by its hash) with the given KDF settings.
+fn plant_key(repo: &TestRepo, m_cost: u64, p_cost: u64) {
+    let json = format!(
+        r#"{{"version":1,"role":"full","created":"2026-11-29T00:00:00+00:00","host":"x","username":"x",
+        "kdf":{{"algorithm":"argon2id","version":19,"m_cost":{m_cost},"t_cost":1,"p_cost":{p_cost},"salt":"AAAAAAAAAAAAAAAAAAAAAA=="}},
+        "master_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}"#
+    );
+    let name = blake3::hash(json.as_bytes()).to_hex().to_string();
+    std::fs::write(repo.path.join("keys").join(name), json).unwrap();
+}
+
+#[test]
+fn a_key_file_with_bad_parameters_does_not_lock_out_valid_passwords() {
+    let repo = TestRepo::new();
+    plant_key(&repo, 1024, 0); // p_cost 0: invalid
+    plant_key(&repo, 1 << 40, 1); // 1 PiB of memory: refused, not attempted
+    let out = repo.run(&["snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = repo
+        .cmd(&["snapshots"])
+        .env("SBK_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+}
+
+#[test]
+fn json_output_into_a_closed_pipe_exits_zero() {
+    let repo = TestRepo::new();
+    for i in 0..30 {
+        repo.snapshot("f", format!("{i}").as_bytes());
+    }
+    let mut child = spawn(repo.cmd(&["--json", "snapshots"]));
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_failing_run_stops_its_command_instead_of_waiting_for_it() {
+    let repo = TestRepo::new();
+    // Make pack staging impossible: `tmp` becomes a file.
+    let tmp = repo.path.join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a folder").unwrap();
+    let start = Instant::now();
+    let out = repo.run(&[
+        "snapshot",
+        "command",
+        "--name",
+        "x",
+        "--",
+        "sh",
+        "-c",
+        "head -c 20000000 /dev/urandom; sleep 60; echo never",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("staging"), "{}", stderr(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(repo.snapshots().is_empty());
+}
+
+#[test]
+fn removing_a_key_needs_another_intact_key() {
+    let repo = TestRepo::new();
+    plant_key(&repo, 1024, 1); // parses, but opens nothing
+    let keys = repo.files("keys");
+    let real = keys
+        .iter()
+        .find(|k| {
+            !std::fs::read_to_string(k)
+                .unwrap()
+                .contains("\"host\":\"x\"")
+        })
+        .unwrap();
+    let name = real.file_name().unwrap().to_str().unwrap();
+    // The planted key is intact JSON with role full, so it counts; a damaged one would not.
+    let planted = keys.iter().find(|k| *k != real).unwrap();
+    std::fs::write(planted, b"{damaged").unwrap();
+    let out = repo.run(&["key", "remove", name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("last key"), "{}", stderr(&out));
+}
