@@ -6,7 +6,7 @@ use sbk::chunker::{Chunker, ChunkerParams};
 use sbk::crypto::MasterKey;
 use sbk::format::index::{IndexFile, IndexPack};
 use sbk::format::pack::PackEntry;
-use sbk::format::{payload, BlobKind};
+use sbk::format::{delta, payload, BlobKind};
 use sbk::index::Index;
 use sbk::Id;
 
@@ -73,6 +73,37 @@ fn blobs(c: &mut Criterion) {
     g.finish();
 }
 
+/// A chunk and its successor after ~1% of its rows changed (every 100th row gets a new value).
+fn changed_pair() -> (Vec<u8>, Vec<u8>) {
+    let base = dump_like(1 << 20);
+    let mut changed = Vec::with_capacity(base.len());
+    for (i, line) in base.split_inclusive(|&b| b == b'\n').enumerate() {
+        if i % 100 == 7 {
+            changed.extend_from_slice(b"updated\trow\t42\n");
+        } else {
+            changed.extend_from_slice(line);
+        }
+    }
+    (base, changed)
+}
+
+fn deltas(c: &mut Criterion) {
+    let (base, data) = changed_pair();
+    let mut g = c.benchmark_group("delta");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    for level in [1, 3] {
+        let d = delta::encode(&base, &data, level, 0, 0).unwrap();
+        eprintln!("delta level {level}: {} bytes for {} (full zstd-1: {})", d.len(), data.len(),
+            zstd::bulk::compress(&data, 1).unwrap().len());
+        g.bench_function(format!("encode_level{level}"), |b| {
+            b.iter(|| delta::encode(&base, &data, level, 0, 0).unwrap())
+        });
+    }
+    let d = delta::encode(&base, &data, 1, 0, 0).unwrap();
+    g.bench_function("decode", |b| b.iter(|| delta::decode(&base, &d, data.len()).unwrap()));
+    g.finish();
+}
+
 fn index(c: &mut Criterion) {
     // One million blobs in 16k packs: about 1 TiB of unique data at the 1 MiB average.
     let n = 1_000_000u32;
@@ -129,5 +160,5 @@ fn index(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunking, blobs, index);
+criterion_group!(benches, chunking, blobs, deltas, index);
 criterion_main!(benches);

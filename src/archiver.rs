@@ -87,7 +87,7 @@ fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) 
         let (_, c, scratch) = slot.as_mut().expect("just set");
         payload::encode_with(c, data, scratch, NONCE_LEN, TAG_LEN)
     });
-    crate::crypto::seal_in_place(&key.encrypt, &blob_aad(kind as u8, id), &mut buf);
+    crate::crypto::seal_in_place(&key.encrypt, &blob_aad(kind as u8, id, None), &mut buf);
     buf
 }
 

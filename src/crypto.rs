@@ -31,16 +31,20 @@ pub mod aad {
     pub const INDEX: &[u8] = b"sbk:index";
     pub const SNAPSHOT: &[u8] = b"sbk:snapshot";
     pub const PACK_HEADER: &[u8] = b"sbk:pack-header";
-    /// Blobs use `BLOB || kind byte || blob id` (see [`super::blob_aad`]).
+    /// Blobs use `BLOB || kind byte || blob id [|| base id]` (see [`super::blob_aad`]).
     pub const BLOB: &[u8] = b"sbk:blob";
 }
 
-/// Associated data for a blob: its label, kind and ID.
-pub fn blob_aad(kind: u8, id: &Id) -> [u8; 41] {
-    let mut out = [0u8; 41];
-    out[..8].copy_from_slice(aad::BLOB);
-    out[8] = kind;
-    out[9..].copy_from_slice(&id.0);
+/// Associated data for a blob: its label, kind and ID, and for a delta blob its base's ID, so a
+/// blob can be neither swapped, relabelled nor pointed at another base.
+pub fn blob_aad(kind: u8, id: &Id, base: Option<&Id>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(73);
+    out.extend_from_slice(aad::BLOB);
+    out.push(kind);
+    out.extend_from_slice(&id.0);
+    if let Some(b) = base {
+        out.extend_from_slice(&b.0);
+    }
     out
 }
 

@@ -47,6 +47,8 @@ pub struct BlobRef {
     pub offset: u32,
     pub stored_len: u32,
     pub raw_len: u32,
+    /// For a delta blob, the blob it is a delta against.
+    pub base: Option<Id>,
 }
 
 /// The repository's blobs, by ID.
@@ -136,6 +138,7 @@ impl Index {
             offset: l.offset,
             stored_len: l.stored_len,
             raw_len: l.raw_len(),
+            base: self.bases.get(id).copied(),
         })
     }
 

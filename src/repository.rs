@@ -25,6 +25,8 @@ use crate::index::{BlobRef, Index};
 const MAX_FILE_PLAINTEXT: usize = 1 << 30;
 /// Default target pack size: see `docs/format.md` for why.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Longest chain of delta bases a reader follows (writers stay far below: see `docs/format.md`).
+pub const MAX_CHAIN_DEPTH: usize = 32;
 /// Default zstd level for blobs.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
@@ -406,32 +408,50 @@ impl Repository {
         Ok((id, self.load_snapshot(&id)?))
     }
 
-    /// Reads, opens, decompresses and verifies one blob.
-    pub fn load_blob(&self, blob: &BlobRef) -> Result<Vec<u8>> {
+    /// Reads, opens, decompresses and verifies one blob, following a delta blob's chain of
+    /// bases (each one authenticated and re-hashed too).
+    pub fn load_blob(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
+        self.load_blob_at(index, blob, 0)
+    }
+
+    fn load_blob_at(&self, index: &Index, blob: &BlobRef, depth: usize) -> Result<Vec<u8>> {
         let sealed = self.backend.read_range(
             FileType::Pack,
             &blob.pack.to_hex(),
             blob.offset as u64,
             blob.stored_len,
         )?;
-        self.open_blob(blob, &sealed)
+        let base = match (blob.kind, blob.base) {
+            (BlobKind::Delta, Some(base_id)) => {
+                let what = || format!("delta blob {} in pack {}", blob.id.short(), blob.pack);
+                if depth >= MAX_CHAIN_DEPTH {
+                    return Err(Error::damaged(what(), format!("its chain of bases is longer than {MAX_CHAIN_DEPTH}")));
+                }
+                let base_ref = index.get(&base_id).ok_or_else(|| {
+                    Error::damaged(what(), format!("its base blob {} is missing from the index", base_id.short()))
+                })?;
+                Some(self.load_blob_at(index, &base_ref, depth + 1)?)
+            }
+            (BlobKind::Delta, None) => {
+                return Err(Error::damaged(format!("delta blob {}", blob.id.short()), "no base recorded"))
+            }
+            _ => None,
+        };
+        self.open_blob(blob, &sealed, base.as_deref())
     }
 
-    /// Opens a sealed blob read from its pack and checks its ID.
-    pub fn open_blob(&self, blob: &BlobRef, sealed: &[u8]) -> Result<Vec<u8>> {
+    /// Opens a sealed blob read from its pack (given its base's plaintext if it is a delta) and
+    /// checks its ID.
+    pub fn open_blob(&self, blob: &BlobRef, sealed: &[u8], base: Option<&[u8]>) -> Result<Vec<u8>> {
         let what = || format!("blob {} in pack {}", blob.id.short(), blob.pack);
-        if blob.kind == BlobKind::Delta {
-            return Err(Error::damaged(
-                what(),
-                "delta blobs are not supported by this version",
-            ));
+        let aad = crate::crypto::blob_aad(blob.kind as u8, &blob.id, blob.base.as_ref().filter(|_| blob.kind == BlobKind::Delta));
+        let plain = self.key.open(&aad, sealed).map_err(|e| Error::damaged(what(), open_err(e)))?;
+        let len = blob.raw_len as usize;
+        let data = match base {
+            Some(base) => crate::format::delta::decode(base, &plain, len),
+            None => with_decompressor(|d| payload::decode_exact(d, &plain, len)),
         }
-        let plain = self
-            .key
-            .open(&crate::crypto::blob_aad(blob.kind as u8, &blob.id), sealed)
-            .map_err(|e| Error::damaged(what(), open_err(e)))?;
-        let data = with_decompressor(|d| payload::decode_exact(d, &plain, blob.raw_len as usize))
-            .map_err(|e: FormatError| Error::damaged(what(), e.to_string()))?;
+        .map_err(|e: FormatError| Error::damaged(what(), e.to_string()))?;
         if self.key.blob_id(&data) != blob.id {
             return Err(Error::damaged(what(), "content does not match its ID"));
         }
@@ -443,7 +463,7 @@ impl Repository {
         let blob = index
             .get(id)
             .ok_or_else(|| Error::damaged(format!("tree {}", id.short()), "not in the index"))?;
-        let json = self.load_blob(&blob)?;
+        let json = self.load_blob(index, &blob)?;
         let tree: Tree = serde_json::from_slice(&json)
             .map_err(|e| Error::damaged(format!("tree {}", id.short()), e.to_string()))?;
         tree.validate()

@@ -42,7 +42,7 @@ pub fn write_file(
         s.spawn(move || {
             for window in refs.chunks(WINDOW) {
                 let blobs: Result<Vec<Vec<u8>>> =
-                    window.par_iter().map(|b| repo.load_blob(b)).collect();
+                    window.par_iter().map(|b| repo.load_blob(index, b)).collect();
                 let failed = blobs.is_err();
                 if tx.send(blobs).is_err() || failed {
                     break;

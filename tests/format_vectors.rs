@@ -92,7 +92,7 @@ fn computed() -> BTreeMap<&'static str, String> {
         hex::encode(seal_with_nonce(
             &key(),
             nonce(),
-            &blob_aad(BlobKind::Data as u8, &blob_id),
+            &blob_aad(BlobKind::Data as u8, &blob_id, None),
             &plain,
         )),
     );

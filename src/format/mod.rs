@@ -2,6 +2,7 @@
 //! decoder here rejects malformed input with a [`FormatError`] instead of panicking.
 
 pub mod config;
+pub mod delta;
 pub mod index;
 pub mod key;
 pub mod pack;
