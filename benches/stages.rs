@@ -93,14 +93,20 @@ fn deltas(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     for level in [1, 3] {
         let d = delta::encode(&base, &data, level, 0, 0).unwrap();
-        eprintln!("delta level {level}: {} bytes for {} (full zstd-1: {})", d.len(), data.len(),
-            zstd::bulk::compress(&data, 1).unwrap().len());
+        eprintln!(
+            "delta level {level}: {} bytes for {} (full zstd-1: {})",
+            d.len(),
+            data.len(),
+            zstd::bulk::compress(&data, 1).unwrap().len()
+        );
         g.bench_function(format!("encode_level{level}"), |b| {
             b.iter(|| delta::encode(&base, &data, level, 0, 0).unwrap())
         });
     }
     let d = delta::encode(&base, &data, 1, 0, 0).unwrap();
-    g.bench_function("decode", |b| b.iter(|| delta::decode(&base, &d, data.len()).unwrap()));
+    g.bench_function("decode", |b| {
+        b.iter(|| delta::decode(&base, &d, data.len()).unwrap())
+    });
     g.finish();
 }
 

@@ -26,11 +26,12 @@ use crate::crypto::{blob_aad, MasterKey, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::tree::FileNode;
-use crate::format::{payload, BlobKind};
+use crate::format::{delta, payload, BlobKind};
 use crate::id::Id;
 use crate::index::Index;
 use crate::packer::{FinishedPack, PackWriter};
 use crate::repository::Repository;
+use crate::similarity::{sketch, ChunkMeta, ParentFile};
 
 /// Chunks in flight between the chunker and the packer.
 pub const IN_FLIGHT: usize = 8;
@@ -53,6 +54,9 @@ pub struct ArchiveStats {
     pub bytes_added: u64,
     pub bytes_added_raw: u64,
     pub packs_new: u64,
+    /// New blobs stored as deltas, and their stored bytes.
+    pub blobs_delta: u64,
+    pub bytes_delta: u64,
 }
 
 /// A chunk after the parallel stage.
@@ -61,21 +65,42 @@ enum Processed {
     Failed(String),
     Known {
         id: Id,
+        meta: ChunkMeta,
     },
     New {
         id: Id,
+        kind: BlobKind,
+        base: Option<Id>,
         raw_len: u32,
         sealed: Vec<u8>,
+        meta: ChunkMeta,
     },
 }
 
+/// zstd level of delta blobs: level 1 with long-distance matching finds a base's long runs at
+/// about 1 GiB/s (`cargo bench --bench stages -- delta`).
+pub const DELTA_LEVEL: i32 = 1;
+/// Generations of a chunk's delta chain before it is stored in full again (a keyframe). With
+/// skip-deltas the chain of generation `g` has `popcount(g)` deltas, so depth stays at most 6.
+pub const GENERATION_CAP: u32 = 64;
+/// Deepest delta chain a writer creates (readers follow up to
+/// [`crate::repository::MAX_CHAIN_DEPTH`]).
+pub const MAX_WRITE_DEPTH: usize = 8;
+
 /// Compresses and seals one blob's plaintext.
 fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) -> Vec<u8> {
+    let mut buf = compress(level, data);
+    crate::crypto::seal_in_place(&key.encrypt, &blob_aad(kind as u8, id, None), &mut buf);
+    buf
+}
+
+/// A full payload with room for sealing, from this thread's reusable compressor.
+fn compress(level: i32, data: &[u8]) -> Vec<u8> {
     thread_local! {
         static C: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let mut buf = C.with(|cell| {
+    C.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().map(|s| s.0) != Some(level) {
             *slot = Some((
@@ -86,9 +111,7 @@ fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) 
         }
         let (_, c, scratch) = slot.as_mut().expect("just set");
         payload::encode_with(c, data, scratch, NONCE_LEN, TAG_LEN)
-    });
-    crate::crypto::seal_in_place(&key.encrypt, &blob_aad(kind as u8, id, None), &mut buf);
-    buf
+    })
 }
 
 /// The read-only state the parallel stage shares with the packer.
@@ -104,18 +127,140 @@ impl Shared<'_> {
         self.index.contains(id) || self.session.read().expect("lock").contains(id)
     }
 
+    /// Deltas in a blob's chain of bases (0 for a full blob), as far as the index knows.
+    fn depth(&self, id: &Id) -> usize {
+        let mut depth = 0;
+        let mut cur = *id;
+        while let Some(b) = self.index.base_of(&cur) {
+            depth += 1;
+            cur = b;
+            if depth > crate::repository::MAX_CHAIN_DEPTH {
+                break;
+            }
+        }
+        depth
+    }
+
+    /// A blob (a tree, say) without delta handling.
     fn process(&self, kind: BlobKind, data: Vec<u8>) -> Processed {
         let key = self.repo.key();
         let id = key.blob_id(&data);
         if self.known(&id) {
-            return Processed::Known { id };
+            return Processed::Known {
+                id,
+                meta: ChunkMeta::default(),
+            };
         }
         let sealed = seal_blob(key, self.repo.config().compression.level, kind, &id, &data);
         Processed::New {
             id,
+            kind,
+            base: None,
             raw_len: data.len() as u32,
             sealed,
+            meta: ChunkMeta::default(),
         }
+    }
+
+    /// A chunk of a stream: exact dedup first, then a delta against the most similar chunk of
+    /// the parent (when there is one and it pays), else a full blob.
+    fn process_chunk(&self, data: Vec<u8>, parent: Option<&ParentFile>, seq: usize) -> Processed {
+        let Some(parent) = parent else {
+            return self.process(BlobKind::Data, data);
+        };
+        let key = self.repo.key();
+        let id = key.blob_id(&data);
+        if self.known(&id) {
+            let meta = parent.meta_of(&id).unwrap_or_else(|| {
+                let depth = self.depth(&id) as u32;
+                ChunkMeta(
+                    if depth == 0 {
+                        0
+                    } else {
+                        (1 << depth.min(16)) - 1
+                    },
+                    sketch(&data),
+                )
+            });
+            return Processed::Known { id, meta };
+        }
+        let sk = sketch(&data);
+        if let Some(p) = self.try_delta(parent, &id, &data, &sk, seq) {
+            return p;
+        }
+        let sealed = seal_blob(
+            key,
+            self.repo.config().compression.level,
+            BlobKind::Data,
+            &id,
+            &data,
+        );
+        Processed::New {
+            id,
+            kind: BlobKind::Data,
+            base: None,
+            raw_len: data.len() as u32,
+            sealed,
+            meta: ChunkMeta(0, sk),
+        }
+    }
+
+    /// Skip-delta: a chunk similar to the parent's chunk of generation `g` becomes generation
+    /// `g + 1`, stored as a delta against that chunk's ancestor of generation `(g + 1) & g`
+    /// (Subversion's skip-deltas), so chains stay `popcount(g + 1)` deep. Kept only when much
+    /// smaller than the full blob.
+    fn try_delta(
+        &self,
+        parent: &ParentFile,
+        id: &Id,
+        data: &[u8],
+        sk: &[u32; 8],
+        seq: usize,
+    ) -> Option<Processed> {
+        let (candidate, cmeta) = parent.most_similar(sk, seq)?;
+        let g = cmeta.generation();
+        if g + 1 >= GENERATION_CAP {
+            return None;
+        }
+        let target = (g + 1) & g;
+        let (mut node, mut x) = (candidate, g);
+        while x > target {
+            match self.index.base_of(&node) {
+                Some(b) => {
+                    node = b;
+                    x &= x - 1;
+                }
+                None => break,
+            }
+        }
+        if self.depth(&node) + 1 > MAX_WRITE_DEPTH {
+            return None;
+        }
+        let base_ref = self.index.get(&node)?;
+        let base = self.repo.load_blob(self.index, &base_ref).ok()?;
+        let mut buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
+        let delta_len = buf.len() - NONCE_LEN;
+        if delta_len > data.len() / 16 {
+            // Not obviously small: keep it only if it is at most half the full blob.
+            let full_len = compress(self.repo.config().compression.level, data).len() - NONCE_LEN;
+            if delta_len * 2 > full_len {
+                return None;
+            }
+        }
+        let key = self.repo.key();
+        crate::crypto::seal_in_place(
+            &key.encrypt,
+            &blob_aad(BlobKind::Delta as u8, id, Some(&node)),
+            &mut buf,
+        );
+        Some(Processed::New {
+            id: *id,
+            kind: BlobKind::Delta,
+            base: Some(node),
+            raw_len: data.len() as u32,
+            sealed: buf,
+            meta: ChunkMeta(g + 1, *sk),
+        })
     }
 }
 
@@ -158,19 +303,22 @@ pub const MAX_BLOBS_PER_INDEX: usize = 500_000;
 
 impl Sink {
     /// Appends a processed blob to the current pack unless it is already stored.
-    fn store(&mut self, shared: &Shared<'_>, kind: BlobKind, p: Processed) -> Result<Id> {
+    fn store(&mut self, shared: &Shared<'_>, p: Processed) -> Result<(Id, ChunkMeta)> {
         self.stats.blobs_total += 1;
-        let (id, raw_len, sealed) = match p {
-            Processed::Known { id } => return Ok(id),
+        let (id, kind, base, raw_len, sealed, meta) = match p {
+            Processed::Known { id, meta } => return Ok((id, meta)),
             Processed::Failed(msg) => return Err(Error::Source(msg)),
             Processed::New {
                 id,
+                kind,
+                base,
                 raw_len,
                 sealed,
-            } => (id, raw_len, sealed),
+                meta,
+            } => (id, kind, base, raw_len, sealed, meta),
         };
         if shared.index.contains(&id) || !shared.session.write().expect("lock").insert(id) {
-            return Ok(id);
+            return Ok((id, meta));
         }
         if self.pack.is_none() {
             let dir = shared.repo.backend().staging_dir();
@@ -180,9 +328,13 @@ impl Sink {
             );
         }
         let pack = self.pack.as_mut().expect("just set");
-        pack.add(kind, id, raw_len, &sealed)
+        pack.add(kind, id, raw_len, &sealed, base)
             .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?;
         self.stats.blobs_new += 1;
+        if kind == BlobKind::Delta {
+            self.stats.blobs_delta += 1;
+            self.stats.bytes_delta += sealed.len() as u64;
+        }
         self.stats.bytes_added += sealed.len() as u64;
         self.stats.bytes_added_raw += raw_len as u64;
         self.progress
@@ -191,7 +343,7 @@ impl Sink {
         if pack.len() >= shared.repo.config().pack_size as u64 {
             self.flush_pack(shared.repo.key())?;
         }
-        Ok(id)
+        Ok((id, meta))
     }
 
     /// Hands the current pack to the writers.
@@ -284,22 +436,25 @@ impl<'a> Archiver<'a> {
             )));
         }
         let p = self.shared.process(kind, data);
-        let id = self.sink.store(&self.shared, kind, p)?;
+        let (id, _) = self.sink.store(&self.shared, p)?;
         Ok(id)
     }
 
     /// Stores a whole stream as a file named `name` and returns its tree node.
     pub fn add_stream<R: Read + Send>(&mut self, name: &str, reader: R) -> Result<FileNode> {
-        self.add_stream_cancellable(name, reader, &|| {})
+        self.add_stream_cancellable(name, reader, None, &|| {})
     }
 
-    /// Like [`Archiver::add_stream`]; `cancel` is called when the run fails before the stream
+    /// Like [`Archiver::add_stream`], with delta blobs against `parent` (the parent snapshot's
+    /// version of this file; an empty one for a first snapshot, so sketches are recorded; `None`
+    /// for no deltas and no sketches). `cancel` is called when the run fails before the stream
     /// ends, to unblock the reader (a command source kills its process), so the error is
     /// reported at once rather than when the source next writes.
     pub fn add_stream_cancellable<R: Read + Send>(
         &mut self,
         name: &str,
         reader: R,
+        parent: Option<&ParentFile>,
         cancel: &(dyn Fn() + Sync),
     ) -> Result<FileNode> {
         let params = self.shared.repo.config().chunker;
@@ -316,6 +471,7 @@ impl<'a> Archiver<'a> {
         let shared = &self.shared;
         let sink = &mut self.sink;
         let mut content = Vec::new();
+        let mut metas = Vec::new();
 
         let (read_result, store_result) = std::thread::scope(|s| {
             let reader_thread = s.spawn(move || -> std::io::Result<(u64, Id)> {
@@ -339,7 +495,7 @@ impl<'a> Archiver<'a> {
                 s.spawn(move || {
                     for (seq, data) in rx {
                         let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            shared.process(BlobKind::Data, data)
+                            shared.process_chunk(data, parent, seq as usize)
                         }))
                         .unwrap_or_else(|_| {
                             Processed::Failed("a compression worker failed".into())
@@ -357,7 +513,9 @@ impl<'a> Archiver<'a> {
                 for (seq, p) in &done_rx {
                     pending.insert(seq, p);
                     while let Some(p) = pending.remove(&next) {
-                        content.push(sink.store(shared, BlobKind::Data, p)?);
+                        let (id, meta) = sink.store(shared, p)?;
+                        content.push(id);
+                        metas.push(meta);
                         next += 1;
                         let _ = token_rx.recv();
                     }
@@ -391,6 +549,7 @@ impl<'a> Archiver<'a> {
             size,
             hash,
             content,
+            chunks: if parent.is_some() { metas } else { Vec::new() },
         })
     }
 

@@ -29,6 +29,7 @@ pub mod index;
 pub mod packer;
 pub mod repository;
 pub mod restorer;
+pub mod similarity;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -53,6 +53,7 @@ impl PackWriter {
         id: Id,
         raw_len: u32,
         sealed: &[u8],
+        base: Option<Id>,
     ) -> std::io::Result<()> {
         let offset = self.len as u32;
         self.put(sealed)?;
@@ -62,7 +63,7 @@ impl PackWriter {
             offset,
             stored_len: sealed.len() as u32,
             raw_len,
-            base: None,
+            base,
         });
         Ok(())
     }

@@ -425,15 +425,27 @@ impl Repository {
             (BlobKind::Delta, Some(base_id)) => {
                 let what = || format!("delta blob {} in pack {}", blob.id.short(), blob.pack);
                 if depth >= MAX_CHAIN_DEPTH {
-                    return Err(Error::damaged(what(), format!("its chain of bases is longer than {MAX_CHAIN_DEPTH}")));
+                    return Err(Error::damaged(
+                        what(),
+                        format!("its chain of bases is longer than {MAX_CHAIN_DEPTH}"),
+                    ));
                 }
                 let base_ref = index.get(&base_id).ok_or_else(|| {
-                    Error::damaged(what(), format!("its base blob {} is missing from the index", base_id.short()))
+                    Error::damaged(
+                        what(),
+                        format!(
+                            "its base blob {} is missing from the index",
+                            base_id.short()
+                        ),
+                    )
                 })?;
                 Some(self.load_blob_at(index, &base_ref, depth + 1)?)
             }
             (BlobKind::Delta, None) => {
-                return Err(Error::damaged(format!("delta blob {}", blob.id.short()), "no base recorded"))
+                return Err(Error::damaged(
+                    format!("delta blob {}", blob.id.short()),
+                    "no base recorded",
+                ))
             }
             _ => None,
         };
@@ -444,8 +456,15 @@ impl Repository {
     /// checks its ID.
     pub fn open_blob(&self, blob: &BlobRef, sealed: &[u8], base: Option<&[u8]>) -> Result<Vec<u8>> {
         let what = || format!("blob {} in pack {}", blob.id.short(), blob.pack);
-        let aad = crate::crypto::blob_aad(blob.kind as u8, &blob.id, blob.base.as_ref().filter(|_| blob.kind == BlobKind::Delta));
-        let plain = self.key.open(&aad, sealed).map_err(|e| Error::damaged(what(), open_err(e)))?;
+        let aad = crate::crypto::blob_aad(
+            blob.kind as u8,
+            &blob.id,
+            blob.base.as_ref().filter(|_| blob.kind == BlobKind::Delta),
+        );
+        let plain = self
+            .key
+            .open(&aad, sealed)
+            .map_err(|e| Error::damaged(what(), open_err(e)))?;
         let len = blob.raw_len as usize;
         let data = match base {
             Some(base) => crate::format::delta::decode(base, &plain, len),

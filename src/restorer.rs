@@ -41,8 +41,10 @@ pub fn write_file(
     std::thread::scope(|s| -> Result<()> {
         s.spawn(move || {
             for window in refs.chunks(WINDOW) {
-                let blobs: Result<Vec<Vec<u8>>> =
-                    window.par_iter().map(|b| repo.load_blob(index, b)).collect();
+                let blobs: Result<Vec<Vec<u8>>> = window
+                    .par_iter()
+                    .map(|b| repo.load_blob(index, b))
+                    .collect();
                 let failed = blobs.is_err();
                 if tx.send(blobs).is_err() || failed {
                     break;

@@ -113,6 +113,12 @@ pub struct SnapshotArgs {
     /// Time to record, RFC 3339 (default: now)
     #[arg(long, value_parser = parse_time)]
     pub time: Option<DateTime<FixedOffset>>,
+    /// Snapshot to take delta bases from (default: the newest with the same host, source and name)
+    #[arg(long, conflicts_with = "no_delta")]
+    pub parent: Option<String>,
+    /// Store changed chunks in full, without deltas against the parent
+    #[arg(long)]
+    pub no_delta: bool,
 }
 
 #[derive(Subcommand, Debug)]

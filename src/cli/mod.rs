@@ -125,12 +125,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let s = &view.snapshot.summary;
                 say!(
                     g,
-                    "snapshot {} saved: {} read, {} added ({} new blobs of {}) in {:.1}s",
+                    "snapshot {} saved: {} read, {} added ({} new blobs of {}, {} as deltas) in {:.1}s",
                     view.short_id,
                     HumanBytes(s.bytes_in),
                     HumanBytes(s.bytes_added),
                     s.blobs_new,
                     s.blobs_total,
+                    s.blobs_delta,
                     s.duration_secs
                 );
             }
@@ -258,6 +259,8 @@ fn snapshot_options(a: &SnapshotArgs) -> SnapshotOptions {
     o.tags = a.tags.clone();
     o.host = a.host.clone();
     o.time = a.time;
+    o.parent = a.parent.clone();
+    o.no_delta = a.no_delta;
     o
 }
 

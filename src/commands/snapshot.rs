@@ -12,6 +12,7 @@ use crate::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
 use crate::format::tree::{validate_name, Tree, TREE_VERSION};
 use crate::format::BlobKind;
 use crate::repository::{Actor, Repository};
+use crate::similarity::ParentFile;
 use crate::source::{redact_arg, CommandSource};
 
 use super::SnapshotView;
@@ -28,6 +29,11 @@ pub struct SnapshotOptions {
     pub time: Option<DateTime<FixedOffset>>,
     /// The source's kind and details.
     pub source: Source,
+    /// Snapshot whose file is the base of delta blobs (ID prefix or `latest`); default: the newest
+    /// snapshot with the same host, source and file name.
+    pub parent: Option<String>,
+    /// Store changed chunks in full, without deltas (for comparisons).
+    pub no_delta: bool,
 }
 
 impl SnapshotOptions {
@@ -42,8 +48,46 @@ impl SnapshotOptions {
                 kind: "stdin".into(),
                 details: Default::default(),
             },
+            parent: None,
+            no_delta: false,
         }
     }
+}
+
+/// The parent snapshot and its version of the file, for delta blobs.
+fn find_parent(
+    repo: &Repository,
+    index: &crate::index::Index,
+    opts: &SnapshotOptions,
+    host: &str,
+) -> Result<Option<(crate::Id, ParentFile)>> {
+    let (id, snap) = match &opts.parent {
+        Some(spec) => repo.find_snapshot(spec)?,
+        None => match repo
+            .list_snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.host == host && s.source == opts.source)
+        {
+            Some(found) => found,
+            None => return Ok(None),
+        },
+    };
+    let tree = repo.load_tree(index, &snap.tree)?;
+    let Some(file) = tree.file(&opts.name) else {
+        return Ok(None);
+    };
+    if file.chunks.len() != file.content.len() {
+        // Written without sketches (--no-delta): nothing to match against.
+        return Ok(None);
+    }
+    let chunks = file
+        .content
+        .iter()
+        .copied()
+        .zip(file.chunks.iter().copied())
+        .collect();
+    Ok(Some((id, ParentFile::new(chunks))))
 }
 
 /// Stores `reader` as a snapshot; `check_source` runs after the stream ends and can veto the
@@ -61,8 +105,18 @@ fn run(
     let started = actor.now;
     let clock = Instant::now();
     let index = repo.load_index()?;
+    let host = opts.host.clone().unwrap_or(actor.host);
+    let (parent_id, parent_file) = if opts.no_delta {
+        (None, None)
+    } else {
+        match find_parent(repo, &index, opts, &host)? {
+            Some((id, file)) => (Some(id), Some(file)),
+            // A first snapshot records sketches so that the next one can use deltas.
+            None => (None, Some(ParentFile::default())),
+        }
+    };
     let mut archiver = Archiver::new(repo, &index, progress);
-    let node = archiver.add_stream_cancellable(&opts.name, reader, cancel)?;
+    let node = archiver.add_stream_cancellable(&opts.name, reader, parent_file.as_ref(), cancel)?;
     check_source()?;
     let tree = Tree {
         version: TREE_VERSION,
@@ -77,13 +131,15 @@ fn run(
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
         time: opts.time.unwrap_or(started),
-        host: opts.host.clone().unwrap_or(actor.host),
+        host,
         username: actor.username,
         tags: opts.tags.clone(),
         source: opts.source.clone(),
         tree: tree_id,
-        parent: None,
+        parent: parent_id,
         summary: Summary {
+            blobs_delta: stats.blobs_delta,
+            bytes_delta: stats.bytes_delta,
             bytes_in: stats.bytes_in,
             bytes_added: stats.bytes_added,
             bytes_added_raw: stats.bytes_added_raw,

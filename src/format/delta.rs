@@ -22,22 +22,35 @@ fn window_log(len: usize) -> u32 {
 }
 
 fn zerr(what: &str, code: usize) -> FormatError {
-    FormatError::Invalid(format!("zstd {what}: {}", zstd::zstd_safe::get_error_name(code)))
+    FormatError::Invalid(format!(
+        "zstd {what}: {}",
+        zstd::zstd_safe::get_error_name(code)
+    ))
 }
 
 /// Encodes `data` as a delta against `base`: the payload (marker and frame) after `room` zero
 /// bytes, with spare capacity for `tail` more (see [`super::payload::encode_with`]).
-pub fn encode(base: &[u8], data: &[u8], level: i32, room: usize, tail: usize) -> Result<Vec<u8>, FormatError> {
+pub fn encode(
+    base: &[u8],
+    data: &[u8],
+    level: i32,
+    room: usize,
+    tail: usize,
+) -> Result<Vec<u8>, FormatError> {
     let mut cctx = CCtx::create();
     let set = |c: &mut CCtx<'_>, p| c.set_parameter(p).map_err(|e| zerr("parameter", e));
     set(&mut cctx, CParameter::CompressionLevel(level))?;
-    set(&mut cctx, CParameter::WindowLog(window_log(base.len() + data.len())))?;
+    set(
+        &mut cctx,
+        CParameter::WindowLog(window_log(base.len() + data.len())),
+    )?;
     set(&mut cctx, CParameter::EnableLongDistanceMatching(true))?;
     set(&mut cctx, CParameter::ContentSizeFlag(true))?;
     set(&mut cctx, CParameter::ChecksumFlag(false))?;
     cctx.ref_prefix(base).map_err(|e| zerr("prefix", e))?;
     let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-    cctx.compress2(&mut frame, data).map_err(|e| zerr("compress", e))?;
+    cctx.compress2(&mut frame, data)
+        .map_err(|e| zerr("compress", e))?;
     let mut out = Vec::with_capacity(room + 1 + frame.len() + tail);
     out.resize(room, 0);
     out.push(DELTA);
@@ -48,20 +61,27 @@ pub fn encode(base: &[u8], data: &[u8], level: i32, room: usize, tail: usize) ->
 /// Decodes a delta payload (marker included) against `base`; the result must be exactly `len`
 /// bytes.
 pub fn decode(base: &[u8], payload: &[u8], len: usize) -> Result<Vec<u8>, FormatError> {
-    let (&marker, frame) = payload
-        .split_first()
-        .ok_or(FormatError::Truncated { offset: 0, needed: 1 })?;
+    let (&marker, frame) = payload.split_first().ok_or(FormatError::Truncated {
+        offset: 0,
+        needed: 1,
+    })?;
     if marker != DELTA {
-        return Err(FormatError::Invalid(format!("delta payload has marker {marker}")));
+        return Err(FormatError::Invalid(format!(
+            "delta payload has marker {marker}"
+        )));
     }
     let mut dctx = DCtx::create();
     dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
         .map_err(|e| zerr("parameter", e))?;
     dctx.ref_prefix(base).map_err(|e| zerr("prefix", e))?;
     let mut out = Vec::with_capacity(len);
-    dctx.decompress(&mut out, frame).map_err(|e| zerr("decode", e))?;
+    dctx.decompress(&mut out, frame)
+        .map_err(|e| zerr("decode", e))?;
     if out.len() != len {
-        return Err(FormatError::Invalid(format!("delta decoded to {} bytes, expected {len}", out.len())));
+        return Err(FormatError::Invalid(format!(
+            "delta decoded to {} bytes, expected {len}",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -91,7 +111,12 @@ mod tests {
             data[i] = b'#';
         }
         let d = encode(&base, &data, 3, 0, 0).unwrap();
-        assert!(d.len() < data.len() / 50, "delta {} of {}", d.len(), data.len());
+        assert!(
+            d.len() < data.len() / 50,
+            "delta {} of {}",
+            d.len(),
+            data.len()
+        );
         assert_eq!(decode(&base, &d, data.len()).unwrap(), data);
     }
 

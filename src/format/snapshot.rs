@@ -34,6 +34,12 @@ pub struct Summary {
     pub blobs_new: u64,
     /// Packs this run wrote.
     pub packs_new: u64,
+    /// New blobs stored as deltas against a base, and their stored bytes (part of
+    /// `blobs_new`/`bytes_added`).
+    #[serde(default)]
+    pub blobs_delta: u64,
+    #[serde(default)]
+    pub bytes_delta: u64,
     /// Start of the run.
     pub started: DateTime<FixedOffset>,
     /// End of the run.
@@ -81,7 +87,7 @@ mod tests {
                 source: Source { kind: "command".into(), details },
                 tree: Id(tree), parent: parent.map(Id),
                 summary: Summary { bytes_in: nums[0], bytes_added: nums[1], bytes_added_raw: nums[2],
-                    blobs_total: nums[3], blobs_new: nums[4], packs_new: nums[5],
+                    blobs_total: nums[3], blobs_new: nums[4], packs_new: nums[5], blobs_delta: nums[0] / 2, bytes_delta: nums[1] / 3,
                     started: time, finished: time, duration_secs: 1.5 },
             };
             let json = serde_json::to_vec(&snap).unwrap();

@@ -20,6 +20,10 @@ pub struct FileNode {
     pub hash: Id,
     /// Content blobs, in order.
     pub content: Vec<Id>,
+    /// Per content blob: its delta generation and similarity sketch, which the next snapshot
+    /// uses to choose delta bases (empty when deltas are off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<crate::similarity::ChunkMeta>,
 }
 
 /// The files of a snapshot.
@@ -74,7 +78,8 @@ mod tests {
         fn json_round_trip(files in proptest::collection::vec(
             ("[a-z][a-z0-9._-]{0,20}", any::<u64>(), any::<[u8; 32]>(), proptest::collection::vec(any::<[u8; 32]>(), 0..5)), 0..5)) {
             let tree = Tree { version: TREE_VERSION, files: files.into_iter().map(|(name, size, hash, content)| FileNode {
-                name, size, hash: Id(hash), content: content.into_iter().map(Id).collect() }).collect() };
+                name, size, hash: Id(hash), chunks: vec![crate::similarity::ChunkMeta(3, [7; 8]); content.len()],
+                content: content.into_iter().map(Id).collect() }).collect() };
             let json = serde_json::to_vec(&tree).unwrap();
             prop_assert_eq!(serde_json::from_slice::<Tree>(&json).unwrap(), tree);
         }
@@ -94,6 +99,7 @@ mod tests {
         }
         assert!(validate_name("app.pgdump").is_ok());
         let dup = FileNode {
+            chunks: vec![],
             name: "x".into(),
             size: 0,
             hash: Id::default(),
