@@ -43,7 +43,14 @@ pub fn write_file(
             for window in refs.chunks(WINDOW) {
                 let blobs: Result<Vec<Vec<u8>>> = window
                     .par_iter()
-                    .map(|b| repo.load_blob(index, b))
+                    .map(|b| {
+                        repo.load_blob(index, b).map_err(|e| {
+                            Error::damaged(
+                                format!("file {}", node.name),
+                                format!("cannot read its blob {}: {e}", b.id.short()),
+                            )
+                        })
+                    })
                     .collect();
                 let failed = blobs.is_err();
                 if tx.send(blobs).is_err() || failed {

@@ -63,7 +63,7 @@ pub fn restore(
             .map_err(|e| Error::io("create file in", target, e))?;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            write_file(repo, &index, f, &mut w)?;
+            write_file(repo, &index, f, &mut w).map_err(|e| in_snapshot(e, &id))?;
             w.flush().map_err(|e| Error::io("write", &dest, e))?;
         }
         tmp.as_file()
@@ -97,7 +97,7 @@ pub fn restore(
 
 /// Writes one file of a snapshot to `out`; `file` may be omitted when the snapshot holds one.
 pub fn dump(repo: &Repository, spec: &str, file: Option<&str>, out: &mut dyn Write) -> Result<u64> {
-    let (_, snap) = repo.find_snapshot(spec)?;
+    let (id, snap) = repo.find_snapshot(spec)?;
     let index = repo.load_index()?;
     let tree = repo.load_tree(&index, &snap.tree)?;
     let node = match file {
@@ -117,5 +117,16 @@ pub fn dump(repo: &Repository, spec: &str, file: Option<&str>, out: &mut dyn Wri
             )));
         }
     };
-    write_file(repo, &index, node, out)
+    write_file(repo, &index, node, out).map_err(|e| in_snapshot(e, &id))
+}
+
+/// Names the snapshot in a damage report, so the user knows which backup is affected.
+fn in_snapshot(e: Error, snapshot: &Id) -> Error {
+    match e {
+        Error::Damaged { what, reason } => Error::Damaged {
+            what: format!("{what} of snapshot {}", snapshot.short()),
+            reason,
+        },
+        other => other,
+    }
 }

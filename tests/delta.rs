@@ -1,0 +1,192 @@
+//! Delta blobs: snapshots of a drifting input are stored as deltas against the parent snapshot
+//! and restore to their exact bytes; lost or damaged bases give a clear error, never wrong output.
+
+mod common;
+
+use common::*;
+
+/// Applies one day's drift to a dump-like stream: every 97th row changed, a block of rows moved
+/// to the end (as PostgreSQL moves updated rows), a row inserted and one deleted.
+fn drift(data: &[u8], day: u64) -> Vec<u8> {
+    let rows: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(rows.len() + 1);
+    let mut moved = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if (i as u64 + day * 13) % 97 == 0 {
+            moved.push(format!("{i}\tupdated on day {day}\t{}\n", i as u64 * day).into_bytes());
+        } else if i as u64 == 500 + day * 7 {
+            continue; // deleted
+        } else {
+            out.push(r.to_vec());
+        }
+    }
+    out.insert(
+        (day as usize * 1000) % out.len().max(1),
+        format!("inserted on day {day}\n").into_bytes(),
+    );
+    out.extend(moved);
+    out.concat()
+}
+
+#[test]
+fn drifting_input_round_trips_through_delta_chains() {
+    let repo = TestRepo::new();
+    let mut data = dump_like(3, 12 << 20);
+    let first = repo.snapshot("db.dump", &data);
+    let full = u64_of(&first, &["summary", "bytes_added"]);
+    let mut versions = vec![(first["id"].as_str().unwrap().to_string(), data.clone())];
+    let mut total = 0;
+    for day in 1..=10 {
+        data = drift(&data, day);
+        let snap = repo.snapshot("db.dump", &data);
+        let added = u64_of(&snap, &["summary", "bytes_added"]);
+        eprintln!(
+            "day {day}: {added} bytes added ({:.1}% of the first)",
+            added as f64 * 100.0 / full as f64
+        );
+        total += added;
+        assert!(
+            u64_of(&snap, &["summary", "blobs_delta"]) > 0,
+            "day {day}: no deltas in {snap}"
+        );
+        // A skip-delta of generation g spans lowbit(g) days of drift (8 on day 8).
+        assert!(
+            added < full / 2,
+            "day {day}: {added} bytes added, full is {full}"
+        );
+        assert_eq!(snap["parent"], versions.last().unwrap().0.as_str());
+        versions.push((snap["id"].as_str().unwrap().to_string(), data.clone()));
+    }
+    assert!(
+        total < full * 2,
+        "ten days added {total} bytes, the first snapshot {full}"
+    );
+    for (id, expected) in &versions {
+        assert!(
+            repo.dump(id) == *expected,
+            "snapshot {id} does not restore exactly"
+        );
+    }
+}
+
+#[test]
+fn no_delta_stores_changed_chunks_in_full() {
+    let repo = TestRepo::new();
+    let data = dump_like(4, 8 << 20);
+    repo.snapshot("db.dump", &data);
+    let changed = drift(&data, 1);
+    let out = repo.run_with_input(
+        &[
+            "--json",
+            "snapshot",
+            "stdin",
+            "--name",
+            "db.dump",
+            "--no-delta",
+        ],
+        &changed,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(u64_of(&v, &["summary", "blobs_delta"]), 0);
+    assert_eq!(repo.dump("latest"), changed);
+}
+
+#[test]
+fn chains_stay_shallow() {
+    // Ten generations: skip-deltas keep every chain at most popcount(10) = 2 (bound: 8) deep.
+    let repo = TestRepo::new();
+    let mut data = dump_like(5, 4 << 20);
+    repo.snapshot("db.dump", &data);
+    for day in 1..=10 {
+        data = drift(&data, day);
+        repo.snapshot("db.dump", &data);
+    }
+    let out = repo.run(&["--json", "cat", "tree", "latest"]);
+    let tree: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gens: Vec<u64> = tree["files"][0]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_u64().unwrap())
+        .collect();
+    assert!(gens.iter().any(|&g| g > 0));
+    assert!(gens.iter().all(|&g| g.count_ones() <= 4), "{gens:?}");
+}
+
+#[test]
+fn a_damaged_base_is_an_error_naming_the_blob_never_wrong_output() {
+    let repo = TestRepo::new();
+    let data = dump_like(6, 4 << 20);
+    repo.snapshot("db.dump", &data);
+    let first_packs = repo.files("data");
+    let changed = drift(&data, 1);
+    let snap = repo.snapshot("db.dump", &changed);
+    assert!(u64_of(&snap, &["summary", "blobs_delta"]) > 0);
+    // Damage the first snapshot's pack, which holds the bases of the second's deltas.
+    let pack = &first_packs[0];
+    let mut bytes = std::fs::read(pack).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(pack, bytes).unwrap();
+    let out = repo.run(&["dump", snap["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(pack.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn a_lost_base_is_an_error() {
+    let repo = TestRepo::new();
+    let data = dump_like(7, 4 << 20);
+    repo.snapshot("db.dump", &data);
+    let first_packs = repo.files("data");
+    let snap = repo.snapshot("db.dump", &drift(&data, 1));
+    for p in first_packs {
+        std::fs::remove_file(p).unwrap();
+    }
+    let target = repo.dir.path().join("out");
+    let out = repo.run(&[
+        "restore",
+        snap["id"].as_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("file db.dump of snapshot"), "{err}");
+    assert!(
+        err.contains(&snap["short_id"].as_str().unwrap()[..8]),
+        "{err}"
+    );
+    assert!(!target.join("db.dump").exists());
+}
+
+#[test]
+fn explicit_parent_is_used() {
+    let repo = TestRepo::new();
+    let a = dump_like(8, 4 << 20);
+    let first = repo.snapshot("db.dump", &a);
+    repo.snapshot("other.dump", &dump_like(9, 1 << 20));
+    let b = drift(&a, 1);
+    let out = repo.run_with_input(
+        &[
+            "--json",
+            "snapshot",
+            "stdin",
+            "--name",
+            "db.dump",
+            "--parent",
+            &first["short_id"].as_str().unwrap().to_string(),
+        ],
+        &b,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["parent"], first["id"]);
+    assert!(u64_of(&v, &["summary", "blobs_delta"]) > 0);
+    assert_eq!(repo.dump("latest"), b);
+}
