@@ -12,7 +12,7 @@ fn drift(data: &[u8], day: u64) -> Vec<u8> {
     let mut out: Vec<Vec<u8>> = Vec::with_capacity(rows.len() + 1);
     let mut moved = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        if (i as u64 + day * 13) % 97 == 0 {
+        if (i as u64 + day * 13).is_multiple_of(97) {
             moved.push(format!("{i}\tupdated on day {day}\t{}\n", i as u64 * day).into_bytes());
         } else if i as u64 == 500 + day * 7 {
             continue; // deleted
@@ -180,7 +180,7 @@ fn explicit_parent_is_used() {
             "--name",
             "db.dump",
             "--parent",
-            &first["short_id"].as_str().unwrap().to_string(),
+            first["short_id"].as_str().unwrap(),
         ],
         &b,
     );
