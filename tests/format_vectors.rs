@@ -197,3 +197,21 @@ fn print() {
         hex::encode(payload::encode(&[b'a'; 100], 3))
     );
 }
+
+#[test]
+fn documented_delta_decodes() {
+    let doc = documented();
+    let base = doc["delta-base"].as_bytes();
+    let payload = hex::decode(&doc["delta-payload"]).unwrap();
+    let out = sbk::format::delta::decode(base, &payload, doc["delta-result"].len()).unwrap();
+    assert_eq!(out, doc["delta-result"].as_bytes());
+}
+
+#[test]
+#[ignore]
+fn print_delta() {
+    let base = b"the quick brown fox jumps over the lazy dog; the quick brown fox";
+    let data = b"the quick brown cat jumps over the lazy dog; the quick brown fox!";
+    let d = sbk::format::delta::encode(base, data, 1, 0, 0).unwrap();
+    println!("delta-payload: {}", hex::encode(d));
+}
