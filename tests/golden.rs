@@ -14,6 +14,32 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
 }
 
+fn golden_delta_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-delta")
+}
+
+/// Three versions of a dump, each with every 50th row changed: stored as delta blobs.
+fn golden_delta_inputs() -> Vec<Vec<u8>> {
+    let mut data = dump_like(43, 1_500_000);
+    let mut out = vec![data.clone()];
+    for day in 1..3 {
+        let rows: Vec<Vec<u8>> = data
+            .split_inclusive(|&b| b == b'\n')
+            .enumerate()
+            .map(|(i, r)| {
+                if i % 50 == day {
+                    format!("{i}\tchanged on day {day}\n").into_bytes()
+                } else {
+                    r.to_vec()
+                }
+            })
+            .collect();
+        data = rows.concat();
+        out.push(data.clone());
+    }
+    out
+}
+
 /// The files the golden snapshots hold, in snapshot order.
 fn golden_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let base = dump_like(42, 1_500_000);
@@ -68,6 +94,77 @@ fn golden_v1_repository_still_reads() {
     let out = run(&["cat", "config"]);
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["version"], 1);
+}
+
+#[test]
+fn golden_v1_delta_repository_still_reads() {
+    let repo = TestRepo::uninit();
+    copy_dir(&golden_delta_dir(), &repo.path);
+    let run = |args: &[&str]| {
+        repo.cmd(args)
+            .env("SBK_PASSWORD", GOLDEN_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let inputs = golden_delta_inputs();
+    assert_eq!(snaps.len(), inputs.len());
+    assert!(snaps[1]["summary"]["blobs_delta"].as_u64().unwrap() > 0);
+    assert!(snaps[2]["summary"]["blobs_delta"].as_u64().unwrap() > 0);
+    for (snap, data) in snaps.iter().zip(&inputs) {
+        let out = run(&["dump", snap["id"].as_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            out.stdout == *data,
+            "golden delta snapshot {} changed",
+            snap["short_id"]
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn make_golden_v1_delta() {
+    let dir = golden_delta_dir();
+    assert!(
+        !dir.exists(),
+        "{} exists: never regenerated in place",
+        dir.display()
+    );
+    let repo = TestRepo::uninit();
+    let run_in = |args: &[&str], input: &[u8]| {
+        let mut c = repo.cmd(args);
+        c.env("SBK_PASSWORD", GOLDEN_PASSWORD);
+        let mut child = spawn(c);
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    run_in(
+        &["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"],
+        b"",
+    );
+    for (i, data) in golden_delta_inputs().iter().enumerate() {
+        let time = format!("2026-11-29T0{i}:00:00+01:00");
+        run_in(
+            &[
+                "snapshot",
+                "stdin",
+                "--name",
+                "app.pgdump",
+                "--host",
+                "golden-host",
+                "--time",
+                &time,
+            ],
+            data,
+        );
+    }
+    copy_dir(&repo.path, &dir);
+    let _ = std::fs::remove_dir_all(dir.join("tmp"));
 }
 
 #[test]
