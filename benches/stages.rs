@@ -107,6 +107,7 @@ fn deltas(c: &mut Criterion) {
     g.bench_function("decode", |b| {
         b.iter(|| delta::decode(&base, &d, data.len()).unwrap())
     });
+    g.bench_function("sketch", |b| b.iter(|| sbk::similarity::sketch(&data)));
     g.finish();
 }
 
