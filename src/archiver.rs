@@ -237,7 +237,7 @@ impl Shared<'_> {
             return None;
         }
         let base_ref = self.index.get(&node)?;
-        let base = self.repo.load_blob(self.index, &base_ref).ok()?;
+        let base = self.repo.load_base(self.index, &base_ref).ok()?;
         let mut buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
         let delta_len = buf.len() - NONCE_LEN;
         if delta_len > data.len() / 16 {

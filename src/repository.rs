@@ -413,10 +413,22 @@ impl Repository {
     /// wrong base can only produce a wrong result, which that final check catches (hashing
     /// every level cost a third of a deep chain's restore time).
     pub fn load_blob(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
-        self.load_blob_at(index, blob, 0)
+        self.load_blob_at(index, blob, 0, true)
     }
 
-    fn load_blob_at(&self, index: &Index, blob: &BlobRef, depth: usize) -> Result<Vec<u8>> {
+    /// Loads a blob to serve as a delta base while writing: authenticated but not re-hashed,
+    /// since a delta reproduces its blob from exactly these bytes whatever they are.
+    pub(crate) fn load_base(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
+        self.load_blob_at(index, blob, 0, false)
+    }
+
+    fn load_blob_at(
+        &self,
+        index: &Index,
+        blob: &BlobRef,
+        depth: usize,
+        verify: bool,
+    ) -> Result<Vec<u8>> {
         let sealed = self.backend.read_range(
             FileType::Pack,
             &blob.pack.to_hex(),
@@ -441,7 +453,7 @@ impl Repository {
                         ),
                     )
                 })?;
-                Some(self.load_blob_at(index, &base_ref, depth + 1)?)
+                Some(self.load_blob_at(index, &base_ref, depth + 1, false)?)
             }
             (BlobKind::Delta, None) => {
                 return Err(Error::damaged(
@@ -451,7 +463,7 @@ impl Repository {
             }
             _ => None,
         };
-        self.open_blob_checked(blob, &sealed, base.as_deref(), depth == 0)
+        self.open_blob_checked(blob, &sealed, base.as_deref(), verify)
     }
 
     /// Opens a sealed blob read from its pack (given its base's plaintext if it is a delta) and

@@ -44,24 +44,92 @@ static GEAR: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
     })
 });
 
+/// Keeps `f` if it is among the [`SKETCH_LEN`] smallest distinct features seen.
+#[inline]
+fn offer(best: &mut [u32; SKETCH_LEN], h: u64) {
+    let f = (h.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 32) as u32;
+    if f < best[SKETCH_LEN - 1] && !best.contains(&f) {
+        let mut i = SKETCH_LEN - 1;
+        while i > 0 && best[i - 1] > f {
+            best[i] = best[i - 1];
+            i -= 1;
+        }
+        best[i] = f;
+    }
+}
+
+/// Independent hash chains run side by side in [`sketch`].
+const LANES: usize = 4;
+/// Bytes that determine a gear hash: after 64 shifts older bytes no longer count.
+const GEAR_WINDOW: usize = 64;
+
 /// The sketch of a chunk: its smallest sampled features, ascending; `u32::MAX` fills unused
 /// slots (chunks too short or too uniform to sample).
+///
+/// The gear hash at a position depends only on the 64 bytes ending there, so the chunk is cut
+/// into [`LANES`] segments hashed in one interleaved loop (four independent dependency chains
+/// instead of one), each lane starting 64 bytes early to warm up: the result is exactly that of
+/// one pass ([`sketch_reference`]), about 3x faster.
 pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
+    let gear = &*GEAR;
+    let n = data.len();
+    if n < LANES * 4 * GEAR_WINDOW {
+        return sketch_reference(data);
+    }
+    let seg = n / LANES;
+    let mut best = [u32::MAX; SKETCH_LEN];
+    // Lane k samples positions [k * seg, end_k); lanes after the first start hashing
+    // GEAR_WINDOW bytes earlier, without sampling, so their hashes equal one pass's.
+    let lanes: [&[u8]; LANES] = std::array::from_fn(|k| {
+        let start = if k == 0 { 0 } else { k * seg - GEAR_WINDOW };
+        let end = if k == LANES - 1 { n } else { (k + 1) * seg };
+        &data[start..end]
+    });
+    let mut h = [0u64; LANES];
+    for i in 0..GEAR_WINDOW {
+        for k in 0..LANES {
+            h[k] = (h[k] << 1).wrapping_add(gear[lanes[k][i] as usize]);
+        }
+        if h[0] >> 56 == 0 {
+            offer(&mut best, h[0]);
+        }
+    }
+    let common = lanes.iter().map(|l| l.len()).min().expect("lanes");
+    let [l0, l1, l2, l3] = lanes.map(|l| &l[GEAR_WINDOW..common]);
+    for (((&a, &b), &c), &d) in l0.iter().zip(l1).zip(l2).zip(l3) {
+        h[0] = (h[0] << 1).wrapping_add(gear[a as usize]);
+        h[1] = (h[1] << 1).wrapping_add(gear[b as usize]);
+        h[2] = (h[2] << 1).wrapping_add(gear[c as usize]);
+        h[3] = (h[3] << 1).wrapping_add(gear[d as usize]);
+        if (h[0] >> 56) * (h[1] >> 56) * (h[2] >> 56) * (h[3] >> 56) == 0 {
+            for &hk in &h {
+                if hk >> 56 == 0 {
+                    offer(&mut best, hk);
+                }
+            }
+        }
+    }
+    for k in 0..LANES {
+        let mut hk = h[k];
+        for &b in &lanes[k][common..] {
+            hk = (hk << 1).wrapping_add(gear[b as usize]);
+            if hk >> 56 == 0 {
+                offer(&mut best, hk);
+            }
+        }
+    }
+    best
+}
+
+/// The sketch in one plain pass: the definition [`sketch`] must match.
+pub fn sketch_reference(data: &[u8]) -> [u32; SKETCH_LEN] {
     let gear = &*GEAR;
     let mut best = [u32::MAX; SKETCH_LEN];
     let mut h = 0u64;
     for &b in data {
         h = (h << 1).wrapping_add(gear[b as usize]);
         if h >> 56 == 0 {
-            let f = (h.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 32) as u32;
-            if f < best[SKETCH_LEN - 1] && !best.contains(&f) {
-                let mut i = SKETCH_LEN - 1;
-                while i > 0 && best[i - 1] > f {
-                    best[i] = best[i - 1];
-                    i -= 1;
-                }
-                best[i] = f;
-            }
+            offer(&mut best, h);
         }
     }
     best
@@ -165,6 +233,24 @@ mod tests {
         let (id, _) = parent.most_similar(&sketch(&changed), 0).unwrap();
         assert_eq!(id, Id([3; 32]));
         assert!(parent.most_similar(&sketch(&rows(5000, 99)), 0).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn interleaved_sketch_equals_the_reference(seed in proptest::prelude::any::<u64>(), len in 0usize..300_000) {
+            let mut s = seed | 1;
+            let data: Vec<u8> = (0..len).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 56) as u8 }).collect();
+            proptest::prop_assert_eq!(sketch(&data), sketch_reference(&data));
+        }
+    }
+
+    #[test]
+    fn interleaved_sketch_equals_the_reference_on_rows() {
+        for n in [0, 100, 4095, 4096, 4097, 100_000, 1 << 20] {
+            let data = rows(n / 30 + 1, 7);
+            let data = &data[..n.min(data.len())];
+            assert_eq!(sketch(data), sketch_reference(data), "len {n}");
+        }
     }
 
     #[test]
