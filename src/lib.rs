@@ -31,6 +31,8 @@ pub mod repository;
 pub mod restorer;
 pub mod similarity;
 pub mod source;
+#[cfg(test)]
+mod testdata;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -191,18 +191,7 @@ impl ParentFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rows(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        let mut out = Vec::new();
-        for i in 0..n {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            out.extend_from_slice(format!("{i}\t{:016x}\t{}\n", s, s % 1000).as_bytes());
-        }
-        out
-    }
+    use crate::testdata::rows;
 
     #[test]
     fn similar_chunks_share_sketch_features() {

@@ -124,13 +124,11 @@ fn golden_v1_delta_repository_still_reads() {
     }
 }
 
-#[test]
-#[ignore]
-fn make_golden_v1_delta() {
-    let dir = golden_delta_dir();
+/// Writes a golden repository at `dir` from snapshots of (file name, content, extra args).
+fn make_golden(dir: &Path, snapshots: &[(&str, Vec<u8>, &[&str])]) {
     assert!(
         !dir.exists(),
-        "{} exists: never regenerated in place",
+        "{} exists: a golden repository is never regenerated in place",
         dir.display()
     );
     let repo = TestRepo::uninit();
@@ -147,67 +145,41 @@ fn make_golden_v1_delta() {
         &["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"],
         b"",
     );
-    for (i, data) in golden_delta_inputs().iter().enumerate() {
+    for (i, (name, data, extra)) in snapshots.iter().enumerate() {
         let time = format!("2026-11-29T0{i}:00:00+01:00");
-        run_in(
-            &[
-                "snapshot",
-                "stdin",
-                "--name",
-                "app.pgdump",
-                "--host",
-                "golden-host",
-                "--time",
-                &time,
-            ],
-            data,
-        );
+        let mut args = vec![
+            "snapshot",
+            "stdin",
+            "--name",
+            name,
+            "--host",
+            "golden-host",
+            "--time",
+            &time,
+        ];
+        args.extend_from_slice(extra);
+        run_in(&args, data);
     }
-    copy_dir(&repo.path, &dir);
+    copy_dir(&repo.path, dir);
     let _ = std::fs::remove_dir_all(dir.join("tmp"));
 }
 
 #[test]
 #[ignore]
+fn make_golden_v1_delta() {
+    let snapshots: Vec<_> = golden_delta_inputs()
+        .into_iter()
+        .map(|d| ("app.pgdump", d, &[][..]))
+        .collect();
+    make_golden(&golden_delta_dir(), &snapshots);
+}
+
+#[test]
+#[ignore]
 fn make_golden_v1() {
-    let dir = golden_dir();
-    assert!(
-        !dir.exists(),
-        "{} exists: the golden repository is never regenerated in place",
-        dir.display()
-    );
-    let repo = TestRepo::uninit();
-    let run_in = |args: &[&str], input: &[u8]| {
-        let mut c = repo.cmd(args);
-        c.env("SBK_PASSWORD", GOLDEN_PASSWORD);
-        let mut child = spawn(c);
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    };
-    run_in(
-        &["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"],
-        b"",
-    );
-    for (i, (name, data)) in golden_inputs().iter().enumerate() {
-        let time = format!("2026-11-29T0{i}:00:00+01:00");
-        run_in(
-            &[
-                "snapshot",
-                "stdin",
-                "--name",
-                name,
-                "--host",
-                "golden-host",
-                "--time",
-                &time,
-                "--tag",
-                "golden",
-            ],
-            data,
-        );
-    }
-    copy_dir(&repo.path, &dir);
-    let _ = std::fs::remove_dir_all(dir.join("tmp"));
+    let snapshots: Vec<_> = golden_inputs()
+        .into_iter()
+        .map(|(name, d)| (name, d, &["--tag", "golden"][..]))
+        .collect();
+    make_golden(&golden_dir(), &snapshots);
 }

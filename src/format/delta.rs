@@ -89,19 +89,8 @@ pub fn decode(base: &[u8], payload: &[u8], len: usize) -> Result<Vec<u8>, Format
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::rows;
     use proptest::prelude::*;
-
-    fn rows(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed | 1;
-        let mut out = Vec::new();
-        for i in 0..n {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            out.extend_from_slice(format!("{i}\t{:016x}\t{}\n", s, s % 1000).as_bytes());
-        }
-        out
-    }
 
     #[test]
     fn small_change_gives_small_delta() {
