@@ -330,6 +330,12 @@ impl Sink {
         let pack = self.pack.as_mut().expect("just set");
         pack.add(kind, id, raw_len, &sealed, base)
             .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?;
+        if kind != BlobKind::Tree {
+            if let Some(cache) = shared.repo.cache() {
+                // Tomorrow's delta bases, without fetching them back from the repository.
+                cache.put(&id, &sealed);
+            }
+        }
         self.stats.blobs_new += 1;
         if kind == BlobKind::Delta {
             self.stats.blobs_delta += 1;

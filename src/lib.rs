@@ -19,6 +19,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod cache;
 pub mod chunker;
 pub mod commands;
 pub mod crypto;

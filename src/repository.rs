@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::backend::{Backend, ErrorKind, FileType};
+use crate::cache::BlobCache;
 use crate::chunker::ChunkerParams;
 use crate::crypto::{aad, open_with_key, seal_with_nonce, KdfParams, MasterKey, OpenError};
 use crate::error::{Error, Result};
@@ -57,6 +58,7 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     key_id: Id,
+    cache: Option<BlobCache>,
 }
 
 fn damaged(t: FileType, id: &Id, reason: impl std::fmt::Display) -> Error {
@@ -161,6 +163,7 @@ impl Repository {
             key,
             config,
             key_id,
+            cache: None,
         })
     }
 
@@ -191,6 +194,7 @@ impl Repository {
             key,
             config,
             key_id,
+            cache: None,
         })
     }
 
@@ -254,6 +258,16 @@ impl Repository {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Uses a local blob cache for delta bases (see [`crate::cache`]).
+    pub fn set_cache(&mut self, cache: BlobCache) {
+        self.cache = Some(cache);
+    }
+
+    /// The blob cache, if one is in use.
+    pub fn cache(&self) -> Option<&BlobCache> {
+        self.cache.as_ref()
     }
 
     pub fn key(&self) -> &MasterKey {
@@ -413,13 +427,23 @@ impl Repository {
     /// wrong base can only produce a wrong result, which that final check catches (hashing
     /// every level cost a third of a deep chain's restore time).
     pub fn load_blob(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
-        self.load_blob_at(index, blob, 0, true)
+        self.load_blob_at(index, blob, 0, true, false)
     }
 
     /// Loads a blob to serve as a delta base while writing: authenticated but not re-hashed,
     /// since a delta reproduces its blob from exactly these bytes whatever they are.
+    /// It and its chain are read through the blob cache, and cached when fetched.
     pub(crate) fn load_base(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
-        self.load_blob_at(index, blob, 0, false)
+        self.load_blob_at(index, blob, 0, false, true)
+    }
+
+    fn read_sealed(&self, blob: &BlobRef) -> Result<Vec<u8>> {
+        Ok(self.backend.read_range(
+            FileType::Pack,
+            &blob.pack.to_hex(),
+            blob.offset as u64,
+            blob.stored_len,
+        )?)
     }
 
     fn load_blob_at(
@@ -428,13 +452,21 @@ impl Repository {
         blob: &BlobRef,
         depth: usize,
         verify: bool,
+        use_cache: bool,
     ) -> Result<Vec<u8>> {
-        let sealed = self.backend.read_range(
-            FileType::Pack,
-            &blob.pack.to_hex(),
-            blob.offset as u64,
-            blob.stored_len,
-        )?;
+        let cache = self.cache.as_ref().filter(|_| use_cache);
+        let cached = cache.and_then(|c| c.get(&blob.id));
+        let from_cache = cached.is_some();
+        let sealed = match cached {
+            Some(s) => s,
+            None => {
+                let s = self.read_sealed(blob)?;
+                if let Some(c) = cache {
+                    c.put(&blob.id, &s);
+                }
+                s
+            }
+        };
         let base = match (blob.kind, blob.base) {
             (BlobKind::Delta, Some(base_id)) => {
                 let what = || format!("delta blob {} in pack {}", blob.id.short(), blob.pack);
@@ -453,7 +485,7 @@ impl Repository {
                         ),
                     )
                 })?;
-                Some(self.load_blob_at(index, &base_ref, depth + 1, false)?)
+                Some(self.load_blob_at(index, &base_ref, depth + 1, false, use_cache)?)
             }
             (BlobKind::Delta, None) => {
                 return Err(Error::damaged(
@@ -463,7 +495,17 @@ impl Repository {
             }
             _ => None,
         };
-        self.open_blob_checked(blob, &sealed, base.as_deref(), verify)
+        match self.open_blob_checked(blob, &sealed, base.as_deref(), verify) {
+            // A damaged cache entry: drop it and read the blob from the repository.
+            Err(_) if from_cache => {
+                if let Some(c) = cache {
+                    c.remove(&blob.id);
+                }
+                let sealed = self.read_sealed(blob)?;
+                self.open_blob_checked(blob, &sealed, base.as_deref(), verify)
+            }
+            other => other,
+        }
     }
 
     /// Opens a sealed blob read from its pack (given its base's plaintext if it is a delta) and

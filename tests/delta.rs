@@ -190,3 +190,58 @@ fn explicit_parent_is_used() {
     assert!(u64_of(&v, &["summary", "blobs_delta"]) > 0);
     assert_eq!(repo.dump("latest"), b);
 }
+
+fn snapshot_with(repo: &TestRepo, extra: &[&str], data: &[u8]) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    args.extend(["snapshot", "stdin", "--name", "db.dump"]);
+    let out = repo.run_with_input(&args, data);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn base_cache_serves_bases_and_is_safe_to_delete_or_damage() {
+    let repo = TestRepo::new();
+    let cache = repo.dir.path().join("cache");
+    let c = ["--cache-dir", cache.to_str().unwrap()];
+    let mut data = dump_like(10, 6 << 20);
+    snapshot_with(&repo, &c, &data);
+    // Warm cache: every base comes from it, none from the repository.
+    data = drift(&data, 1);
+    let s = snapshot_with(&repo, &c, &data);
+    assert!(u64_of(&s, &["summary", "blobs_delta"]) > 0);
+    assert!(u64_of(&s, &["summary", "bases_from_cache"]) > 0, "{s}");
+    assert_eq!(u64_of(&s, &["summary", "bases_from_repository"]), 0, "{s}");
+    assert_eq!(repo.dump("latest"), data);
+    // Damaged entries are dropped and read from the repository instead.
+    let mut files = Vec::new();
+    let mut stack = vec![cache.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path())
+            } else {
+                files.push(e.path())
+            }
+        }
+    }
+    assert!(!files.is_empty());
+    for f in &files {
+        let mut b = std::fs::read(f).unwrap();
+        let i = b.len() / 2;
+        b[i] ^= 1;
+        std::fs::write(f, b).unwrap();
+    }
+    data = drift(&data, 2);
+    let s = snapshot_with(&repo, &c, &data);
+    assert!(u64_of(&s, &["summary", "blobs_delta"]) > 0, "{s}");
+    assert_eq!(repo.dump("latest"), data);
+    // A deleted cache: bases come from the repository, output is still exact.
+    std::fs::remove_dir_all(&cache).unwrap();
+    data = drift(&data, 3);
+    let s = snapshot_with(&repo, &c, &data);
+    assert!(u64_of(&s, &["summary", "bases_from_repository"]) > 0, "{s}");
+    assert_eq!(u64_of(&s, &["summary", "bases_from_cache"]), 0);
+    assert_eq!(repo.dump("latest"), data);
+}

@@ -222,6 +222,10 @@ impl Backend for LocalBackend {
         Some(self.tmp_dir())
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         Self::check_name(name)?;
         let p = self.path(t, name);

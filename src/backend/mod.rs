@@ -146,6 +146,11 @@ pub trait Backend: Send + Sync {
 
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, t: FileType, name: &str) -> BResult<()>;
+
+    /// Whether reads are as cheap as a local disk's (then no blob cache is used by default).
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the backend a repository URL names: a local path (`/srv/repo`, `./repo`, `local:/x`),

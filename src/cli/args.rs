@@ -36,6 +36,13 @@ pub struct GlobalArgs {
     /// Run this shell command and use its output as the password
     #[arg(long, env = "SBK_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
+    /// Keep a local cache of blobs (delta bases) in this folder [default for remote
+    /// repositories: $XDG_CACHE_HOME/sbk or ~/.cache/sbk]
+    #[arg(long, env = "SBK_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Use no local blob cache
+    #[arg(long, global = true, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
     /// Print results as JSON
     #[arg(long, global = true)]
     pub json: bool,

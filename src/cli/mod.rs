@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::Parser;
 use indicatif::HumanBytes;
 use sbk::archiver::Progress;
+use sbk::cache::BlobCache;
 use sbk::commands::{self, cat::CatTarget, snapshot::SnapshotOptions, SnapshotView};
 use sbk::crypto::KdfParams;
 use sbk::{Error, Repository};
@@ -72,7 +73,20 @@ fn kdf(a: &KdfArgs) -> KdfParams {
 fn open(g: &GlobalArgs) -> Result<Repository, Error> {
     let backend = sbk::backend::from_url(&g.repo)?;
     let password = password::repository_password(g)?;
-    Repository::open(backend, &password)
+    let local = backend.is_local();
+    let mut repo = Repository::open(backend, &password)?;
+    // A local repository reads as fast as a cache would: cache only when asked to.
+    let root = match (&g.cache_dir, g.no_cache, local) {
+        (_, true, _) => None,
+        (Some(dir), _, _) => Some(dir.clone()),
+        (None, _, false) => BlobCache::default_root(),
+        (None, _, true) => None,
+    };
+    if let Some(root) = root {
+        let id = repo.config().id;
+        repo.set_cache(BlobCache::new(root, &id, sbk::cache::DEFAULT_LIMIT));
+    }
+    Ok(repo)
 }
 
 fn run(cli: Cli) -> Result<(), Error> {

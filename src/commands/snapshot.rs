@@ -127,6 +127,7 @@ fn run(
         serde_json::to_vec(&tree).expect("tree serializes"),
     )?;
     let (stats, _index_ids) = archiver.finish()?;
+    let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());
     let finished = chrono::Local::now().fixed_offset();
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
@@ -140,6 +141,8 @@ fn run(
         summary: Summary {
             blobs_delta: stats.blobs_delta,
             bytes_delta: stats.bytes_delta,
+            bases_from_cache: cache_hits,
+            bases_from_repository: cache_misses,
             bytes_in: stats.bytes_in,
             bytes_added: stats.bytes_added,
             bytes_added_raw: stats.bytes_added_raw,
@@ -152,6 +155,9 @@ fn run(
         },
     };
     let id = repo.save_snapshot(&snapshot)?;
+    if let Some(cache) = repo.cache() {
+        cache.trim();
+    }
     Ok(SnapshotView::new(id, snapshot))
 }
 

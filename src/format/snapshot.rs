@@ -40,6 +40,12 @@ pub struct Summary {
     pub blobs_delta: u64,
     #[serde(default)]
     pub bytes_delta: u64,
+    /// Blob reads for delta bases served by the local blob cache, and those fetched from the
+    /// repository (both 0 when no cache is in use: bases then always come from the repository).
+    #[serde(default)]
+    pub bases_from_cache: u64,
+    #[serde(default)]
+    pub bases_from_repository: u64,
     /// Start of the run.
     pub started: DateTime<FixedOffset>,
     /// End of the run.
@@ -87,7 +93,7 @@ mod tests {
                 source: Source { kind: "command".into(), details },
                 tree: Id(tree), parent: parent.map(Id),
                 summary: Summary { bytes_in: nums[0], bytes_added: nums[1], bytes_added_raw: nums[2],
-                    blobs_total: nums[3], blobs_new: nums[4], packs_new: nums[5], blobs_delta: nums[0] / 2, bytes_delta: nums[1] / 3,
+                    blobs_total: nums[3], blobs_new: nums[4], packs_new: nums[5], blobs_delta: nums[0] / 2, bytes_delta: nums[1] / 3, bases_from_cache: 1, bases_from_repository: 2,
                     started: time, finished: time, duration_secs: 1.5 },
             };
             let json = serde_json::to_vec(&snap).unwrap();
