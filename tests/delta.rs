@@ -75,19 +75,7 @@ fn no_delta_stores_changed_chunks_in_full() {
     let data = dump_like(4, 8 << 20);
     repo.snapshot("db.dump", &data);
     let changed = drift(&data, 1);
-    let out = repo.run_with_input(
-        &[
-            "--json",
-            "snapshot",
-            "stdin",
-            "--name",
-            "db.dump",
-            "--no-delta",
-        ],
-        &changed,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = snapshot_with(&repo, &["--no-delta"], &changed);
     assert_eq!(u64_of(&v, &["summary", "blobs_delta"]), 0);
     assert_eq!(repo.dump("latest"), changed);
 }
@@ -172,29 +160,20 @@ fn explicit_parent_is_used() {
     let first = repo.snapshot("db.dump", &a);
     repo.snapshot("other.dump", &dump_like(9, 1 << 20));
     let b = drift(&a, 1);
-    let out = repo.run_with_input(
-        &[
-            "--json",
-            "snapshot",
-            "stdin",
-            "--name",
-            "db.dump",
-            "--parent",
-            first["short_id"].as_str().unwrap(),
-        ],
+    let v = snapshot_with(
+        &repo,
+        &["--parent", first["short_id"].as_str().unwrap()],
         &b,
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["parent"], first["id"]);
     assert!(u64_of(&v, &["summary", "blobs_delta"]) > 0);
     assert_eq!(repo.dump("latest"), b);
 }
 
 fn snapshot_with(repo: &TestRepo, extra: &[&str], data: &[u8]) -> serde_json::Value {
-    let mut args = vec!["--json"];
+    // Snapshot options and global ones (which clap accepts anywhere) go after the subcommand.
+    let mut args = vec!["--json", "snapshot", "stdin", "--name", "db.dump"];
     args.extend_from_slice(extra);
-    args.extend(["snapshot", "stdin", "--name", "db.dump"]);
     let out = repo.run_with_input(&args, data);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
