@@ -43,6 +43,8 @@ pub const WRITERS: usize = 2;
 pub struct Progress {
     pub bytes_in: AtomicU64,
     pub bytes_added: AtomicU64,
+    /// What the source expects to produce, when it knows (a database's size); 0 if unknown.
+    pub bytes_expected: AtomicU64,
 }
 
 /// What a run added.
@@ -57,6 +59,20 @@ pub struct ArchiveStats {
     /// New blobs stored as deltas, and their stored bytes.
     pub blobs_delta: u64,
     pub bytes_delta: u64,
+}
+
+impl ArchiveStats {
+    /// Adds another run's figures (several archivers working for one snapshot).
+    pub fn merge(&mut self, o: &ArchiveStats) {
+        self.bytes_in += o.bytes_in;
+        self.blobs_total += o.blobs_total;
+        self.blobs_new += o.blobs_new;
+        self.bytes_added += o.bytes_added;
+        self.bytes_added_raw += o.bytes_added_raw;
+        self.packs_new += o.packs_new;
+        self.blobs_delta += o.blobs_delta;
+        self.bytes_delta += o.bytes_delta;
+    }
 }
 
 /// A chunk after the parallel stage.

@@ -39,6 +39,9 @@ pub enum Error {
     /// The data source failed (command exited non-zero, read error...).
     #[error("{0}")]
     Source(String),
+    /// PostgreSQL refused, failed, or could not be reached (the message names the server).
+    #[error("{0}")]
+    Postgres(String),
     /// Local file-system I/O outside the repository (restore target, temp files).
     #[error("{op} {path}: {source}")]
     Io {
@@ -53,6 +56,9 @@ pub enum Error {
     /// Writing to standard output failed because the reader went away.
     #[error("broken pipe")]
     BrokenPipe,
+    /// A failure already reported in full (a failed restore drill): only the exit code is left.
+    #[error("failed")]
+    Silent(i32),
     /// The last key cannot be removed; other misuse of the key commands.
     #[error("{0}")]
     Refused(String),
@@ -64,6 +70,7 @@ impl Error {
         match self {
             Error::NoRepository(_) => 10,
             Error::WrongPassword => 12,
+            Error::Silent(code) => *code,
             _ => 1,
         }
     }

@@ -28,6 +28,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod packer;
+pub mod postgres;
 pub mod repository;
 pub mod restorer;
 pub mod similarity;

@@ -46,8 +46,15 @@ impl CommandSource {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| Error::Invalid("no command given after --".into()))?;
-        let mut child = Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::spawn_command(cmd, program)
+    }
+
+    /// Starts a prepared command (arguments and environment set) the same way; `name` is what
+    /// messages call it.
+    pub fn spawn_command(mut cmd: Command, name: &str) -> Result<Self> {
+        let mut child = cmd
             // The repository's secrets are sbk's, not the dumper's.
             .env_remove("SBK_PASSWORD")
             .env_remove("SBK_NEW_PASSWORD")
@@ -59,7 +66,7 @@ impl CommandSource {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Source(format!("cannot run {program}: {e}")))?;
+            .map_err(|e| Error::Source(format!("cannot run {name}: {e}")))?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("stderr piped");
         let stderr_thread = Some(std::thread::spawn(move || collect_stderr(stderr)));
@@ -67,7 +74,7 @@ impl CommandSource {
             child: Arc::new(Mutex::new(child)),
             stdout,
             stderr_thread,
-            program: program.clone(),
+            program: name.to_string(),
         })
     }
 

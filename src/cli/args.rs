@@ -76,16 +76,39 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// List snapshots
     Snapshots,
-    /// Restore a snapshot's files into a folder
+    /// Restore a snapshot's files into a folder, or a PostgreSQL snapshot into a database
     Restore {
         /// Snapshot ID, unique prefix, or `latest`
         snapshot: String,
         /// Folder to write into (created if missing)
-        #[arg(long, short = 't')]
-        target: PathBuf,
+        #[arg(long, short = 't', required_unless_present = "to_database", conflicts_with = "to_database")]
+        target: Option<PathBuf>,
         /// Replace files that exist in the target
         #[arg(long)]
         overwrite: bool,
+        /// Restore into this database (a postgresql:// URL or conninfo string) with pg_restore
+        #[arg(long)]
+        to_database: Option<String>,
+        #[command(flatten)]
+        db: RestoreDbArgs,
+    },
+    /// Restore drill: restore a PostgreSQL snapshot into a scratch database, compare it with
+    /// the manifest, ANALYZE, drop it; exit 1 unless it passes
+    Verify {
+        /// Snapshot ID, unique prefix, or `latest`
+        snapshot: String,
+        /// Server to restore on (a postgresql:// URL or conninfo string; its database is used
+        /// to create and drop the scratch database)
+        #[arg(long)]
+        scratch: String,
+        /// Check only this database of the snapshot
+        #[arg(long)]
+        database: Option<String>,
+        /// pg_restore jobs (above 1 stages the dump in a temporary file)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        #[command(flatten)]
+        pg: PgBinArgs,
     },
     /// Write one file of a snapshot to standard output
     Dump {
@@ -111,6 +134,12 @@ pub struct SnapshotArgs {
     /// Name of the file in the snapshot
     #[arg(long, value_parser = parse_name)]
     pub name: String,
+    #[command(flatten)]
+    pub common: SnapshotCommon,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotCommon {
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -143,6 +172,78 @@ pub enum SnapshotCommand {
         #[arg(last = true, required = true, num_args = 1..)]
         argv: Vec<String>,
     },
+    /// Dump PostgreSQL databases (pg_dump, custom format) and the cluster's globals into one
+    /// snapshot
+    Postgres {
+        /// Connection: a postgresql:// URL or a conninfo string [default: the PG* variables]
+        url: Option<String>,
+        /// Database to dump (repeatable) [default: the connection's database]
+        #[arg(long = "dbname", short = 'd', conflicts_with = "all_databases")]
+        dbnames: Vec<String>,
+        /// Dump every database that accepts connections
+        #[arg(long)]
+        all_databases: bool,
+        /// Leave out tables matching this pg_dump pattern (repeatable)
+        #[arg(long)]
+        exclude_table: Vec<String>,
+        /// Keep the definition but not the rows of matching tables (repeatable)
+        #[arg(long)]
+        exclude_table_data: Vec<String>,
+        /// Dump only this schema (repeatable)
+        #[arg(long)]
+        schema: Vec<String>,
+        /// Record exact per-table row counts, taken in the dump's own snapshot
+        #[arg(long)]
+        count_rows: bool,
+        /// Databases dumped at once
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        #[command(flatten)]
+        pg: PgBinArgs,
+        #[command(flatten)]
+        common: SnapshotCommon,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PgBinArgs {
+    /// Folder with pg_dump, pg_restore and psql [default: the newest suitable of
+    /// /usr/lib/postgresql/*/bin, then PATH]
+    #[arg(long, env = "SBK_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreDbArgs {
+    /// Which database of a several-database snapshot
+    #[arg(long, requires = "to_database")]
+    pub database: Option<String>,
+    /// Create the target database first (it must not exist)
+    #[arg(long, requires = "to_database")]
+    pub create: bool,
+    /// Drop existing objects before restoring them
+    #[arg(long, requires = "to_database")]
+    pub clean: bool,
+    /// pg_restore jobs (above 1 stages the dump in a temporary file, which pg_restore needs)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Restore only this table (repeatable)
+    #[arg(long = "table", requires = "to_database")]
+    pub tables: Vec<String>,
+    /// Restore only this schema (repeatable)
+    #[arg(long = "schema", requires = "to_database")]
+    pub schemas: Vec<String>,
+    /// Do not restore object owners
+    #[arg(long, requires = "to_database")]
+    pub no_owner: bool,
+    /// Do not restore privileges (GRANT/REVOKE)
+    #[arg(long, requires = "to_database")]
+    pub no_privileges: bool,
+    /// Apply the snapshot's globals (roles, tablespaces) first, through psql
+    #[arg(long, requires = "to_database")]
+    pub globals: bool,
+    #[command(flatten)]
+    pub pg: PgBinArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -18,8 +18,14 @@ use sbk::{Error, Repository};
 use serde::Serialize;
 
 use args::{
-    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, SnapshotArgs, SnapshotCommand,
+    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, PgBinArgs, SnapshotArgs,
+    SnapshotCommand,
 };
+use sbk::commands::restore_postgres::RestoreDbOptions;
+use sbk::commands::snapshot_postgres::PostgresOptions;
+use sbk::postgres::conn::ConnParams;
+use sbk::postgres::manifest::DumpOptions;
+use sbk::postgres::tools::Tools;
 
 pub const DEFAULT_KDF_MEMORY_KIB: u32 = sbk::crypto::DEFAULT_M_COST_KIB;
 pub const DEFAULT_KDF_ITERATIONS: u32 = sbk::crypto::DEFAULT_T_COST;
@@ -35,6 +41,7 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(()) | Err(Error::BrokenPipe) => 0,
+        Err(Error::Silent(code)) => code,
         Err(e) => {
             eprintln!("sbk: error: {e}");
             e.exit_code()
@@ -113,18 +120,53 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Snapshot(sc) => {
             let repo = open(g)?;
-            let (args, argv) = match sc {
-                SnapshotCommand::Stdin { args } => (args, None),
-                SnapshotCommand::Command { args, argv } => (args, Some(argv)),
-            };
-            let opts = snapshot_options(&args);
             let progress = Arc::new(Progress::default());
             let line = progress::ProgressLine::start(Arc::clone(&progress), !g.quiet && !g.json);
-            let result = match argv {
-                None => {
-                    commands::snapshot::snapshot_reader(&repo, &opts, std::io::stdin(), progress)
+            let result = match sc {
+                SnapshotCommand::Stdin { args } => commands::snapshot::snapshot_reader(
+                    &repo,
+                    &snapshot_options(&args),
+                    std::io::stdin(),
+                    progress,
+                ),
+                SnapshotCommand::Command { args, argv } => commands::snapshot::snapshot_command(
+                    &repo,
+                    &snapshot_options(&args),
+                    &argv,
+                    progress,
+                ),
+                SnapshotCommand::Postgres {
+                    url,
+                    dbnames,
+                    all_databases,
+                    exclude_table,
+                    exclude_table_data,
+                    schema,
+                    count_rows,
+                    jobs,
+                    pg,
+                    common,
+                } => {
+                    let opts = PostgresOptions {
+                        conn: pg_conn(url.as_deref())?,
+                        databases: dbnames,
+                        all_databases,
+                        dump: DumpOptions {
+                            schemas: schema,
+                            exclude_tables: exclude_table,
+                            exclude_table_data,
+                            count_rows,
+                        },
+                        jobs: jobs as usize,
+                        tools: tools(&pg),
+                        tags: common.tags,
+                        host: common.host,
+                        time: common.time,
+                        parent: common.parent,
+                        no_delta: common.no_delta,
+                    };
+                    commands::snapshot_postgres::snapshot_postgres(&repo, &opts, progress)
                 }
-                Some(argv) => commands::snapshot::snapshot_command(&repo, &opts, &argv, progress),
             };
             drop(line);
             let view = result?;
@@ -161,9 +203,114 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Restore {
             snapshot,
+            to_database: Some(url),
+            db,
+            ..
+        } => {
+            let repo = open(g)?;
+            let conn = pg_conn(Some(&url))?;
+            let opts = RestoreDbOptions {
+                database: db.database,
+                create: db.create,
+                clean: db.clean,
+                jobs: db.jobs as usize,
+                tables: db.tables,
+                schemas: db.schemas,
+                no_owner: db.no_owner,
+                no_privileges: db.no_privileges,
+                globals: db.globals,
+                tools: tools(&db.pg),
+            };
+            if opts.jobs > 1 && !g.quiet {
+                eprintln!("sbk: --jobs {} needs a seekable file: the dump is staged in a temporary file first", opts.jobs);
+            }
+            let out = commands::restore_postgres::restore_to_database(&repo, &snapshot, &conn, &opts)?;
+            if g.json {
+                print_json(&out)?;
+            } else {
+                if let Some(n) = out.globals_errors {
+                    say!(g, "globals applied ({n} statements failed, e.g. roles that exist already)");
+                }
+                say!(g, "{:<40} {:>12}", "table", "rows");
+                for t in &out.tables {
+                    say!(g, "{:<40} {:>12}", format!("{}.{}", t.schema, t.name), t.rows);
+                }
+                say!(
+                    g,
+                    "restored database {:?} of snapshot {} into {:?} on {} in {:.1}s",
+                    out.database,
+                    out.snapshot.short(),
+                    out.target,
+                    out.server,
+                    out.duration_secs
+                );
+            }
+        }
+        Command::Verify {
+            snapshot,
+            scratch,
+            database,
+            jobs,
+            pg,
+        } => {
+            let repo = open(g)?;
+            let scratch = pg_conn(Some(&scratch))?;
+            let out = commands::verify::verify(
+                &repo,
+                &snapshot,
+                &scratch,
+                database.as_deref(),
+                jobs as usize,
+                &tools(&pg),
+            )?;
+            if g.json {
+                print_json(&out)?;
+            } else {
+                for d in &out.databases {
+                    for t in d.tables.iter().filter(|t| !t.ok || g.verbose) {
+                        say!(
+                            g,
+                            "  {} {}.{}: restored {}, expected {}",
+                            if t.ok { "ok " } else { "BAD" },
+                            t.schema,
+                            t.name,
+                            t.restored.map_or("missing".to_string(), |r| r.to_string()),
+                            t.expected.map_or_else(
+                                || format!("~{}", t.estimate.unwrap_or(0)),
+                                |e| e.to_string()
+                            )
+                        );
+                    }
+                    say!(
+                        g,
+                        "{} database {:?}: {} tables, restore {:.1}s, analyze {:.1}s{}",
+                        if d.passed { "PASS" } else { "FAIL" },
+                        d.database,
+                        d.tables.len(),
+                        d.restore_secs,
+                        d.analyze_secs,
+                        d.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+                    );
+                }
+                say!(
+                    g,
+                    "verify of snapshot {} {} in {:.1}s",
+                    out.snapshot.short(),
+                    if out.passed { "passed" } else { "FAILED" },
+                    out.duration_secs
+                );
+            }
+            if !out.passed {
+                return Err(Error::Silent(1));
+            }
+        }
+        Command::Restore {
+            snapshot,
             target,
             overwrite,
+            ..
         } => {
+            let target = target.expect("clap requires --target without --to-database");
             let repo = open(g)?;
             let out = commands::restore::restore(&repo, &snapshot, &target, overwrite)?;
             if g.json {
@@ -270,12 +417,23 @@ fn key_done(g: &GlobalArgs, what: &str, id: sbk::Id) -> Result<(), Error> {
 
 fn snapshot_options(a: &SnapshotArgs) -> SnapshotOptions {
     let mut o = SnapshotOptions::new(&a.name);
-    o.tags = a.tags.clone();
-    o.host = a.host.clone();
-    o.time = a.time;
-    o.parent = a.parent.clone();
-    o.no_delta = a.no_delta;
+    let c = &a.common;
+    o.tags = c.tags.clone();
+    o.host = c.host.clone();
+    o.time = c.time;
+    o.parent = c.parent.clone();
+    o.no_delta = c.no_delta;
     o
+}
+
+fn pg_conn(spec: Option<&str>) -> Result<ConnParams, Error> {
+    ConnParams::resolve(spec, &sbk::postgres::conn::process_env)
+}
+
+fn tools(a: &PgBinArgs) -> Tools {
+    Tools {
+        bindir: a.pg_bin.clone(),
+    }
 }
 
 fn print_snapshot_table(g: &GlobalArgs, list: &[SnapshotView]) -> Result<(), Error> {

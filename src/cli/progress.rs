@@ -34,8 +34,15 @@ impl ProgressLine {
                 let read = progress.bytes_in.load(Ordering::Relaxed);
                 let added = progress.bytes_added.load(Ordering::Relaxed);
                 let rate = read as f64 / start.elapsed().as_secs_f64().max(0.001);
+                // A database's size is only a guide to its dump's size (no indexes, no bloat).
+                let expected = progress.bytes_expected.load(Ordering::Relaxed);
+                let of = if expected > 0 {
+                    format!(" of ~{} (database size)", HumanBytes(expected))
+                } else {
+                    String::new()
+                };
                 bar.set_message(format!(
-                    "read {} ({}/s), added {}",
+                    "read {}{of} ({}/s), added {}",
                     HumanBytes(read),
                     HumanBytes(rate as u64),
                     HumanBytes(added)

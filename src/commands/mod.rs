@@ -6,6 +6,9 @@ pub mod init;
 pub mod key;
 pub mod restore;
 pub mod snapshot;
+pub mod snapshot_postgres;
+pub mod restore_postgres;
+pub mod verify;
 pub mod snapshots;
 
 use serde::Serialize;

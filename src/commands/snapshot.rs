@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::archiver::{Archiver, Progress};
+use crate::archiver::{ArchiveStats, Archiver, Progress};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
-use crate::format::tree::{validate_name, Tree, TREE_VERSION};
+use crate::format::tree::{validate_name, FileNode, Tree, TREE_VERSION};
+use crate::index::Index;
 use crate::format::BlobKind;
 use crate::repository::{Actor, Repository};
 use crate::similarity::ParentFile;
@@ -57,7 +58,7 @@ impl SnapshotOptions {
 /// The parent snapshot and its version of the file, for delta blobs.
 fn find_parent(
     repo: &Repository,
-    index: &crate::index::Index,
+    index: &Index,
     opts: &SnapshotOptions,
     host: &str,
 ) -> Result<Option<(crate::Id, ParentFile)>> {
@@ -73,12 +74,22 @@ fn find_parent(
             None => return Ok(None),
         },
     };
+    Ok(parent_file(repo, index, &snap, &opts.name)?.map(|f| (id, f)))
+}
+
+/// `snap`'s version of the file `name`, searchable for delta bases; `None` when it has no such
+/// file or wrote it without sketches (`--no-delta`).
+pub(crate) fn parent_file(
+    repo: &Repository,
+    index: &Index,
+    snap: &Snapshot,
+    name: &str,
+) -> Result<Option<ParentFile>> {
     let tree = repo.load_tree(index, &snap.tree)?;
-    let Some(file) = tree.file(&opts.name) else {
+    let Some(file) = tree.file(name) else {
         return Ok(None);
     };
     if file.chunks.len() != file.content.len() {
-        // Written without sketches (--no-delta): nothing to match against.
         return Ok(None);
     }
     let chunks = file
@@ -87,7 +98,74 @@ fn find_parent(
         .copied()
         .zip(file.chunks.iter().copied())
         .collect();
-    Ok(Some((id, ParentFile::new(chunks))))
+    Ok(Some(ParentFile::new(chunks)))
+}
+
+/// What a snapshot records besides its files.
+pub(crate) struct SnapshotMeta {
+    pub time: DateTime<FixedOffset>,
+    pub host: String,
+    pub username: String,
+    pub tags: Vec<String>,
+    pub source: Source,
+    pub parent: Option<crate::Id>,
+    pub started: DateTime<FixedOffset>,
+    pub clock: Instant,
+}
+
+/// Stores the tree of `files` through `main`, makes every blob durable and indexed, then writes
+/// the snapshot: the last step, so a failure anywhere before leaves no snapshot. `other` holds
+/// the figures of archivers that already finished (concurrent dumps).
+pub(crate) fn save_snapshot(
+    repo: &Repository,
+    mut main: Archiver<'_>,
+    files: Vec<FileNode>,
+    other: &ArchiveStats,
+    meta: SnapshotMeta,
+) -> Result<SnapshotView> {
+    let tree = Tree {
+        version: TREE_VERSION,
+        files,
+    };
+    tree.validate().map_err(Error::Invalid)?;
+    let tree_id = main.add_blob(
+        BlobKind::Tree,
+        serde_json::to_vec(&tree).expect("tree serializes"),
+    )?;
+    let (mut stats, _index_ids) = main.finish()?;
+    stats.merge(other);
+    let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());
+    let finished = chrono::Local::now().fixed_offset();
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: meta.time,
+        host: meta.host,
+        username: meta.username,
+        tags: meta.tags,
+        source: meta.source,
+        tree: tree_id,
+        parent: meta.parent,
+        summary: Summary {
+            blobs_delta: stats.blobs_delta,
+            bytes_delta: stats.bytes_delta,
+            bases_from_cache: cache_hits,
+            bases_from_repository: cache_misses,
+            bytes_in: stats.bytes_in,
+            bytes_added: stats.bytes_added,
+            bytes_added_raw: stats.bytes_added_raw,
+            blobs_total: stats.blobs_total,
+            blobs_new: stats.blobs_new,
+            packs_new: stats.packs_new,
+            started: meta.started,
+            finished,
+            duration_secs: meta.clock.elapsed().as_secs_f64(),
+        },
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    if let Some(cache) = repo.cache() {
+        cache.trim();
+    }
+    Ok(SnapshotView::new(id, snapshot))
 }
 
 /// Stores `reader` as a snapshot; `check_source` runs after the stream ends and can veto the
@@ -118,47 +196,17 @@ fn run(
     let mut archiver = Archiver::new(repo, &index, progress);
     let node = archiver.add_stream_cancellable(&opts.name, reader, parent_file.as_ref(), cancel)?;
     check_source()?;
-    let tree = Tree {
-        version: TREE_VERSION,
-        files: vec![node],
-    };
-    let tree_id = archiver.add_blob(
-        BlobKind::Tree,
-        serde_json::to_vec(&tree).expect("tree serializes"),
-    )?;
-    let (stats, _index_ids) = archiver.finish()?;
-    let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());
-    let finished = chrono::Local::now().fixed_offset();
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
+    let meta = SnapshotMeta {
         time: opts.time.unwrap_or(started),
         host,
         username: actor.username,
         tags: opts.tags.clone(),
         source: opts.source.clone(),
-        tree: tree_id,
         parent: parent_id,
-        summary: Summary {
-            blobs_delta: stats.blobs_delta,
-            bytes_delta: stats.bytes_delta,
-            bases_from_cache: cache_hits,
-            bases_from_repository: cache_misses,
-            bytes_in: stats.bytes_in,
-            bytes_added: stats.bytes_added,
-            bytes_added_raw: stats.bytes_added_raw,
-            blobs_total: stats.blobs_total,
-            blobs_new: stats.blobs_new,
-            packs_new: stats.packs_new,
-            started,
-            finished,
-            duration_secs: clock.elapsed().as_secs_f64(),
-        },
+        started,
+        clock,
     };
-    let id = repo.save_snapshot(&snapshot)?;
-    if let Some(cache) = repo.cache() {
-        cache.trim();
-    }
-    Ok(SnapshotView::new(id, snapshot))
+    save_snapshot(repo, archiver, vec![node], &ArchiveStats::default(), meta)
 }
 
 /// Snapshots a reader (standard input).

@@ -1,0 +1,285 @@
+//! `sbk restore <id> --to-database URL`: streams a snapshot's dump into `pg_restore` (staged in a
+//! temporary file only when `--jobs` needs a seekable file), optionally applies the globals, and
+//! reports per-table row counts of the result.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::postgres::client::{quote_ident, Client};
+use crate::postgres::conn::ConnParams;
+use crate::postgres::feed;
+use crate::postgres::manifest::{DatabaseManifest, Manifest, GLOBALS_FILE};
+use crate::postgres::tools::{parse_major, server_major, Program, Tools};
+use crate::repository::Repository;
+
+use super::snapshot_postgres::load_manifest;
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreDbOptions {
+    /// Which dump of a several-database snapshot.
+    pub database: Option<String>,
+    /// Create the target database first (it must not exist).
+    pub create: bool,
+    /// Drop objects before recreating them (`pg_restore --clean --if-exists`).
+    pub clean: bool,
+    pub jobs: usize,
+    pub tables: Vec<String>,
+    pub schemas: Vec<String>,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+    /// Apply `globals.sql` (roles, tablespaces) first, through `psql`.
+    pub globals: bool,
+    pub tools: Tools,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TableCount {
+    pub schema: String,
+    pub name: String,
+    pub rows: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreDbOutcome {
+    pub snapshot: Id,
+    /// The dumped database.
+    pub database: String,
+    /// The database restored into, and its server.
+    pub target: String,
+    pub server: String,
+    /// Whether the dump went through a temporary file (`--jobs` above 1).
+    pub staged: bool,
+    /// Errors `psql` reported while applying the globals (roles that exist already...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals_errors: Option<usize>,
+    pub tables: Vec<TableCount>,
+    pub duration_secs: f64,
+}
+
+/// The manifest entry of the dump to restore: `--database`, or the only one.
+pub fn pick_database<'m>(
+    manifest: &'m Manifest,
+    wanted: Option<&str>,
+    id: &Id,
+) -> Result<&'m DatabaseManifest> {
+    let names = || {
+        manifest
+            .databases
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match wanted {
+        Some(w) => manifest.databases.iter().find(|d| d.name == w).ok_or_else(|| {
+            Error::NotFound(format!(
+                "snapshot {} has no dump of database {w:?}; it holds: {}",
+                id.short(),
+                names()
+            ))
+        }),
+        None if manifest.databases.len() == 1 => Ok(&manifest.databases[0]),
+        None => Err(Error::Invalid(format!(
+            "snapshot {} holds several databases ({}): pick one with --database",
+            id.short(),
+            names()
+        ))),
+    }
+}
+
+/// Connects to a database of the server that can run `CREATE DATABASE`: the URL's own
+/// database when it exists, else `postgres`, else `template1`.
+fn maintenance(conn: &ConnParams, avoid: &str) -> Result<Client> {
+    let mut last = None;
+    for db in [conn.dbname.as_str(), "postgres", "template1"] {
+        if db == avoid {
+            continue;
+        }
+        match Client::connect(&conn.with_dbname(db)) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried a database"))
+}
+
+/// Creates the database `name` on `conn`'s server.
+pub fn create_database(conn: &ConnParams, name: &str) -> Result<()> {
+    let c = maintenance(conn, name)?;
+    c.batch(&format!("CREATE DATABASE {}", quote_ident(name)))
+}
+
+/// Drops the database `name` on `conn`'s server, disconnecting its sessions.
+pub fn drop_database(conn: &ConnParams, name: &str) -> Result<()> {
+    let c = maintenance(conn, name)?;
+    c.batch(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+}
+
+/// `pg_restore` new enough for both the server and the archive.
+pub fn find_pg_restore(tools: &Tools, conn: &ConnParams, manifest: &Manifest) -> Result<Program> {
+    let c = Client::connect(conn)?;
+    let num: i32 = c
+        .query("SELECT current_setting('server_version_num')::int", &[])?
+        .first()
+        .map_or(0, |r| r.get(0));
+    let archive = parse_major(&manifest.pg_dump_version).unwrap_or(0);
+    tools.find("pg_restore", server_major(num).max(archive))
+}
+
+/// A `dbname` argument that libpq cannot mistake for a connection string.
+fn dbname_arg(name: &str) -> String {
+    format!(
+        "--dbname=dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
+}
+
+/// Restores the dump `file` of snapshot `id` into the database `conn` names.
+#[allow(clippy::too_many_arguments)]
+pub fn pg_restore_into(
+    repo: &Repository,
+    id: &Id,
+    file: &str,
+    conn: &ConnParams,
+    pg_restore: &Program,
+    opts: &RestoreDbOptions,
+    extra_args: &[&str],
+) -> Result<bool> {
+    let mut cmd = Command::new(&pg_restore.path);
+    cmd.args(["--no-password", "--exit-on-error"]);
+    cmd.arg(dbname_arg(&conn.dbname));
+    if opts.clean {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    if opts.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if opts.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    cmd.args(opts.tables.iter().map(|t| format!("--table={t}")));
+    cmd.args(opts.schemas.iter().map(|s| format!("--schema={s}")));
+    cmd.args(extra_args);
+    let _auth = conn.configure_command(&mut cmd)?;
+    let spec = id.to_string();
+    if opts.jobs > 1 {
+        // Parallel restore seeks in the archive: stage it (decrypted; private to this user).
+        let mut staged = tempfile::Builder::new()
+            .prefix("sbk-restore-")
+            .suffix(".pgdump")
+            .tempfile()
+            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, staged.as_file_mut());
+            super::restore::dump(repo, &spec, Some(file), &mut w)?;
+            w.flush()
+                .map_err(|e| Error::io("write", std::env::temp_dir(), e))?;
+        }
+        cmd.arg(format!("--jobs={}", opts.jobs)).arg(staged.path());
+        feed::run(cmd, "pg_restore", None)?;
+        return Ok(true);
+    }
+    let mut feed_fn = |w: &mut dyn Write| -> Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
+        super::restore::dump(repo, &spec, Some(file), &mut w)?;
+        w.flush().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                Error::BrokenPipe
+            } else {
+                Error::io("write", "pg_restore", e)
+            }
+        })
+    };
+    feed::run(cmd, "pg_restore", Some(&mut feed_fn))?;
+    Ok(false)
+}
+
+/// Exact row counts of every plain table in the database `client` is connected to.
+pub fn table_counts(client: &Client) -> Result<Vec<TableCount>> {
+    let tables = client.query(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+         ORDER BY 1, 2",
+        &[],
+    )?;
+    let mut out = Vec::with_capacity(tables.len());
+    for r in tables {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        let rows: i64 = client
+            .query(
+                &format!(
+                    "SELECT count(*) FROM ONLY {}.{}",
+                    quote_ident(&schema),
+                    quote_ident(&name)
+                ),
+                &[],
+            )?
+            .first()
+            .map_or(0, |r| r.get(0));
+        out.push(TableCount { schema, name, rows });
+    }
+    Ok(out)
+}
+
+/// Applies `globals.sql` with `psql`; returns how many statements failed (roles that exist
+/// already are the usual case, so failures are counted, not fatal).
+fn apply_globals(repo: &Repository, id: &Id, conn: &ConnParams, tools: &Tools) -> Result<usize> {
+    let psql = tools.find("psql", 0)?;
+    let mut cmd = Command::new(&psql.path);
+    cmd.args(["-X", "-q", "--no-password", "-f", "-"]);
+    let _auth = conn.configure_command(&mut cmd)?;
+    let spec = id.to_string();
+    let mut feed_fn = |w: &mut dyn Write| -> Result<()> {
+        super::restore::dump(repo, &spec, Some(GLOBALS_FILE), w).map(|_| ())
+    };
+    let done = feed::run(cmd, "psql (globals)", Some(&mut feed_fn))?;
+    Ok(done.stderr.lines().filter(|l| l.contains("ERROR:")).count())
+}
+
+/// Restores snapshot `spec` into the database `conn` names.
+pub fn restore_to_database(
+    repo: &Repository,
+    spec: &str,
+    conn: &ConnParams,
+    opts: &RestoreDbOptions,
+) -> Result<RestoreDbOutcome> {
+    let clock = Instant::now();
+    let (id, _snap, manifest) = load_manifest(repo, spec)?;
+    let db = pick_database(&manifest, opts.database.as_deref(), &id)?;
+    let globals_errors = if opts.globals {
+        Some(apply_globals(repo, &id, &maintenance_params(conn), &opts.tools)?)
+    } else {
+        None
+    };
+    if opts.create {
+        create_database(conn, &conn.dbname)?;
+    }
+    let pg_restore = find_pg_restore(&opts.tools, conn, &manifest)?;
+    let staged = pg_restore_into(repo, &id, &db.file, conn, &pg_restore, opts, &[])?;
+    let tables = table_counts(&Client::connect(conn)?)?;
+    Ok(RestoreDbOutcome {
+        snapshot: id,
+        database: db.name.clone(),
+        target: conn.dbname.clone(),
+        server: conn.server(),
+        staged,
+        globals_errors,
+        tables,
+        duration_secs: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// Globals are applied through the server's `postgres` database: the target may not exist yet.
+fn maintenance_params(conn: &ConnParams) -> ConnParams {
+    conn.with_dbname("postgres")
+}

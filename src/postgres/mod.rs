@@ -1,0 +1,10 @@
+//! PostgreSQL: connection parameters as libpq resolves them ([`conn`]), TLS ([`tls`]), a small
+//! blocking client for catalogue queries ([`client`]), the client programs sbk runs ([`tools`]),
+//! and the manifest stored beside each dump ([`manifest`]).
+
+pub mod client;
+pub mod conn;
+pub mod feed;
+pub mod manifest;
+pub mod tls;
+pub mod tools;
