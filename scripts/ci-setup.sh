@@ -3,7 +3,10 @@
 set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(build-essential)
-command -v pg_dump >/dev/null || need+=(postgresql)
+# Server programs (initdb, pg_ctl) for the tests' throwaway clusters, with contrib extensions.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The TLS test makes its certificates with openssl.
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

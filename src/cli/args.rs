@@ -81,7 +81,12 @@ pub enum Command {
         /// Snapshot ID, unique prefix, or `latest`
         snapshot: String,
         /// Folder to write into (created if missing)
-        #[arg(long, short = 't', required_unless_present = "to_database", conflicts_with = "to_database")]
+        #[arg(
+            long,
+            short = 't',
+            required_unless_present = "to_database",
+            conflicts_with = "to_database"
+        )]
         target: Option<PathBuf>,
         /// Replace files that exist in the target
         #[arg(long)]

@@ -224,16 +224,25 @@ fn run(cli: Cli) -> Result<(), Error> {
             if opts.jobs > 1 && !g.quiet {
                 eprintln!("sbk: --jobs {} needs a seekable file: the dump is staged in a temporary file first", opts.jobs);
             }
-            let out = commands::restore_postgres::restore_to_database(&repo, &snapshot, &conn, &opts)?;
+            let out =
+                commands::restore_postgres::restore_to_database(&repo, &snapshot, &conn, &opts)?;
             if g.json {
                 print_json(&out)?;
             } else {
                 if let Some(n) = out.globals_errors {
-                    say!(g, "globals applied ({n} statements failed, e.g. roles that exist already)");
+                    say!(
+                        g,
+                        "globals applied ({n} statements failed, e.g. roles that exist already)"
+                    );
                 }
                 say!(g, "{:<40} {:>12}", "table", "rows");
                 for t in &out.tables {
-                    say!(g, "{:<40} {:>12}", format!("{}.{}", t.schema, t.name), t.rows);
+                    say!(
+                        g,
+                        "{:<40} {:>12}",
+                        format!("{}.{}", t.schema, t.name),
+                        t.rows
+                    );
                 }
                 say!(
                     g,

@@ -5,11 +5,11 @@ pub mod cat;
 pub mod init;
 pub mod key;
 pub mod restore;
+pub mod restore_postgres;
 pub mod snapshot;
 pub mod snapshot_postgres;
-pub mod restore_postgres;
-pub mod verify;
 pub mod snapshots;
+pub mod verify;
 
 use serde::Serialize;
 

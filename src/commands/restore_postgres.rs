@@ -76,13 +76,17 @@ pub fn pick_database<'m>(
             .join(", ")
     };
     match wanted {
-        Some(w) => manifest.databases.iter().find(|d| d.name == w).ok_or_else(|| {
-            Error::NotFound(format!(
-                "snapshot {} has no dump of database {w:?}; it holds: {}",
-                id.short(),
-                names()
-            ))
-        }),
+        Some(w) => manifest
+            .databases
+            .iter()
+            .find(|d| d.name == w)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "snapshot {} has no dump of database {w:?}; it holds: {}",
+                    id.short(),
+                    names()
+                ))
+            }),
         None if manifest.databases.len() == 1 => Ok(&manifest.databases[0]),
         None => Err(Error::Invalid(format!(
             "snapshot {} holds several databases ({}): pick one with --database",
@@ -257,7 +261,12 @@ pub fn restore_to_database(
     let (id, _snap, manifest) = load_manifest(repo, spec)?;
     let db = pick_database(&manifest, opts.database.as_deref(), &id)?;
     let globals_errors = if opts.globals {
-        Some(apply_globals(repo, &id, &maintenance_params(conn), &opts.tools)?)
+        Some(apply_globals(
+            repo,
+            &id,
+            &maintenance_params(conn),
+            &opts.tools,
+        )?)
     } else {
         None
     };

@@ -153,7 +153,11 @@ fn dump_database(ctx: &Ctx<'_>, archiver: &mut Archiver<'_>, db: &str) -> Result
         // The counts and pg_dump share this transaction's snapshot, so they agree exactly.
         client.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         let rows = client.query("SELECT pg_export_snapshot()", &[])?;
-        Some(rows.first().map(|r| r.get::<_, String>(0)).unwrap_or_default())
+        Some(
+            rows.first()
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_default(),
+        )
     } else {
         None
     };
@@ -175,7 +179,11 @@ fn dump_database(ctx: &Ctx<'_>, archiver: &mut Archiver<'_>, db: &str) -> Result
     }
     let d = &ctx.opts.dump;
     cmd.args(d.schemas.iter().map(|s| format!("--schema={s}")));
-    cmd.args(d.exclude_tables.iter().map(|s| format!("--exclude-table={s}")));
+    cmd.args(
+        d.exclude_tables
+            .iter()
+            .map(|s| format!("--exclude-table={s}")),
+    );
     cmd.args(
         d.exclude_table_data
             .iter()
@@ -196,19 +204,15 @@ fn dump_database(ctx: &Ctx<'_>, archiver: &mut Archiver<'_>, db: &str) -> Result
         killer();
     }
     let (stored, counted) = std::thread::scope(|s| {
-        let counter = exported
-            .as_ref()
-            .map(|_| s.spawn(|| -> Result<Vec<_>> {
+        let counter = exported.as_ref().map(|_| {
+            s.spawn(|| -> Result<Vec<_>> {
                 let mut tables = manifest.tables.clone();
                 count_rows(&client, &mut tables)?;
                 Ok(tables)
-            }));
-        let stored = archiver.add_stream_cancellable(
-            &file,
-            stdout,
-            parent_file.as_ref(),
-            &|| ctx.fail_all(),
-        );
+            })
+        });
+        let stored = archiver
+            .add_stream_cancellable(&file, stdout, parent_file.as_ref(), &|| ctx.fail_all());
         let counted = counter.map(|h| {
             h.join()
                 .unwrap_or_else(|_| Err(Error::Postgres("row counting failed".into())))
@@ -445,7 +449,11 @@ pub fn load_manifest(repo: &Repository, snapshot: &str) -> Result<(Id, Snapshot,
             e => e,
         },
     )?;
-    let manifest = serde_json::from_slice(&buf)
-        .map_err(|e| Error::damaged(format!("{MANIFEST_FILE} of snapshot {}", id.short()), e.to_string()))?;
+    let manifest = serde_json::from_slice(&buf).map_err(|e| {
+        Error::damaged(
+            format!("{MANIFEST_FILE} of snapshot {}", id.short()),
+            e.to_string(),
+        )
+    })?;
     Ok((id, snap, manifest))
 }

@@ -73,8 +73,10 @@ impl Client {
         });
         let client = result.map_err(|e: tokio_postgres::Error| {
             let mut why = describe(&e);
-            if matches!(p.sslmode, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
-                && why.contains("TLS")
+            if matches!(
+                p.sslmode,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            ) && why.contains("TLS")
             {
                 why = format!("{why} (sslmode={} requires TLS)", p.sslmode.as_str());
             }

@@ -264,7 +264,9 @@ impl ConnParams {
                 Some(f)
             }
         };
-        Ok(ChildAuth { _passfile: passfile })
+        Ok(ChildAuth {
+            _passfile: passfile,
+        })
     }
 }
 
@@ -453,7 +455,11 @@ mod tests {
 
     #[test]
     fn url_wins_over_environment() {
-        let env = env_of(&[("PGHOST", "envhost"), ("PGPORT", "6000"), ("PGUSER", "envuser")]);
+        let env = env_of(&[
+            ("PGHOST", "envhost"),
+            ("PGPORT", "6000"),
+            ("PGUSER", "envuser"),
+        ]);
         let p = ConnParams::resolve(
             Some("postgresql://al%40ice:p%3Ass@db.example:5433/app?sslmode=require"),
             &env,
@@ -470,7 +476,11 @@ mod tests {
 
     #[test]
     fn environment_and_defaults_fill_gaps() {
-        let env = env_of(&[("PGHOST", "h"), ("PGUSER", "u"), ("PGSSLMODE", "verify-full")]);
+        let env = env_of(&[
+            ("PGHOST", "h"),
+            ("PGUSER", "u"),
+            ("PGSSLMODE", "verify-full"),
+        ]);
         let p = ConnParams::resolve(Some("dbname='my db' port=6543"), &env).unwrap();
         assert_eq!(
             (p.host.as_str(), p.port, p.user.as_str(), p.dbname.as_str()),
@@ -493,7 +503,9 @@ mod tests {
             "postgresql://u:secret@h/db?weird=1",
             "host=h password='secret",
         ] {
-            let e = ConnParams::resolve(Some(bad), &env).unwrap_err().to_string();
+            let e = ConnParams::resolve(Some(bad), &env)
+                .unwrap_err()
+                .to_string();
             assert!(!e.contains("secret"), "{e}");
         }
     }

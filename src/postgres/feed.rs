@@ -12,17 +12,16 @@ pub struct Finished {
     pub stderr: String,
 }
 
+/// Writes a program's standard input.
+pub type Feed<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
+
 /// Most bytes of stderr kept.
 const STDERR_LIMIT: usize = 64 * 1024;
 
 /// Runs `cmd` (`name` in messages), calling `feed` with its standard input (or not at all when
 /// `feed` is `None`). A non-zero exit is an error carrying its stderr; a feed that fails because
 /// the program stopped reading reports the program's error, which says why.
-pub fn run(
-    mut cmd: Command,
-    name: &str,
-    feed: Option<&mut dyn FnMut(&mut dyn Write) -> Result<()>>,
-) -> Result<Finished> {
+pub fn run(mut cmd: Command, name: &str, feed: Option<Feed<'_>>) -> Result<Finished> {
     cmd.env_remove("SBK_PASSWORD")
         .env_remove("SBK_NEW_PASSWORD")
         .env_remove("SBK_PASSWORD_COMMAND")
@@ -54,9 +53,9 @@ pub fn run(
     let stdout = out_thread.join().unwrap_or_default();
     let stderr = err_thread.join().unwrap_or_default();
     // sbk's own failure (a damaged blob) is the cause even though the program then failed too.
-    if let Err(e) = &fed {
-        if !matches!(e, Error::BrokenPipe) {
-            return Err(fed.err().expect("checked"));
+    if let Err(e) = fed {
+        if !is_broken_pipe(&e) {
+            return Err(e);
         }
     }
     if !status.success() {
@@ -68,6 +67,15 @@ pub fn run(
     }
     // A broken pipe with exit 0: the program needed only the start (pg_restore --list).
     Ok(Finished { stdout, stderr })
+}
+
+/// Whether writing failed only because the reader went away.
+fn is_broken_pipe(e: &Error) -> bool {
+    match e {
+        Error::BrokenPipe => true,
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::BrokenPipe,
+        _ => false,
+    }
 }
 
 fn read_tail(mut r: impl Read) -> String {

@@ -68,7 +68,9 @@ pub struct Table {
     pub name: String,
     /// `table`, `partitioned table` or `materialized view`.
     pub kind: String,
-    /// Table, indexes and TOAST, in bytes.
+    /// Table, indexes and TOAST, in bytes, from the catalogue's page counts (as of the last
+    /// VACUUM or ANALYZE): reading them takes no lock, so a locked table cannot stall sbk
+    /// before pg_dump starts.
     pub size_bytes: i64,
     /// The planner's estimate (`reltuples`), absent when the table was never analysed.
     pub row_estimate: Option<i64>,
@@ -124,8 +126,14 @@ pub fn describe_database(client: &Client, name: &str) -> Result<DatabaseManifest
                 "SELECT n.nspname::text, c.relname::text,
                         CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table'
                                        ELSE 'materialized view' END,
-                        pg_total_relation_size(c.oid), c.reltuples::float8
+                        ((c.relpages::bigint + coalesce(t.relpages, 0)
+                          + coalesce((SELECT sum(i.relpages) FROM pg_index x
+                                      JOIN pg_class i ON i.oid = x.indexrelid
+                                      WHERE x.indrelid = c.oid), 0))
+                         * current_setting('block_size')::bigint)::bigint,
+                        c.reltuples::float8
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
                  WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMAS}
                    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                                    AND d.objid = c.oid AND d.deptype = 'e')

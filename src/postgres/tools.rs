@@ -71,7 +71,7 @@ impl Tools {
                 p.is_file().then_some((v, p))
             })
             .collect();
-        debian.sort_by(|a, b| b.0.cmp(&a.0));
+        debian.sort_by_key(|d| std::cmp::Reverse(d.0));
         let mut out: Vec<PathBuf> = debian.into_iter().map(|(_, p)| p).collect();
         if let Some(path) = std::env::var_os("PATH") {
             out.extend(
