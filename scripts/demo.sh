@@ -50,23 +50,24 @@ echo "== starting a throwaway PostgreSQL cluster on 127.0.0.1:$PORT"
 export SBK_REPOSITORY="$WORK/repo"
 SBK_PASSWORD="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SBK_PASSWORD
-DUMP=("$BIN/pg_dump" "${PG[@]}" --format=custom --compress=0 app)
+URL="postgresql://postgres@127.0.0.1:$PORT/app"
 
 echo "== sbk init"
 "$SBK" init
-echo "== snapshot 1: pg_dump of database app"
-"$SBK" snapshot command --name app.pgdump --tag demo -- "${DUMP[@]}"
+echo "== snapshot 1: sbk snapshot postgres (pg_dump of database app, globals, manifest)"
+"$SBK" snapshot postgres "$URL" --count-rows --tag demo
 echo "== updating 1% of pgbench_accounts at random"
 ROWS=$((SCALE * 1000))
 "$BIN/psql" "${PG[@]}" -q -d app -c "UPDATE pgbench_accounts SET abalance = abalance + 1
   WHERE aid IN (SELECT (random() * $((SCALE * 100000 - 1)))::int + 1 FROM generate_series(1, $ROWS))"
-echo "== snapshot 2"
-"$SBK" snapshot command --name app.pgdump --tag demo -- "${DUMP[@]}"
+echo "== snapshot 2 (changed chunks stored as deltas against snapshot 1)"
+"$SBK" snapshot postgres "$URL" --count-rows --tag demo
 "$SBK" snapshots
 
-echo "== restoring the latest snapshot into database app_restored"
-"$BIN/createdb" "${PG[@]}" app_restored
-"$SBK" dump latest app.pgdump | "$BIN/pg_restore" "${PG[@]}" -d app_restored
+echo "== restore drill: sbk verify latest (scratch database, row counts, ANALYZE, drop)"
+"$SBK" verify latest --scratch "postgresql://postgres@127.0.0.1:$PORT/postgres"
+echo "== restoring the latest snapshot into a new database app_restored"
+"$SBK" restore latest --to-database "postgresql://postgres@127.0.0.1:$PORT/app_restored" --create
 Q="SELECT count(*) || ' rows, balance sum ' || sum(abalance) FROM pgbench_accounts"
 A=$("$BIN/psql" "${PG[@]}" -At -d app -c "$Q")
 B=$("$BIN/psql" "${PG[@]}" -At -d app_restored -c "$Q")
