@@ -95,20 +95,29 @@ pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
         }
     }
     let common = lanes.iter().map(|l| l.len()).min().expect("lanes");
-    let [l0, l1, l2, l3] = lanes.map(|l| &l[GEAR_WINDOW..common]);
-    for (((&a, &b), &c), &d) in l0.iter().zip(l1).zip(l2).zip(l3) {
-        h[0] = (h[0] << 1).wrapping_add(gear[a as usize]);
-        h[1] = (h[1] << 1).wrapping_add(gear[b as usize]);
-        h[2] = (h[2] << 1).wrapping_add(gear[c as usize]);
-        h[3] = (h[3] << 1).wrapping_add(gear[d as usize]);
-        if (h[0] >> 56) * (h[1] >> 56) * (h[2] >> 56) * (h[3] >> 56) == 0 {
-            for &hk in &h {
-                if hk >> 56 == 0 {
-                    offer(&mut best, hk);
+    let body: [&[u8]; LANES] = lanes.map(|l| &l[GEAR_WINDOW..common]);
+    // Eight bytes per lane per step, read as one word: fewer loads and bounds checks.
+    let words = (common - GEAR_WINDOW) / 8;
+    for j in 0..words {
+        let w: [u64; LANES] = std::array::from_fn(|k| {
+            u64::from_le_bytes(body[k][j * 8..j * 8 + 8].try_into().expect("8 bytes"))
+        });
+        for t in 0..8 {
+            for k in 0..LANES {
+                let b = (w[k] >> (8 * t)) as u8;
+                h[k] = (h[k] << 1).wrapping_add(gear[b as usize]);
+            }
+            // One test for all lanes: a sample is rare (1 in 256 per lane).
+            if h.iter().fold(u64::MAX, |m, &x| m.min(x)) >> 56 == 0 {
+                for &hk in &h {
+                    if hk >> 56 == 0 {
+                        offer(&mut best, hk);
+                    }
                 }
             }
         }
     }
+    let common = GEAR_WINDOW + words * 8;
     for k in 0..LANES {
         let mut hk = h[k];
         for &b in &lanes[k][common..] {
