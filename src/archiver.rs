@@ -421,7 +421,8 @@ impl<'a> Archiver<'a> {
     pub fn new(repo: &'a Repository, index: &'a Index, progress: Arc<Progress>) -> Self {
         let (tx, rx) = bounded::<FinishedPack>(1);
         let writer_failed = Arc::new(AtomicBool::new(false));
-        let writers = (0..WRITERS)
+        // A remote backend gets as many uploads in flight as it has connections.
+        let writers = (0..repo.backend().concurrency().max(WRITERS))
             .map(|_| {
                 let backend = Arc::clone(repo.backend());
                 let (rx, failed) = (rx.clone(), Arc::clone(&writer_failed));

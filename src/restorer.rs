@@ -35,23 +35,38 @@ pub fn write_file(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Reads from a remote backend wait on the network: as many at once as it has connections,
+    // on threads of their own rather than the CPU-sized global pool.
+    let concurrency = repo.backend().concurrency();
+    let window = WINDOW.max(concurrency);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(if repo.backend().is_local() {
+            0
+        } else {
+            concurrency
+        })
+        .thread_name(|i| format!("sbk-read-{i}"))
+        .build()
+        .map_err(|e| Error::Source(format!("cannot start reader threads: {e}")))?;
     let (tx, rx) = bounded::<Result<Vec<Vec<u8>>>>(1);
     let mut hasher = repo.key().hasher();
     let mut written = 0u64;
     std::thread::scope(|s| -> Result<()> {
         s.spawn(move || {
-            for window in refs.chunks(WINDOW) {
-                let blobs: Result<Vec<Vec<u8>>> = window
-                    .par_iter()
-                    .map(|b| {
-                        repo.load_blob(index, b).map_err(|e| {
-                            Error::damaged(
-                                format!("file {}", node.name),
-                                format!("cannot read its blob {}: {e}", b.id.short()),
-                            )
+            for window in refs.chunks(window) {
+                let blobs: Result<Vec<Vec<u8>>> = pool.install(|| {
+                    window
+                        .par_iter()
+                        .map(|b| {
+                            repo.load_blob(index, b).map_err(|e| {
+                                Error::damaged(
+                                    format!("file {}", node.name),
+                                    format!("cannot read its blob {}: {e}", b.id.short()),
+                                )
+                            })
                         })
-                    })
-                    .collect();
+                        .collect()
+                });
                 let failed = blobs.is_err();
                 if tx.send(blobs).is_err() || failed {
                     break;

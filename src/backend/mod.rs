@@ -17,6 +17,8 @@
 //! - Backends are `Send + Sync`; concurrent calls on different names are allowed.
 
 pub mod local;
+pub mod retry;
+pub mod s3;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -140,6 +142,18 @@ pub trait Backend: Send + Sync {
     fn write_staged(&self, t: FileType, name: &str, staged: tempfile::NamedTempFile)
         -> BResult<()>;
 
+    /// Writes a file from the bytes of a file on the local disk (left in place), atomically and
+    /// durably. Remote backends upload it (in parts when large); retries re-read it.
+    fn write_path(&self, t: FileType, name: &str, path: &std::path::Path) -> BResult<()> {
+        let data = std::fs::read(path).map_err(|e| {
+            BackendError::new(
+                ErrorKind::Permanent,
+                format!("read staged file {}: {e}", path.display()),
+            )
+        })?;
+        self.write(t, name, &data)
+    }
+
     /// A folder on the backend's own file system for [`Backend::write_staged`] files, when staging
     /// there makes the final write a cheap rename; `None` means use the system's temp folder.
     fn staging_dir(&self) -> Option<PathBuf>;
@@ -151,20 +165,56 @@ pub trait Backend: Send + Sync {
     fn is_local(&self) -> bool {
         false
     }
+
+    /// Requests worth running at once (pack uploads, blob reads while restoring).
+    fn concurrency(&self) -> usize {
+        2
+    }
+}
+
+/// How to reach a remote repository; ignored for a local one.
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    /// Requests in flight at once.
+    pub connections: usize,
+    /// Extra CA certificate (PEM) to trust, for a self-hosted server.
+    pub ca_cert: Option<PathBuf>,
+    /// Region, when not set by `AWS_REGION` or the profile (default `us-east-1`).
+    pub region: Option<String>,
+    /// How long transient failures are retried before a command gives up.
+    pub retry_deadline: std::time::Duration,
+    /// Credentials to use instead of the standard AWS chain (for programs embedding sbk).
+    pub credentials: Option<s3::StaticCredentials>,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            connections: s3::DEFAULT_CONNECTIONS,
+            ca_cert: None,
+            region: None,
+            retry_deadline: retry::DEFAULT_DEADLINE,
+            credentials: None,
+        }
+    }
 }
 
 /// Opens the backend a repository URL names: a local path (`/srv/repo`, `./repo`, `local:/x`),
-/// or `s3:http[s]://host[:port]/bucket[/prefix]` once the S3 backend exists.
-pub fn from_url(url: &str) -> Result<std::sync::Arc<dyn Backend>, crate::Error> {
+/// or `s3:http[s]://host[:port]/bucket[/prefix]` (wrapped in [`retry::RetryBackend`]).
+pub fn from_url(
+    url: &str,
+    remote: &RemoteOptions,
+) -> Result<std::sync::Arc<dyn Backend>, crate::Error> {
     if url.is_empty() {
         return Err(crate::Error::Invalid(
             "no repository given: pass -r/--repo or set SBK_REPOSITORY".into(),
         ));
     }
-    if let Some(rest) = url.strip_prefix("s3:") {
-        let _ = rest;
-        return Err(crate::Error::Invalid(format!(
-            "{url}: the S3 backend is not part of this build yet; use a local path"
+    if url.starts_with("s3:") {
+        let s3 = s3::S3Backend::open(url, remote)?;
+        return Ok(std::sync::Arc::new(retry::RetryBackend::new(
+            std::sync::Arc::new(s3),
+            remote.retry_deadline,
         )));
     }
     let path = url.strip_prefix("local:").unwrap_or(url);

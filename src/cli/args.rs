@@ -40,9 +40,22 @@ pub struct GlobalArgs {
     /// repositories: $XDG_CACHE_HOME/sbk or ~/.cache/sbk]
     #[arg(long, env = "SBK_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
-    /// Use no local blob cache
-    #[arg(long, global = true, conflicts_with = "cache_dir")]
+    /// Use no local blob cache (wins over --cache-dir and SBK_CACHE_DIR)
+    #[arg(long, global = true)]
     pub no_cache: bool,
+    /// S3: requests in flight at once (uploads, ranged reads)
+    #[arg(long, env = "SBK_S3_CONNECTIONS", global = true, default_value_t = sbk::backend::s3::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub s3_connections: u16,
+    /// S3: also trust this CA certificate (PEM), for a self-hosted MinIO
+    #[arg(long, env = "SBK_S3_CA_CERT", global = true)]
+    pub s3_ca_cert: Option<PathBuf>,
+    /// S3: region, when AWS_REGION and the profile set none [default: us-east-1]
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
+    /// How long a remote repository may keep failing transiently (time-outs, 5xx, throttling)
+    /// before a command gives up, e.g. 30s, 10m, 1h
+    #[arg(long, env = "SBK_RETRY_DEADLINE", global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retry_deadline: std::time::Duration,
     /// Print results as JSON
     #[arg(long, global = true)]
     pub json: bool,

@@ -77,8 +77,20 @@ fn kdf(a: &KdfArgs) -> KdfParams {
     KdfParams::with_cost(a.kdf_memory_kib, a.kdf_iterations, 1)
 }
 
+/// The repository's backend, with the remote options of the command line.
+fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::backend::Backend>, Error> {
+    let remote = sbk::backend::RemoteOptions {
+        connections: g.s3_connections as usize,
+        ca_cert: g.s3_ca_cert.clone(),
+        region: g.s3_region.clone(),
+        retry_deadline: g.retry_deadline,
+        credentials: None,
+    };
+    sbk::backend::from_url(&g.repo, &remote)
+}
+
 fn open(g: &GlobalArgs) -> Result<Repository, Error> {
-    let backend = sbk::backend::from_url(&g.repo)?;
+    let backend = backend(g)?;
     let password = password::repository_password(g)?;
     let local = backend.is_local();
     let mut repo = Repository::open(backend, &password)?;
@@ -100,7 +112,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     let g = &cli.global;
     match cli.command {
         Command::Init { kdf: k } => {
-            let backend = sbk::backend::from_url(&g.repo)?;
+            let backend = backend(g)?;
             let password = password::new_password(None, Some(g))?;
             let out = commands::init::init(backend, &password, kdf(&k))?;
             if g.json {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod s3;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ pub const PASSWORD: &str = "test-password-not-a-secret";
 pub struct TestRepo {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
+    /// For a repository on S3: its URL and the environment that reaches the server.
+    pub remote: Option<(String, Vec<(String, String)>)>,
 }
 
 pub fn sbk_bin() -> &'static str {
@@ -33,7 +36,20 @@ impl TestRepo {
     pub fn uninit() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("repo");
-        TestRepo { dir, path }
+        TestRepo {
+            dir,
+            path,
+            remote: None,
+        }
+    }
+
+    /// A new, initialized repository at `bucket_and_prefix` on a test S3 server.
+    pub fn on_s3(server: &s3::S3Server, bucket_and_prefix: &str) -> Self {
+        let mut r = Self::uninit();
+        r.remote = Some((server.url(bucket_and_prefix), server.env()));
+        let out = r.run(&["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        r
     }
 
     /// An `sbk` command aimed at this repository with the test password.
@@ -48,6 +64,16 @@ impl TestRepo {
             .env("SBK_PASSWORD", PASSWORD)
             .args(args)
             .stdin(Stdio::null());
+        if let Some((url, env)) = &self.remote {
+            for (k, _) in std::env::vars() {
+                if k.starts_with("AWS_") {
+                    c.env_remove(k);
+                }
+            }
+            c.env("SBK_REPOSITORY", url)
+                .env("SBK_CACHE_DIR", self.dir.path().join("cache"))
+                .envs(env.iter().map(|(k, v)| (k, v)));
+        }
         c
     }
 

@@ -1,0 +1,119 @@
+//! Retries for remote backends: a failure of kind [`ErrorKind::Transient`] (time-out, throttling,
+//! 5xx, a dropped connection) is retried with exponential backoff and full jitter until an
+//! overall deadline; every other kind is returned at once. The wrapper looks only at the kind,
+//! so every backend gets the same policy.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::rand_core::RngCore;
+use chacha20poly1305::aead::OsRng;
+
+use super::{BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
+
+/// Default overall time a request may keep failing transiently before the command gives up.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+/// First backoff ceiling; doubles per attempt up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// A backend whose transient failures are retried (see the module documentation).
+pub struct RetryBackend {
+    inner: Arc<dyn Backend>,
+    deadline: Duration,
+}
+
+impl RetryBackend {
+    pub fn new(inner: Arc<dyn Backend>, deadline: Duration) -> Self {
+        RetryBackend { inner, deadline }
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or the deadline passes.
+    fn retry<T>(&self, mut f: impl FnMut() -> BResult<T>) -> BResult<T> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            match f() {
+                Err(e) if e.kind == ErrorKind::Transient => {
+                    attempt += 1;
+                    let ceiling = BASE_BACKOFF
+                        .saturating_mul(1 << attempt.min(16))
+                        .min(MAX_BACKOFF);
+                    // Full jitter: a uniformly random wait below the ceiling, so that many
+                    // clients hit by one outage do not retry in lockstep.
+                    let wait = ceiling.mul_f64((OsRng.next_u32() as f64) / (u32::MAX as f64));
+                    let elapsed = start.elapsed();
+                    if elapsed + wait >= self.deadline {
+                        return Err(BackendError::new(
+                            ErrorKind::Transient,
+                            format!(
+                                "{} (gave up after {attempt} attempts in {:.0} s; see --retry-deadline)",
+                                e.message,
+                                elapsed.as_secs_f64()
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(wait);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Backend for RetryBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn create(&self) -> BResult<()> {
+        self.retry(|| self.inner.create())
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
+        self.retry(|| self.inner.list(t))
+    }
+
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        self.retry(|| self.inner.read(t, name))
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>> {
+        self.retry(|| self.inner.read_range(t, name, offset, len))
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        self.retry(|| self.inner.write(t, name, data))
+    }
+
+    fn write_staged(
+        &self,
+        t: FileType,
+        name: &str,
+        staged: tempfile::NamedTempFile,
+    ) -> BResult<()> {
+        // Retried from the staged file, which is removed only when this returns.
+        self.write_path(t, name, staged.path())
+    }
+
+    fn write_path(&self, t: FileType, name: &str, path: &Path) -> BResult<()> {
+        self.retry(|| self.inner.write_path(t, name, path))
+    }
+
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.staging_dir()
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        self.retry(|| self.inner.remove(t, name))
+    }
+
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+}

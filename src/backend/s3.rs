@@ -1,0 +1,745 @@
+//! S3 and MinIO on aws-sdk-s3: repository URL `s3:http[s]://host[:port]/bucket[/prefix]`.
+//!
+//! - Path-style addressing (`host/bucket/key`, what MinIO expects) for custom endpoints;
+//!   virtual-hosted style only for `*.amazonaws.com`.
+//! - Credentials from the standard chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
+//!   `AWS_PROFILE` and the shared files, web identity, container and instance roles); never
+//!   from the URL, and never in a message.
+//! - Every write is conditional (`If-None-Match: *`): a stored file is never overwritten. A
+//!   412 on a content-addressed name means the same bytes are already there; on `config` it
+//!   means a repository exists.
+//! - Uploads carry a CRC32 checksum that the server verifies; files above
+//!   [`S3Backend::multipart_threshold`] go up as a multipart upload, parts in parallel.
+//! - The SDK's own retries are off: [`super::retry::RetryBackend`] retries transient failures
+//!   with one policy and one deadline for every backend.
+//!
+//! The trait is blocking; each call runs on this backend's own Tokio runtime, and several
+//! threads may call at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
+    CreateBucketConfiguration,
+};
+use aws_sdk_s3::Client;
+use tokio::sync::Semaphore;
+
+use super::RemoteOptions;
+use super::{relative_path, BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
+
+/// Requests in flight at once unless `--s3-connections` says otherwise.
+pub const DEFAULT_CONNECTIONS: usize = 8;
+/// Files larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 32 << 20;
+/// Size of each part of a multipart upload (S3's minimum is 5 MiB, except the last).
+pub const PART_SIZE: u64 = 8 << 20;
+const REGION_DEFAULT: &str = "us-east-1";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response that sends nothing for this long is a stalled connection: retried.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An access key and its secret, given directly rather than found by the standard chain.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaticCredentials({}, <secret>)", self.access_key_id)
+    }
+}
+
+/// The parts of an `s3:` repository URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Url {
+    /// `http[s]://host[:port]`
+    pub endpoint: String,
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// Parses `s3:http[s]://host[:port]/bucket[/prefix]`.
+    pub fn parse(url_text: &str) -> Result<Self, String> {
+        // Messages never repeat a user:password@ part.
+        let shown = match url_text.rfind('@') {
+            Some(i) => format!("s3:...{}", &url_text[i..]),
+            None => url_text.to_string(),
+        };
+        let s = shown.as_str();
+        let rest = url_text
+            .strip_prefix("s3:")
+            .ok_or_else(|| format!("{s}: an S3 repository URL starts with s3:"))?;
+        let url = url::Url::parse(rest)
+            .map_err(|e| format!("{s}: expected s3:http[s]://host[:port]/bucket[/prefix] ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{s}: the endpoint must be http:// or https://"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "{s}: credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("{s}: unexpected ? or # in the URL"));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{s}: no host in the URL"))?;
+        let endpoint = match url.port() {
+            Some(p) => format!("{}://{host}:{p}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        };
+        let mut parts = url.path().trim_matches('/').splitn(2, '/');
+        let bucket = parts.next().unwrap_or("").to_string();
+        if bucket.is_empty() {
+            return Err(format!("{s}: no bucket in the URL"));
+        }
+        let prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
+        Ok(S3Url {
+            endpoint,
+            bucket,
+            prefix,
+        })
+    }
+
+    fn key(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3:{}/{}", self.endpoint, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// A repository in an S3 bucket (see the module documentation).
+pub struct S3Backend {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    url: S3Url,
+    region: String,
+    connections: usize,
+    /// Files above this size are uploaded in parts of [`S3Backend::part_size`].
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+}
+
+impl S3Backend {
+    /// Prepares a client for `url`; nothing is sent until the first call.
+    pub fn open(url: &str, opts: &RemoteOptions) -> Result<Self, crate::Error> {
+        let url = S3Url::parse(url).map_err(crate::Error::Invalid)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sbk-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| crate::Error::Invalid(format!("cannot start the S3 client: {e}")))?;
+        let region = RegionProviderChain::first_try(opts.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::new(REGION_DEFAULT));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        if let Some(c) = &opts.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.to_string(),
+                None,
+                None,
+                "sbk",
+            ));
+        }
+        if let Some(ca) = &opts.ca_cert {
+            loader = loader.http_client(https_client_with_ca(ca)?);
+        }
+        let sdk = rt.block_on(loader.load());
+        let region = sdk
+            .region()
+            .map_or(REGION_DEFAULT.to_string(), |r| r.to_string());
+        let virtual_hosted = url
+            .endpoint
+            .split("://")
+            .nth(1)
+            .is_some_and(|h| h.ends_with(".amazonaws.com"));
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .endpoint_url(&url.endpoint)
+            .force_path_style(!virtual_hosted)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        Ok(S3Backend {
+            rt,
+            client: Client::from_conf(conf),
+            url,
+            region,
+            connections: opts.connections.max(1),
+            multipart_threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+        })
+    }
+
+    fn key(&self, t: FileType, name: &str) -> String {
+        self.url.key(&relative_path(t, name))
+    }
+
+    /// Where a failed request went, for messages: bucket and endpoint, never credentials.
+    fn err<E>(
+        &self,
+        op: &str,
+        key: &str,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = e.code().map(str::to_string);
+        let (kind, reason) = classify(&e, status, code.as_deref());
+        BackendError::new(
+            kind,
+            format!(
+                "S3 {op} {key} in bucket {} at {}: {reason}",
+                self.url.bucket, self.url.endpoint
+            ),
+        )
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PutError> {
+        self.client
+            .put_object()
+            .bucket(&self.url.bucket)
+            .key(key)
+            .if_none_match("*")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| PutError(self.err("upload", key, e)))
+    }
+
+    /// Uploads the file at `path` in parts, [`S3Backend::connections`] at a time; the upload is
+    /// aborted on failure, so no parts are left behind.
+    async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), PutError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.url.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| PutError(self.err("start multipart upload of", key, e)))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self.upload_parts(key, &upload_id, path, size).await;
+        let result = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.url.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .if_none_match("*")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| PutError(self.err("complete multipart upload of", key, e))),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.url.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, PutError> {
+        let limit = Arc::new(Semaphore::new(self.connections));
+        let count = size.div_ceil(self.part_size).max(1);
+        let mut tasks = Vec::new();
+        for n in 0..count {
+            let permit = Arc::clone(&limit)
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let offset = n * self.part_size;
+            let len = self.part_size.min(size - offset);
+            let data = read_part(path, offset, len).map_err(PutError)?;
+            let req = self
+                .client
+                .upload_part()
+                .bucket(&self.url.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(n as i32 + 1)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(ByteStream::from(data));
+            tasks.push(tokio::spawn(async move {
+                let r = req.send().await;
+                drop(permit);
+                r
+            }));
+        }
+        let mut parts = Vec::with_capacity(tasks.len());
+        for (n, task) in tasks.into_iter().enumerate() {
+            let out = task
+                .await
+                .map_err(|e| {
+                    PutError(BackendError::new(
+                        ErrorKind::Transient,
+                        format!("S3 upload of part {} of {key}: {e}", n + 1),
+                    ))
+                })?
+                .map_err(|e| PutError(self.err("upload a part of", key, e)))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n as i32 + 1)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                    .build(),
+            );
+        }
+        Ok(parts)
+    }
+
+    /// Stores `key` unless it exists; a 412 is success for a content-addressed file.
+    fn finish_put(&self, t: FileType, key: &str, r: Result<(), PutError>) -> BResult<()> {
+        match r {
+            Err(PutError(e)) if e.kind == ErrorKind::AlreadyExists => {
+                if t == FileType::Config {
+                    Err(BackendError::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{} already holds a repository", self.url),
+                    ))
+                } else {
+                    // Named by the hash of its bytes: the same bytes are already stored.
+                    let _ = key;
+                    Ok(())
+                }
+            }
+            Err(PutError(e)) => Err(e),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn get(&self, key: &str, range: Option<String>) -> BResult<Vec<u8>> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.url.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| self.err("read", key, e))?;
+        let body = out.body.collect().await.map_err(|e| {
+            BackendError::new(
+                ErrorKind::Transient,
+                format!(
+                    "S3 read {key} in bucket {} at {}: connection lost: {}",
+                    self.url.bucket,
+                    self.url.endpoint,
+                    DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn create_bucket_if_missing(&self) -> BResult<()> {
+        let head = self
+            .client
+            .head_bucket()
+            .bucket(&self.url.bucket)
+            .send()
+            .await;
+        match head {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let e = self.err("check", "", e);
+                if e.kind != ErrorKind::NotFound {
+                    return Err(e);
+                }
+            }
+        }
+        let mut req = self.client.create_bucket().bucket(&self.url.bucket);
+        if self.region != REGION_DEFAULT {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
+            Err(e) => {
+                let e = self.err("create bucket", "", e);
+                Err(BackendError::new(
+                    e.kind,
+                    format!(
+                        "bucket {} does not exist and could not be created: {}",
+                        self.url.bucket, e.message
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn list_keys(&self, prefix: &str, max: Option<i32>) -> BResult<Vec<(String, u64)>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.url.bucket)
+            .prefix(prefix)
+            .set_max_keys(max)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("list", prefix, e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push((k.to_string(), o.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+            if max.is_some_and(|m| out.len() >= m as usize) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Names are single path components, as on a local folder.
+fn check_name(name: &str) -> BResult<()> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(BackendError::new(
+            ErrorKind::Permanent,
+            format!("invalid file name {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A failed upload, before [`S3Backend::finish_put`] decides what a 412 means.
+struct PutError(BackendError);
+
+fn read_part(path: &Path, offset: u64, len: u64) -> BResult<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let fail = |e: std::io::Error| {
+        BackendError::new(
+            ErrorKind::Permanent,
+            format!("read staged file {}: {e}", path.display()),
+        )
+    };
+    let mut f = std::fs::File::open(path).map_err(fail)?;
+    f.seek(SeekFrom::Start(offset)).map_err(fail)?;
+    let mut buf = vec![0; len as usize];
+    f.read_exact(&mut buf).map_err(fail)?;
+    Ok(buf)
+}
+
+/// The kind of a failed request and what to tell the user.
+fn classify<E, R>(
+    e: &SdkError<E, R>,
+    status: Option<u16>,
+    code: Option<&str>,
+) -> (ErrorKind, String)
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = || DisplayErrorContext(e).to_string();
+    match e {
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
+            let what = code.map_or_else(
+                || format!("HTTP {}", status.unwrap_or(0)),
+                |c| format!("{c} (HTTP {})", status.unwrap_or(0)),
+            );
+            match (status, code) {
+                (_, Some("NoSuchBucket")) => (
+                    ErrorKind::Permanent,
+                    "the bucket does not exist (sbk init creates it)".into(),
+                ),
+                (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => {
+                    (ErrorKind::NotFound, "not found".into())
+                }
+                (Some(412), _) | (_, Some("PreconditionFailed")) => {
+                    (ErrorKind::AlreadyExists, "already exists".into())
+                }
+                (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch")) | (Some(401), _) => (
+                    ErrorKind::Permanent,
+                    format!(
+                        "{what}: the server rejected the credentials; check \
+                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+                    ),
+                ),
+                (Some(403), _) => (
+                    ErrorKind::Permanent,
+                    format!("{what}: access denied; check the credentials and the bucket policy"),
+                ),
+                (Some(s), _) if s == 429 || s >= 500 || s == 408 || s == 409 => {
+                    (ErrorKind::Transient, what)
+                }
+                (_, Some("SlowDown" | "RequestTimeout" | "InternalError")) => {
+                    (ErrorKind::Transient, what)
+                }
+                (None, _) => (ErrorKind::Transient, detail()),
+                _ => (ErrorKind::Permanent, format!("{what}: {}", detail())),
+            }
+        }
+        SdkError::TimeoutError(_) => (ErrorKind::Transient, "timed out".into()),
+        SdkError::DispatchFailure(d) => {
+            let text = detail();
+            if text.contains("credentials") || d.is_user() {
+                (
+                    ErrorKind::Permanent,
+                    format!(
+                        "no usable S3 credentials: set AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) ({text})"
+                    ),
+                )
+            } else if text.contains("certificate") || text.contains("UnknownIssuer") {
+                (
+                    ErrorKind::Permanent,
+                    format!("TLS: the server's certificate is not trusted; pass its CA with --s3-ca-cert ({text})"),
+                )
+            } else {
+                (
+                    ErrorKind::Transient,
+                    format!("cannot reach the server: {text}"),
+                )
+            }
+        }
+        _ => {
+            let text = detail();
+            if text.contains("credentials") {
+                (
+                    ErrorKind::Permanent,
+                    format!(
+                        "no usable S3 credentials: set AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) ({text})"
+                    ),
+                )
+            } else {
+                (ErrorKind::Permanent, text)
+            }
+        }
+    }
+}
+
+/// An HTTPS client that also trusts the PEM certificate(s) in `ca`.
+fn https_client_with_ca(ca: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, crate::Error> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let pem = std::fs::read(ca).map_err(|e| crate::Error::io("read CA certificate", ca, e))?;
+    let ctx = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .build()
+        .map_err(|e| {
+            crate::Error::Invalid(format!(
+                "{}: not a usable CA certificate: {e}",
+                ca.display()
+            ))
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(ctx)
+        .build_https())
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn create(&self) -> BResult<()> {
+        self.rt.block_on(async {
+            self.create_bucket_if_missing().await?;
+            let root = self.url.key("");
+            let found = self.list_keys(&root, Some(1)).await?;
+            if let Some((k, _)) = found.first() {
+                return Err(BackendError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{} is not empty (it holds {k})", self.url),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
+        let prefix = self.url.key(&format!("{}/", t.dirname()));
+        let keys = self.rt.block_on(self.list_keys(&prefix, None))?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(k, size)| {
+                let name = k.rsplit('/').next()?.to_string();
+                // Only names this layout would give the file (packs fan out by 2 hex digits).
+                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo { name, size })
+            })
+            .collect())
+    }
+
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        let key = self.key(t, name);
+        self.rt.block_on(self.get(&key, None))
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.key(t, name);
+        let range = format!("bytes={offset}-{}", offset + len as u64 - 1);
+        let data = self.rt.block_on(self.get(&key, Some(range)))?;
+        if data.len() != len as usize {
+            return Err(BackendError::new(
+                ErrorKind::Permanent,
+                format!(
+                    "S3 read {key}: asked for {len} bytes at {offset}, got {} (truncated file?)",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        check_name(name)?;
+        let key = self.key(t, name);
+        let r = self.rt.block_on(self.put(&key, data.to_vec()));
+        self.finish_put(t, &key, r)
+    }
+
+    fn write_staged(
+        &self,
+        t: FileType,
+        name: &str,
+        staged: tempfile::NamedTempFile,
+    ) -> BResult<()> {
+        self.write_path(t, name, staged.path())
+    }
+
+    fn write_path(&self, t: FileType, name: &str, path: &Path) -> BResult<()> {
+        check_name(name)?;
+        let key = self.key(t, name);
+        let size = std::fs::metadata(path)
+            .map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Permanent,
+                    format!("read staged file {}: {e}", path.display()),
+                )
+            })?
+            .len();
+        let r = if size > self.multipart_threshold {
+            self.rt.block_on(self.put_multipart(&key, path, size))
+        } else {
+            let data = read_part(path, 0, size)?;
+            self.rt.block_on(self.put(&key, data))
+        };
+        self.finish_put(t, &key, r)
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        let key = self.key(t, name);
+        self.rt
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.url.bucket)
+                    .key(&key)
+                    .send(),
+            )
+            .map(|_| ())
+            .or_else(|e| {
+                let e = self.err("remove", &key, e);
+                if e.kind == ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+    }
+
+    fn concurrency(&self) -> usize {
+        self.connections
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse() {
+        let u = S3Url::parse("s3:http://127.0.0.1:9000/backups/pg/main").unwrap();
+        assert_eq!(u.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(u.bucket, "backups");
+        assert_eq!(u.prefix, "pg/main");
+        assert_eq!(u.key("config"), "pg/main/config");
+        assert_eq!(u.to_string(), "s3:http://127.0.0.1:9000/backups/pg/main");
+        let u = S3Url::parse("s3:https://minio.example.org/b/").unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("b", ""));
+        assert_eq!(u.key("keys/x"), "keys/x");
+        for bad in [
+            "s3:minio/b",
+            "s3:ftp://h/b",
+            "s3:http://h",
+            "s3:http://h/",
+            "s3:http://u:secret@h/b",
+            "s3:http://h/b?x=1",
+        ] {
+            let e = S3Url::parse(bad).unwrap_err();
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The backend contract (`src/backend/mod.rs`), one suite run against every backend: a local
+//! folder and a real S3 server over HTTP.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use common::s3::S3Server;
+use sbk::backend::s3::S3Backend;
+use sbk::backend::{local::LocalBackend, Backend, ErrorKind, FileType};
+
+fn name(i: u32) -> String {
+    format!("{:064x}", (i as u128) * 0x9E37_79B9_7F4A_7C15_u128 + 1)
+}
+
+fn staged(data: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(data).unwrap();
+    f
+}
+
+/// Every point of the contract, on an empty location.
+fn contract(b: &dyn Backend) {
+    b.create().expect("create on an empty location");
+    assert!(b.list(FileType::Snapshot).unwrap().is_empty());
+
+    // config is never overwritten.
+    b.write(FileType::Config, "config", b"first").unwrap();
+    let e = b.write(FileType::Config, "config", b"second").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(b.read(FileType::Config, "config").unwrap(), b"first");
+    let e = b.create().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+
+    // Content-addressed writes are idempotent.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    b.write(FileType::Index, &name(1), &data).unwrap();
+    b.write(FileType::Index, &name(1), &data).unwrap();
+    assert_eq!(b.read(FileType::Index, &name(1)).unwrap(), data);
+
+    // Exact ranges; a range past the end is an error, never a short read.
+    assert_eq!(
+        b.read_range(FileType::Index, &name(1), 1000, 5000).unwrap(),
+        &data[1000..6000]
+    );
+    assert_eq!(
+        b.read_range(FileType::Index, &name(1), 99_990, 10).unwrap(),
+        &data[99_990..]
+    );
+    assert!(b.read_range(FileType::Index, &name(1), 99_990, 11).is_err());
+
+    // Missing files.
+    let e = b.read(FileType::Snapshot, &name(2)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    let e = b.read_range(FileType::Pack, &name(2), 0, 1).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    b.remove(FileType::Snapshot, &name(2))
+        .expect("removing a missing file is fine");
+
+    // Staged writes, listed with sizes; packs fan out but list by name.
+    b.write_staged(FileType::Pack, &name(3), staged(&data))
+        .unwrap();
+    b.write_staged(FileType::Pack, &name(4), staged(b"tiny"))
+        .unwrap();
+    let mut packs = b.list(FileType::Pack).unwrap();
+    packs.sort_by(|a, c| a.name.cmp(&c.name));
+    let mut want = vec![(name(3), data.len() as u64), (name(4), 4)];
+    want.sort();
+    assert_eq!(
+        packs
+            .iter()
+            .map(|f| (f.name.clone(), f.size))
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(b.read(FileType::Pack, &name(4)).unwrap(), b"tiny");
+
+    // Types do not mix.
+    assert_eq!(b.list(FileType::Index).unwrap().len(), 1);
+    assert!(b.list(FileType::Key).unwrap().is_empty());
+
+    // Removal.
+    b.remove(FileType::Pack, &name(4)).unwrap();
+    assert_eq!(b.list(FileType::Pack).unwrap().len(), 1);
+    let e = b.read(FileType::Pack, &name(4)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+
+    // Concurrent writes of different names.
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            s.spawn(move || {
+                for i in 0..10 {
+                    let n = 100 + t * 10 + i;
+                    b.write(FileType::Snapshot, &name(n), n.to_string().as_bytes())
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let snaps = b.list(FileType::Snapshot).unwrap();
+    assert_eq!(snaps.len(), 80);
+    for n in 100..180 {
+        assert_eq!(
+            b.read(FileType::Snapshot, &name(n)).unwrap(),
+            n.to_string().as_bytes()
+        );
+    }
+}
+
+#[test]
+fn local_folder_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(&LocalBackend::new(dir.path().join("repo")));
+}
+
+#[test]
+fn s3_keeps_the_contract() {
+    let server = S3Server::start();
+    let b = S3Backend::open(&server.url("contract/some/prefix"), &server.options()).unwrap();
+    contract(&b);
+    // The bucket was created by create(); a second repository beside it under another prefix.
+    let b2 = S3Backend::open(&server.url("contract/other"), &server.options()).unwrap();
+    b2.create().unwrap();
+    assert!(b2.list(FileType::Snapshot).unwrap().is_empty());
+}
+
+#[test]
+fn s3_multipart_upload_of_a_large_file() {
+    let server = S3Server::start();
+    let mut b = S3Backend::open(&server.url("multi"), &server.options()).unwrap();
+    b.create().unwrap();
+    // Small parts so that the test stays small: 5 MiB is S3's least part size.
+    b.multipart_threshold = 6 << 20;
+    b.part_size = 5 << 20;
+    let data: Vec<u8> = (0..(13u32 << 20)).map(|i| (i ^ (i >> 9)) as u8).collect();
+    b.write_staged(FileType::Pack, &name(9), staged(&data))
+        .unwrap();
+    assert_eq!(b.read(FileType::Pack, &name(9)).unwrap(), data);
+    assert_eq!(
+        b.read_range(FileType::Pack, &name(9), 11 << 20, 100)
+            .unwrap(),
+        &data[11 << 20..(11 << 20) + 100]
+    );
+    // Idempotent like any content-addressed write.
+    b.write_staged(FileType::Pack, &name(9), staged(&data))
+        .unwrap();
+}
+
+#[test]
+fn s3_lists_past_one_page() {
+    let server = S3Server::start();
+    let b = Arc::new(S3Backend::open(&server.url("many"), &server.options()).unwrap());
+    b.create().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u32 {
+            let b = Arc::clone(&b);
+            s.spawn(move || {
+                for i in (t..1100).step_by(8) {
+                    b.write(FileType::Index, &name(i), b"x").unwrap();
+                }
+            });
+        }
+    });
+    let listed = b.list(FileType::Index).unwrap();
+    assert_eq!(listed.len(), 1100, "S3 returns at most 1000 keys per page");
+}
+
+#[test]
+fn s3_wrong_credentials_are_a_clear_permanent_error() {
+    let server = S3Server::start();
+    let mut opts = server.options();
+    opts.credentials = Some(sbk::backend::s3::StaticCredentials {
+        access_key_id: server.access_key.clone(),
+        secret_access_key: "not-the-secret".to_string().into(),
+    });
+    let b = S3Backend::open(&server.url("creds"), &opts).unwrap();
+    let e = b.create().unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(
+        e.message.contains("creds") && e.message.contains("127.0.0.1"),
+        "{e}"
+    );
+    assert!(!e.message.contains("not-the-secret"), "{e}");
+}
+
+#[test]
+fn s3_unreachable_endpoint_is_transient() {
+    let mut server = S3Server::start();
+    let url = server.url("gone");
+    let opts = server.options();
+    server.stop();
+    let b = S3Backend::open(&url, &opts).unwrap();
+    let e = b.list(FileType::Snapshot).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+    assert!(e.message.contains("127.0.0.1"), "{e}");
+}
