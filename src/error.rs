@@ -59,6 +59,9 @@ pub enum Error {
     /// A failure already reported in full (a failed restore drill): only the exit code is left.
     #[error("failed")]
     Silent(i32),
+    /// The snapshot was completed into the local spool: the repository was unreachable.
+    #[error("{0}")]
+    Spooled(String),
     /// The last key cannot be removed; other misuse of the key commands.
     #[error("{0}")]
     Refused(String),
@@ -71,6 +74,7 @@ impl Error {
             Error::NoRepository(_) => 10,
             Error::WrongPassword => 12,
             Error::Silent(code) => *code,
+            Error::Spooled(_) => 3,
             _ => 1,
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 
+use crate::backend::spool::SpoolBackend;
 use crate::backend::{Backend, ErrorKind, FileType};
 use crate::cache::BlobCache;
 use crate::chunker::ChunkerParams;
@@ -59,6 +60,7 @@ pub struct Repository {
     config: Config,
     key_id: Id,
     cache: Option<BlobCache>,
+    spool: Option<Arc<SpoolBackend>>,
 }
 
 fn damaged(t: FileType, id: &Id, reason: impl std::fmt::Display) -> Error {
@@ -164,6 +166,7 @@ impl Repository {
             config,
             key_id,
             cache: None,
+            spool: None,
         })
     }
 
@@ -195,6 +198,7 @@ impl Repository {
             config,
             key_id,
             cache: None,
+            spool: None,
         })
     }
 
@@ -266,6 +270,28 @@ impl Repository {
     }
 
     /// The blob cache, if one is in use.
+    /// Routes this repository's writes through a local spool in `dir` for outages (see
+    /// [`crate::backend::spool`]).
+    pub fn enable_spool(&mut self, dir: std::path::PathBuf) -> Arc<SpoolBackend> {
+        let spool = Arc::new(SpoolBackend::new(Arc::clone(&self.backend), dir));
+        self.backend = Arc::clone(&spool) as Arc<dyn Backend>;
+        self.spool = Some(Arc::clone(&spool));
+        spool
+    }
+
+    /// The spool, when one is enabled.
+    pub fn spool(&self) -> Option<&Arc<SpoolBackend>> {
+        self.spool.as_ref()
+    }
+
+    /// Whether a snapshot is in the spool, not yet uploaded.
+    pub fn is_spooled(&self, id: &Id) -> bool {
+        self.spool.as_ref().is_some_and(|s| {
+            s.spooled(FileType::Snapshot)
+                .is_ok_and(|l| l.iter().any(|f| f.name == id.to_hex()))
+        })
+    }
+
     pub fn cache(&self) -> Option<&BlobCache> {
         self.cache.as_ref()
     }

@@ -97,3 +97,155 @@ fn unreachable_endpoint_gives_up_at_the_retry_deadline() {
     );
     assert!(clock.elapsed().as_secs() < 30);
 }
+
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+#[test]
+fn outage_mid_snapshot_spools_and_sync_uploads_in_order() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut server = S3Server::start();
+    let repo = TestRepo::on_s3(&server, "spooled/prefix");
+    let earlier = dump_like(3, 1 << 20);
+    let earlier_id = repo.snapshot("db.pgdump", &earlier)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let packs_before = files_under(&server.root.path().join("spooled/prefix/data"));
+
+    // 40 MiB of noise: more than two 16 MiB packs, so some are uploaded before the outage.
+    let input = noise(11, 40 << 20);
+    let mut child = repo
+        .cmd(&[
+            "--retry-deadline",
+            "2s",
+            "snapshot",
+            "stdin",
+            "--name",
+            "db.pgdump",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&input[..24 << 20]).unwrap();
+    let clock = std::time::Instant::now();
+    while files_under(&server.root.path().join("spooled/prefix/data")) == packs_before {
+        assert!(clock.elapsed().as_secs() < 60, "no pack was uploaded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.stop();
+    stdin.write_all(&input[24 << 20..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("stored locally") && err.contains("sbk sync"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear message: {err}");
+
+    server.restart();
+    let out = repo.run(&["snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("spooled"), "{table}");
+
+    let out = repo.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2);
+    assert!(
+        snaps.iter().all(|s| s.get("spooled").is_none()),
+        "{snaps:?}"
+    );
+    let id = snaps
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .find(|id| *id != earlier_id)
+        .unwrap();
+    // From the bucket alone: no cache, and the spool is empty now.
+    let out = repo.run(&["--no-cache", "dump", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == input, "restored bytes differ");
+    assert_eq!(repo.dump(&earlier_id), earlier);
+    let out = repo.run(&["sync"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to sync"));
+}
+
+#[test]
+fn faults_on_a_fraction_of_requests_neither_fail_nor_corrupt() {
+    let server = S3Server::start();
+    let proxy = common::faulty::FaultyProxy::start(server.addr, 30);
+    let mut env = server.env();
+    env.push(("SBK_S3_TIMEOUT".into(), "2s".into()));
+    env.push(("SBK_RETRY_DEADLINE".into(), "120s".into()));
+    let repo = TestRepo::on_url(format!("s3:http://{}/faulty", proxy.addr), env);
+    let first = noise(5, 20 << 20);
+    let mut second = first.clone();
+    for i in (0..second.len()).step_by(100_000) {
+        second[i] = second[i].wrapping_add(1);
+    }
+    let mut ids = Vec::new();
+    for data in [&first, &second] {
+        let out = repo.run_with_input(
+            &["--json", "snapshot", "stdin", "--name", "db.pgdump"],
+            data,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    for (id, data) in ids.iter().zip([&first, &second]) {
+        let out = repo.run(&["--no-cache", "dump", id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            out.stdout == *data,
+            "snapshot {id} restored different bytes"
+        );
+    }
+    let c = &proxy.counts;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "faults: {} passed, {} x 503, {} x 500, {} resets, {} stalls, {} cuts",
+        load(&c.passed),
+        load(&c.status_503),
+        load(&c.status_500),
+        load(&c.resets),
+        load(&c.stalls),
+        load(&c.cuts)
+    );
+    for kind in [&c.status_503, &c.status_500, &c.resets, &c.stalls, &c.cuts] {
+        assert!(
+            load(kind) > 0,
+            "every kind of fault must have been injected"
+        );
+    }
+}

@@ -43,6 +43,11 @@ impl LocalBackend {
         LocalBackend { root: root.into() }
     }
 
+    /// Where a file of this repository lives on disk.
+    pub fn file_path(&self, t: FileType, name: &str) -> PathBuf {
+        self.path(t, name)
+    }
+
     fn path(&self, t: FileType, name: &str) -> PathBuf {
         self.root.join(relative_path(t, name))
     }

@@ -19,6 +19,7 @@
 pub mod local;
 pub mod retry;
 pub mod s3;
+pub mod spool;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -183,6 +184,8 @@ pub struct RemoteOptions {
     pub region: Option<String>,
     /// How long transient failures are retried before a command gives up.
     pub retry_deadline: std::time::Duration,
+    /// A request that receives nothing for this long is abandoned (and retried).
+    pub io_timeout: std::time::Duration,
     /// Credentials to use instead of the standard AWS chain (for programs embedding sbk).
     pub credentials: Option<s3::StaticCredentials>,
 }
@@ -195,6 +198,7 @@ impl Default for RemoteOptions {
             region: None,
             retry_deadline: retry::DEFAULT_DEADLINE,
             credentials: None,
+            io_timeout: s3::READ_TIMEOUT,
         }
     }
 }

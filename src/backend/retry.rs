@@ -4,6 +4,7 @@
 //! so every backend gets the same policy.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 pub struct RetryBackend {
     inner: Arc<dyn Backend>,
     deadline: Duration,
+    /// Set once a request has failed past the deadline: later requests get one attempt each
+    /// until one succeeds, so a run that spools during an outage does not wait out the
+    /// deadline again for every file.
+    offline: AtomicBool,
 }
 
 impl RetryBackend {
     pub fn new(inner: Arc<dyn Backend>, deadline: Duration) -> Self {
-        RetryBackend { inner, deadline }
+        RetryBackend {
+            inner,
+            deadline,
+            offline: AtomicBool::new(false),
+        }
     }
 
     /// Runs `f` until it succeeds, fails for good, or the deadline passes.
@@ -35,6 +44,12 @@ impl RetryBackend {
         let mut attempt = 0u32;
         loop {
             match f() {
+                Err(e) if e.kind == ErrorKind::Transient && self.offline.load(Ordering::SeqCst) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Transient,
+                        format!("{} (still unreachable)", e.message),
+                    ));
+                }
                 Err(e) if e.kind == ErrorKind::Transient => {
                     attempt += 1;
                     let ceiling = BASE_BACKOFF
@@ -45,6 +60,7 @@ impl RetryBackend {
                     let wait = ceiling.mul_f64((OsRng.next_u32() as f64) / (u32::MAX as f64));
                     let elapsed = start.elapsed();
                     if elapsed + wait >= self.deadline {
+                        self.offline.store(true, Ordering::SeqCst);
                         return Err(BackendError::new(
                             ErrorKind::Transient,
                             format!(
@@ -56,7 +72,12 @@ impl RetryBackend {
                     }
                     std::thread::sleep(wait);
                 }
-                other => return other,
+                other => {
+                    if other.is_ok() {
+                        self.offline.store(false, Ordering::SeqCst);
+                    }
+                    return other;
+                }
             }
         }
     }

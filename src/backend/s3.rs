@@ -46,7 +46,7 @@ pub const PART_SIZE: u64 = 8 << 20;
 const REGION_DEFAULT: &str = "us-east-1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A response that sends nothing for this long is a stalled connection: retried.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An access key and its secret, given directly rather than found by the standard chain.
 #[derive(Clone)]
@@ -190,7 +190,7 @@ impl S3Backend {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .read_timeout(READ_TIMEOUT)
+                    .read_timeout(opts.io_timeout)
                     .build(),
             )
             .build();
@@ -347,17 +347,28 @@ impl S3Backend {
     }
 
     /// Stores `key` unless it exists; a 412 is success for a content-addressed file.
-    fn finish_put(&self, t: FileType, key: &str, r: Result<(), PutError>) -> BResult<()> {
+    fn finish_put(
+        &self,
+        t: FileType,
+        key: &str,
+        config_bytes: Option<&[u8]>,
+        r: Result<(), PutError>,
+    ) -> BResult<()> {
         match r {
             Err(PutError(e)) if e.kind == ErrorKind::AlreadyExists => {
-                if t == FileType::Config {
+                // Our own earlier attempt may have landed before its answer was lost.
+                let ours = || {
+                    self.rt
+                        .block_on(self.get(key, None))
+                        .is_ok_and(|b| Some(b) == config_bytes.map(<[u8]>::to_vec))
+                };
+                if t == FileType::Config && !ours() {
                     Err(BackendError::new(
                         ErrorKind::AlreadyExists,
                         format!("{} already holds a repository", self.url),
                     ))
                 } else {
-                    // Named by the hash of its bytes: the same bytes are already stored.
-                    let _ = key;
+                    // Named by the hash of its bytes (or our own config): already stored.
                     Ok(())
                 }
             }
@@ -653,7 +664,7 @@ impl Backend for S3Backend {
         check_name(name)?;
         let key = self.key(t, name);
         let r = self.rt.block_on(self.put(&key, data.to_vec()));
-        self.finish_put(t, &key, r)
+        self.finish_put(t, &key, Some(data), r)
     }
 
     fn write_staged(
@@ -682,7 +693,7 @@ impl Backend for S3Backend {
             let data = read_part(path, 0, size)?;
             self.rt.block_on(self.put(&key, data))
         };
-        self.finish_put(t, &key, r)
+        self.finish_put(t, &key, None, r)
     }
 
     fn staging_dir(&self) -> Option<PathBuf> {

@@ -40,6 +40,10 @@ pub struct GlobalArgs {
     /// repositories: $XDG_CACHE_HOME/sbk or ~/.cache/sbk]
     #[arg(long, env = "SBK_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    /// Remote repositories: where snapshots finished during an outage wait for `sbk sync`
+    /// [default: the cache folder's spool/]
+    #[arg(long, env = "SBK_SPOOL_DIR", global = true)]
+    pub spool_dir: Option<PathBuf>,
     /// Use no local blob cache (wins over --cache-dir and SBK_CACHE_DIR)
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -52,6 +56,9 @@ pub struct GlobalArgs {
     /// S3: region, when AWS_REGION and the profile set none [default: us-east-1]
     #[arg(long, global = true)]
     pub s3_region: Option<String>,
+    /// S3: a request that receives nothing for this long is abandoned and retried
+    #[arg(long, env = "SBK_S3_TIMEOUT", global = true, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub s3_timeout: std::time::Duration,
     /// How long a remote repository may keep failing transiently (time-outs, 5xx, throttling)
     /// before a command gives up, e.g. 30s, 10m, 1h
     #[arg(long, env = "SBK_RETRY_DEADLINE", global = true, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -89,6 +96,8 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// List snapshots
     Snapshots,
+    /// Upload snapshots that wait in the local spool (kept there while S3 was unreachable)
+    Sync,
     /// Restore a snapshot's files into a folder, or a PostgreSQL snapshot into a database
     Restore {
         /// Snapshot ID, unique prefix, or `latest`

@@ -73,6 +73,34 @@ macro_rules! say {
     };
 }
 
+/// Uploads what an earlier run left in the spool before writing anything new; a repository
+/// still unreachable only earns a warning, since this run may spool too.
+fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
+    let Some(spool) = repo.spool() else { return };
+    if spool.is_empty().unwrap_or(true) {
+        return;
+    }
+    match spool.sync() {
+        Ok(r) => say_err(
+            g,
+            &format!(
+                "uploaded {} snapshot(s) waiting in the spool from an earlier run",
+                r.snapshots.len()
+            ),
+        ),
+        Err(e) => say_err(
+            g,
+            &format!("warning: snapshots wait in the spool and could not be uploaded yet: {e}"),
+        ),
+    }
+}
+
+fn say_err(g: &GlobalArgs, msg: &str) {
+    if !g.quiet {
+        eprintln!("sbk: {msg}");
+    }
+}
+
 fn kdf(a: &KdfArgs) -> KdfParams {
     KdfParams::with_cost(a.kdf_memory_kib, a.kdf_iterations, 1)
 }
@@ -85,6 +113,7 @@ fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::backend::Backend>, Error> {
         region: g.s3_region.clone(),
         retry_deadline: g.retry_deadline,
         credentials: None,
+        io_timeout: g.s3_timeout,
     };
     sbk::backend::from_url(&g.repo, &remote)
 }
@@ -104,6 +133,17 @@ fn open(g: &GlobalArgs) -> Result<Repository, Error> {
     if let Some(root) = root {
         let id = repo.config().id;
         repo.set_cache(BlobCache::new(root, &id, sbk::cache::DEFAULT_LIMIT));
+    }
+    // A remote repository gets a local spool for outages, beside (not inside) the blob cache.
+    if !local {
+        let dir = g
+            .spool_dir
+            .clone()
+            .or_else(|| BlobCache::default_root().map(|r| r.join("spool")));
+        if let Some(dir) = dir {
+            let id = repo.config().id;
+            repo.enable_spool(dir.join(id.to_hex()));
+        }
     }
     Ok(repo)
 }
@@ -132,6 +172,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Snapshot(sc) => {
             let repo = open(g)?;
+            sync_spool_first(g, &repo);
             let progress = Arc::new(Progress::default());
             let line = progress::ProgressLine::start(Arc::clone(&progress), !g.quiet && !g.json);
             let result = match sc {
@@ -201,6 +242,38 @@ fn run(cli: Cli) -> Result<(), Error> {
                     s.blobs_total,
                     s.blobs_delta,
                     s.duration_secs
+                );
+            }
+            if let Some(spool) = repo.spool() {
+                if let Some(reason) = spool.spooled_because() {
+                    return Err(Error::Spooled(format!(
+                        "snapshot {} is stored locally in {} and not yet uploaded: {reason}; \
+                         run `sbk sync` once the repository is reachable again",
+                        view.short_id,
+                        spool.dir().display()
+                    )));
+                }
+            }
+        }
+        Command::Sync => {
+            let repo = open(g)?;
+            let Some(spool) = repo.spool() else {
+                say!(g, "nothing to sync: {} needs no spool", g.repo);
+                return Ok(());
+            };
+            let report = spool.sync()?;
+            if g.json {
+                print_json(&report)?;
+            } else if report.packs + report.index_files + report.snapshots.len() == 0 {
+                say!(g, "nothing to sync");
+            } else {
+                say!(
+                    g,
+                    "uploaded {} packs, {} index files and {} snapshots ({}) from the spool",
+                    report.packs,
+                    report.index_files,
+                    report.snapshots.len(),
+                    HumanBytes(report.bytes)
                 );
             }
         }
@@ -479,7 +552,14 @@ fn print_snapshot_table(g: &GlobalArgs, list: &[SnapshotView]) -> Result<(), Err
             s.source.kind,
             HumanBytes(s.summary.bytes_in).to_string(),
             HumanBytes(s.summary.bytes_added).to_string(),
-            s.tags.join(",")
+            if v.spooled {
+                format!(
+                    "{} [spooled: not yet uploaded, run sbk sync]",
+                    s.tags.join(",")
+                )
+            } else {
+                s.tags.join(",")
+            }
         );
     }
     say!(g, "{} snapshots", list.len());

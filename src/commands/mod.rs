@@ -23,6 +23,9 @@ pub struct SnapshotView {
     pub short_id: String,
     #[serde(flatten)]
     pub snapshot: Snapshot,
+    /// Stored in the local spool, not yet uploaded (`sbk sync`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub spooled: bool,
 }
 
 impl SnapshotView {
@@ -31,6 +34,7 @@ impl SnapshotView {
             id,
             short_id: id.short(),
             snapshot,
+            spooled: false,
         }
     }
 }

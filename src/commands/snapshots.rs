@@ -10,6 +10,9 @@ pub fn list(repo: &Repository) -> Result<Vec<SnapshotView>> {
     Ok(repo
         .list_snapshots()?
         .into_iter()
-        .map(|(id, s)| SnapshotView::new(id, s))
+        .map(|(id, s)| SnapshotView {
+            spooled: repo.is_spooled(&id),
+            ..SnapshotView::new(id, s)
+        })
         .collect())
 }

@@ -2,6 +2,7 @@
 //! dump-like input streams.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod pg;
 pub mod s3;
 
@@ -45,8 +46,13 @@ impl TestRepo {
 
     /// A new, initialized repository at `bucket_and_prefix` on a test S3 server.
     pub fn on_s3(server: &s3::S3Server, bucket_and_prefix: &str) -> Self {
+        Self::on_url(server.url(bucket_and_prefix), server.env())
+    }
+
+    /// A new, initialized repository at a remote URL reached with `env`.
+    pub fn on_url(url: String, env: Vec<(String, String)>) -> Self {
         let mut r = Self::uninit();
-        r.remote = Some((server.url(bucket_and_prefix), server.env()));
+        r.remote = Some((url, env));
         let out = r.run(&["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
         assert!(out.status.success(), "init failed: {}", stderr(&out));
         r

@@ -1,0 +1,232 @@
+//! A local spool for outages of a remote repository.
+//!
+//! Writes go to the remote backend. When one fails transiently past the retry deadline, the
+//! spool takes over: that file and every later one of the run (packs, index, snapshot) are
+//! written to a local folder laid out like a repository, so a finished snapshot is not lost.
+//! [`SpoolBackend::sync`] later uploads the spooled files in the safe order (every pack, then
+//! every index file, then the snapshots) and removes each from the spool once stored: the
+//! remote repository never holds an index naming a missing pack, nor a snapshot naming a
+//! missing index entry. Uploads are conditional and content-addressed, so a sync cut short
+//! is simply run again.
+//!
+//! Reads look in the spool first, so a run can read back what it spooled.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::local::LocalBackend;
+use super::{BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
+
+/// Spooled file types in upload order.
+pub const SYNC_ORDER: [FileType; 3] = [FileType::Pack, FileType::Index, FileType::Snapshot];
+
+/// A remote backend with a local spool (see the module documentation).
+pub struct SpoolBackend {
+    remote: Arc<dyn Backend>,
+    dir: PathBuf,
+    local: LocalBackend,
+    /// Set when a write was spooled; later writes of the run go straight to the spool.
+    spooling: AtomicBool,
+    /// Why the first write was spooled.
+    reason: Mutex<Option<String>>,
+}
+
+/// What [`SpoolBackend::sync`] uploaded.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub packs: usize,
+    pub index_files: usize,
+    pub snapshots: Vec<String>,
+    pub bytes: u64,
+}
+
+impl SpoolBackend {
+    /// Wraps `remote`, spooling into `dir` (created when first needed).
+    pub fn new(remote: Arc<dyn Backend>, dir: PathBuf) -> Self {
+        SpoolBackend {
+            remote,
+            local: LocalBackend::new(&dir),
+            dir,
+            spooling: AtomicBool::new(false),
+            reason: Mutex::new(None),
+        }
+    }
+
+    /// The spool folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Why this run spooled, if it did.
+    pub fn spooled_because(&self) -> Option<String> {
+        self.reason.lock().expect("lock").clone()
+    }
+
+    /// Names of spooled files of one type (none when the spool folder does not exist).
+    pub fn spooled(&self, t: FileType) -> BResult<Vec<FileInfo>> {
+        if !self.dir.exists() {
+            return Ok(Vec::new());
+        }
+        self.local.list(t)
+    }
+
+    /// Whether anything waits in the spool.
+    pub fn is_empty(&self) -> BResult<bool> {
+        for t in SYNC_ORDER {
+            if !self.spooled(t)?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Uploads every spooled file in the safe order and empties the spool.
+    pub fn sync(&self) -> BResult<SyncReport> {
+        let mut report = SyncReport::default();
+        for t in SYNC_ORDER {
+            let files = self.spooled(t)?;
+            for f in &files {
+                self.remote
+                    .write_path(t, &f.name, &self.local.file_path(t, &f.name))?;
+                report.bytes += f.size;
+                match t {
+                    FileType::Pack => report.packs += 1,
+                    FileType::Index => report.index_files += 1,
+                    _ => report.snapshots.push(f.name.clone()),
+                }
+            }
+            // Only once every file of this type is stored remotely: a failure above leaves
+            // the spool whole for the next attempt.
+            for f in &files {
+                self.local.remove(t, &f.name)?;
+            }
+        }
+        Ok(report)
+    }
+
+    fn ensure_layout(&self) -> BResult<()> {
+        match self.local.create() {
+            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Runs a remote write; on a transient failure (the retry deadline has passed), spools.
+    fn write_or_spool(
+        &self,
+        remote: impl FnOnce() -> BResult<()>,
+        local: impl FnOnce() -> BResult<()>,
+    ) -> BResult<()> {
+        if !self.spooling.load(Ordering::SeqCst) {
+            match remote() {
+                Err(e) if e.kind == ErrorKind::Transient => {
+                    let mut reason = self.reason.lock().expect("lock");
+                    reason.get_or_insert(e.message);
+                    self.spooling.store(true, Ordering::SeqCst);
+                }
+                other => return other,
+            }
+        }
+        self.ensure_layout()?;
+        local().map_err(|e| {
+            BackendError::new(
+                e.kind,
+                format!(
+                    "{} (the repository is unreachable and the local spool failed too)",
+                    e.message
+                ),
+            )
+        })
+    }
+}
+
+impl Backend for SpoolBackend {
+    fn location(&self) -> String {
+        self.remote.location()
+    }
+
+    fn create(&self) -> BResult<()> {
+        self.remote.create()
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
+        let mut files = self.remote.list(t)?;
+        if SYNC_ORDER.contains(&t) {
+            for f in self.spooled(t)? {
+                if !files.iter().any(|g| g.name == f.name) {
+                    files.push(f);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        match self.local_first(t, name) {
+            true => self.local.read(t, name),
+            false => self.remote.read(t, name),
+        }
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>> {
+        match self.local_first(t, name) {
+            true => self.local.read_range(t, name, offset, len),
+            false => self.remote.read_range(t, name, offset, len),
+        }
+    }
+
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        if !SYNC_ORDER.contains(&t) {
+            return self.remote.write(t, name, data);
+        }
+        self.write_or_spool(
+            || self.remote.write(t, name, data),
+            || self.local.write(t, name, data),
+        )
+    }
+
+    fn write_staged(
+        &self,
+        t: FileType,
+        name: &str,
+        staged: tempfile::NamedTempFile,
+    ) -> BResult<()> {
+        self.write_path(t, name, staged.path())
+    }
+
+    fn write_path(&self, t: FileType, name: &str, path: &Path) -> BResult<()> {
+        if !SYNC_ORDER.contains(&t) {
+            return self.remote.write_path(t, name, path);
+        }
+        self.write_or_spool(
+            || self.remote.write_path(t, name, path),
+            || self.local.write_path(t, name, path),
+        )
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        if self.dir.exists() {
+            self.local.remove(t, name)?;
+        }
+        self.remote.remove(t, name)
+    }
+
+    fn is_local(&self) -> bool {
+        self.remote.is_local()
+    }
+
+    fn concurrency(&self) -> usize {
+        self.remote.concurrency()
+    }
+}
+
+impl SpoolBackend {
+    fn local_first(&self, t: FileType, name: &str) -> bool {
+        SYNC_ORDER.contains(&t) && self.local.file_path(t, name).exists()
+    }
+}
