@@ -453,14 +453,49 @@ impl Repository {
     /// wrong base can only produce a wrong result, which that final check catches (hashing
     /// every level cost a third of a deep chain's restore time).
     pub fn load_blob(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
-        self.load_blob_at(index, blob, 0, true, false)
+        self.load_blob_at(index, blob, 0, true, false, None)
+    }
+
+    /// Like [`Repository::load_blob`], with the blob's sealed bytes already read (by a read
+    /// that covered several blobs of its pack).
+    pub fn load_blob_sealed(
+        &self,
+        index: &Index,
+        blob: &BlobRef,
+        sealed: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        self.load_blob_at(index, blob, 0, true, false, Some(sealed))
+    }
+
+    /// Reads the sealed bytes of `blobs`, which must lie back to back in one pack, with one
+    /// ranged read.
+    pub fn read_sealed_run(&self, blobs: &[BlobRef]) -> Result<Vec<Vec<u8>>> {
+        let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else {
+            return Ok(Vec::new());
+        };
+        let end = last.offset as u64 + last.stored_len as u64;
+        let len = u32::try_from(end - first.offset as u64)
+            .map_err(|_| Error::Invalid("blob run too long".into()))?;
+        let bytes = self.backend.read_range(
+            FileType::Pack,
+            &first.pack.to_hex(),
+            first.offset as u64,
+            len,
+        )?;
+        Ok(blobs
+            .iter()
+            .map(|b| {
+                let at = (b.offset - first.offset) as usize;
+                bytes[at..at + b.stored_len as usize].to_vec()
+            })
+            .collect())
     }
 
     /// Loads a blob to serve as a delta base while writing: authenticated but not re-hashed,
     /// since a delta reproduces its blob from exactly these bytes whatever they are.
     /// It and its chain are read through the blob cache, and cached when fetched.
     pub(crate) fn load_base(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
-        self.load_blob_at(index, blob, 0, false, true)
+        self.load_blob_at(index, blob, 0, false, true, None)
     }
 
     fn read_sealed(&self, blob: &BlobRef) -> Result<Vec<u8>> {
@@ -479,11 +514,15 @@ impl Repository {
         depth: usize,
         verify: bool,
         use_cache: bool,
+        preread: Option<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let cache = self.cache.as_ref().filter(|_| use_cache);
-        let cached = cache.and_then(|c| c.get(&blob.id));
+        let cached = match preread {
+            Some(_) => None,
+            None => cache.and_then(|c| c.get(&blob.id)),
+        };
         let from_cache = cached.is_some();
-        let sealed = match cached {
+        let sealed = match cached.or(preread) {
             Some(s) => s,
             None => {
                 let s = self.read_sealed(blob)?;
@@ -511,7 +550,7 @@ impl Repository {
                         ),
                     )
                 })?;
-                Some(self.load_blob_at(index, &base_ref, depth + 1, false, use_cache)?)
+                Some(self.load_blob_at(index, &base_ref, depth + 1, false, use_cache, None)?)
             }
             (BlobKind::Delta, None) => {
                 return Err(Error::damaged(

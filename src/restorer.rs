@@ -10,11 +10,59 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::tree::FileNode;
 use crate::id::Id;
-use crate::index::Index;
+use crate::index::{BlobRef, Index};
 use crate::repository::Repository;
 
 /// Blobs fetched in parallel at once.
 pub const WINDOW: usize = 8;
+/// Longest run of back-to-back blobs read with one request.
+const MAX_RUN_BYTES: u64 = 8 << 20;
+
+/// Splits blobs into runs that lie back to back in one pack, so that each run is one ranged
+/// read: a first snapshot restores with a request per few MiB instead of one per blob.
+fn runs(blobs: &[BlobRef]) -> Vec<&[BlobRef]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let (a, b) = (&blobs[i - 1], &blobs[i]);
+            b.pack != a.pack
+                || b.offset as u64 != a.offset as u64 + a.stored_len as u64
+                || (b.offset as u64 + b.stored_len as u64) - blobs[start].offset as u64
+                    > MAX_RUN_BYTES
+        };
+        if split {
+            out.push(&blobs[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+fn damaged(node: &FileNode, b: &BlobRef, e: Error) -> Error {
+    Error::damaged(
+        format!("file {}", node.name),
+        format!("cannot read its blob {}: {e}", b.id.short()),
+    )
+}
+
+/// A blob and, when a run read it already, its sealed bytes.
+type Fetched<'r> = (&'r BlobRef, Option<Vec<u8>>);
+
+/// Reads one run with a single request (a lone blob is read when it is opened).
+fn read_run<'r>(
+    repo: &Repository,
+    node: &FileNode,
+    run: &'r [BlobRef],
+) -> Result<Vec<Fetched<'r>>> {
+    if run.len() == 1 {
+        return Ok(vec![(&run[0], None)]);
+    }
+    let sealed = repo
+        .read_sealed_run(run)
+        .map_err(|e| damaged(node, &run[0], e))?;
+    Ok(run.iter().zip(sealed.into_iter().map(Some)).collect())
+}
 
 /// Writes one file's content to `out`, verifying every blob and the whole file.
 pub fn write_file(
@@ -38,13 +86,15 @@ pub fn write_file(
     // Reads from a remote backend wait on the network: as many at once as it has connections,
     // on threads of their own rather than the CPU-sized global pool.
     let concurrency = repo.backend().concurrency();
-    let window = WINDOW.max(concurrency);
+    // Remote reads are coalesced into runs, so a window spans several runs per connection.
+    let local = repo.backend().is_local();
+    let window = if local {
+        WINDOW
+    } else {
+        WINDOW.max(8 * concurrency)
+    };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(if repo.backend().is_local() {
-            0
-        } else {
-            concurrency
-        })
+        .num_threads(if local { 0 } else { concurrency })
         .thread_name(|i| format!("sbk-read-{i}"))
         .build()
         .map_err(|e| Error::Source(format!("cannot start reader threads: {e}")))?;
@@ -55,15 +105,27 @@ pub fn write_file(
         s.spawn(move || {
             for window in refs.chunks(window) {
                 let blobs: Result<Vec<Vec<u8>>> = pool.install(|| {
-                    window
-                        .par_iter()
-                        .map(|b| {
-                            repo.load_blob(index, b).map_err(|e| {
-                                Error::damaged(
-                                    format!("file {}", node.name),
-                                    format!("cannot read its blob {}: {e}", b.id.short()),
-                                )
-                            })
+                    // Remote: one request per run of back-to-back blobs; then every blob is
+                    // opened in parallel, whichever run it came in.
+                    let sealed: Vec<Fetched> = if local {
+                        window.iter().map(|b| (b, None)).collect()
+                    } else {
+                        runs(window)
+                            .par_iter()
+                            .map(|run| read_run(repo, node, run))
+                            .collect::<Result<Vec<_>>>()?
+                            .into_iter()
+                            .flatten()
+                            .collect()
+                    };
+                    sealed
+                        .into_par_iter()
+                        .map(|(b, s)| {
+                            match s {
+                                Some(s) => repo.load_blob_sealed(index, b, s),
+                                None => repo.load_blob(index, b),
+                            }
+                            .map_err(|e| damaged(node, b, e))
                         })
                         .collect()
                 });

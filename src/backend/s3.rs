@@ -25,7 +25,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::Region;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
@@ -108,6 +108,18 @@ impl S3Url {
         let bucket = parts.next().unwrap_or("").to_string();
         if bucket.is_empty() {
             return Err(format!("{s}: no bucket in the URL"));
+        }
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(format!(
+                "{s}: {bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, \
+                 dots and hyphens, starting and ending with a letter or digit)"
+            ));
         }
         let prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
         Ok(S3Url {
@@ -221,11 +233,17 @@ impl S3Backend {
     {
         let status = e.raw_response().map(|r| r.status().as_u16());
         let code = e.code().map(str::to_string);
-        let (kind, reason) = classify(&e, status, code.as_deref());
+        let message = e.message().map(str::to_string);
+        let (kind, reason) = classify(&e, status, code.as_deref(), message.as_deref());
+        let object = if key.is_empty() {
+            String::new()
+        } else {
+            format!(" {key}")
+        };
         BackendError::new(
             kind,
             format!(
-                "S3 {op} {key} in bucket {} at {}: {reason}",
+                "S3 {op}{object} in bucket {} at {}: {reason}",
                 self.url.bucket, self.url.endpoint
             ),
         )
@@ -394,7 +412,7 @@ impl S3Backend {
                     "S3 read {key} in bucket {} at {}: connection lost: {}",
                     self.url.bucket,
                     self.url.endpoint,
-                    DisplayErrorContext(&e)
+                    source_chain(&e)
                 ),
             )
         })?;
@@ -495,23 +513,42 @@ fn read_part(path: &Path, offset: u64, len: u64) -> BResult<Vec<u8>> {
     Ok(buf)
 }
 
+/// An error and its causes, one line: `dispatch failure: io error: connection refused`,
+/// without the debug dumps of the SDK's own display.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
 /// The kind of a failed request and what to tell the user.
 fn classify<E, R>(
     e: &SdkError<E, R>,
     status: Option<u16>,
     code: Option<&str>,
+    message: Option<&str>,
 ) -> (ErrorKind, String)
 where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let detail = || DisplayErrorContext(e).to_string();
+    let detail = || source_chain(e);
     match e {
         SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
-            let what = code.map_or_else(
+            let mut what = code.map_or_else(
                 || format!("HTTP {}", status.unwrap_or(0)),
                 |c| format!("{c} (HTTP {})", status.unwrap_or(0)),
             );
+            if let Some(m) = message.filter(|m| !m.is_empty()) {
+                what = format!("{what}: {m}");
+            }
             match (status, code) {
                 (_, Some("NoSuchBucket")) => (
                     ErrorKind::Permanent,
@@ -541,7 +578,7 @@ where
                     (ErrorKind::Transient, what)
                 }
                 (None, _) => (ErrorKind::Transient, detail()),
-                _ => (ErrorKind::Permanent, format!("{what}: {}", detail())),
+                _ => (ErrorKind::Permanent, what),
             }
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, "timed out".into()),
@@ -738,8 +775,8 @@ mod tests {
         assert_eq!(u.prefix, "pg/main");
         assert_eq!(u.key("config"), "pg/main/config");
         assert_eq!(u.to_string(), "s3:http://127.0.0.1:9000/backups/pg/main");
-        let u = S3Url::parse("s3:https://minio.example.org/b/").unwrap();
-        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("b", ""));
+        let u = S3Url::parse("s3:https://minio.example.org/bkt/").unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("bkt", ""));
         assert_eq!(u.key("keys/x"), "keys/x");
         for bad in [
             "s3:minio/b",
@@ -747,7 +784,9 @@ mod tests {
             "s3:http://h",
             "s3:http://h/",
             "s3:http://u:secret@h/b",
-            "s3:http://h/b?x=1",
+            "s3:http://h/bucket?x=1",
+            "s3:http://h/b",
+            "s3:http://h/Upper",
         ] {
             let e = S3Url::parse(bad).unwrap_err();
             assert!(!e.contains("secret"), "{e}");
