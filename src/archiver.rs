@@ -37,6 +37,8 @@ use crate::similarity::{sketch, ChunkMeta, ParentFile};
 pub const IN_FLIGHT: usize = 8;
 /// Concurrent pack writes.
 pub const WRITERS: usize = 2;
+/// Most pack writers, whatever the backend's concurrency.
+pub const MAX_WRITERS: usize = 8;
 
 /// Live counters for a progress display; the library only updates them.
 #[derive(Debug, Default)]
@@ -422,7 +424,8 @@ impl<'a> Archiver<'a> {
         let (tx, rx) = bounded::<FinishedPack>(1);
         let writer_failed = Arc::new(AtomicBool::new(false));
         // A remote backend gets as many uploads in flight as it has connections.
-        let writers = (0..repo.backend().concurrency().max(WRITERS))
+        // Each holds a finished pack (16 MiB) in memory while uploading: at most MAX_WRITERS.
+        let writers = (0..repo.backend().concurrency().clamp(WRITERS, MAX_WRITERS))
             .map(|_| {
                 let backend = Arc::clone(repo.backend());
                 let (rx, failed) = (rx.clone(), Arc::clone(&writer_failed));

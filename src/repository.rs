@@ -473,6 +473,15 @@ impl Repository {
         let (Some(first), Some(last)) = (blobs.first(), blobs.last()) else {
             return Ok(Vec::new());
         };
+        let adjacent = blobs.windows(2).all(|w| {
+            w[1].pack == w[0].pack
+                && w[1].offset as u64 == w[0].offset as u64 + w[0].stored_len as u64
+        });
+        if !adjacent {
+            return Err(Error::Invalid(
+                "read_sealed_run: blobs are not back to back in one pack".into(),
+            ));
+        }
         let end = last.offset as u64 + last.stored_len as u64;
         let len = u32::try_from(end - first.offset as u64)
             .map_err(|_| Error::Invalid("blob run too long".into()))?;

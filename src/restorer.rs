@@ -15,6 +15,8 @@ use crate::repository::Repository;
 
 /// Blobs fetched in parallel at once.
 pub const WINDOW: usize = 8;
+/// Most blobs in one window on a remote backend (about 1.5 MiB each in memory).
+const MAX_REMOTE_WINDOW: usize = 64;
 /// Longest run of back-to-back blobs read with one request.
 const MAX_RUN_BYTES: u64 = 8 << 20;
 
@@ -91,20 +93,31 @@ pub fn write_file(
     let window = if local {
         WINDOW
     } else {
-        WINDOW.max(8 * concurrency)
+        // Bounded whatever --s3-connections says: at most MAX_REMOTE_WINDOW blobs in memory.
+        (8 * concurrency).clamp(WINDOW, MAX_REMOTE_WINDOW)
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(if local { 0 } else { concurrency })
-        .thread_name(|i| format!("sbk-read-{i}"))
-        .build()
-        .map_err(|e| Error::Source(format!("cannot start reader threads: {e}")))?;
+    let pool = if local {
+        None
+    } else {
+        Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(concurrency)
+                .thread_name(|i| format!("sbk-read-{i}"))
+                .build()
+                .map_err(|e| Error::Source(format!("cannot start reader threads: {e}")))?,
+        )
+    };
+    let install = |f: &(dyn Fn() -> Result<Vec<Vec<u8>>> + Sync)| match &pool {
+        Some(p) => p.install(f),
+        None => f(),
+    };
     let (tx, rx) = bounded::<Result<Vec<Vec<u8>>>>(1);
     let mut hasher = repo.key().hasher();
     let mut written = 0u64;
     std::thread::scope(|s| -> Result<()> {
         s.spawn(move || {
             for window in refs.chunks(window) {
-                let blobs: Result<Vec<Vec<u8>>> = pool.install(|| {
+                let blobs: Result<Vec<Vec<u8>>> = install(&|| {
                     // Remote: one request per run of back-to-back blobs; then every blob is
                     // opened in parallel, whichever run it came in.
                     let sealed: Vec<Fetched> = if local {

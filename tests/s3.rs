@@ -203,7 +203,7 @@ fn outage_mid_snapshot_spools_and_sync_uploads_in_order() {
 #[test]
 fn faults_on_a_fraction_of_requests_neither_fail_nor_corrupt() {
     let server = S3Server::start();
-    let proxy = common::faulty::FaultyProxy::start(server.addr, 30);
+    let proxy = common::faulty::FaultyProxy::start(server.addr, 2);
     let mut env = server.env();
     env.push(("SBK_S3_TIMEOUT".into(), "2s".into()));
     env.push(("SBK_RETRY_DEADLINE".into(), "120s".into()));

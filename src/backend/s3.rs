@@ -319,6 +319,7 @@ impl S3Backend {
         let limit = Arc::new(Semaphore::new(self.connections));
         let count = size.div_ceil(self.part_size).max(1);
         let mut tasks = Vec::new();
+        let mut unreadable = None;
         for n in 0..count {
             let permit = Arc::clone(&limit)
                 .acquire_owned()
@@ -326,7 +327,13 @@ impl S3Backend {
                 .expect("semaphore open");
             let offset = n * self.part_size;
             let len = self.part_size.min(size - offset);
-            let data = read_part(path, offset, len).map_err(PutError)?;
+            let data = match read_part(path, offset, len) {
+                Ok(d) => d,
+                Err(e) => {
+                    unreadable = Some(e);
+                    break;
+                }
+            };
             let req = self
                 .client
                 .upload_part()
@@ -342,10 +349,18 @@ impl S3Backend {
                 r
             }));
         }
-        let mut parts = Vec::with_capacity(tasks.len());
-        for (n, task) in tasks.into_iter().enumerate() {
-            let out = task
-                .await
+        // Every started part is awaited, failed or not, so that an abort below comes after the
+        // last part and leaves nothing behind.
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await);
+        }
+        if let Some(e) = unreadable {
+            return Err(PutError(e));
+        }
+        let mut parts = Vec::with_capacity(results.len());
+        for (n, result) in results.into_iter().enumerate() {
+            let out = result
                 .map_err(|e| {
                     PutError(BackendError::new(
                         ErrorKind::Transient,
@@ -571,10 +586,27 @@ where
                     ErrorKind::Permanent,
                     format!("{what}: access denied; check the credentials and the bucket policy"),
                 ),
-                (Some(s), _) if s == 429 || s >= 500 || s == 408 || s == 409 => {
+                (_, Some("ConditionalRequestConflict" | "OperationAborted")) => {
                     (ErrorKind::Transient, what)
                 }
-                (_, Some("SlowDown" | "RequestTimeout" | "InternalError")) => {
+                (Some(s), _) if s == 429 || s >= 500 || s == 408 => (ErrorKind::Transient, what),
+                // Bytes damaged or cut on the way: sending them again cures it.
+                (
+                    _,
+                    Some(
+                        "SlowDown"
+                        | "RequestTimeout"
+                        | "InternalError"
+                        | "BadDigest"
+                        | "XAmzContentChecksumMismatch"
+                        | "IncompleteBody",
+                    ),
+                ) => (ErrorKind::Transient, what),
+                // A response that could not be read (cut short, garbled) is not the server's
+                // verdict: retried, unless its status says the request itself was wrong.
+                (Some(s), _)
+                    if matches!(e, SdkError::ResponseError(_)) && !(400..500).contains(&s) =>
+                {
                     (ErrorKind::Transient, what)
                 }
                 (None, _) => (ErrorKind::Transient, detail()),
@@ -584,7 +616,9 @@ where
         SdkError::TimeoutError(_) => (ErrorKind::Transient, "timed out".into()),
         SdkError::DispatchFailure(d) => {
             let text = detail();
-            if text.contains("credentials") || d.is_user() {
+            let timed_out =
+                d.is_timeout() || text.contains("timed out") || text.contains("timeout");
+            if !timed_out && (text.contains("credentials") || d.is_user()) {
                 (
                     ErrorKind::Permanent,
                     format!(

@@ -28,6 +28,8 @@ pub struct SpoolBackend {
     local: LocalBackend,
     /// Set when a write was spooled; later writes of the run go straight to the spool.
     spooling: AtomicBool,
+    /// Whether the spool folder's layout has been made (once, under the lock).
+    layout: Mutex<bool>,
     /// Why the first write was spooled.
     reason: Mutex<Option<String>>,
 }
@@ -49,6 +51,7 @@ impl SpoolBackend {
             local: LocalBackend::new(&dir),
             dir,
             spooling: AtomicBool::new(false),
+            layout: Mutex::new(false),
             reason: Mutex::new(None),
         }
     }
@@ -84,8 +87,15 @@ impl SpoolBackend {
     /// Uploads every spooled file in the safe order and empties the spool.
     pub fn sync(&self) -> BResult<SyncReport> {
         let mut report = SyncReport::default();
-        for t in SYNC_ORDER {
-            let files = self.spooled(t)?;
+        // Listed newest-first (snapshots, then index files, then packs): a process spooling
+        // right now writes in the opposite order, so everything a listed snapshot or index
+        // needs is listed too, and nothing is uploaded before what it refers to.
+        let mut listed = Vec::new();
+        for t in SYNC_ORDER.iter().rev() {
+            listed.push((*t, self.spooled(*t)?));
+        }
+        listed.reverse();
+        for (t, files) in listed {
             for f in &files {
                 self.remote
                     .write_path(t, &f.name, &self.local.file_path(t, &f.name))?;
@@ -105,11 +115,63 @@ impl SpoolBackend {
         Ok(report)
     }
 
+    /// Sends this run's writes to the spool from the start: used when earlier snapshots still
+    /// wait there, since this run deduplicates against them and must not reach the remote
+    /// repository before they do.
+    pub fn start_spooling(&self, reason: String) {
+        self.reason.lock().expect("lock").get_or_insert(reason);
+        self.spooling.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the spool folder's layout once; several writer threads may spool at the same time,
+    /// and another process may have made part of it.
     fn ensure_layout(&self) -> BResult<()> {
-        match self.local.create() {
-            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+        let mut done = self.layout.lock().expect("lock");
+        if *done {
+            return Ok(());
         }
+        match self.local.create() {
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                let mut dirs = vec![self.dir.join("tmp")];
+                for t in SYNC_ORDER {
+                    dirs.push(self.dir.join(t.dirname()));
+                }
+                for i in 0..=255u8 {
+                    dirs.push(
+                        self.dir
+                            .join(FileType::Pack.dirname())
+                            .join(hex::encode([i])),
+                    );
+                }
+                for d in dirs {
+                    std::fs::create_dir_all(&d).map_err(|e| {
+                        BackendError::new(
+                            ErrorKind::Permanent,
+                            format!("create spool folder {}: {e}", d.display()),
+                        )
+                    })?;
+                }
+            }
+            other => other?,
+        }
+        *done = true;
+        Ok(())
+    }
+
+    /// While spooling, the remote repository is known to be down: reads of it fail at once
+    /// (a delta base that cannot be read makes its chunk a full blob) instead of waiting for a
+    /// connection time-out per blob.
+    fn remote_read<T>(&self, f: impl FnOnce() -> BResult<T>) -> BResult<T> {
+        if self.spooling.load(Ordering::SeqCst) {
+            return Err(BackendError::new(
+                ErrorKind::Transient,
+                format!(
+                    "{} is unreachable (this run is spooling)",
+                    self.remote.location()
+                ),
+            ));
+        }
+        f()
     }
 
     /// Runs a remote write; on a transient failure (the retry deadline has passed), spools.
@@ -165,14 +227,14 @@ impl Backend for SpoolBackend {
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         match self.local_first(t, name) {
             true => self.local.read(t, name),
-            false => self.remote.read(t, name),
+            false => self.remote_read(|| self.remote.read(t, name)),
         }
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>> {
         match self.local_first(t, name) {
             true => self.local.read_range(t, name, offset, len),
-            false => self.remote.read_range(t, name, offset, len),
+            false => self.remote_read(|| self.remote.read_range(t, name, offset, len)),
         }
     }
 

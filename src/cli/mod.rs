@@ -88,10 +88,13 @@ fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
                 r.snapshots.len()
             ),
         ),
-        Err(e) => say_err(
-            g,
-            &format!("warning: snapshots wait in the spool and could not be uploaded yet: {e}"),
-        ),
+        Err(e) => {
+            say_err(
+                g,
+                &format!("warning: snapshots wait in the spool and could not be uploaded yet: {e}"),
+            );
+            spool.start_spooling(format!("earlier snapshots wait in the spool ({e})"));
+        }
     }
 }
 
@@ -139,6 +142,7 @@ fn open(g: &GlobalArgs) -> Result<Repository, Error> {
         let dir = g
             .spool_dir
             .clone()
+            .or_else(|| g.cache_dir.as_ref().map(|d| d.join("spool")))
             .or_else(|| BlobCache::default_root().map(|r| r.join("spool")));
         if let Some(dir) = dir {
             let id = repo.config().id;
@@ -222,7 +226,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             };
             drop(line);
-            let view = result?;
+            let mut view = result?;
+            let spooled = repo.spool().and_then(|s| s.spooled_because());
+            view.spooled = spooled.is_some();
             if view.snapshot.summary.bytes_in == 0 && !g.quiet {
                 eprintln!(
                     "sbk: warning: the source produced no bytes; the snapshot holds an empty file"
@@ -234,8 +240,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let s = &view.snapshot.summary;
                 say!(
                     g,
-                    "snapshot {} saved: {} read, {} added ({} new blobs of {}, {} as deltas) in {:.1}s",
+                    "snapshot {} {}: {} read, {} added ({} new blobs of {}, {} as deltas) in {:.1}s",
                     view.short_id,
+                    if view.spooled {
+                        "stored in the local spool"
+                    } else {
+                        "saved"
+                    },
                     HumanBytes(s.bytes_in),
                     HumanBytes(s.bytes_added),
                     s.blobs_new,
@@ -244,8 +255,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                     s.duration_secs
                 );
             }
-            if let Some(spool) = repo.spool() {
-                if let Some(reason) = spool.spooled_because() {
+            if let (Some(spool), Some(reason)) = (repo.spool(), spooled) {
+                {
                     return Err(Error::Spooled(format!(
                         "snapshot {} is stored locally in {} and not yet uploaded: {reason}; \
                          run `sbk sync` once the repository is reachable again",

@@ -1,5 +1,5 @@
 //! A fault-injecting TCP proxy on loopback, between sbk and a test server. Each new
-//! connection gets a fate drawn from a fixed-seed sequence: pass through, answer 503 or 500,
+//! connection gets a fate in a fixed sequence: pass through, answer 503 or 500,
 //! reset after reading the request, stall without answering, or cut the response midway.
 
 use std::io::{Read, Write};
@@ -26,26 +26,24 @@ pub struct FaultyProxy {
 }
 
 impl FaultyProxy {
-    /// Proxies to `upstream`; `percent` of connections get a fault.
-    pub fn start(upstream: SocketAddr, percent: u64) -> Self {
+    /// Proxies to `upstream`; every `every`-th connection gets a fault, the kinds in turn.
+    pub fn start(upstream: SocketAddr, every: u64) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let counts = Arc::new(FaultCounts::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (Arc::clone(&counts), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let mut seq = 0x2545_F491_4F6C_DD1Du64;
+            let mut seq = 0u64;
             let mut faults = 0u64;
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(client) = conn else { continue };
-                seq ^= seq << 13;
-                seq ^= seq >> 7;
-                seq ^= seq << 17;
+                seq += 1;
                 // Faulty connections take the five kinds in turn, so each kind occurs.
-                let fate = if seq % 100 < percent {
+                let fate = if seq % every == 0 {
                     faults += 1;
                     1 + faults % 5
                 } else {
