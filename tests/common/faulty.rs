@@ -43,7 +43,7 @@ impl FaultyProxy {
                 let Ok(client) = conn else { continue };
                 seq += 1;
                 // Faulty connections take the five kinds in turn, so each kind occurs.
-                let fate = if seq % every == 0 {
+                let fate = if seq.is_multiple_of(every) {
                     faults += 1;
                     1 + faults % 5
                 } else {
