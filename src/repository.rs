@@ -270,13 +270,10 @@ impl Repository {
     }
 
     /// The blob cache, if one is in use.
-    /// Routes this repository's writes through a local spool in `dir` for outages (see
-    /// [`crate::backend::spool`]).
-    pub fn enable_spool(&mut self, dir: std::path::PathBuf) -> Arc<SpoolBackend> {
-        let spool = Arc::new(SpoolBackend::new(Arc::clone(&self.backend), dir));
-        self.backend = Arc::clone(&spool) as Arc<dyn Backend>;
-        self.spool = Some(Arc::clone(&spool));
-        spool
+    /// Records the spool this repository was opened through (see [`crate::backend::spool`]);
+    /// `spool` must be the backend given to [`Repository::open`].
+    pub fn attach_spool(&mut self, spool: Arc<SpoolBackend>) {
+        self.spool = Some(spool);
     }
 
     /// The spool, when one is enabled.

@@ -249,3 +249,54 @@ fn faults_on_a_fraction_of_requests_neither_fail_nor_corrupt() {
         );
     }
 }
+
+#[test]
+fn snapshot_while_s3_is_down_from_the_start_is_spooled_then_synced() {
+    let mut server = S3Server::start();
+    let repo = TestRepo::on_s3(&server, "offline-start");
+    // A first snapshot opens the repository, which keeps a copy of its config and keys.
+    let earlier = dump_like(4, 2 << 20);
+    let earlier_id = repo.snapshot("db.pgdump", &earlier)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.stop();
+
+    let input = dump_like(9, 3 << 20);
+    let out = repo.run_with_input(
+        &[
+            "--retry-deadline",
+            "1s",
+            "snapshot",
+            "stdin",
+            "--name",
+            "db.pgdump",
+        ],
+        &input,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("unreachable when the snapshot started") && err.contains("sbk sync"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear message: {err}");
+    // Other commands do not pretend: the repository is unreachable.
+    let out = repo.run(&["--retry-deadline", "1s", "snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    server.restart();
+    let out = repo.run(&["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let id = snaps
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .find(|id| *id != earlier_id)
+        .unwrap();
+    let out = repo.run(&["--no-cache", "dump", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == input, "restored bytes differ");
+    assert_eq!(repo.dump(&earlier_id), earlier);
+}

@@ -10,6 +10,12 @@
 //! is simply run again.
 //!
 //! Reads look in the spool first, so a run can read back what it spooled.
+//!
+//! The spool folder also keeps a copy of the repository's `config` and key files (ciphertext,
+//! as stored), refreshed whenever they are read. A snapshot that starts while the repository is
+//! unreachable ([`SpoolBackend::allow_offline_start`]) opens the repository from that copy and
+//! spools everything: with no index to deduplicate against and no parent for deltas it stores
+//! every chunk in full, but the night's backup exists.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +34,8 @@ pub struct SpoolBackend {
     local: LocalBackend,
     /// Set when a write was spooled; later writes of the run go straight to the spool.
     spooling: AtomicBool,
+    /// Whether a run may start from the local copy of config and keys (see the module docs).
+    offline_start: AtomicBool,
     /// Whether the spool folder's layout has been made (once, under the lock).
     layout: Mutex<bool>,
     /// Why the first write was spooled.
@@ -51,6 +59,7 @@ impl SpoolBackend {
             local: LocalBackend::new(&dir),
             dir,
             spooling: AtomicBool::new(false),
+            offline_start: AtomicBool::new(false),
             layout: Mutex::new(false),
             reason: Mutex::new(None),
         }
@@ -59,6 +68,50 @@ impl SpoolBackend {
     /// The spool folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Lets a run open the repository from the local copy of its config and keys when the
+    /// repository is unreachable, and spool everything (for `sbk snapshot`).
+    pub fn allow_offline_start(&self) {
+        self.offline_start.store(true, Ordering::SeqCst);
+    }
+
+    /// Falls back to the local copy for a failed remote read of `config` or a key file.
+    fn config_or_key(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        let copy = self.local.file_path(t, name);
+        if self.spooling.load(Ordering::SeqCst) && copy.exists() {
+            return self.local.read(t, name);
+        }
+        match self.remote.read(t, name) {
+            Ok(data) => {
+                self.keep_copy(t, name, &data);
+                Ok(data)
+            }
+            Err(e) if self.may_go_offline(&e) && copy.exists() => {
+                self.go_offline(&e);
+                self.local.read(t, name)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps a copy of `config` or a key file for an offline start; failing to is harmless.
+    fn keep_copy(&self, t: FileType, name: &str, data: &[u8]) {
+        if !self.local.file_path(t, name).exists() && self.ensure_layout().is_ok() {
+            let _ = self.local.write(t, name, data);
+        }
+    }
+
+    fn may_go_offline(&self, e: &BackendError) -> bool {
+        e.kind == ErrorKind::Transient && self.offline_start.load(Ordering::SeqCst)
+    }
+
+    fn go_offline(&self, e: &BackendError) {
+        self.start_spooling(format!(
+            "{} was unreachable when the snapshot started ({})",
+            self.remote.location(),
+            e.message
+        ));
     }
 
     /// Why this run spooled, if it did.
@@ -213,7 +266,30 @@ impl Backend for SpoolBackend {
     }
 
     fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
-        let mut files = self.remote.list(t)?;
+        let local_only = || -> BResult<Vec<FileInfo>> {
+            match t {
+                FileType::Key => self.local.list(t),
+                _ => self.spooled(t),
+            }
+        };
+        let remote = match self.remote_read(|| self.remote.list(t)) {
+            Err(_)
+                if self.spooling.load(Ordering::SeqCst)
+                    && self.offline_start.load(Ordering::SeqCst) =>
+            {
+                return local_only();
+            }
+            Err(e)
+                if self.may_go_offline(&e)
+                    && t == FileType::Key
+                    && !self.local.list(t).unwrap_or_default().is_empty() =>
+            {
+                self.go_offline(&e);
+                return local_only();
+            }
+            other => other,
+        };
+        let mut files = remote?;
         if SYNC_ORDER.contains(&t) {
             for f in self.spooled(t)? {
                 if !files.iter().any(|g| g.name == f.name) {
@@ -225,6 +301,9 @@ impl Backend for SpoolBackend {
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        if matches!(t, FileType::Config | FileType::Key) {
+            return self.config_or_key(t, name);
+        }
         match self.local_first(t, name) {
             true => self.local.read(t, name),
             false => self.remote_read(|| self.remote.read(t, name)),

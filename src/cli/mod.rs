@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::Parser;
 use indicatif::HumanBytes;
 use sbk::archiver::Progress;
+use sbk::backend::spool::SpoolBackend;
 use sbk::cache::BlobCache;
 use sbk::commands::{self, cat::CatTarget, snapshot::SnapshotOptions, SnapshotView};
 use sbk::crypto::KdfParams;
@@ -122,10 +123,43 @@ fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::backend::Backend>, Error> {
 }
 
 fn open(g: &GlobalArgs) -> Result<Repository, Error> {
+    open_with(g, false)
+}
+
+/// Where a remote repository's spool lives: one folder per repository location.
+fn spool_dir(g: &GlobalArgs, location: &str) -> Option<std::path::PathBuf> {
+    let root = g
+        .spool_dir
+        .clone()
+        .or_else(|| g.cache_dir.as_ref().map(|d| d.join("spool")))
+        .or_else(|| BlobCache::default_root().map(|r| r.join("spool")))?;
+    let key = blake3::hash(location.as_bytes()).to_hex();
+    Some(root.join(&key.as_str()[..32]))
+}
+
+/// Opens the repository; a remote one through its spool. With `offline_start` (snapshots), a
+/// repository unreachable at the start is opened from the spool's copy of config and keys and
+/// the run is spooled.
+fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
     let backend = backend(g)?;
     let password = password::repository_password(g)?;
     let local = backend.is_local();
-    let mut repo = Repository::open(backend, &password)?;
+    let spool = match local {
+        true => None,
+        false => spool_dir(g, &backend.location())
+            .map(|d| Arc::new(SpoolBackend::new(Arc::clone(&backend), d))),
+    };
+    if let (Some(s), true) = (&spool, offline_start) {
+        s.allow_offline_start();
+    }
+    let opened = match &spool {
+        Some(s) => Arc::clone(s) as Arc<dyn sbk::backend::Backend>,
+        None => backend,
+    };
+    let mut repo = Repository::open(opened, &password)?;
+    if let Some(s) = spool {
+        repo.attach_spool(s);
+    }
     // A local repository reads as fast as a cache would: cache only when asked to.
     let root = match (&g.cache_dir, g.no_cache, local) {
         (_, true, _) => None,
@@ -136,18 +170,6 @@ fn open(g: &GlobalArgs) -> Result<Repository, Error> {
     if let Some(root) = root {
         let id = repo.config().id;
         repo.set_cache(BlobCache::new(root, &id, sbk::cache::DEFAULT_LIMIT));
-    }
-    // A remote repository gets a local spool for outages, beside (not inside) the blob cache.
-    if !local {
-        let dir = g
-            .spool_dir
-            .clone()
-            .or_else(|| g.cache_dir.as_ref().map(|d| d.join("spool")))
-            .or_else(|| BlobCache::default_root().map(|r| r.join("spool")));
-        if let Some(dir) = dir {
-            let id = repo.config().id;
-            repo.enable_spool(dir.join(id.to_hex()));
-        }
     }
     Ok(repo)
 }
@@ -175,7 +197,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Snapshot(sc) => {
-            let repo = open(g)?;
+            let repo = open_with(g, true)?;
             sync_spool_first(g, &repo);
             let progress = Arc::new(Progress::default());
             let line = progress::ProgressLine::start(Arc::clone(&progress), !g.quiet && !g.json);
