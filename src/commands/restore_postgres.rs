@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::postgres::archive::{CountingWriter, RowCounter};
 use crate::postgres::client::{quote_ident, Client};
 use crate::postgres::conn::ConnParams;
 use crate::postgres::feed;
@@ -146,6 +147,15 @@ fn dbname_arg(name: &str) -> String {
     )
 }
 
+/// How a dump went into `pg_restore`.
+pub struct Restored {
+    /// Whether the dump was staged in a temporary file (`--jobs`).
+    pub staged: bool,
+    /// Rows per table counted in the archive as it streamed, `(schema, table, rows)`, when the
+    /// archive was understood (see [`crate::postgres::archive`]).
+    pub counted: Option<Vec<(String, String, u64)>>,
+}
+
 /// Restores the dump `file` of snapshot `id` into the database `conn` names.
 #[allow(clippy::too_many_arguments)]
 pub fn pg_restore_into(
@@ -156,7 +166,7 @@ pub fn pg_restore_into(
     pg_restore: &Program,
     opts: &RestoreDbOptions,
     extra_args: &[&str],
-) -> Result<bool> {
+) -> Result<Restored> {
     let mut cmd = Command::new(&pg_restore.path);
     cmd.args(["--no-password", "--exit-on-error"]);
     cmd.arg(dbname_arg(&conn.dbname));
@@ -189,10 +199,18 @@ pub fn pg_restore_into(
         }
         cmd.arg(format!("--jobs={}", opts.jobs)).arg(staged.path());
         feed::run(cmd, "pg_restore", None)?;
-        return Ok(true);
+        return Ok(Restored {
+            staged: true,
+            counted: None,
+        });
     }
+    let mut counter = None;
     let mut feed_fn = |w: &mut dyn Write| -> Result<()> {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
+        let mut counting = CountingWriter {
+            inner: w,
+            counter: RowCounter::new(),
+        };
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut counting);
         super::restore::dump(repo, &spec, Some(file), &mut w)?;
         w.flush().map_err(|e| {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -200,36 +218,84 @@ pub fn pg_restore_into(
             } else {
                 Error::io("write", "pg_restore", e)
             }
-        })
+        })?;
+        drop(w);
+        counter = Some(counting.counter);
+        Ok(())
     };
     feed::run(cmd, "pg_restore", Some(&mut feed_fn))?;
-    Ok(false)
+    Ok(Restored {
+        staged: false,
+        counted: counter.and_then(RowCounter::finish),
+    })
+}
+
+/// Row counts for the restore report: from the archive when it was counted as it streamed and
+/// every table of it was restored (no `--table`/`--schema` selection), else by `count(*)`.
+/// Counting in the stream spares a scan of every restored table (on a freshly loaded table the
+/// first scan also sets hint bits on every page: 0.2-0.5 s for 5M rows).
+pub fn restored_counts(
+    client: &Client,
+    counted: Option<Vec<(String, String, u64)>>,
+    opts: &RestoreDbOptions,
+) -> Result<Vec<TableCount>> {
+    let selective = !opts.tables.is_empty() || !opts.schemas.is_empty();
+    let Some(counted) = counted.filter(|_| !selective) else {
+        return table_counts(client);
+    };
+    let by_name: std::collections::HashMap<(String, String), u64> =
+        counted.into_iter().map(|(s, t, n)| ((s, t), n)).collect();
+    // Tables the archive holds no data for (excluded data, or already in the database before
+    // the restore) are counted by query.
+    list_tables(client)?
+        .into_iter()
+        .map(|(schema, name)| {
+            let rows = match by_name.get(&(schema.clone(), name.clone())) {
+                Some(&n) => n as i64,
+                None => count_rows(client, &schema, &name)?,
+            };
+            Ok(TableCount { schema, name, rows })
+        })
+        .collect()
+}
+
+/// `count(*)` of one table.
+fn count_rows(client: &Client, schema: &str, name: &str) -> Result<i64> {
+    Ok(client
+        .query(
+            &format!(
+                "SELECT count(*) FROM ONLY {}.{}",
+                quote_ident(schema),
+                quote_ident(name)
+            ),
+            &[],
+        )?
+        .first()
+        .map_or(0, |r| r.get(0)))
+}
+
+/// Every plain table of the database, `(schema, name)`, sorted.
+fn list_tables(client: &Client) -> Result<Vec<(String, String)>> {
+    Ok(client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+             ORDER BY 1, 2",
+            &[],
+        )?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// Exact row counts of every plain table in the database `client` is connected to.
 pub fn table_counts(client: &Client) -> Result<Vec<TableCount>> {
-    let tables = client.query(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-         ORDER BY 1, 2",
-        &[],
-    )?;
+    let tables = list_tables(client)?;
     let mut out = Vec::with_capacity(tables.len());
-    for r in tables {
-        let (schema, name): (String, String) = (r.get(0), r.get(1));
-        let rows: i64 = client
-            .query(
-                &format!(
-                    "SELECT count(*) FROM ONLY {}.{}",
-                    quote_ident(&schema),
-                    quote_ident(&name)
-                ),
-                &[],
-            )?
-            .first()
-            .map_or(0, |r| r.get(0));
+    for (schema, name) in tables {
+        let rows = count_rows(client, &schema, &name)?;
         out.push(TableCount { schema, name, rows });
     }
     Ok(out)
@@ -274,8 +340,9 @@ pub fn restore_to_database(
         create_database(conn, &conn.dbname)?;
     }
     let pg_restore = find_pg_restore(&opts.tools, conn, &manifest)?;
-    let staged = pg_restore_into(repo, &id, &db.file, conn, &pg_restore, opts, &[])?;
-    let tables = table_counts(&Client::connect(conn)?)?;
+    let restored = pg_restore_into(repo, &id, &db.file, conn, &pg_restore, opts, &[])?;
+    let staged = restored.staged;
+    let tables = restored_counts(&Client::connect(conn)?, restored.counted, opts)?;
     Ok(RestoreDbOutcome {
         snapshot: id,
         database: db.name.clone(),

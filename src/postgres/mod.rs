@@ -2,6 +2,7 @@
 //! blocking client for catalogue queries ([`client`]), the client programs sbk runs ([`tools`]),
 //! and the manifest stored beside each dump ([`manifest`]).
 
+pub mod archive;
 pub mod client;
 pub mod conn;
 pub mod feed;
