@@ -88,21 +88,25 @@ echo "   second snapshot added: sbk $((s2 - s1)) bytes = $(echo "scale=2; 100 * 
 
 # 3. restore: sbk restore --to-database vs pg_restore from a local file (the latest, a delta snapshot).
 # Both restore into an empty database made beforehand (createdb is not timed for either). Each
-# timed restore starts after a CHECKPOINT, and the order alternates: a restore that follows
+# timed restore starts after a CHECKPOINT and a sync, and the order alternates: a restore that follows
 # another pays for the checkpoint of the first one's ~1 GB of WAL, which skewed earlier runs by ~1.5 s.
 "$BIN/pg_dump" "${PG[@]}" -Fc -Z0 -f "$W/local.pgdump" bench
 sr_t=(); pr_t=()
+# Let the kernel write back what the previous run wrote (~2.5 GB of table files and WAL, the
+# 513 MB dump file): without this, writeback overlapped the next timed run and made the piped
+# restores (sbk, and plain sbk dump | pg_restore alike) 1.3-1.5 s slower than pg_restore.
+settle() { sync; sleep 3; }
 time_pg() {
-  "$BIN/dropdb" "${PG[@]}" --if-exists r_pg; "$BIN/createdb" "${PG[@]}" r_pg; psql_ -d postgres -c CHECKPOINT
+  "$BIN/dropdb" "${PG[@]}" --if-exists r_pg; "$BIN/createdb" "${PG[@]}" r_pg; psql_ -d postgres -c CHECKPOINT; settle
   pr_t+=("$(secs "$BIN/pg_restore" "${PG[@]}" -d r_pg "$W/local.pgdump")")
 }
 time_sbk() {
-  "$BIN/dropdb" "${PG[@]}" --if-exists r_sbk; "$BIN/createdb" "${PG[@]}" r_sbk; psql_ -d postgres -c CHECKPOINT
+  "$BIN/dropdb" "${PG[@]}" --if-exists r_sbk; "$BIN/createdb" "${PG[@]}" r_sbk; psql_ -d postgres -c CHECKPOINT; settle
   sr_t+=("$(secs "$SBK" -q restore latest --to-database "$URL/r_sbk")")
 }
 pipe_t=()
 time_pipe() { # sbk's stream alone: sbk dump | pg_restore, without sbk's row counts
-  "$BIN/dropdb" "${PG[@]}" --if-exists r_pipe; "$BIN/createdb" "${PG[@]}" r_pipe; psql_ -d postgres -c CHECKPOINT
+  "$BIN/dropdb" "${PG[@]}" --if-exists r_pipe; "$BIN/createdb" "${PG[@]}" r_pipe; psql_ -d postgres -c CHECKPOINT; settle
   pipe_t+=("$(secs bash -c "'$SBK' -q dump latest bench.pgdump | '$BIN/pg_restore' -h 127.0.0.1 -p $PORT -U postgres -d r_pipe")")
 }
 for i in 1 2 3; do
