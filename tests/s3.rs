@@ -130,11 +130,7 @@ fn outage_mid_snapshot_spools_and_sync_uploads_in_order() {
     use std::process::Stdio;
     let mut server = S3Server::start();
     let repo = TestRepo::on_s3(&server, "spooled/prefix");
-    let earlier = dump_like(3, 1 << 20);
-    let earlier_id = repo.snapshot("db.pgdump", &earlier)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (earlier, earlier_id) = snapshot_of(&repo, dump_like(3, 1 << 20));
     let packs_before = files_under(&server.root.path().join("spooled/prefix/data"));
 
     // 40 MiB of noise: more than two 16 MiB packs, so some are uploaded before the outage.
@@ -178,24 +174,7 @@ fn outage_mid_snapshot_spools_and_sync_uploads_in_order() {
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(table.contains("spooled"), "{table}");
 
-    let out = repo.run(&["sync"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let snaps = repo.snapshots();
-    assert_eq!(snaps.len(), 2);
-    assert!(
-        snaps.iter().all(|s| s.get("spooled").is_none()),
-        "{snaps:?}"
-    );
-    let id = snaps
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .find(|id| *id != earlier_id)
-        .unwrap();
-    // From the bucket alone: no cache, and the spool is empty now.
-    let out = repo.run(&["--no-cache", "dump", &id]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(out.stdout == input, "restored bytes differ");
-    assert_eq!(repo.dump(&earlier_id), earlier);
+    sync_and_check(&repo, (&earlier, &earlier_id), &input);
     let out = repo.run(&["sync"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to sync"));
 }
@@ -255,11 +234,7 @@ fn snapshot_while_s3_is_down_from_the_start_is_spooled_then_synced() {
     let mut server = S3Server::start();
     let repo = TestRepo::on_s3(&server, "offline-start");
     // A first snapshot opens the repository, which keeps a copy of its config and keys.
-    let earlier = dump_like(4, 2 << 20);
-    let earlier_id = repo.snapshot("db.pgdump", &earlier)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (earlier, earlier_id) = snapshot_of(&repo, dump_like(4, 2 << 20));
     server.stop();
 
     let input = dump_like(9, 3 << 20);
@@ -286,17 +261,36 @@ fn snapshot_while_s3_is_down_from_the_start_is_spooled_then_synced() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 
     server.restart();
+    sync_and_check(&repo, (&earlier, &earlier_id), &input);
+}
+
+/// Takes a snapshot of `data`; returns the data and the snapshot's ID.
+fn snapshot_of(repo: &TestRepo, data: Vec<u8>) -> (Vec<u8>, String) {
+    let id = repo.snapshot("db.pgdump", &data)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (data, id)
+}
+
+/// `sbk sync`, then: two snapshots, none spooled, the new one restoring to `input` from the
+/// bucket alone (no cache), the earlier one intact.
+fn sync_and_check(repo: &TestRepo, (earlier, earlier_id): (&[u8], &str), input: &[u8]) {
     let out = repo.run(&["sync"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let snaps = repo.snapshots();
     assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(
+        snaps.iter().all(|s| s.get("spooled").is_none()),
+        "{snaps:?}"
+    );
     let id = snaps
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
-        .find(|id| *id != earlier_id)
+        .find(|id| id != earlier_id)
         .unwrap();
     let out = repo.run(&["--no-cache", "dump", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == input, "restored bytes differ");
-    assert_eq!(repo.dump(&earlier_id), earlier);
+    assert_eq!(repo.dump(earlier_id), earlier);
 }
