@@ -309,7 +309,11 @@ fn several_databases_exclusions_and_cheap_second_snapshot() {
         first["summary"]["bytes_added"].as_u64().unwrap(),
         second["summary"]["bytes_added"].as_u64().unwrap(),
     );
-    assert!(b * 5 < a, "second snapshot added {b} bytes, first {a}");
+    // A small database (~15 MB of dumps, a few dozen chunks): one chunk that finds no usable
+    // base is stored in full and costs several percent on its own, so the bound is a third
+    // (a CI run saw 24%, most runs stay far below). Without deltas the second snapshot would
+    // add about as much as the first.
+    assert!(b * 3 < a, "second snapshot added {b} bytes, first {a}");
     assert!(second["summary"]["blobs_delta"].as_u64().unwrap() > 0);
     let two = ok(
         repo.run(&[
