@@ -56,16 +56,6 @@ impl LocalBackend {
         self.root.join("tmp")
     }
 
-    fn check_name(name: &str) -> BResult<()> {
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(BackendError::new(
-                ErrorKind::Permanent,
-                format!("invalid file name {name:?}"),
-            ));
-        }
-        Ok(())
-    }
-
     fn persist(&self, t: FileType, name: &str, staged: tempfile::NamedTempFile) -> BResult<()> {
         let dest = self.path(t, name);
         staged
@@ -176,13 +166,13 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
-        Self::check_name(name)?;
+        super::check_name(name)?;
         let p = self.path(t, name);
         fs::read(&p).map_err(|e| err("read", &p, e))
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u32) -> BResult<Vec<u8>> {
-        Self::check_name(name)?;
+        super::check_name(name)?;
         let p = self.path(t, name);
         let mut f = File::open(&p).map_err(|e| err("open", &p, e))?;
         f.seek(SeekFrom::Start(offset))
@@ -205,7 +195,7 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
-        Self::check_name(name)?;
+        super::check_name(name)?;
         let tmp = self.tmp_dir();
         let mut f = tempfile::NamedTempFile::new_in(&tmp)
             .map_err(|e| err("create temp file in", &tmp, e))?;
@@ -219,7 +209,7 @@ impl Backend for LocalBackend {
         name: &str,
         staged: tempfile::NamedTempFile,
     ) -> BResult<()> {
-        Self::check_name(name)?;
+        super::check_name(name)?;
         self.persist(t, name, staged)
     }
 
@@ -232,7 +222,7 @@ impl Backend for LocalBackend {
     }
 
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
-        Self::check_name(name)?;
+        super::check_name(name)?;
         let p = self.path(t, name);
         match fs::remove_file(&p) {
             // Durable like a write: a removed key must not come back after a crash.

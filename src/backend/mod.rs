@@ -76,6 +76,17 @@ pub fn relative_path(t: FileType, name: &str) -> String {
     }
 }
 
+/// Checks that a file name is one path component, as every backend requires.
+pub fn check_name(name: &str) -> BResult<()> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(BackendError::new(
+            ErrorKind::Permanent,
+            format!("invalid file name {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// What kind of failure a backend reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -139,9 +150,16 @@ pub trait Backend: Send + Sync {
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
 
     /// Writes a file whose bytes were staged in a temporary file (large packs), atomically and
-    /// durably; the staged file is consumed.
-    fn write_staged(&self, t: FileType, name: &str, staged: tempfile::NamedTempFile)
-        -> BResult<()>;
+    /// durably; the staged file is consumed. By default it is written from its path (and so
+    /// retried from it), then removed; the local backend renames it instead.
+    fn write_staged(
+        &self,
+        t: FileType,
+        name: &str,
+        staged: tempfile::NamedTempFile,
+    ) -> BResult<()> {
+        self.write_path(t, name, staged.path())
+    }
 
     /// Writes a file from the bytes of a file on the local disk (left in place), atomically and
     /// durably. Remote backends upload it (in parts when large); retries re-read it.

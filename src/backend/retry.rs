@@ -108,16 +108,6 @@ impl Backend for RetryBackend {
         self.retry(|| self.inner.write(t, name, data))
     }
 
-    fn write_staged(
-        &self,
-        t: FileType,
-        name: &str,
-        staged: tempfile::NamedTempFile,
-    ) -> BResult<()> {
-        // Retried from the staged file, which is removed only when this returns.
-        self.write_path(t, name, staged.path())
-    }
-
     fn write_path(&self, t: FileType, name: &str, path: &Path) -> BResult<()> {
         self.retry(|| self.inner.write_path(t, name, path))
     }

@@ -35,7 +35,9 @@ use aws_sdk_s3::Client;
 use tokio::sync::Semaphore;
 
 use super::RemoteOptions;
-use super::{relative_path, BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
+use super::{
+    check_name, relative_path, BResult, Backend, BackendError, ErrorKind, FileInfo, FileType,
+};
 
 /// Requests in flight at once unless `--s3-connections` says otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -499,17 +501,6 @@ impl S3Backend {
     }
 }
 
-/// Names are single path components, as on a local folder.
-fn check_name(name: &str) -> BResult<()> {
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(BackendError::new(
-            ErrorKind::Permanent,
-            format!("invalid file name {name:?}"),
-        ));
-    }
-    Ok(())
-}
-
 /// A failed upload, before [`S3Backend::finish_put`] decides what a 412 means.
 struct PutError(BackendError);
 
@@ -736,15 +727,6 @@ impl Backend for S3Backend {
         let key = self.key(t, name);
         let r = self.rt.block_on(self.put(&key, data.to_vec()));
         self.finish_put(t, &key, Some(data), r)
-    }
-
-    fn write_staged(
-        &self,
-        t: FileType,
-        name: &str,
-        staged: tempfile::NamedTempFile,
-    ) -> BResult<()> {
-        self.write_path(t, name, staged.path())
     }
 
     fn write_path(&self, t: FileType, name: &str, path: &Path) -> BResult<()> {

@@ -327,15 +327,6 @@ impl Backend for SpoolBackend {
         )
     }
 
-    fn write_staged(
-        &self,
-        t: FileType,
-        name: &str,
-        staged: tempfile::NamedTempFile,
-    ) -> BResult<()> {
-        self.write_path(t, name, staged.path())
-    }
-
     fn write_path(&self, t: FileType, name: &str, path: &Path) -> BResult<()> {
         if !SYNC_ORDER.contains(&t) {
             return self.remote.write_path(t, name, path);
