@@ -130,8 +130,8 @@ fn index(c: &mut Criterion) {
         })
         .collect();
     let file = IndexFile {
-        supersedes: vec![],
         packs,
+        ..Default::default()
     };
     let encoded = file.encode();
     let mut g = c.benchmark_group("index");

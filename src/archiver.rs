@@ -142,7 +142,7 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn known(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.session.read().expect("lock").contains(id)
+        self.index.contains_live(id) || self.session.read().expect("lock").contains(id)
     }
 
     /// Deltas in a blob's chain of bases (0 for a full blob), as far as the index knows.
@@ -254,7 +254,7 @@ impl Shared<'_> {
         if self.depth(&node) + 1 > MAX_WRITE_DEPTH {
             return None;
         }
-        let base_ref = self.index.get(&node)?;
+        let base_ref = self.index.get_live(&node)?;
         let base = self.repo.load_base(self.index, &base_ref).ok()?;
         let mut buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
         let delta_len = buf.len() - NONCE_LEN;
@@ -335,7 +335,7 @@ impl Sink {
                 meta,
             } => (id, kind, base, raw_len, sealed, meta),
         };
-        if shared.index.contains(&id) || !shared.session.write().expect("lock").insert(id) {
+        if shared.index.contains_live(&id) || !shared.session.write().expect("lock").insert(id) {
             return Ok((id, meta));
         }
         if self.pack.is_none() {
@@ -451,6 +451,11 @@ impl<'a> Archiver<'a> {
                 progress,
             },
         }
+    }
+
+    /// The index this run deduplicates against.
+    pub fn index(&self) -> &'a Index {
+        self.shared.index
     }
 
     /// Stores one blob (a tree, say) and returns its ID.
@@ -606,6 +611,7 @@ impl<'a> Archiver<'a> {
     fn save_index_group(&self, packs: Vec<IndexPack>) -> Result<Id> {
         self.shared.repo.save_index(&IndexFile {
             supersedes: Vec::new(),
+            marked: Vec::new(),
             packs,
         })
     }

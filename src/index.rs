@@ -4,6 +4,11 @@
 //! 48-byte [`Location`] entries, searched by binary search: no per-entry allocation and no hash
 //! table slack. Pack IDs are stored once in a side table and referenced by a `u32`. Delta bases
 //! (rare) live in a separate map. See `docs/format.md`, "In-memory index", for the figures.
+//!
+//! Packs that `prune` marked for deletion are loaded too, flagged: their blobs can still be read
+//! (a snapshot that committed while prune ran may need them), but writers never deduplicate
+//! against them or use them as delta bases ([`Index::contains_live`], [`Index::get_live`]), so a
+//! new snapshot does not come to depend on a pack that is about to be deleted.
 
 use std::collections::HashMap;
 
@@ -57,8 +62,12 @@ pub struct Index {
     entries: Vec<Location>,
     pack_ids: Vec<Id>,
     pack_numbers: HashMap<Id, u32>,
+    /// Per pack number: marked for deletion.
+    marked: Vec<bool>,
     bases: HashMap<Id, Id>,
     sorted: bool,
+    /// The index files this index was built from (and those they superseded).
+    loaded_files: Vec<Id>,
 }
 
 impl Index {
@@ -69,18 +78,31 @@ impl Index {
         }
     }
 
-    fn pack_number(&mut self, pack: Id) -> u32 {
+    fn pack_number(&mut self, pack: Id, marked: bool) -> u32 {
         let next = self.pack_ids.len() as u32;
-        *self.pack_numbers.entry(pack).or_insert_with(|| {
+        let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.pack_ids.push(pack);
+            self.marked.push(marked);
             next
-        })
+        });
+        // Listed live anywhere means live.
+        self.marked[n as usize] &= marked;
+        n
     }
 
     /// Adds the blobs of one pack. Blobs larger than 512 MiB cannot exist (chunks are at most
     /// 16 MiB, trees are bounded), so an entry claiming one is rejected.
     pub fn add_pack(&mut self, pack: Id, blobs: &[PackEntry]) -> Result<(), String> {
-        let n = self.pack_number(pack);
+        self.add_pack_as(pack, blobs, false)
+    }
+
+    /// Adds the blobs of a pack marked for deletion (readable, never reused by writers).
+    pub fn add_marked_pack(&mut self, pack: Id, blobs: &[PackEntry]) -> Result<(), String> {
+        self.add_pack_as(pack, blobs, true)
+    }
+
+    fn add_pack_as(&mut self, pack: Id, blobs: &[PackEntry], marked: bool) -> Result<(), String> {
+        let n = self.pack_number(pack, marked);
         for b in blobs {
             if b.raw_len > RAW_LEN_MASK {
                 return Err(format!("blob {} claims {} bytes", b.id.short(), b.raw_len));
@@ -100,20 +122,47 @@ impl Index {
         Ok(())
     }
 
-    /// Adds every pack of an index file.
+    /// Adds every pack of an index file, live and marked.
     pub fn add_file(&mut self, file: &IndexFile) -> Result<(), String> {
         for p in &file.packs {
             self.add_pack(p.id, &p.blobs)?;
         }
+        for m in &file.marked {
+            self.add_marked_pack(m.pack.id, &m.pack.blobs)?;
+        }
         Ok(())
     }
 
-    /// Sorts for lookup; a blob stored twice (two concurrent snapshots) keeps one location.
+    fn is_marked(&self, l: &Location) -> bool {
+        self.marked[l.pack as usize]
+    }
+
+    /// Sorts for lookup; a blob stored twice (two concurrent snapshots, or a repacked blob
+    /// beside its marked old copy) keeps one location, a live one when there is one.
     pub fn finalize(&mut self) {
-        self.entries.sort_unstable_by_key(|e| e.id);
+        let marked = std::mem::take(&mut self.marked);
+        self.entries
+            .sort_unstable_by_key(|e| (e.id, marked[e.pack as usize]));
+        self.marked = marked;
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
         self.sorted = true;
+    }
+
+    /// Records which index files this index was loaded from.
+    pub fn set_loaded_files(&mut self, ids: Vec<Id>) {
+        self.loaded_files = ids;
+    }
+
+    /// The index files this index was loaded from.
+    pub fn loaded_files(&self) -> &[Id] {
+        &self.loaded_files
+    }
+
+    /// The blob's position among the distinct blobs (`0..len()`), for per-blob bitmaps.
+    pub fn position(&self, id: &Id) -> Option<usize> {
+        debug_assert!(self.sorted, "Index::finalize must run before lookups");
+        self.entries.binary_search_by(|e| e.id.cmp(id)).ok()
     }
 
     fn find(&self, id: &Id) -> Option<&Location> {
@@ -124,12 +173,24 @@ impl Index {
             .map(|i| &self.entries[i])
     }
 
-    /// Whether the blob is stored.
+    /// Whether the blob is stored in a pack not marked for deletion: what writers may reuse.
+    pub fn contains_live(&self, id: &Id) -> bool {
+        self.find(id).is_some_and(|l| !self.is_marked(l))
+    }
+
+    /// Whether the blob is stored at all (possibly only in a marked pack).
     pub fn contains(&self, id: &Id) -> bool {
         self.find(id).is_some()
     }
 
-    /// Where the blob is stored.
+    /// Where the blob is stored, if in a pack not marked for deletion.
+    pub fn get_live(&self, id: &Id) -> Option<BlobRef> {
+        self.find(id)
+            .filter(|l| !self.is_marked(l))
+            .and_then(|_| self.get(id))
+    }
+
+    /// Where the blob is stored (a live location when there is one).
     pub fn get(&self, id: &Id) -> Option<BlobRef> {
         self.find(id).map(|l| BlobRef {
             id: l.id,
@@ -200,5 +261,31 @@ mod tests {
             (Id([101; 32]), 30, 20, BlobKind::Data)
         );
         assert!(!idx.contains(&Id([9; 32])));
+    }
+
+    #[test]
+    fn marked_packs_are_readable_but_not_live() {
+        let e = |i: u8| PackEntry {
+            kind: BlobKind::Data,
+            id: Id([i; 32]),
+            offset: 0,
+            stored_len: 10,
+            raw_len: 20,
+            base: None,
+        };
+        let mut idx = Index::new();
+        idx.add_marked_pack(Id([100; 32]), &[e(1), e(2)]).unwrap();
+        idx.add_pack(Id([101; 32]), &[e(2)]).unwrap();
+        idx.finalize();
+        assert!(idx.contains(&Id([1; 32])) && !idx.contains_live(&Id([1; 32])));
+        assert!(idx.get(&Id([1; 32])).is_some() && idx.get_live(&Id([1; 32])).is_none());
+        // The live copy wins.
+        assert_eq!(idx.get_live(&Id([2; 32])).unwrap().pack, Id([101; 32]));
+        // A pack listed live in one file and marked in another is live.
+        let mut idx = Index::new();
+        idx.add_marked_pack(Id([100; 32]), &[e(1)]).unwrap();
+        idx.add_pack(Id([100; 32]), &[e(1)]).unwrap();
+        idx.finalize();
+        assert!(idx.contains_live(&Id([1; 32])));
     }
 }

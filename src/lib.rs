@@ -27,10 +27,12 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod liveness;
 pub mod packer;
 pub mod postgres;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod similarity;
 pub mod source;
 #[cfg(test)]

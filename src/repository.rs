@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::config::{self, Compression, Config, FORMAT_VERSION};
 use crate::format::index::IndexFile;
 use crate::format::key::{KeyFile, ROLE_FULL};
+use crate::format::pack::PackEntry;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::format::{payload, BlobKind, FormatError};
@@ -29,6 +30,8 @@ const MAX_FILE_PLAINTEXT: usize = 1 << 30;
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 /// Longest chain of delta bases a reader follows (writers stay far below: see `docs/format.md`).
 pub const MAX_CHAIN_DEPTH: usize = 32;
+/// Bytes read from a pack's end to find its header in one request.
+const PACK_TAIL_READ: u64 = 16 * 1024;
 /// Default zstd level for blobs.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
@@ -50,6 +53,35 @@ impl Actor {
                 .unwrap_or_default(),
             now: chrono::Local::now().fixed_offset(),
         }
+    }
+}
+
+/// The index files in force: see [`Repository::load_index_files`].
+#[derive(Debug, Default)]
+pub struct IndexFiles {
+    pub files: Vec<(Id, IndexFile)>,
+    /// Index files still stored that a file in `files` supersedes.
+    pub superseded: Vec<Id>,
+}
+
+impl IndexFiles {
+    /// Builds the in-memory index.
+    pub fn to_index(&self) -> Result<Index> {
+        let mut index = Index::new();
+        for (id, f) in &self.files {
+            index
+                .add_file(f)
+                .map_err(|e| damaged(FileType::Index, id, e))?;
+        }
+        index.finalize();
+        index.set_loaded_files(
+            self.files
+                .iter()
+                .map(|(id, _)| *id)
+                .chain(self.superseded.iter().copied())
+                .collect(),
+        );
+        Ok(index)
     }
 }
 
@@ -376,20 +408,53 @@ impl Repository {
         IndexFile::decode(&plain).map_err(|e| damaged(FileType::Index, id, e))
     }
 
-    /// Loads every index file into the in-memory index.
-    pub fn load_index(&self) -> Result<Index> {
+    /// Loads the effective index files: every index file except those that another one
+    /// supersedes (a file `prune` replaced; it may still exist for a moment, or be damaged).
+    pub fn load_index_files(&self) -> Result<IndexFiles> {
+        // A file listed but gone when read was superseded and removed by a prune meanwhile:
+        // list again, so that the superseding file is seen.
+        let mut attempt = 0;
+        loop {
+            match self.try_load_index_files() {
+                Err(Error::Backend(e)) if e.kind == ErrorKind::NotFound && attempt < 4 => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_load_index_files(&self) -> Result<IndexFiles> {
         use rayon::prelude::*;
         let ids = self.list_ids(FileType::Index)?;
-        let files: Vec<Result<IndexFile>> =
-            ids.par_iter().map(|id| self.load_index_file(id)).collect();
-        let mut index = Index::new();
-        for (id, f) in ids.iter().zip(files) {
-            index
-                .add_file(&f?)
-                .map_err(|e| damaged(FileType::Index, id, e))?;
+        let loaded: Vec<(Id, Result<IndexFile>)> = ids
+            .par_iter()
+            .map(|id| (*id, self.load_index_file(id)))
+            .collect();
+        let superseded: std::collections::HashSet<Id> = loaded
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().ok())
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        let mut files = Vec::with_capacity(loaded.len());
+        let mut stored = Vec::new();
+        for (id, f) in loaded {
+            if superseded.contains(&id) {
+                stored.push(id);
+            } else {
+                files.push((id, f?));
+            }
         }
-        index.finalize();
-        Ok(index)
+        stored.sort();
+        Ok(IndexFiles {
+            files,
+            superseded: stored,
+        })
+    }
+
+    /// Loads every effective index file into the in-memory index.
+    pub fn load_index(&self) -> Result<Index> {
+        self.load_index_files()?.to_index()
     }
 
     /// Saves an index file (after the packs it lists are durable).
@@ -425,10 +490,16 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         use rayon::prelude::*;
         let ids = self.list_ids(FileType::Snapshot)?;
-        let mut out: Vec<(Id, Snapshot)> = ids
+        let loaded: Vec<Option<(Id, Snapshot)>> = ids
             .par_iter()
-            .map(|id| self.load_snapshot(id).map(|s| (*id, s)))
+            .map(|id| match self.load_snapshot(id) {
+                Ok(s) => Ok(Some((*id, s))),
+                // Listed, then removed by a concurrent `forget`.
+                Err(Error::Backend(e)) if e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            })
             .collect::<Result<_>>()?;
+        let mut out: Vec<(Id, Snapshot)> = loaded.into_iter().flatten().collect();
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
     }
@@ -585,6 +656,21 @@ impl Repository {
         self.open_blob_checked(blob, sealed, base, true)
     }
 
+    /// Authenticates a sealed blob without decoding it (a delta whose base is gone).
+    pub fn open_sealed(&self, blob: &BlobRef, sealed: &[u8]) -> Result<()> {
+        let aad = crate::crypto::blob_aad(
+            blob.kind as u8,
+            &blob.id,
+            blob.base.as_ref().filter(|_| blob.kind == BlobKind::Delta),
+        );
+        self.key.open(&aad, sealed).map(|_| ()).map_err(|e| {
+            Error::damaged(
+                format!("blob {} in pack {}", blob.id.short(), blob.pack),
+                open_err(e),
+            )
+        })
+    }
+
     fn open_blob_checked(
         &self,
         blob: &BlobRef,
@@ -612,6 +698,61 @@ impl Repository {
             return Err(Error::damaged(what(), "content does not match its ID"));
         }
         Ok(data)
+    }
+
+    /// Reads a pack's header with ranged reads of its tail (`size` from the listing): what
+    /// `prune`, `check` and `repair index` need without downloading the pack.
+    pub fn read_pack_header(&self, pack: &Id, size: u64) -> Result<Vec<PackEntry>> {
+        let what = || format!("pack file {pack}");
+        if size < 4 + crate::crypto::SEAL_OVERHEAD as u64 {
+            return Err(Error::damaged(what(), format!("too short ({size} bytes)")));
+        }
+        // One read usually covers the header (41 bytes per blob); a second when it does not.
+        let tail_len = size.min(PACK_TAIL_READ);
+        let tail = self.backend.read_range(
+            FileType::Pack,
+            &pack.to_hex(),
+            size - tail_len,
+            tail_len as u32,
+        )?;
+        let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().expect("4 bytes")) as u64;
+        if hlen + 4 > size {
+            return Err(Error::damaged(
+                what(),
+                format!("its header length {hlen} exceeds its size {size} (truncated?)"),
+            ));
+        }
+        let sealed = if hlen + 4 <= tail_len {
+            tail[(tail_len - 4 - hlen) as usize..tail.len() - 4].to_vec()
+        } else {
+            self.backend
+                .read_range(FileType::Pack, &pack.to_hex(), size - 4 - hlen, hlen as u32)?
+        };
+        self.open_pack_header(pack, &sealed, size - 4 - hlen)
+    }
+
+    /// Checks a whole pack's bytes against its name and returns its header entries.
+    pub fn parse_pack(&self, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        let what = || format!("pack file {pack}");
+        if Id::of_file_bytes(bytes) != *pack {
+            return Err(Error::damaged(
+                what(),
+                "its bytes do not match its name (storage corruption)",
+            ));
+        }
+        let (data, sealed) =
+            crate::format::pack::split(bytes).map_err(|e| Error::damaged(what(), e.to_string()))?;
+        self.open_pack_header(pack, sealed, data.len() as u64)
+    }
+
+    fn open_pack_header(&self, pack: &Id, sealed: &[u8], data_len: u64) -> Result<Vec<PackEntry>> {
+        let what = || format!("pack file {pack}");
+        let plain = self
+            .key
+            .open(crate::crypto::aad::PACK_HEADER, sealed)
+            .map_err(|e| Error::damaged(what(), format!("header: {}", open_err(e))))?;
+        crate::format::pack::decode_header(&plain, data_len)
+            .map_err(|e| Error::damaged(what(), format!("header: {e}")))
     }
 
     /// Loads a tree blob.

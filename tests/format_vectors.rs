@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sbk::chunker::{Chunker, ChunkerParams};
 use sbk::crypto::{blob_aad, seal_with_nonce, KdfParams, MasterKey};
-use sbk::format::index::{IndexFile, IndexPack};
+use sbk::format::index::{IndexFile, IndexPack, MarkedPack};
 use sbk::format::pack::{encode_header, PackEntry};
 use sbk::format::{config, payload, BlobKind};
 use sbk::Id;
@@ -113,8 +113,20 @@ fn computed() -> BTreeMap<&'static str, String> {
             id: Id([0x44; 32]),
             blobs: entries(),
         }],
+        ..Default::default()
     };
     v.insert("index", hex::encode(index.encode()));
+    let marked = IndexFile {
+        marked: vec![MarkedPack {
+            marked_at: 1_796_000_000,
+            pack: IndexPack {
+                id: Id([0x55; 32]),
+                blobs: entries()[..1].to_vec(),
+            },
+        }],
+        ..Default::default()
+    };
+    v.insert("index-marked", hex::encode(marked.encode()));
     let data = xof(2 << 20);
     v.insert("fastcdc-small-seed0", chunk_lengths(small_params(0), &data));
     v.insert(

@@ -89,6 +89,7 @@ fn main() {
                 blobs: vec![],
             },
         ],
+        ..Default::default()
     };
     write("index", "two-packs", &index.encode());
     write("index", "empty", &IndexFile::default().encode());

@@ -147,7 +147,12 @@ impl Backend for LocalBackend {
         for d in dirs {
             for e in fs::read_dir(&d).map_err(|e| err("list", &d, e))? {
                 let e = e.map_err(|e| err("list", &d, e))?;
-                let meta = e.metadata().map_err(|er| err("stat", &e.path(), er))?;
+                let meta = match e.metadata() {
+                    Ok(m) => m,
+                    // Removed since the folder was read (a concurrent prune or forget).
+                    Err(er) if er.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(er) => return Err(err("stat", &e.path(), er)),
+                };
                 if !meta.is_file() {
                     continue;
                 }

@@ -85,6 +85,7 @@ pub struct KdfArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Create a repository
     Init {
@@ -154,6 +155,135 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyCommand,
     },
+    /// Remove snapshots by retention rules (restic's), per group of related snapshots, or by ID
+    Forget {
+        #[command(flatten)]
+        args: ForgetArgs,
+    },
+    /// Remove data that no snapshot needs (two phases: unused packs are marked, and deleted by
+    /// a later prune once the grace period is over)
+    Prune {
+        #[command(flatten)]
+        args: PruneArgs,
+        /// Show the plan, change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Verify the repository: structure always, blob contents with --read-data; exit 1 listing
+    /// every damaged pack and the snapshots it affects
+    Check {
+        /// Download every pack and re-hash every blob
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read only some packs: N/M (group N of M, by pack ID) or P% (a random share)
+        #[arg(long, value_parser = parse_subset)]
+        read_data_subset: Option<sbk::commands::check::ReadData>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    /// Unused data tolerated in partly used packs before they are repacked: a percentage of
+    /// the stored data, a size (k, M, G, T) or `unlimited`
+    #[arg(long, default_value = "5%", value_parser = parse_max_unused)]
+    pub max_unused: sbk::commands::prune::MaxUnused,
+    /// Delete unused packs now instead of after the grace period: only for a repository that
+    /// nothing else writes to while prune runs
+    #[arg(long)]
+    pub instant_delete: bool,
+    /// How long a pack stays marked before a prune deletes it; longer than any snapshot runs
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ForgetArgs {
+    /// Snapshots to remove (IDs, prefixes or `latest`), instead of a policy
+    pub ids: Vec<String>,
+    /// Keep the N newest snapshots (-1 or `unlimited`: all)
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
+    pub keep_last: sbk::retention::Count,
+    /// Keep the newest snapshot of each of the N newest hours that have one
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
+    pub keep_hourly: sbk::retention::Count,
+    /// Keep the newest snapshot of each of the N newest days that have one
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
+    pub keep_daily: sbk::retention::Count,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
+    pub keep_weekly: sbk::retention::Count,
+    /// Keep the newest snapshot of each of the N newest months that have one
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
+    pub keep_monthly: sbk::retention::Count,
+    /// Keep the newest snapshot of each of the N newest years that have one
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
+    pub keep_yearly: sbk::retention::Count,
+    /// Keep snapshots newer than the newest minus this span (e.g. 1y5m7d2h)
+    #[arg(long, value_parser = parse_span)]
+    pub keep_within: Option<sbk::retention::Span>,
+    /// Within this span of the newest, keep one snapshot per hour
+    #[arg(long, value_parser = parse_span)]
+    pub keep_within_hourly: Option<sbk::retention::Span>,
+    /// Within this span of the newest, keep one snapshot per day
+    #[arg(long, value_parser = parse_span)]
+    pub keep_within_daily: Option<sbk::retention::Span>,
+    /// Within this span of the newest, keep one snapshot per ISO week
+    #[arg(long, value_parser = parse_span)]
+    pub keep_within_weekly: Option<sbk::retention::Span>,
+    /// Within this span of the newest, keep one snapshot per month
+    #[arg(long, value_parser = parse_span)]
+    pub keep_within_monthly: Option<sbk::retention::Span>,
+    /// Within this span of the newest, keep one snapshot per year
+    #[arg(long, value_parser = parse_span)]
+    pub keep_within_yearly: Option<sbk::retention::Span>,
+    /// Keep snapshots with all these tags (comma-separated; repeatable)
+    #[arg(long = "keep-tag")]
+    pub keep_tags: Vec<String>,
+    /// Apply the policy per group of snapshots sharing these (comma-separated: host, source,
+    /// database, tags; empty for one group)
+    #[arg(long, default_value = "host,source,database", value_parser = parse_group_by)]
+    pub group_by: GroupByList,
+    /// Only consider snapshots of this host (repeatable)
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Show what would be removed, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_args: PruneArgs,
+}
+
+/// A parsed `--group-by` list.
+#[derive(Clone, Debug)]
+pub struct GroupByList(pub Vec<sbk::commands::forget::GroupBy>);
+
+fn parse_group_by(s: &str) -> Result<GroupByList, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map(GroupByList)
+}
+
+fn parse_count(s: &str) -> Result<sbk::retention::Count, String> {
+    s.parse()
+        .map_err(|e: sbk::retention::CountError| e.to_string())
+}
+
+fn parse_span(s: &str) -> Result<sbk::retention::Span, String> {
+    s.parse()
+        .map_err(|e: sbk::retention::SpanError| e.to_string())
+}
+
+fn parse_max_unused(s: &str) -> Result<sbk::commands::prune::MaxUnused, String> {
+    s.parse()
+}
+
+fn parse_subset(s: &str) -> Result<sbk::commands::check::ReadData, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug, Clone)]

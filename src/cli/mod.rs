@@ -458,6 +458,63 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
+        Command::Prune { args, dry_run } => {
+            let repo = open(g)?;
+            let report = commands::prune::prune(&repo, &prune_options(&args, dry_run))?;
+            print_prune(g, &report)?;
+        }
+        Command::Forget { args } => {
+            let repo = open(g)?;
+            let report = commands::forget::forget(&repo, &forget_options(&args))?;
+            let pruned = match args.prune {
+                true => Some(commands::prune::prune(
+                    &repo,
+                    &prune_options(&args.prune_args, args.dry_run),
+                )?),
+                false => None,
+            };
+            if g.json {
+                #[derive(Serialize)]
+                struct Both<'a> {
+                    forget: &'a [commands::forget::ForgetGroup],
+                    prune: &'a commands::prune::PruneReport,
+                }
+                match &pruned {
+                    Some(p) => print_json(&Both {
+                        forget: &report.groups,
+                        prune: p,
+                    })?,
+                    None => print_json(&report.groups)?,
+                }
+            } else {
+                print_forget(g, &report)?;
+                if let Some(p) = &pruned {
+                    print_prune(g, p)?;
+                }
+            }
+        }
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => {
+            let repo = open(g)?;
+            let opts = commands::check::CheckOptions {
+                read_data: match (read_data, read_data_subset) {
+                    (true, _) => commands::check::ReadData::All,
+                    (false, Some(s)) => s,
+                    (false, None) => commands::check::ReadData::None,
+                },
+            };
+            let report = commands::check::check(&repo, &opts)?;
+            if g.json {
+                print_json(&report)?;
+            } else {
+                print_check(g, &report)?;
+            }
+            if !report.ok {
+                return Err(Error::Silent(1));
+            }
+        }
         Command::Dump { snapshot, file } => {
             let repo = open(g)?;
             let stdout = std::io::stdout();
@@ -551,6 +608,222 @@ fn snapshot_options(a: &SnapshotArgs) -> SnapshotOptions {
     o.parent = c.parent.clone();
     o.no_delta = c.no_delta;
     o
+}
+
+fn prune_options(a: &args::PruneArgs, dry_run: bool) -> commands::prune::PruneOptions {
+    commands::prune::PruneOptions {
+        max_unused: a.max_unused,
+        instant_delete: a.instant_delete,
+        grace: a.grace,
+        dry_run,
+    }
+}
+
+fn forget_options(a: &args::ForgetArgs) -> commands::forget::ForgetOptions {
+    let policy = sbk::retention::Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within,
+        within_hourly: a.keep_within_hourly,
+        within_daily: a.keep_within_daily,
+        within_weekly: a.keep_within_weekly,
+        within_monthly: a.keep_within_monthly,
+        within_yearly: a.keep_within_yearly,
+        tags: a
+            .keep_tags
+            .iter()
+            .map(|t| sbk::retention::parse_tag_list(t))
+            .collect(),
+    };
+    commands::forget::ForgetOptions {
+        policy,
+        group_by: a.group_by.0.clone(),
+        ids: a.ids.clone(),
+        hosts: a.hosts.clone(),
+        dry_run: a.dry_run,
+    }
+}
+
+fn print_forget(g: &GlobalArgs, r: &commands::forget::ForgetReport) -> Result<(), Error> {
+    for group in &r.groups {
+        say!(g, "{}:", group.key);
+        for k in &group.keep {
+            say!(
+                g,
+                "  keep    {}  {}  {}",
+                k.snapshot.short_id,
+                k.snapshot.snapshot.time.format("%Y-%m-%d %H:%M:%S %:z"),
+                k.reasons.join(", ")
+            );
+        }
+        for v in &group.remove {
+            say!(
+                g,
+                "  remove  {}  {}",
+                v.short_id,
+                v.snapshot.time.format("%Y-%m-%d %H:%M:%S %:z")
+            );
+        }
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    say!(g, "{verb} {} snapshots", r.removed.len());
+    Ok(())
+}
+
+fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> Result<(), Error> {
+    if g.json {
+        return print_json(r);
+    }
+    let b = |n: u64| HumanBytes(n).to_string();
+    say!(
+        g,
+        "{} snapshots need {} blobs ({}); {} of {} packs ({}) is unused",
+        r.snapshots,
+        r.blobs_used,
+        b(r.bytes_used),
+        b(r.bytes_unused),
+        r.packs,
+        b(r.bytes_used + r.bytes_unused)
+    );
+    let verb = |done: &str, plan: &str| {
+        if r.dry_run {
+            plan.to_string()
+        } else {
+            done.to_string()
+        }
+    };
+    if r.packs_repacked > 0 {
+        say!(
+            g,
+            "{} {} partly used packs ({} copied into {} new packs)",
+            verb("repacked", "would repack"),
+            r.packs_repacked,
+            b(r.bytes_repacked),
+            r.packs_written
+        );
+    }
+    if r.packs_revived > 0 {
+        say!(
+            g,
+            "{} {} marked packs that snapshots need again",
+            verb("kept", "would keep"),
+            r.packs_revived
+        );
+    }
+    if r.packs_deleted > 0 {
+        say!(
+            g,
+            "{} {} packs ({})",
+            verb("deleted", "would delete"),
+            r.packs_deleted,
+            b(r.bytes_deleted)
+        );
+    }
+    if r.packs_marked > 0 {
+        let after = r
+            .delete_after
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        say!(
+            g,
+            "{} {} packs ({}) for deletion{}: a prune after {after} deletes them \
+             (grace period {}), or use --instant-delete if nothing else writes to this repository",
+            verb("marked", "would mark"),
+            r.packs_marked,
+            b(r.bytes_marked),
+            if r.packs_unindexed > 0 {
+                format!(", {} of them in no index", r.packs_unindexed)
+            } else {
+                String::new()
+            },
+            humantime::format_duration(std::time::Duration::from_secs(r.grace_secs))
+        );
+    }
+    if r.packs_waiting > 0 {
+        say!(
+            g,
+            "{} packs ({}) marked earlier wait for their grace period to end",
+            r.packs_waiting,
+            b(r.bytes_waiting)
+        );
+    }
+    if r.packs_missing > 0 {
+        say!(
+            g,
+            "dropped {} packs that were indexed but no longer stored (no snapshot needed them)",
+            r.packs_missing
+        );
+    }
+    if r.packs_repacked + r.packs_deleted + r.packs_marked + r.packs_missing + r.packs_revived == 0
+    {
+        say!(g, "nothing to prune");
+    }
+    Ok(())
+}
+
+fn print_check(g: &GlobalArgs, r: &commands::check::CheckReport) -> Result<(), Error> {
+    say!(
+        g,
+        "checked {} snapshots, {} index files, {} packs, {} blobs{}",
+        r.snapshots,
+        r.index_files,
+        r.packs,
+        r.blobs,
+        if r.packs_read > 0 {
+            format!(
+                "; read {} packs ({}), {} blobs re-hashed",
+                r.packs_read,
+                HumanBytes(r.bytes_read),
+                r.blobs_read
+            )
+        } else {
+            String::new()
+        }
+    );
+    for n in &r.notes {
+        say!(g, "note: {n}");
+    }
+    for p in &r.errors {
+        // Damage goes to stderr even with -q: it is the point of the command.
+        eprintln!(
+            "damaged: {} {}{}: {}",
+            p.kind,
+            p.id,
+            p.pack
+                .filter(|pk| *pk != p.id)
+                .map(|pk| format!(" (in pack {})", pk.short()))
+                .unwrap_or_default(),
+            p.message
+        );
+    }
+    if r.ok {
+        say!(g, "no errors were found");
+    } else {
+        eprintln!(
+            "sbk: check found {} problems: {} damaged packs; {} snapshots cannot be restored whole{}",
+            r.errors.len(),
+            r.damaged_packs.len(),
+            r.damaged_snapshots.len(),
+            if r.damaged_snapshots.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    r.damaged_snapshots.iter().map(|i| i.short()).collect::<Vec<_>>().join(", ")
+                )
+            }
+        );
+    }
+    Ok(())
 }
 
 fn pg_conn(spec: Option<&str>) -> Result<ConnParams, Error> {

@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::format::pack;
-use crate::id::Id;
 use crate::repository::Repository;
 
 /// What to show.
@@ -68,21 +67,7 @@ pub fn cat(repo: &Repository, target: &CatTarget) -> Result<Value> {
         CatTarget::Pack(p) => {
             let id = repo.resolve(FileType::Pack, p)?;
             let bytes = repo.backend().read(FileType::Pack, &id.to_hex())?;
-            let what = format!("pack file {id}");
-            if Id::of_file_bytes(&bytes) != id {
-                return Err(Error::damaged(
-                    what,
-                    "its bytes do not match its name (storage corruption)",
-                ));
-            }
-            let (data, sealed) =
-                pack::split(&bytes).map_err(|e| Error::damaged(&what, e.to_string()))?;
-            let plain = repo
-                .key()
-                .open(crate::crypto::aad::PACK_HEADER, sealed)
-                .map_err(|e| Error::damaged(&what, e.to_string()))?;
-            let entries = pack::decode_header(&plain, data.len() as u64)
-                .map_err(|e| Error::damaged(&what, e.to_string()))?;
+            let entries = repo.parse_pack(&id, &bytes)?;
             json!({"id": id, "size": bytes.len(), "blobs": entries_json(&entries)})
         }
         CatTarget::Tree(p) => {

@@ -2,8 +2,11 @@
 //! outcomes as text or JSON.
 
 pub mod cat;
+pub mod check;
+pub mod forget;
 pub mod init;
 pub mod key;
+pub mod prune;
 pub mod restore;
 pub mod restore_postgres;
 pub mod snapshot;

@@ -132,8 +132,16 @@ pub(crate) fn save_snapshot(
         BlobKind::Tree,
         serde_json::to_vec(&tree).expect("tree serializes"),
     )?;
+    let index = main.index();
     let (mut stats, _index_ids) = main.finish()?;
     stats.merge(other);
+    // A prune may have marked packs this snapshot reuses while it ran.
+    let needed = tree
+        .files
+        .iter()
+        .flat_map(|f| f.content.iter().copied())
+        .chain(std::iter::once(tree_id));
+    crate::liveness::secure_references(repo, index, needed)?;
     let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());
     let finished = chrono::Local::now().fixed_offset();
     let snapshot = Snapshot {

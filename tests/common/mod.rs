@@ -231,6 +231,29 @@ pub fn dump_like(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
+/// Applies one day's drift to a dump-like stream: every 97th row changed, a block of rows moved
+/// to the end (as PostgreSQL moves updated rows), a row inserted and one deleted.
+pub fn drift(data: &[u8], day: u64) -> Vec<u8> {
+    let rows: Vec<&[u8]> = data.split_inclusive(|&b| b == b'\n').collect();
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(rows.len() + 1);
+    let mut moved = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if (i as u64 + day * 13).is_multiple_of(97) {
+            moved.push(format!("{i}\tupdated on day {day}\t{}\n", i as u64 * day).into_bytes());
+        } else if i as u64 == 500 + day * 7 {
+            continue; // deleted
+        } else {
+            out.push(r.to_vec());
+        }
+    }
+    out.insert(
+        (day as usize * 1000) % out.len().max(1),
+        format!("inserted on day {day}\n").into_bytes(),
+    );
+    out.extend(moved);
+    out.concat()
+}
+
 /// Spawns `sbk` with piped stdin/stdout/stderr.
 pub fn spawn(mut c: Command) -> Child {
     c.stdin(Stdio::piped())

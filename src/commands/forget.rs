@@ -1,0 +1,259 @@
+//! `sbk forget`: remove snapshots by restic's retention rules ([`crate::retention`]), per group of
+//! related snapshots, or by ID. Only snapshot files are removed; `prune` frees their data.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::SnapshotView;
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::retention::{self, Candidate, Policy};
+
+/// What snapshots are grouped by before the policy is applied to each group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupBy {
+    /// The machine that took the snapshot.
+    Host,
+    /// The source's kind and where it reads from (a PostgreSQL server's host and port, a
+    /// command line), without the databases.
+    Source,
+    /// The databases of a PostgreSQL snapshot.
+    Database,
+    /// The snapshot's tags, as a set.
+    Tags,
+}
+
+impl FromStr for GroupBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "host" => Ok(GroupBy::Host),
+            "source" => Ok(GroupBy::Source),
+            "database" => Ok(GroupBy::Database),
+            "tags" => Ok(GroupBy::Tags),
+            other => Err(format!(
+                "{other:?}: group by host, source, database or tags"
+            )),
+        }
+    }
+}
+
+/// The default grouping: one series per machine and source.
+pub const DEFAULT_GROUP_BY: [GroupBy; 3] = [GroupBy::Host, GroupBy::Source, GroupBy::Database];
+
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    pub policy: Policy,
+    pub group_by: Vec<GroupBy>,
+    /// Snapshots to remove by ID (instead of a policy).
+    pub ids: Vec<String>,
+    /// Only consider snapshots of these hosts (all when empty).
+    pub hosts: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// The values a group shares; only the fields grouped by are set.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKey {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+impl std::fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.host {
+            parts.push(format!("host {h:?}"));
+        }
+        if let Some(s) = &self.source {
+            parts.push(format!("source {s:?}"));
+        }
+        if let Some(d) = &self.database {
+            parts.push(format!("database {d:?}"));
+        }
+        if let Some(t) = &self.tags {
+            parts.push(format!("tags [{}]", t.join(", ")));
+        }
+        if parts.is_empty() {
+            f.write_str("all snapshots")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// A snapshot kept, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Kept {
+    #[serde(flatten)]
+    pub snapshot: SnapshotView,
+    pub reasons: Vec<String>,
+}
+
+/// One group's outcome, newest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct ForgetGroup {
+    #[serde(flatten)]
+    pub key: GroupKey,
+    pub keep: Vec<Kept>,
+    pub remove: Vec<SnapshotView>,
+}
+
+/// What forget decided and (unless `dry_run`) did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    pub groups: Vec<ForgetGroup>,
+    /// Snapshots removed (or, with `dry_run`, to remove).
+    pub removed: Vec<Id>,
+}
+
+fn source_key(s: &Snapshot) -> String {
+    let mut out = s.source.kind.clone();
+    for (k, v) in &s.source.details {
+        if k == "databases" {
+            continue;
+        }
+        let v = match v {
+            serde_json::Value::String(x) => x.clone(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(" "),
+            other => other.to_string(),
+        };
+        out.push_str(&format!(" {k}={v}"));
+    }
+    out
+}
+
+fn database_key(s: &Snapshot) -> String {
+    s.source
+        .details
+        .get("databases")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// The group a snapshot belongs to.
+pub fn group_key(s: &Snapshot, by: &[GroupBy]) -> GroupKey {
+    let mut k = GroupKey::default();
+    for g in by {
+        match g {
+            GroupBy::Host => k.host = Some(s.host.clone()),
+            GroupBy::Source => k.source = Some(source_key(s)),
+            GroupBy::Database => k.database = Some(database_key(s)),
+            GroupBy::Tags => {
+                let mut t = s.tags.clone();
+                t.sort();
+                t.dedup();
+                k.tags = Some(t);
+            }
+        }
+    }
+    k
+}
+
+/// Decides which snapshots go, then removes them (unless `dry_run`).
+pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
+    let mut report = ForgetReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    if !opts.ids.is_empty() {
+        if !opts.policy.is_empty() {
+            return Err(Error::Invalid(
+                "give either snapshot IDs or --keep-* options, not both".into(),
+            ));
+        }
+        for spec in &opts.ids {
+            let (id, _) = repo.find_snapshot(spec)?;
+            if !report.removed.contains(&id) {
+                report.removed.push(id);
+            }
+        }
+    } else {
+        if opts.policy.is_empty() {
+            return Err(Error::Invalid(
+                "no policy given: pass --keep-last, --keep-daily, --keep-within ... or snapshot \
+                 IDs; nothing was removed"
+                    .into(),
+            ));
+        }
+        let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+        for (id, s) in repo.list_snapshots()? {
+            // Spooled snapshots are not in the repository yet: `sync` first.
+            if repo.is_spooled(&id) || (!opts.hosts.is_empty() && !opts.hosts.contains(&s.host)) {
+                continue;
+            }
+            groups
+                .entry(group_key(&s, &opts.group_by))
+                .or_default()
+                .push((id, s));
+        }
+        let now = chrono::Utc::now();
+        for (key, mut list) in groups {
+            // Ties in time: a stable order by ID.
+            list.sort_by_key(|e| e.0);
+            let candidates: Vec<Candidate<'_>> = list
+                .iter()
+                .map(|(_, s)| Candidate {
+                    time: s.time,
+                    tags: &s.tags,
+                })
+                .collect();
+            let verdicts = retention::apply_at(&opts.policy, &candidates, now);
+            if verdicts.iter().all(|v| !v.keep) {
+                return Err(Error::Refused(format!(
+                    "refusing to remove every snapshot of the group {key} (the policy keeps \
+                     none of its {}); nothing was removed",
+                    list.len()
+                )));
+            }
+            let mut group = ForgetGroup {
+                key,
+                keep: Vec::new(),
+                remove: Vec::new(),
+            };
+            for v in verdicts {
+                let (id, s) = &list[v.index];
+                let view = SnapshotView::new(*id, s.clone());
+                if v.keep {
+                    group.keep.push(Kept {
+                        snapshot: view,
+                        reasons: v.reasons,
+                    });
+                } else {
+                    report.removed.push(*id);
+                    group.remove.push(view);
+                }
+            }
+            report.groups.push(group);
+        }
+    }
+    if !opts.dry_run {
+        for id in &report.removed {
+            repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
+        }
+    }
+    Ok(report)
+}

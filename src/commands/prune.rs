@@ -1,0 +1,575 @@
+//! `sbk prune`: remove the data no snapshot needs, without taking a lock.
+//!
+//! Two phases (see `docs/format.md`, section 12): a run *marks* packs it finds unused (and the
+//! old copies of packs it repacks, and packs no index lists) in the index file it writes, and
+//! deletes packs that an earlier run marked more than a grace period ago and that nothing listed
+//! as live again since. A snapshot that was running meanwhile has either committed by then (its
+//! blobs count as used and their packs are revived) or revived the packs itself before writing its
+//! snapshot ([`crate::liveness::secure_references`]).
+//!
+//! Order of a run: list snapshots, then index files, then packs (each listing sees everything the
+//! previous one refers to, as writers make packs durable before the index and the index before
+//! the snapshot); plan; write repacked packs; write the new index, superseding every index file
+//! read; delete; remove the superseded index files. A crash at any point leaves a repository that
+//! `check` passes and that the next prune completes.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::format::index::{IndexFile, IndexPack, MarkedPack};
+use crate::format::pack::PackEntry;
+use crate::id::Id;
+use crate::index::Index;
+use crate::liveness::{snapshot_blobs, UsedSet};
+use crate::packer::{FinishedPack, PackWriter};
+use crate::repository::Repository;
+
+/// How long a marked pack waits before a prune deletes it, by default: longer than any snapshot
+/// runs.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// How much unused data may stay in partly used packs (restic's `--max-unused`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxUnused {
+    /// Unused bytes at most this percentage of all stored bytes.
+    Percent(f64),
+    Bytes(u64),
+    Unlimited,
+}
+
+impl FromStr for MaxUnused {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if s == "unlimited" {
+            return Ok(MaxUnused::Unlimited);
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?} is not a percentage"))?;
+            if !(0.0..100.0).contains(&p) {
+                return Err(format!(
+                    "{s:?}: the percentage must be at least 0 and below 100"
+                ));
+            }
+            return Ok(MaxUnused::Percent(p));
+        }
+        let (digits, mult) = match s.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => {
+                let m: u64 = match c.to_ascii_lowercase() {
+                    'k' => 1 << 10,
+                    'm' => 1 << 20,
+                    'g' => 1 << 30,
+                    't' => 1 << 40,
+                    _ => return Err(format!("{s:?}: unknown unit {c:?} (use k, M, G, T or %)")),
+                };
+                (&s[..i], m)
+            }
+            _ => (s, 1),
+        };
+        let n: u64 = digits
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size, a percentage or `unlimited`"))?;
+        Ok(MaxUnused::Bytes(n.saturating_mul(mult)))
+    }
+}
+
+impl MaxUnused {
+    /// Unused bytes tolerated beside `used` bytes in use.
+    fn limit(self, used: u64) -> u64 {
+        match self {
+            MaxUnused::Percent(p) => (p / (100.0 - p) * used as f64) as u64,
+            MaxUnused::Bytes(b) => b,
+            MaxUnused::Unlimited => u64::MAX,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub max_unused: MaxUnused,
+    /// Delete unused packs in this run instead of marking them (only for a repository that
+    /// nothing else writes to).
+    pub instant_delete: bool,
+    pub grace: Duration,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: MaxUnused::Percent(5.0),
+            instant_delete: false,
+            grace: DEFAULT_GRACE,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a prune found and did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub blobs_used: usize,
+    pub bytes_used: u64,
+    /// Stored bytes no snapshot needs (before this run).
+    pub bytes_unused: u64,
+    pub packs: usize,
+    pub packs_kept: usize,
+    pub packs_repacked: usize,
+    /// Bytes copied into new packs by repacking.
+    pub bytes_repacked: u64,
+    pub packs_written: usize,
+    /// Packs marked for deletion by this run (unused, repacked or listed by no index).
+    pub packs_marked: usize,
+    pub bytes_marked: u64,
+    /// Of those, packs that no index listed (left by an interrupted run).
+    pub packs_unindexed: usize,
+    /// Packs marked by an earlier run whose grace period is not over.
+    pub packs_waiting: usize,
+    pub bytes_waiting: u64,
+    /// Marked packs that a snapshot needs again, listed as live again.
+    pub packs_revived: usize,
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Packs the index listed but the repository no longer holds (no snapshot needed them).
+    pub packs_missing: usize,
+    pub index_files_written: usize,
+    pub index_files_removed: usize,
+    pub grace_secs: u64,
+    /// Earliest time (Unix seconds) at which a later prune can delete the packs marked now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_after: Option<i64>,
+}
+
+/// A pack as the plan sees it.
+struct PackInfo {
+    entries: Vec<PackEntry>,
+    /// Listed live by some effective index file.
+    live: bool,
+    /// Latest mark among the effective files, when marked.
+    marked_at: Option<i64>,
+    size: Option<u64>,
+    used_bytes: u64,
+}
+
+enum Fate {
+    Keep,
+    Repack,
+    /// Marked for deletion by this run.
+    Mark,
+    /// Marked by an earlier run (at this time), grace period not over.
+    Wait(i64),
+    Delete,
+    /// Listed by the index but not stored, and not needed: dropped from the index.
+    Drop,
+}
+
+/// Plans and (unless `dry_run`) runs a prune.
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let now = chrono::Utc::now().timestamp();
+    let grace = opts.grace.as_secs().min(i64::MAX as u64) as i64;
+    // Snapshots, then index files, then packs: see the module documentation.
+    let snapshots = repo.list_snapshots()?;
+    let files = repo.load_index_files()?;
+    let index = files.to_index()?;
+    let stored: HashMap<Id, u64> = repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .filter_map(|f| Id::from_hex(&f.name).map(|id| (id, f.size)))
+        .collect();
+
+    let used = mark_used(repo, &index, &snapshots)?;
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        snapshots: snapshots.len(),
+        blobs_used: used.count(),
+        grace_secs: opts.grace.as_secs(),
+        packs: stored.len(),
+        ..Default::default()
+    };
+
+    // Every pack the index knows, live or marked.
+    let mut packs: HashMap<Id, PackInfo> = HashMap::new();
+    for (_, f) in &files.files {
+        for p in &f.packs {
+            let info = packs.entry(p.id).or_insert_with(|| PackInfo::new(p));
+            info.live = true;
+        }
+        for m in &f.marked {
+            let info = packs
+                .entry(m.pack.id)
+                .or_insert_with(|| PackInfo::new(&m.pack));
+            info.marked_at = Some(info.marked_at.map_or(m.marked_at, |t| t.max(m.marked_at)));
+        }
+    }
+    // Packs no index lists: left by an interrupted run, or being written by a running one.
+    let mut unindexed: Vec<Id> = stored
+        .keys()
+        .filter(|id| !packs.contains_key(id))
+        .copied()
+        .collect();
+    unindexed.sort();
+    for id in &unindexed {
+        // A header that cannot be read still gets marked: no snapshot can need the pack.
+        let entries = repo.read_pack_header(id, stored[id]).unwrap_or_default();
+        packs.insert(
+            *id,
+            PackInfo {
+                entries,
+                live: false,
+                marked_at: None,
+                size: None,
+                used_bytes: 0,
+            },
+        );
+    }
+    for (id, info) in packs.iter_mut() {
+        info.size = stored.get(id).copied();
+        info.used_bytes = info
+            .entries
+            .iter()
+            .filter(|e| is_chosen_copy(&index, &used, id, e))
+            .map(|e| e.stored_len as u64)
+            .sum();
+    }
+
+    let mut ids: Vec<Id> = packs.keys().copied().collect();
+    ids.sort();
+    let mut fates: HashMap<Id, Fate> = HashMap::new();
+    let mut candidates = Vec::new();
+    for id in &ids {
+        let info = &packs[id];
+        let Some(size) = info.size else {
+            if info.used_bytes > 0 {
+                return Err(Error::damaged(
+                    format!("pack file {id}"),
+                    "the index lists it and snapshots need its blobs, but the repository does \
+                     not hold it; prune deletes nothing while data is missing: run `sbk check`",
+                ));
+            }
+            fates.insert(*id, Fate::Drop);
+            continue;
+        };
+        report.bytes_used += info.used_bytes;
+        report.bytes_unused += size.saturating_sub(info.used_bytes);
+        if info.used_bytes == 0 && !info.live && info.marked_at.is_none() {
+            report.packs_unindexed += 1;
+        }
+        let fate = if info.used_bytes > 0 {
+            if !info.live {
+                report.packs_revived += 1;
+            } else if info.used_bytes + slack(info) < size {
+                candidates.push(*id);
+            }
+            Fate::Keep
+        } else if opts.instant_delete {
+            Fate::Delete
+        } else {
+            match info.marked_at {
+                // Live somewhere (a mark another file overrides): marked afresh.
+                _ if info.live => Fate::Mark,
+                Some(at) if now.saturating_sub(at) >= grace => Fate::Delete,
+                Some(at) => Fate::Wait(at),
+                None => Fate::Mark,
+            }
+        };
+        fates.insert(*id, fate);
+    }
+
+    // Repack the partly used packs with the most unused bytes until what stays unused is within
+    // the limit.
+    candidates.sort_by_key(|id| {
+        let i = &packs[id];
+        std::cmp::Reverse(i.size.unwrap_or(0) - i.used_bytes)
+    });
+    let mut unused_left: u64 = ids
+        .iter()
+        .filter(|id| matches!(fates[*id], Fate::Keep))
+        .map(|id| packs[id].size.unwrap_or(0) - packs[id].used_bytes)
+        .sum();
+    let limit = opts.max_unused.limit(report.bytes_used);
+    let mut to_repack = Vec::new();
+    for id in candidates {
+        if unused_left <= limit {
+            break;
+        }
+        let i = &packs[&id];
+        unused_left -= i.size.unwrap_or(0) - i.used_bytes;
+        report.bytes_repacked += i.used_bytes;
+        to_repack.push(id);
+        fates.insert(id, Fate::Repack);
+    }
+    report.packs_repacked = to_repack.len();
+    for id in &ids {
+        let size = packs[id].size.unwrap_or(0);
+        match fates[id] {
+            Fate::Keep => report.packs_kept += 1,
+            Fate::Mark => {
+                report.packs_marked += 1;
+                report.bytes_marked += size;
+            }
+            Fate::Repack if !opts.instant_delete => {
+                report.packs_marked += 1;
+                report.bytes_marked += size;
+            }
+            Fate::Delete | Fate::Repack => {
+                report.packs_deleted += 1;
+                report.bytes_deleted += size;
+            }
+            Fate::Wait(_) => {
+                report.packs_waiting += 1;
+                report.bytes_waiting += size;
+            }
+            Fate::Drop => report.packs_missing += 1,
+        }
+    }
+    if report.packs_marked > 0 {
+        report.delete_after = Some(now.saturating_add(grace));
+    }
+    let nothing_to_do = to_repack.is_empty()
+        && report.packs_marked == 0
+        && report.packs_deleted == 0
+        && report.packs_missing == 0
+        && report.packs_revived == 0
+        && files.superseded.is_empty()
+        && files.files.len() <= 1;
+    if opts.dry_run || nothing_to_do {
+        return Ok(report);
+    }
+
+    // 1. Repack.
+    let written = repack(repo, &index, &used, &packs, &to_repack)?;
+    report.packs_written = written.len();
+
+    // 2. The new index: live packs, and marks (with their times), superseding every file read.
+    let mut live: Vec<IndexPack> = written;
+    let mut marked: Vec<MarkedPack> = Vec::new();
+    let mut doomed: Vec<(Id, u64)> = Vec::new();
+    for id in &ids {
+        let info = &packs[id];
+        let pack = || IndexPack {
+            id: *id,
+            blobs: info.entries.clone(),
+        };
+        match fates[id] {
+            Fate::Keep => live.push(pack()),
+            Fate::Wait(at) => marked.push(MarkedPack {
+                marked_at: at,
+                pack: pack(),
+            }),
+            Fate::Mark => marked.push(MarkedPack {
+                marked_at: now,
+                pack: pack(),
+            }),
+            Fate::Repack if !opts.instant_delete => marked.push(MarkedPack {
+                marked_at: now,
+                pack: pack(),
+            }),
+            Fate::Repack | Fate::Delete => doomed.push((*id, info.size.unwrap_or(0))),
+            Fate::Drop => {}
+        }
+    }
+    let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
+    supersedes.extend_from_slice(&files.superseded);
+    let new_files = write_index(repo, live, marked, &supersedes)?;
+    report.index_files_written = new_files.len();
+
+    // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again.
+    if !doomed.is_empty() {
+        let known: HashSet<Id> = supersedes.iter().chain(&new_files).copied().collect();
+        let mut revived = HashSet::new();
+        for id in repo.list_ids(FileType::Index)? {
+            if known.contains(&id) {
+                continue;
+            }
+            if let Ok(f) = repo.load_index_file(&id) {
+                revived.extend(f.packs.iter().map(|p| p.id));
+            }
+        }
+        for (id, _) in doomed.iter().filter(|(id, _)| !revived.contains(id)) {
+            repo.backend().remove(FileType::Pack, &id.to_hex())?;
+        }
+    }
+
+    // 4. The superseded index files.
+    for id in &supersedes {
+        repo.backend().remove(FileType::Index, &id.to_hex())?;
+        report.index_files_removed += 1;
+    }
+    Ok(report)
+}
+
+impl PackInfo {
+    fn new(p: &IndexPack) -> Self {
+        PackInfo {
+            entries: p.blobs.clone(),
+            live: false,
+            marked_at: None,
+            size: None,
+            used_bytes: 0,
+        }
+    }
+}
+
+/// Bytes of a pack that are neither blobs nor waste: its sealed header and length.
+fn slack(info: &PackInfo) -> u64 {
+    let header: u64 = 1 + info
+        .entries
+        .iter()
+        .map(|e| 41 + if e.base.is_some() { 32 } else { 0 })
+        .sum::<u64>();
+    header + crate::crypto::SEAL_OVERHEAD as u64 + 4
+}
+
+/// Whether this entry is the copy of a used blob that the repository keeps (a blob stored twice
+/// keeps the copy the index resolves to).
+fn is_chosen_copy(index: &Index, used: &UsedSet<'_>, pack: &Id, e: &PackEntry) -> bool {
+    used.contains(&e.id) && index.get(&e.id).is_some_and(|b| b.pack == *pack)
+}
+
+/// Marks every blob a snapshot needs; a snapshot whose blobs the index lacks stops the prune.
+fn mark_used<'a>(
+    repo: &Repository,
+    index: &'a Index,
+    snapshots: &[(Id, crate::format::snapshot::Snapshot)],
+) -> Result<UsedSet<'a>> {
+    let mut used = UsedSet::new(index);
+    let mut trees = HashSet::new();
+    for (sid, s) in snapshots {
+        if !trees.insert(s.tree) {
+            continue;
+        }
+        let incomplete = |reason: String| {
+            Error::damaged(
+                format!("snapshot {}", sid.short()),
+                format!(
+                    "{reason}; prune deletes nothing while a snapshot is incomplete: run \
+                     `sbk check`"
+                ),
+            )
+        };
+        let blobs = snapshot_blobs(repo, index, &s.tree).map_err(|e| incomplete(e.to_string()))?;
+        for id in blobs {
+            used.mark(&id).map_err(|missing| {
+                incomplete(format!(
+                    "it needs blob {} which no index lists",
+                    missing.short()
+                ))
+            })?;
+        }
+    }
+    Ok(used)
+}
+
+/// Copies the used blobs of `ids` into new packs (sealed bytes as they are, each authenticated
+/// first), makes them durable and returns their index entries.
+fn repack(
+    repo: &Repository,
+    index: &Index,
+    used: &UsedSet<'_>,
+    packs: &HashMap<Id, PackInfo>,
+    ids: &[Id],
+) -> Result<Vec<IndexPack>> {
+    let backend = repo.backend();
+    let staging = backend.staging_dir();
+    let staging_name = staging
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .display()
+        .to_string();
+    let io = |e: std::io::Error| Error::io("write pack staging file in", &staging_name, e);
+    let mut out = Vec::new();
+    let mut writer: Option<PackWriter> = None;
+    let flush = |w: PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
+        let FinishedPack {
+            id, file, entries, ..
+        } = w.finish(repo.key()).map_err(io)?;
+        backend.write_staged(FileType::Pack, &id.to_hex(), file)?;
+        out.push(IndexPack { id, blobs: entries });
+        Ok(())
+    };
+    for pid in ids {
+        let bytes = backend.read(FileType::Pack, &pid.to_hex())?;
+        repo.parse_pack(pid, &bytes).map_err(|e| {
+            Error::damaged(
+                format!("pack file {pid}"),
+                format!("cannot be repacked ({e}); run `sbk check` and `sbk repair packs`"),
+            )
+        })?;
+        for e in packs[pid]
+            .entries
+            .iter()
+            .filter(|e| is_chosen_copy(index, used, pid, e))
+        {
+            let end = e.offset as usize + e.stored_len as usize;
+            let sealed = bytes.get(e.offset as usize..end).ok_or_else(|| {
+                Error::damaged(
+                    format!("pack file {pid}"),
+                    "an index entry runs past its end",
+                )
+            })?;
+            let aad = crate::crypto::blob_aad(e.kind as u8, &e.id, e.base.as_ref());
+            repo.key().open(&aad, sealed).map_err(|_| {
+                Error::damaged(
+                    format!("blob {} in pack {pid}", e.id.short()),
+                    "authentication failed while repacking: run `sbk check`",
+                )
+            })?;
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(PackWriter::new(staging.as_deref()).map_err(io)?),
+            };
+            w.add(e.kind, e.id, e.raw_len, sealed, e.base).map_err(io)?;
+            if w.len() >= repo.config().pack_size as u64 {
+                flush(writer.take().expect("just used"), &mut out)?;
+            }
+        }
+    }
+    if let Some(w) = writer.take() {
+        flush(w, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Writes the new index: files of at most [`crate::archiver::MAX_BLOBS_PER_INDEX`] blobs, the
+/// last one superseding `supersedes`, so that the old files stop counting only once every new
+/// one is durable.
+fn write_index(
+    repo: &Repository,
+    live: Vec<IndexPack>,
+    marked: Vec<MarkedPack>,
+    supersedes: &[Id],
+) -> Result<Vec<Id>> {
+    let limit = crate::archiver::MAX_BLOBS_PER_INDEX;
+    let mut files = vec![IndexFile::default()];
+    let mut blobs = 0;
+    let mut room = |n: usize, files: &mut Vec<IndexFile>| {
+        if blobs + n > limit && blobs > 0 {
+            files.push(IndexFile::default());
+            blobs = 0;
+        }
+        blobs += n;
+    };
+    for p in live {
+        room(p.blobs.len(), &mut files);
+        files.last_mut().expect("one").packs.push(p);
+    }
+    for m in marked {
+        room(m.pack.blobs.len(), &mut files);
+        files.last_mut().expect("one").marked.push(m);
+    }
+    files.last_mut().expect("one").supersedes = supersedes.to_vec();
+    files.iter().map(|f| repo.save_index(f)).collect()
+}

@@ -1,0 +1,585 @@
+//! Forget, prune and check through the real binary (and, for exact interleavings, the library):
+//! after forget + prune every remaining snapshot restores byte for byte and `check --read-data`
+//! passes; prune beside running snapshots, and prune killed at random moments, lose nothing.
+
+mod common;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+fn data_bytes(repo: &TestRepo) -> u64 {
+    repo.files("data")
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Snapshots of a drifting input, one per day from 2026-11-01; returns (id, bytes) oldest first.
+fn drifting_snapshots(repo: &TestRepo, days: u64, len: usize) -> Vec<(String, Vec<u8>)> {
+    let mut data = dump_like(11, len);
+    let mut out = Vec::new();
+    for day in 0..days {
+        if day > 0 {
+            data = drift(&data, day);
+        }
+        let time = format!("2026-11-{:02}T02:00:00+01:00", day + 1);
+        let o = repo.run_with_input(
+            &[
+                "--json", "snapshot", "stdin", "--name", "db.dump", "--time", &time,
+            ],
+            &data,
+        );
+        let v = json(&o);
+        out.push((v["id"].as_str().unwrap().to_string(), data.clone()));
+    }
+    out
+}
+
+fn assert_restores(repo: &TestRepo, versions: &[(String, Vec<u8>)]) {
+    let listed: Vec<String> = repo
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &listed {
+        let (_, data) = versions
+            .iter()
+            .find(|(v, _)| v == id)
+            .unwrap_or_else(|| panic!("unexpected snapshot {id}"));
+        assert!(
+            repo.dump(id) == *data,
+            "snapshot {id} does not restore exactly"
+        );
+    }
+}
+
+fn check_read_data(repo: &TestRepo) -> serde_json::Value {
+    let out = repo.run(&["--json", "check", "--read-data"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        out.status.success() && v["ok"] == true,
+        "check failed: {v:#}\n{}",
+        stderr(&out)
+    );
+    v
+}
+
+#[test]
+fn forget_and_prune_keep_every_remaining_snapshot_whole() {
+    let repo = TestRepo::new();
+    let versions = drifting_snapshots(&repo, 8, 6 << 20);
+    let before = data_bytes(&repo);
+    let packs_before = repo.files("data");
+
+    // Two phases: unused packs are only marked; everything stays readable.
+    let v = json(&repo.run(&["--json", "forget", "--keep-last", "3", "--prune"]));
+    let removed: usize = v["forget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["remove"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(removed, 5);
+    assert!(v["prune"]["packs_marked"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["prune"]["packs_deleted"], 0);
+    // (Partly used packs may be repacked: new packs appear, old ones stay until the sweep.)
+    let packs_now = repo.files("data");
+    assert!(
+        packs_before.iter().all(|p| packs_now.contains(p)),
+        "the first phase deletes nothing"
+    );
+    let marked = data_bytes(&repo);
+    let c = check_read_data(&repo);
+    assert!(
+        c["notes"].to_string().contains("marked for deletion"),
+        "{c:#}"
+    );
+    assert_restores(&repo, &versions);
+
+    // The kept snapshots are deltas against bases that forgotten snapshots stored.
+    let kept = repo.snapshots();
+    assert!(kept
+        .iter()
+        .any(|s| u64_of(s, &["summary", "blobs_delta"]) > 0));
+
+    // Once the grace period is over, a prune deletes them.
+    let v = json(&repo.run(&["--json", "prune", "--grace", "0s"]));
+    assert!(v["packs_deleted"].as_u64().unwrap() > 0, "{v:#}");
+    let after = data_bytes(&repo);
+    // The kept snapshots' chains reach back to the first keyframe, so what is freed is the
+    // forgotten snapshots' own deltas and the repacked packs' waste.
+    assert!(
+        after < before && after < marked,
+        "prune freed nothing: {before} -> {marked} -> {after}"
+    );
+    check_read_data(&repo);
+    assert_restores(&repo, &versions);
+
+    // Nothing left to do, and a new snapshot still deduplicates and uses deltas.
+    let v = json(&repo.run(&["--json", "prune", "--grace", "0s"]));
+    assert_eq!(v["packs_deleted"], 0, "{v:#}");
+    assert_eq!(v["packs_marked"], 0, "{v:#}");
+    let last = &versions.last().unwrap().1;
+    let next = drift(last, 99);
+    let s = repo.snapshot("db.dump", &next);
+    assert!(u64_of(&s, &["summary", "blobs_delta"]) > 0, "{s:#}");
+    assert!(repo.dump(s["id"].as_str().unwrap()) == next);
+    check_read_data(&repo);
+}
+
+#[test]
+fn instant_delete_and_repacking_free_space_at_once() {
+    let repo = TestRepo::new();
+    // Unrelated streams: forgetting one frees its data.
+    let mut versions = Vec::new();
+    for seed in 0..4 {
+        let data = dump_like(40 + seed, 3 << 20);
+        let s = repo.snapshot("db.dump", &data);
+        versions.push((s["id"].as_str().unwrap().to_string(), data));
+    }
+    // A pack shared by a kept and a forgotten snapshot: A+B, then A alone.
+    let a = dump_like(50, 3 << 20);
+    let ab = [a.clone(), dump_like(51, 3 << 20)].concat();
+    for data in [ab, a] {
+        let s = repo.snapshot("other.dump", &data);
+        versions.push((s["id"].as_str().unwrap().to_string(), data));
+    }
+    let before = data_bytes(&repo);
+    let v = json(&repo.run(&[
+        "--json",
+        "forget",
+        "--keep-last",
+        "1",
+        "--group-by",
+        "",
+        "--prune",
+        "--instant-delete",
+        "--max-unused",
+        "0%",
+    ]));
+    assert!(v["prune"]["packs_deleted"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["prune"]["packs_repacked"], 1, "{v:#}");
+    let after = data_bytes(&repo);
+    assert!(after < before / 4, "{before} -> {after}");
+    let c = check_read_data(&repo);
+    assert!(!c["notes"].to_string().contains("marked"), "{c:#}");
+    assert_restores(&repo, &versions);
+    // With nothing unused left, a second prune changes nothing.
+    let v = json(&repo.run(&["--json", "prune", "--max-unused", "0%", "--instant-delete"]));
+    assert_eq!(v["packs_deleted"], 0, "{v:#}");
+    assert_eq!(v["packs_repacked"], 0, "{v:#}");
+}
+
+#[test]
+fn dry_runs_change_nothing() {
+    let repo = TestRepo::new();
+    let versions = drifting_snapshots(&repo, 3, 2 << 20);
+    let files = |r: &TestRepo| (r.files("data"), r.files("index"), r.files("snapshots"));
+    let before = files(&repo);
+    let v = json(&repo.run(&[
+        "--json",
+        "forget",
+        "--keep-last",
+        "1",
+        "--dry-run",
+        "--prune",
+        "--instant-delete",
+    ]));
+    assert_eq!(v["forget"][0]["remove"].as_array().unwrap().len(), 2);
+    assert_eq!(v["prune"]["dry_run"], true);
+    assert_eq!(files(&repo), before);
+    assert_restores(&repo, &versions);
+}
+
+#[test]
+fn forget_json_policy_errors_and_ids() {
+    let repo = TestRepo::new();
+    let data = dump_like(2, 1 << 20);
+    for (host, day) in [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2)] {
+        let time = format!("2026-11-{day:02}T12:00:00+01:00");
+        ok(&repo.run_with_input(
+            &[
+                "snapshot", "stdin", "--name", "x", "--host", host, "--time", &time,
+            ],
+            &data,
+        ));
+    }
+    // Groups by host; each group keeps its newest, with restic's reason.
+    let v = json(&repo.run(&["--json", "forget", "--keep-last", "1", "--dry-run"]));
+    let groups = v.as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    for g in groups {
+        assert_eq!(g["keep"].as_array().unwrap().len(), 1);
+        assert_eq!(g["keep"][0]["reasons"][0], "last snapshot");
+        assert!(g["keep"][0]["id"].as_str().unwrap().len() == 64);
+        assert!(g["remove"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"].is_string()));
+    }
+    assert!(groups
+        .iter()
+        .any(|g| g["host"] == "a" && g["remove"].as_array().unwrap().len() == 2));
+    // One group for all.
+    let v = json(&repo.run(&[
+        "--json",
+        "forget",
+        "--keep-last",
+        "1",
+        "--group-by",
+        "",
+        "--dry-run",
+    ]));
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["remove"].as_array().unwrap().len(), 4);
+    // -1 keeps one per day, all the way back.
+    let v = json(&repo.run(&["--json", "forget", "--keep-daily", "-1", "--dry-run"]));
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|g| g["remove"].as_array().unwrap().is_empty()));
+    // No policy: refused, nothing removed.
+    let out = repo.run(&["forget"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no policy"), "{}", stderr(&out));
+    // A policy that keeps nothing of a group: refused.
+    let out = repo.run(&["forget", "--keep-tag", "never-used"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refusing"), "{}", stderr(&out));
+    assert_eq!(repo.snapshots().len(), 5);
+    // By ID, and `latest`.
+    let first = repo.snapshots()[0]["id"].as_str().unwrap().to_string();
+    ok(&repo.run(&["forget", &first[..8], "latest"]));
+    let left: Vec<String> = repo
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert!(!left.contains(&first));
+    // IDs and a policy together: refused.
+    let out = repo.run(&["forget", "--keep-last", "1", &left[0]]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// The seed schedule through the CLI: every six hours for 40 days, keep 7 daily / 4 weekly.
+#[test]
+fn forget_seed_schedule_through_the_cli() {
+    let repo = TestRepo::new();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00+01:00").unwrap();
+    for i in 0..160 {
+        let t = start + chrono::Duration::hours(6 * i);
+        ok(&repo.run_with_input(
+            &[
+                "snapshot",
+                "stdin",
+                "--name",
+                "x",
+                "--time",
+                &t.to_rfc3339(),
+            ],
+            b"same bytes every time",
+        ));
+    }
+    let v = json(&repo.run(&[
+        "--json",
+        "forget",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+    ]));
+    let mut kept: Vec<String> = v[0]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["time"].as_str().unwrap().to_string())
+        .collect();
+    kept.sort();
+    // Last snapshot 2026-11-09T18:00 (a Monday). Daily: Nov 3..9 at 18:00. Weekly (ISO weeks,
+    // newest of each): Nov 9 (week 46), Nov 8 (week 45), Nov 1 (week 44), Oct 25 (week 43).
+    let expected = [
+        "2026-10-25T18:00:00+01:00",
+        "2026-11-01T18:00:00+01:00",
+        "2026-11-03T18:00:00+01:00",
+        "2026-11-04T18:00:00+01:00",
+        "2026-11-05T18:00:00+01:00",
+        "2026-11-06T18:00:00+01:00",
+        "2026-11-07T18:00:00+01:00",
+        "2026-11-08T18:00:00+01:00",
+        "2026-11-09T18:00:00+01:00",
+    ];
+    assert_eq!(kept, expected);
+    assert_eq!(repo.snapshots().len(), expected.len());
+}
+
+#[test]
+fn prune_beside_running_snapshots_loses_nothing() {
+    let repo = Arc::new(TestRepo::new());
+    let versions = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let first = dump_like(21, 3 << 20);
+    let s = repo.snapshot("db.dump", &first);
+    versions
+        .lock()
+        .unwrap()
+        .push((s["id"].as_str().unwrap().to_string(), first.clone()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (repo, versions, done) = (repo.clone(), versions.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut data = first;
+            let mut failures = Vec::new();
+            for day in 1..=24 {
+                data = drift(&data, day);
+                let out = repo
+                    .run_with_input(&["--json", "snapshot", "stdin", "--name", "db.dump"], &data);
+                if out.status.success() {
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                    versions
+                        .lock()
+                        .unwrap()
+                        .push((v["id"].as_str().unwrap().to_string(), data.clone()));
+                } else {
+                    failures.push(stderr(&out));
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            failures
+        })
+    };
+    let mut rounds = 0;
+    let mut prune_errors = Vec::new();
+    let mut deleted = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let out = repo.run(&[
+            "--json",
+            "forget",
+            "--keep-last",
+            "2",
+            "--prune",
+            "--grace",
+            "500ms",
+        ]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            deleted += v["prune"]["packs_deleted"].as_u64().unwrap();
+        } else {
+            prune_errors.push(stderr(&out));
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failures = writer.join().unwrap();
+    eprintln!(
+        "{rounds} prune rounds deleted {deleted} packs; {} snapshots failed",
+        failures.len()
+    );
+    // The one allowed failure: a run that outlasted the grace period. Clean.
+    for err in &failures {
+        assert!(err.contains("deleted by a prune"), "{err}");
+    }
+    assert!(failures.len() < 24, "every snapshot failed");
+    assert!(prune_errors.is_empty(), "{prune_errors:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    ok(&repo.run(&["prune", "--grace", "500ms"]));
+    check_read_data(&repo);
+    assert_restores(&repo, &versions.lock().unwrap());
+}
+
+#[test]
+fn prune_killed_at_random_moments_leaves_a_repository_that_check_passes() {
+    let repo = TestRepo::new();
+    let mut versions = drifting_snapshots(&repo, 6, 4 << 20);
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut data = versions.last().unwrap().1.clone();
+    for round in 0..6u64 {
+        // New work each round: one more snapshot, one forgotten.
+        data = drift(&data, 50 + round);
+        let s = repo.snapshot("db.dump", &data);
+        versions.push((s["id"].as_str().unwrap().to_string(), data.clone()));
+        ok(&repo.run(&["forget", "--keep-last", "3"]));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(10 + (seed >> 33) % 250);
+        let args: &[&str] = if round % 2 == 0 {
+            &["prune", "--instant-delete", "--max-unused", "0%"]
+        } else {
+            &["prune", "--grace", "0s", "--max-unused", "0%"]
+        };
+        let mut child = spawn(repo.cmd(args));
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = repo.run(&["--json", "check"]);
+        assert!(
+            out.status.success(),
+            "round {round} ({delay:?}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_restores(&repo, &versions);
+    }
+    ok(&repo.run(&["prune", "--instant-delete", "--max-unused", "0%"]));
+    let c = check_read_data(&repo);
+    assert!(!c["notes"].to_string().contains("no index"), "{c:#}");
+    assert_restores(&repo, &versions);
+}
+
+/// A reader that holds back its end of stream until told to finish.
+struct Gated<'a> {
+    data: &'a [u8],
+    gate: std::sync::mpsc::Receiver<()>,
+}
+
+impl Read for Gated<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data.is_empty() {
+            let _ = self.gate.recv();
+            return Ok(0);
+        }
+        let n = buf.len().min(self.data.len()).min(1 << 16);
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fn lib_repo(dir: &tempfile::TempDir) -> sbk::Repository {
+    let backend = Arc::new(sbk::backend::local::LocalBackend::new(
+        dir.path().join("repo"),
+    ));
+    sbk::Repository::init(
+        backend,
+        b"pw",
+        sbk::crypto::KdfParams::with_cost(1024, 1, 1),
+        &sbk::Actor::current(),
+    )
+    .unwrap()
+}
+
+/// The exact interleaving, with the library: a snapshot that reuses blobs of a snapshot that is
+/// forgotten and pruned while it runs revives their packs, and stays whole.
+#[test]
+fn a_snapshot_revives_packs_marked_while_it_ran() {
+    use sbk::commands::{forget, prune, snapshot};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lib_repo(&dir);
+    let data = dump_like(31, 3 << 20);
+    let opts = snapshot::SnapshotOptions::new("db.dump");
+    let first = snapshot::snapshot_reader(&repo, &opts, &data[..], Default::default()).unwrap();
+
+    // A second run of the same bytes (every blob reused), held before its end.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| {
+            snapshot::snapshot_reader(
+                &repo,
+                &opts,
+                Gated {
+                    data: &data,
+                    gate: rx,
+                },
+                Default::default(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // Meanwhile: the first snapshot is forgotten and its packs marked.
+        forget::forget(
+            &repo,
+            &forget::ForgetOptions {
+                ids: vec![first.id.to_hex()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = prune::prune(&repo, &prune::PruneOptions::default()).unwrap();
+        assert!(r.packs_marked > 0, "{r:?}");
+        tx.send(()).unwrap();
+        let second = running.join().unwrap().unwrap();
+        // The revived packs survive a prune whose grace period is over.
+        let r = prune::prune(
+            &repo,
+            &prune::PruneOptions {
+                grace: Duration::ZERO,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.packs_deleted, 0, "{r:?}");
+        let mut out = Vec::new();
+        sbk::commands::restore::dump(&repo, &second.id.to_hex(), None, &mut out).unwrap();
+        assert!(out == data);
+        let c = sbk::commands::check::check(
+            &repo,
+            &sbk::commands::check::CheckOptions {
+                read_data: sbk::commands::check::ReadData::All,
+            },
+        )
+        .unwrap();
+        assert!(c.ok, "{c:?}");
+    });
+}
+
+/// If the packs are deleted before the run ends (an instant delete, or a run longer than the
+/// grace period), the snapshot fails cleanly instead of naming missing blobs.
+#[test]
+fn a_snapshot_whose_reused_blobs_were_deleted_fails_cleanly() {
+    use sbk::commands::{forget, prune, snapshot};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lib_repo(&dir);
+    let data = dump_like(32, 2 << 20);
+    let opts = snapshot::SnapshotOptions::new("db.dump");
+    let first = snapshot::snapshot_reader(&repo, &opts, &data[..], Default::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| {
+            snapshot::snapshot_reader(
+                &repo,
+                &opts,
+                Gated {
+                    data: &data,
+                    gate: rx,
+                },
+                Default::default(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        forget::forget(
+            &repo,
+            &forget::ForgetOptions {
+                ids: vec![first.id.to_hex()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = prune::prune(
+            &repo,
+            &prune::PruneOptions {
+                instant_delete: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(r.packs_deleted > 0, "{r:?}");
+        tx.send(()).unwrap();
+        let err = running.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("deleted by a prune"), "{err}");
+    });
+    assert!(repo.list_snapshots().unwrap().is_empty());
+}
