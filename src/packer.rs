@@ -91,3 +91,73 @@ impl PackWriter {
         })
     }
 }
+
+/// Copies sealed blobs into as many packs as needed, each made durable when full (repacking in
+/// `prune`, salvage in `repair packs`).
+pub struct PackCopier<'a> {
+    backend: &'a dyn crate::backend::Backend,
+    key: &'a MasterKey,
+    pack_size: u64,
+    writer: Option<PackWriter>,
+    written: Vec<crate::format::index::IndexPack>,
+}
+
+impl<'a> PackCopier<'a> {
+    pub fn new(repo: &'a crate::Repository) -> Self {
+        PackCopier {
+            backend: repo.backend().as_ref(),
+            key: repo.key(),
+            pack_size: repo.config().pack_size as u64,
+            writer: None,
+            written: Vec::new(),
+        }
+    }
+
+    fn io(&self, e: std::io::Error) -> crate::Error {
+        let dir = self
+            .backend
+            .staging_dir()
+            .unwrap_or_else(std::env::temp_dir);
+        crate::Error::io("write pack staging file in", dir, e)
+    }
+
+    /// Appends one blob's sealed bytes, as stored.
+    pub fn add(&mut self, e: &PackEntry, sealed: &[u8]) -> crate::Result<()> {
+        if self.writer.is_none() {
+            let w =
+                PackWriter::new(self.backend.staging_dir().as_deref()).map_err(|e| self.io(e))?;
+            self.writer = Some(w);
+        }
+        let w = self.writer.as_mut().expect("just set");
+        let r = w.add(e.kind, e.id, e.raw_len, sealed, e.base);
+        r.map_err(|e| self.io(e))?;
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.len() >= self.pack_size)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> crate::Result<()> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let p = w.finish(self.key).map_err(|e| self.io(e))?;
+        self.backend
+            .write_staged(crate::backend::FileType::Pack, &p.id.to_hex(), p.file)?;
+        self.written.push(crate::format::index::IndexPack {
+            id: p.id,
+            blobs: p.entries,
+        });
+        Ok(())
+    }
+
+    /// Writes the last pack; returns every pack written, durable, for the index.
+    pub fn finish(mut self) -> crate::Result<Vec<crate::format::index::IndexPack>> {
+        self.flush()?;
+        Ok(std::mem::take(&mut self.written))
+    }
+}

@@ -15,7 +15,7 @@ use crate::chunker::ChunkerParams;
 use crate::crypto::{aad, open_with_key, seal_with_nonce, KdfParams, MasterKey, OpenError};
 use crate::error::{Error, Result};
 use crate::format::config::{self, Compression, Config, FORMAT_VERSION};
-use crate::format::index::IndexFile;
+use crate::format::index::{IndexFile, IndexPack, MarkedPack};
 use crate::format::key::{KeyFile, ROLE_FULL};
 use crate::format::pack::PackEntry;
 use crate::format::snapshot::Snapshot;
@@ -460,6 +460,37 @@ impl Repository {
     /// Saves an index file (after the packs it lists are durable).
     pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
         self.save_file(FileType::Index, aad::INDEX, &file.encode())
+    }
+
+    /// Writes a new index in files of at most [`crate::archiver::MAX_BLOBS_PER_INDEX`] blobs,
+    /// the **last** superseding `supersedes`, so that the old files stop counting only once every
+    /// new one is durable (`prune`, `repair`).
+    pub fn replace_index(
+        &self,
+        live: Vec<IndexPack>,
+        marked: Vec<MarkedPack>,
+        supersedes: &[Id],
+    ) -> Result<Vec<Id>> {
+        let limit = crate::archiver::MAX_BLOBS_PER_INDEX;
+        let mut files = vec![IndexFile::default()];
+        let mut blobs = 0;
+        let mut room = |n: usize, files: &mut Vec<IndexFile>| {
+            if blobs + n > limit && blobs > 0 {
+                files.push(IndexFile::default());
+                blobs = 0;
+            }
+            blobs += n;
+        };
+        for p in live {
+            room(p.blobs.len(), &mut files);
+            files.last_mut().expect("one").packs.push(p);
+        }
+        for m in marked {
+            room(m.pack.blobs.len(), &mut files);
+            files.last_mut().expect("one").marked.push(m);
+        }
+        files.last_mut().expect("one").supersedes = supersedes.to_vec();
+        files.iter().map(|f| self.save_index(f)).collect()
     }
 
     /// Saves a snapshot (after its index is durable); returns its ID.

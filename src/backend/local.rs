@@ -66,6 +66,10 @@ impl LocalBackend {
             .parent()
             .expect("repository files live in a folder")
             .to_path_buf();
+        if t == FileType::Quarantine && !dir.exists() {
+            // Repositories made before quarantine existed lack the folder.
+            fs::create_dir_all(&dir).map_err(|e| err("create folder", &dir, e))?;
+        }
         if t == FileType::Config {
             // Never replace an existing config: link-based, fails if the name exists.
             staged

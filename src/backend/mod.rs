@@ -32,6 +32,8 @@ pub enum FileType {
     Pack,
     Index,
     Snapshot,
+    /// Damaged packs moved aside by `repair packs` (never read, never deleted by sbk).
+    Quarantine,
 }
 
 impl FileType {
@@ -43,15 +45,17 @@ impl FileType {
             FileType::Pack => "data",
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
+            FileType::Quarantine => "quarantine",
         }
     }
 
     /// All types that live in folders.
-    pub const LISTED: [FileType; 4] = [
+    pub const LISTED: [FileType; 5] = [
         FileType::Key,
         FileType::Pack,
         FileType::Index,
         FileType::Snapshot,
+        FileType::Quarantine,
     ];
 
     /// Human name used in messages.
@@ -62,6 +66,7 @@ impl FileType {
             FileType::Pack => "pack",
             FileType::Index => "index",
             FileType::Snapshot => "snapshot",
+            FileType::Quarantine => "quarantined pack",
         }
     }
 }

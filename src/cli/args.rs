@@ -169,6 +169,9 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Repair a damaged repository (nothing is deleted outright)
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Verify the repository: structure always, blob contents with --read-data; exit 1 listing
     /// every damaged pack and the snapshots it affects
     Check {
@@ -178,6 +181,21 @@ pub enum Command {
         /// Read only some packs: N/M (group N of M, by pack ID) or P% (a random share)
         #[arg(long, value_parser = parse_subset)]
         read_data_subset: Option<sbk::commands::check::ReadData>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the pack headers
+    Index,
+    /// Salvage the intact blobs of damaged packs, move the packs to quarantine/ and re-index;
+    /// lists the snapshots that can no longer be restored whole
+    Packs {
+        /// Packs to repair (default: those `check --read-data` finds damaged)
+        packs: Vec<String>,
+        /// Also forget the snapshots that can no longer be restored whole
+        #[arg(long)]
+        forget_damaged: bool,
     },
 }
 

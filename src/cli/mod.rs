@@ -19,8 +19,8 @@ use sbk::{Error, Repository};
 use serde::Serialize;
 
 use args::{
-    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, PgBinArgs, SnapshotArgs,
-    SnapshotCommand,
+    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, PgBinArgs, RepairCommand,
+    SnapshotArgs, SnapshotCommand,
 };
 use sbk::commands::restore_postgres::RestoreDbOptions;
 use sbk::commands::snapshot_postgres::PostgresOptions;
@@ -515,6 +515,78 @@ fn run(cli: Cli) -> Result<(), Error> {
                 return Err(Error::Silent(1));
             }
         }
+        Command::Repair(RepairCommand::Index) => {
+            let repo = open(g)?;
+            let r = commands::repair::repair_index(&repo)?;
+            if g.json {
+                print_json(&r)?;
+            } else {
+                say!(
+                    g,
+                    "indexed {} blobs of {} packs in {} new index files (superseding {})",
+                    r.blobs,
+                    r.packs_indexed,
+                    r.index_files_written,
+                    r.index_files_superseded
+                );
+                for p in &r.unreadable {
+                    eprintln!("sbk: pack {} was not indexed: {}", p.id, p.message);
+                }
+                if !r.unreadable.is_empty() {
+                    say_err(
+                        g,
+                        "run `sbk repair packs` to move the unreadable packs aside",
+                    );
+                }
+            }
+        }
+        Command::Repair(RepairCommand::Packs {
+            packs,
+            forget_damaged,
+        }) => {
+            let repo = open(g)?;
+            let packs = packs
+                .iter()
+                .map(|p| resolve_pack(&repo, p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let r = commands::repair::repair_packs(
+                &repo,
+                &commands::repair::RepairPacksOptions {
+                    packs,
+                    forget_damaged,
+                },
+            )?;
+            if g.json {
+                print_json(&r)?;
+            } else {
+                if r.damaged_packs.is_empty() {
+                    say!(g, "no damaged packs");
+                }
+                say!(
+                    g,
+                    "{} damaged packs: {} blobs salvaged into {} new packs, {} lost; {} moved to quarantine/",
+                    r.damaged_packs.len(),
+                    r.blobs_salvaged,
+                    r.packs_written,
+                    r.blobs_lost,
+                    r.quarantined.len()
+                );
+                for p in &r.not_moved {
+                    eprintln!("sbk: pack {} could not be moved: {}", p.id, p.message);
+                }
+                for s in &r.damaged_snapshots {
+                    let what = if r.forgotten.contains(s) {
+                        "forgot"
+                    } else {
+                        "cannot be restored whole:"
+                    };
+                    say!(g, "{what} snapshot {}", s.short());
+                }
+                if !r.damaged_snapshots.is_empty() && r.forgotten.is_empty() {
+                    say!(g, "run `sbk repair packs --forget-damaged` or `sbk forget ID...` to remove them");
+                }
+            }
+        }
         Command::Dump { snapshot, file } => {
             let repo = open(g)?;
             let stdout = std::io::stdout();
@@ -608,6 +680,36 @@ fn snapshot_options(a: &SnapshotArgs) -> SnapshotOptions {
     o.parent = c.parent.clone();
     o.no_delta = c.no_delta;
     o
+}
+
+/// A pack named on the command line: a full ID, or a prefix of a stored or an indexed pack (a
+/// missing pack is still worth naming to `repair packs`).
+fn resolve_pack(repo: &Repository, spec: &str) -> Result<sbk::Id, Error> {
+    if let Some(id) = sbk::Id::from_hex(spec) {
+        return Ok(id);
+    }
+    match repo.resolve(sbk::backend::FileType::Pack, spec) {
+        Err(Error::NotFound(msg)) => {
+            let spec = spec.to_ascii_lowercase();
+            let mut found: Vec<sbk::Id> = repo
+                .load_index_files()?
+                .files
+                .iter()
+                .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+                .filter(|id| id.to_hex().starts_with(&spec))
+                .collect();
+            found.sort();
+            found.dedup();
+            match found.len() {
+                1 => Ok(found[0]),
+                0 => Err(Error::NotFound(msg)),
+                n => Err(Error::Ambiguous(format!(
+                    "{spec:?} matches {n} packs; give more digits"
+                ))),
+            }
+        }
+        other => other,
+    }
 }
 
 fn prune_options(a: &args::PruneArgs, dry_run: bool) -> commands::prune::PruneOptions {

@@ -344,16 +344,23 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 fn load_index_files(repo: &Repository, found: &mut Findings) -> Result<IndexFiles> {
     let ids = repo.list_ids(FileType::Index)?;
     let mut loaded = Vec::new();
+    let mut failed = Vec::new();
     for id in ids {
         match repo.load_index_file(&id) {
             Ok(f) => loaded.push((id, f)),
-            Err(e) => found.file("index", id, e.to_string()),
+            Err(e) => failed.push((id, e)),
         }
     }
     let superseded: HashSet<Id> = loaded
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
         .collect();
+    // A damaged file that another supersedes is out of use (`repair index` leaves it for prune).
+    for (id, e) in failed {
+        if !superseded.contains(&id) {
+            found.file("index", id, e.to_string());
+        }
+    }
     let (gone, files): (Vec<_>, Vec<_>) = loaded
         .into_iter()
         .partition(|(id, _)| superseded.contains(id));
@@ -370,6 +377,12 @@ fn snapshot_verdict(
     found: &Findings,
     tree: &Id,
 ) -> Option<String> {
+    if !index.contains(tree) {
+        return Some(format!(
+            "it needs tree blob {} which no index lists",
+            tree.short()
+        ));
+    }
     let blobs = match crate::liveness::snapshot_blobs(repo, index, tree) {
         Ok(b) => b,
         Err(e) => return Some(format!("its tree cannot be read: {e}")),

@@ -7,6 +7,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod restore_postgres;
 pub mod snapshot;

@@ -21,12 +21,12 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::index::{IndexFile, IndexPack, MarkedPack};
+use crate::format::index::{IndexPack, MarkedPack};
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::index::Index;
 use crate::liveness::{snapshot_blobs, UsedSet};
-use crate::packer::{FinishedPack, PackWriter};
+use crate::packer::PackCopier;
 use crate::repository::Repository;
 
 /// How long a marked pack waits before a prune deletes it, by default: longer than any snapshot
@@ -383,7 +383,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
     supersedes.extend_from_slice(&files.superseded);
-    let new_files = write_index(repo, live, marked, &supersedes)?;
+    let new_files = repo.replace_index(live, marked, &supersedes)?;
     report.index_files_written = new_files.len();
 
     // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again.
@@ -482,26 +482,9 @@ fn repack(
     packs: &HashMap<Id, PackInfo>,
     ids: &[Id],
 ) -> Result<Vec<IndexPack>> {
-    let backend = repo.backend();
-    let staging = backend.staging_dir();
-    let staging_name = staging
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .display()
-        .to_string();
-    let io = |e: std::io::Error| Error::io("write pack staging file in", &staging_name, e);
-    let mut out = Vec::new();
-    let mut writer: Option<PackWriter> = None;
-    let flush = |w: PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
-        let FinishedPack {
-            id, file, entries, ..
-        } = w.finish(repo.key()).map_err(io)?;
-        backend.write_staged(FileType::Pack, &id.to_hex(), file)?;
-        out.push(IndexPack { id, blobs: entries });
-        Ok(())
-    };
+    let mut out = PackCopier::new(repo);
     for pid in ids {
-        let bytes = backend.read(FileType::Pack, &pid.to_hex())?;
+        let bytes = repo.backend().read(FileType::Pack, &pid.to_hex())?;
         repo.parse_pack(pid, &bytes).map_err(|e| {
             Error::damaged(
                 format!("pack file {pid}"),
@@ -527,49 +510,8 @@ fn repack(
                     "authentication failed while repacking: run `sbk check`",
                 )
             })?;
-            let w = match &mut writer {
-                Some(w) => w,
-                None => writer.insert(PackWriter::new(staging.as_deref()).map_err(io)?),
-            };
-            w.add(e.kind, e.id, e.raw_len, sealed, e.base).map_err(io)?;
-            if w.len() >= repo.config().pack_size as u64 {
-                flush(writer.take().expect("just used"), &mut out)?;
-            }
+            out.add(e, sealed)?;
         }
     }
-    if let Some(w) = writer.take() {
-        flush(w, &mut out)?;
-    }
-    Ok(out)
-}
-
-/// Writes the new index: files of at most [`crate::archiver::MAX_BLOBS_PER_INDEX`] blobs, the
-/// last one superseding `supersedes`, so that the old files stop counting only once every new
-/// one is durable.
-fn write_index(
-    repo: &Repository,
-    live: Vec<IndexPack>,
-    marked: Vec<MarkedPack>,
-    supersedes: &[Id],
-) -> Result<Vec<Id>> {
-    let limit = crate::archiver::MAX_BLOBS_PER_INDEX;
-    let mut files = vec![IndexFile::default()];
-    let mut blobs = 0;
-    let mut room = |n: usize, files: &mut Vec<IndexFile>| {
-        if blobs + n > limit && blobs > 0 {
-            files.push(IndexFile::default());
-            blobs = 0;
-        }
-        blobs += n;
-    };
-    for p in live {
-        room(p.blobs.len(), &mut files);
-        files.last_mut().expect("one").packs.push(p);
-    }
-    for m in marked {
-        room(m.pack.blobs.len(), &mut files);
-        files.last_mut().expect("one").marked.push(m);
-    }
-    files.last_mut().expect("one").supersedes = supersedes.to_vec();
-    files.iter().map(|f| repo.save_index(f)).collect()
+    out.finish()
 }
