@@ -208,6 +208,11 @@ impl Index {
         self.bases.get(id).copied()
     }
 
+    /// Every distinct blob, in position order (see [`Index::position`]).
+    pub fn iter(&self) -> impl Iterator<Item = &Location> {
+        self.entries.iter()
+    }
+
     /// Number of distinct blobs.
     pub fn len(&self) -> usize {
         self.entries.len()

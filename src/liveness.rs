@@ -57,6 +57,11 @@ impl<'a> UsedSet<'a> {
             .is_some_and(|pos| self.bits[pos / 64] & (1u64 << (pos % 64)) != 0)
     }
 
+    /// Whether the blob at this index position is marked.
+    pub fn contains_position(&self, pos: usize) -> bool {
+        self.bits[pos / 64] & (1u64 << (pos % 64)) != 0
+    }
+
     /// Number of blobs marked.
     pub fn count(&self) -> usize {
         self.bits.iter().map(|w| w.count_ones() as usize).sum()

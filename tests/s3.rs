@@ -57,6 +57,21 @@ fn every_verb_works_on_s3() {
         stderr(&out)
     );
     assert_eq!(repo.dump(&id1), first);
+
+    // The lifecycle verbs, through the same backend.
+    for args in [
+        vec!["check", "--read-data"],
+        vec!["stats"],
+        vec!["forget", "--keep-last", "1", "--prune", "--max-unused", "0%"],
+        vec!["prune", "--grace", "0s"],
+        vec!["repair", "index"],
+        vec!["check", "--read-data"],
+    ] {
+        let out = repo.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(repo.snapshots().len(), 1);
+    assert_eq!(repo.dump(&id2), second);
 }
 
 #[test]

@@ -169,6 +169,9 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// What the repository holds, and what deduplication, deltas and compression save, per
+    /// source
+    Stats,
     /// Repair a damaged repository (nothing is deleted outright)
     #[command(subcommand)]
     Repair(RepairCommand),

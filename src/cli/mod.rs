@@ -515,6 +515,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 return Err(Error::Silent(1));
             }
         }
+        Command::Stats => {
+            let repo = open(g)?;
+            let st = commands::stats::stats(&repo)?;
+            if g.json {
+                print_json(&st)?;
+            } else {
+                print_stats(g, &st)?;
+            }
+        }
         Command::Repair(RepairCommand::Index) => {
             let repo = open(g)?;
             let r = commands::repair::repair_index(&repo)?;
@@ -868,6 +877,37 @@ fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> Result<(), E
     if r.packs_repacked + r.packs_deleted + r.packs_marked + r.packs_missing + r.packs_revived == 0
     {
         say!(g, "nothing to prune");
+    }
+    Ok(())
+}
+
+fn print_stats(g: &GlobalArgs, st: &commands::stats::Stats) -> Result<(), Error> {
+    let b = |n: u64| HumanBytes(n).to_string();
+    let line = |f: &commands::stats::Figures| {
+        format!(
+            "{} snapshots, {} restored size, {} unique, {} stored: dedup {:.1}x, compression {:.1}x, \
+             total {:.1}x; {} delta blobs store {} for {}",
+            f.snapshots,
+            b(f.logical_bytes),
+            b(f.unique_bytes),
+            b(f.stored_bytes),
+            f.dedup_ratio,
+            f.compression_ratio,
+            f.total_ratio,
+            f.delta_blobs,
+            b(f.delta_stored_bytes),
+            b(f.delta_raw_bytes)
+        )
+    };
+    say!(
+        g,
+        "repository: {} in {} packs and their index and snapshot files",
+        b(st.repository_bytes),
+        st.packs
+    );
+    say!(g, "all: {}", line(&st.total));
+    for s in &st.sources {
+        say!(g, "{}: {}", s.key, line(&s.figures));
     }
     Ok(())
 }

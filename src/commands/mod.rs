@@ -13,6 +13,7 @@ pub mod restore_postgres;
 pub mod snapshot;
 pub mod snapshot_postgres;
 pub mod snapshots;
+pub mod stats;
 pub mod verify;
 
 use serde::Serialize;

@@ -1,0 +1,143 @@
+//! `sbk stats`: what the repository holds and what deduplication, deltas and compression save,
+//! in total and per source (the groups `forget` uses by default).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::forget::{group_key, GroupKey, DEFAULT_GROUP_BY};
+use crate::backend::FileType;
+use crate::error::Result;
+use crate::format::BlobKind;
+use crate::id::Id;
+use crate::index::Index;
+use crate::liveness::UsedSet;
+use crate::repository::Repository;
+
+/// Figures for a set of snapshots.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Figures {
+    pub snapshots: usize,
+    /// Bytes a restore of every snapshot would write.
+    pub logical_bytes: u64,
+    /// Distinct blobs the snapshots need (with delta bases), and their plaintext bytes.
+    pub blobs: usize,
+    pub unique_bytes: u64,
+    /// Stored (compressed, encrypted) bytes of those blobs.
+    pub stored_bytes: u64,
+    /// Of those, delta blobs: how many, their stored bytes, and the plaintext they rebuild.
+    pub delta_blobs: usize,
+    pub delta_stored_bytes: u64,
+    pub delta_raw_bytes: u64,
+    /// `logical_bytes / unique_bytes`.
+    pub dedup_ratio: f64,
+    /// `unique_bytes / stored_bytes` (deltas included).
+    pub compression_ratio: f64,
+    /// `logical_bytes / stored_bytes`.
+    pub total_ratio: f64,
+}
+
+/// One source's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceStats {
+    #[serde(flatten)]
+    pub key: GroupKey,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// The whole repository.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    /// Everything the repository stores: pack files (used or not), index and snapshot files.
+    pub repository_bytes: u64,
+    pub packs: usize,
+    #[serde(flatten)]
+    pub total: Figures,
+    pub sources: Vec<SourceStats>,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Marks what `snapshots` need and sums it up.
+fn figures(
+    repo: &Repository,
+    index: &Index,
+    snapshots: &[&(Id, crate::format::snapshot::Snapshot)],
+) -> Result<Figures> {
+    let mut used = UsedSet::new(index);
+    let mut f = Figures {
+        snapshots: snapshots.len(),
+        ..Default::default()
+    };
+    for (_, s) in snapshots {
+        let tree = repo.load_tree(index, &s.tree)?;
+        let _ = used.mark(&s.tree);
+        for file in &tree.files {
+            f.logical_bytes += file.size;
+            for b in &file.content {
+                // A missing blob is `check`'s business; stats counts what is there.
+                let _ = used.mark(b);
+            }
+        }
+    }
+    for (pos, l) in index.iter().enumerate() {
+        if !used.contains_position(pos) {
+            continue;
+        }
+        f.blobs += 1;
+        f.unique_bytes += l.raw_len() as u64;
+        f.stored_bytes += l.stored_len as u64;
+        if l.kind() == BlobKind::Delta {
+            f.delta_blobs += 1;
+            f.delta_stored_bytes += l.stored_len as u64;
+            f.delta_raw_bytes += l.raw_len() as u64;
+        }
+    }
+    f.dedup_ratio = ratio(f.logical_bytes, f.unique_bytes);
+    f.compression_ratio = ratio(f.unique_bytes, f.stored_bytes);
+    f.total_ratio = ratio(f.logical_bytes, f.stored_bytes);
+    Ok(f)
+}
+
+/// Computes the statistics.
+pub fn stats(repo: &Repository) -> Result<Stats> {
+    let snapshots = repo.list_snapshots()?;
+    let index = repo.load_index()?;
+    let mut repository_bytes = 0;
+    let mut packs = 0;
+    for t in [FileType::Pack, FileType::Index, FileType::Snapshot] {
+        for f in repo.backend().list(t)? {
+            repository_bytes += f.size;
+            packs += (t == FileType::Pack) as usize;
+        }
+    }
+    let mut groups: BTreeMap<GroupKey, Vec<&(Id, crate::format::snapshot::Snapshot)>> =
+        BTreeMap::new();
+    for s in &snapshots {
+        groups
+            .entry(group_key(&s.1, &DEFAULT_GROUP_BY))
+            .or_default()
+            .push(s);
+    }
+    let mut sources = Vec::new();
+    for (key, list) in groups {
+        sources.push(SourceStats {
+            key,
+            figures: figures(repo, &index, &list)?,
+        });
+    }
+    let all: Vec<_> = snapshots.iter().collect();
+    Ok(Stats {
+        repository_bytes,
+        packs,
+        total: figures(repo, &index, &all)?,
+        sources,
+    })
+}
