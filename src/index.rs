@@ -208,6 +208,11 @@ impl Index {
         self.bases.get(id).copied()
     }
 
+    /// Every delta blob and its base.
+    pub fn deltas(&self) -> impl Iterator<Item = (&Id, &Id)> {
+        self.bases.iter()
+    }
+
     /// Every distinct blob, in position order (see [`Index::position`]).
     pub fn iter(&self) -> impl Iterator<Item = &Location> {
         self.entries.iter()

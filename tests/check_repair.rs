@@ -249,3 +249,41 @@ fn read_data_subsets_cover_every_pack_once() {
     let out = repo.run(&["check", "--read-data-subset", "4/3"]);
     assert_ne!(out.status.code(), Some(0));
 }
+
+#[test]
+fn damage_in_a_delta_or_its_base_names_every_snapshot_that_needs_it() {
+    let repo = TestRepo::new();
+    let first = dump_like(70, 3 << 20);
+    let a = repo.snapshot("db.dump", &first);
+    let base_packs = repo.files("data");
+    let second = drift(&first, 1);
+    let b = repo.snapshot("db.dump", &second);
+    assert!(u64_of(&b, &["summary", "blobs_delta"]) > 0);
+    let delta_pack = repo
+        .files("data")
+        .into_iter()
+        .find(|p| !base_packs.contains(p))
+        .unwrap();
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    assert!(check(&repo, &["--read-data"]).0);
+
+    // A flipped byte in the delta pack: only the second snapshot.
+    let orig = std::fs::read(&delta_pack).unwrap();
+    let mut bad = orig.clone();
+    bad[100] ^= 0x08;
+    std::fs::write(&delta_pack, &bad).unwrap();
+    let (ok, v) = check(&repo, &["--read-data"]);
+    assert!(!ok);
+    assert_damage(&v, &[name(&delta_pack)], &[b]);
+    std::fs::write(&delta_pack, &orig).unwrap();
+    assert!(check(&repo, &["--read-data"]).0);
+
+    // A flipped byte in a base: both snapshots need it.
+    let base = &base_packs[0];
+    let mut bad = std::fs::read(base).unwrap();
+    bad[100] ^= 0x08;
+    std::fs::write(base, &bad).unwrap();
+    let (ok, v) = check(&repo, &["--read-data"]);
+    assert!(!ok);
+    assert_damage(&v, &[name(base)], &[a, b]);
+}

@@ -62,7 +62,14 @@ fn every_verb_works_on_s3() {
     for args in [
         vec!["check", "--read-data"],
         vec!["stats"],
-        vec!["forget", "--keep-last", "1", "--prune", "--max-unused", "0%"],
+        vec![
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--max-unused",
+            "0%",
+        ],
         vec!["prune", "--grace", "0s"],
         vec!["repair", "index"],
         vec!["check", "--read-data"],

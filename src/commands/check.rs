@@ -20,7 +20,7 @@ use crate::format::index::IndexPack;
 use crate::format::pack::PackEntry;
 use crate::format::BlobKind;
 use crate::id::Id;
-use crate::index::Index;
+use crate::index::{BlobRef, Index};
 use crate::repository::{IndexFiles, Repository};
 
 /// Which packs `--read-data` reads.
@@ -273,14 +273,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             }
         }
     }
-    let bases = BaseCache::new(256 << 20);
+    let selected: HashSet<Id> = present
+        .iter()
+        .map(|(id, _, _)| *id)
+        .filter(|id| opts.read_data.selects(id))
+        .collect();
+    let ctx = ReadCtx::new(repo, &index, &used, &selected);
     let results: Vec<PackResult> = pool.install(|| {
         use rayon::prelude::*;
         present
             .par_iter()
             .map(|(id, p, size)| {
-                if opts.read_data.selects(id) {
-                    read_pack(repo, &index, &used, &bases, id, p)
+                if selected.contains(id) {
+                    ctx.read_pack(id, p)
                 } else {
                     PackResult::header(compare_header(repo, id, *size, p))
                 }
@@ -461,86 +466,182 @@ fn compare_header(
     same_entries(&header, listed)
 }
 
-/// Downloads a pack, re-hashes it, and opens, decompresses and re-hashes every blob.
-fn read_pack(
-    repo: &Repository,
-    index: &Index,
-    used: &crate::liveness::UsedSet<'_>,
-    bases: &BaseCache,
-    id: &Id,
-    listed: &IndexPack,
-) -> PackResult {
-    let mut r = PackResult {
-        read: true,
-        ..Default::default()
-    };
-    let bytes = match repo.backend().read(FileType::Pack, &id.to_hex()) {
-        Ok(b) => b,
-        Err(e) => {
-            r.pack_error = Some(e.to_string());
-            return r;
+/// What `--read-data` shares between packs.
+///
+/// Each blob is decoded once: a delta blob whose base lies in a pack being read is verified
+/// right after its base, with the base's plaintext still at hand (a "dependent"), instead of
+/// decoding the base again for it. Only deltas whose base is not read (a subset) fall back to
+/// loading the base through a small cache.
+struct ReadCtx<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    used: &'a crate::liveness::UsedSet<'a>,
+    bases: BaseCache,
+    /// Base blob -> the delta blobs (their indexed copy) verified right after it.
+    dependents: HashMap<Id, Vec<BlobRef>>,
+}
+
+impl<'a> ReadCtx<'a> {
+    fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        used: &'a crate::liveness::UsedSet<'a>,
+        selected: &HashSet<Id>,
+    ) -> Self {
+        let mut dependents: HashMap<Id, Vec<BlobRef>> = HashMap::new();
+        for (delta, base) in index.deltas() {
+            let (Some(d), Some(b)) = (index.get(delta), index.get(base)) else {
+                continue;
+            };
+            if selected.contains(&d.pack) && selected.contains(&b.pack) {
+                dependents.entry(*base).or_default().push(d);
+            }
         }
-    };
-    r.bytes_read = bytes.len() as u64;
-    let header = match repo.parse_pack(id, &bytes) {
-        Ok(h) => h,
-        Err(e) => {
-            r.pack_error = Some(e.to_string());
-            // Still try the blobs the index lists: a flipped byte damages one blob, not all.
-            listed.blobs.clone()
-        }
-    };
-    if r.pack_error.is_none() {
-        if let Err(e) = same_entries(&header, listed) {
-            r.pack_error = Some(e);
+        ReadCtx {
+            repo,
+            index,
+            used,
+            bases: BaseCache::new(64 << 20),
+            dependents,
         }
     }
-    r.blobs_verified = true;
-    for e in &listed.blobs {
-        r.blobs_read += 1;
-        let blob = crate::index::BlobRef {
-            id: e.id,
-            pack: *id,
-            kind: e.kind,
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            base: e.base,
+
+    /// Whether this copy of a delta blob is verified after its base instead of in its own pack.
+    fn deferred(&self, blob: &BlobRef) -> bool {
+        blob.base.is_some_and(|b| {
+            self.dependents.get(&b).is_some_and(|v| {
+                v.iter()
+                    .any(|d| d.pack == blob.pack && d.offset == blob.offset)
+            })
+        })
+    }
+
+    /// Verifies the deltas waiting for `base`, given its plaintext, then theirs in turn.
+    fn verify_dependents(&self, base: &Id, plain: &[u8], r: &mut PackResult, depth: usize) {
+        let Some(deps) = self.dependents.get(base) else {
+            return;
         };
-        let Some(sealed) = bytes.get(e.offset as usize..e.offset as usize + e.stored_len as usize)
-        else {
-            r.blob_errors
-                .push((e.id, *id, "it runs past the end of its pack".into()));
-            continue;
+        if depth > crate::repository::MAX_CHAIN_DEPTH {
+            return;
+        }
+        for d in deps {
+            r.blobs_read += 1;
+            let sealed = match self.repo.backend().read_range(
+                FileType::Pack,
+                &d.pack.to_hex(),
+                d.offset as u64,
+                d.stored_len,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    r.blob_errors.push((d.id, d.pack, e.to_string()));
+                    continue;
+                }
+            };
+            r.bytes_read += sealed.len() as u64;
+            match self.repo.open_blob(d, &sealed, Some(plain)) {
+                Ok(p) => self.verify_dependents(&d.id, &p, r, depth + 1),
+                Err(e) => r.blob_errors.push((d.id, d.pack, e.to_string())),
+            }
+        }
+    }
+
+    /// Downloads a pack, re-hashes it, and opens, decompresses and re-hashes every blob.
+    fn read_pack(&self, id: &Id, listed: &IndexPack) -> PackResult {
+        let repo = self.repo;
+        let mut r = PackResult {
+            read: true,
+            ..Default::default()
         };
-        let base = match (e.kind, e.base) {
-            (BlobKind::Delta, Some(b)) if !index.contains(&b) && !used.contains(&e.id) => {
-                // Its authentication can still be checked; its content cannot.
+        let bytes = match repo.backend().read(FileType::Pack, &id.to_hex()) {
+            Ok(b) => b,
+            Err(e) => {
+                r.pack_error = Some(e.to_string());
+                return r;
+            }
+        };
+        r.bytes_read = bytes.len() as u64;
+        let header = match repo.parse_pack(id, &bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                r.pack_error = Some(e.to_string());
+                // Still try the blobs the index lists: a flipped byte damages one blob, not all.
+                listed.blobs.clone()
+            }
+        };
+        if r.pack_error.is_none() {
+            if let Err(e) = same_entries(&header, listed) {
+                r.pack_error = Some(e);
+            }
+        }
+        r.blobs_verified = true;
+        for e in &listed.blobs {
+            let blob = BlobRef {
+                id: e.id,
+                pack: *id,
+                kind: e.kind,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+                base: e.base,
+            };
+            let Some(sealed) =
+                bytes.get(e.offset as usize..e.offset as usize + e.stored_len as usize)
+            else {
+                r.blob_errors
+                    .push((e.id, *id, "it runs past the end of its pack".into()));
+                continue;
+            };
+            if self.deferred(&blob) {
+                // Verified right after its base; its sealing is checked here too.
                 if let Err(err) = repo.open_sealed(&blob, sealed) {
                     r.blob_errors.push((e.id, *id, err.to_string()));
                 }
-                r.orphans += 1;
                 continue;
             }
-            (BlobKind::Delta, Some(b)) => match bases.get(repo, index, &b) {
-                Ok(p) => Some(p),
-                Err(err) => {
-                    let base_pack = index.get(&b).map_or(*id, |x| x.pack);
-                    r.blob_errors.push((
-                        b,
-                        base_pack,
-                        format!("delta base of blob {} cannot be read: {err}", e.id.short()),
-                    ));
+            r.blobs_read += 1;
+            let base = match (e.kind, e.base) {
+                (BlobKind::Delta, Some(b))
+                    if !self.index.contains(&b) && !self.used.contains(&e.id) =>
+                {
+                    // Its authentication can still be checked; its content cannot.
+                    if let Err(err) = repo.open_sealed(&blob, sealed) {
+                        r.blob_errors.push((e.id, *id, err.to_string()));
+                    }
+                    r.orphans += 1;
                     continue;
                 }
-            },
-            _ => None,
-        };
-        if let Err(err) = repo.open_blob(&blob, sealed, base.as_deref().map(|v| v.as_slice())) {
-            r.blob_errors.push((e.id, *id, err.to_string()));
+                (BlobKind::Delta, Some(b)) => match self.bases.get(repo, self.index, &b) {
+                    Ok(p) => Some(p),
+                    Err(err) => {
+                        let base_pack = self.index.get(&b).map_or(*id, |x| x.pack);
+                        r.blob_errors.push((
+                            b,
+                            base_pack,
+                            format!("delta base of blob {} cannot be read: {err}", e.id.short()),
+                        ));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            match repo.open_blob(&blob, sealed, base.as_deref().map(|v| v.as_slice())) {
+                Ok(plain) => {
+                    // Only the indexed copy has dependents (the one they were decoded against
+                    // is the same bytes, but each copy is checked once).
+                    if self
+                        .index
+                        .get(&e.id)
+                        .is_some_and(|c| c.pack == *id && c.offset == e.offset)
+                    {
+                        self.verify_dependents(&e.id, &plain, &mut r, 0);
+                    }
+                }
+                Err(err) => r.blob_errors.push((e.id, *id, err.to_string())),
+            }
         }
+        r
     }
-    r
 }
 
 type Plaintexts = HashMap<Id, Arc<Vec<u8>>>;
