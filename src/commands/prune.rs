@@ -153,8 +153,10 @@ pub struct PruneReport {
 }
 
 /// A pack as the plan sees it.
-struct PackInfo {
-    entries: Vec<PackEntry>,
+struct PackInfo<'a> {
+    /// Borrowed from the index files (owned only for packs no index lists): prune holds every
+    /// entry once.
+    entries: std::borrow::Cow<'a, [PackEntry]>,
     /// Listed live by some effective index file.
     live: bool,
     /// Latest mark among the effective files, when marked.
@@ -227,7 +229,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         packs.insert(
             *id,
             PackInfo {
-                entries,
+                entries: entries.into(),
                 live: false,
                 marked_at: None,
                 size: None,
@@ -361,7 +363,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         let info = &packs[id];
         let pack = || IndexPack {
             id: *id,
-            blobs: info.entries.clone(),
+            blobs: info.entries.to_vec(),
         };
         match fates[id] {
             Fate::Keep => live.push(pack()),
@@ -411,10 +413,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     Ok(report)
 }
 
-impl PackInfo {
-    fn new(p: &IndexPack) -> Self {
+impl<'a> PackInfo<'a> {
+    fn new(p: &'a IndexPack) -> Self {
         PackInfo {
-            entries: p.blobs.clone(),
+            entries: std::borrow::Cow::Borrowed(&p.blobs),
             live: false,
             marked_at: None,
             size: None,
@@ -424,7 +426,7 @@ impl PackInfo {
 }
 
 /// Bytes of a pack that are neither blobs nor waste: its sealed header and length.
-fn slack(info: &PackInfo) -> u64 {
+fn slack(info: &PackInfo<'_>) -> u64 {
     let header: u64 = 1 + info
         .entries
         .iter()
@@ -479,7 +481,7 @@ fn repack(
     repo: &Repository,
     index: &Index,
     used: &UsedSet<'_>,
-    packs: &HashMap<Id, PackInfo>,
+    packs: &HashMap<Id, PackInfo<'_>>,
     ids: &[Id],
 ) -> Result<Vec<IndexPack>> {
     let mut out = PackCopier::new(repo);
