@@ -610,9 +610,8 @@ impl<'a> Archiver<'a> {
 
     fn save_index_group(&self, packs: Vec<IndexPack>) -> Result<Id> {
         self.shared.repo.save_index(&IndexFile {
-            supersedes: Vec::new(),
-            marked: Vec::new(),
             packs,
+            ..Default::default()
         })
     }
 }

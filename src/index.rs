@@ -65,6 +65,9 @@ pub struct Index {
     /// Per pack number: marked for deletion.
     marked: Vec<bool>,
     bases: HashMap<Id, Id>,
+    /// While loading: each delta copy's base, by (blob, pack number). Two copies of one blob
+    /// may be deltas against different bases (two runs at once with different parents).
+    copy_bases: HashMap<(Id, u32), Id>,
     sorted: bool,
     /// The index files this index was built from (and those they superseded).
     loaded_files: Vec<Id>,
@@ -108,7 +111,7 @@ impl Index {
                 return Err(format!("blob {} claims {} bytes", b.id.short(), b.raw_len));
             }
             if let Some(base) = b.base {
-                self.bases.insert(b.id, base);
+                self.copy_bases.insert((b.id, n), base);
             }
             self.entries.push(Location {
                 id: b.id,
@@ -139,13 +142,26 @@ impl Index {
 
     /// Sorts for lookup; a blob stored twice (two concurrent snapshots, or a repacked blob
     /// beside its marked old copy) keeps one location, a live one when there is one.
+    ///
+    /// The copy kept is chosen the same way by every reader (live first, then the lowest pack
+    /// ID), so that two prunes agree on it; a delta copy keeps its own base.
     pub fn finalize(&mut self) {
         let marked = std::mem::take(&mut self.marked);
+        let pack_ids = std::mem::take(&mut self.pack_ids);
         self.entries
-            .sort_unstable_by_key(|e| (e.id, marked[e.pack as usize]));
+            .sort_unstable_by_key(|e| (e.id, marked[e.pack as usize], pack_ids[e.pack as usize]));
         self.marked = marked;
+        self.pack_ids = pack_ids;
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
+        let copies = std::mem::take(&mut self.copy_bases);
+        if !copies.is_empty() {
+            self.bases = self
+                .entries
+                .iter()
+                .filter_map(|e| copies.get(&(e.id, e.pack)).map(|b| (e.id, *b)))
+                .collect();
+        }
         self.sorted = true;
     }
 
@@ -271,6 +287,30 @@ mod tests {
             (Id([101; 32]), 30, 20, BlobKind::Data)
         );
         assert!(!idx.contains(&Id([9; 32])));
+    }
+
+    #[test]
+    fn each_delta_copy_keeps_its_own_base() {
+        let d = |base: u8| PackEntry {
+            kind: BlobKind::Delta,
+            id: Id([1; 32]),
+            offset: 0,
+            stored_len: 10,
+            raw_len: 20,
+            base: Some(Id([base; 32])),
+        };
+        for order in [[0, 1], [1, 0]] {
+            let mut idx = Index::new();
+            let packs = [(Id([200; 32]), d(7)), (Id([100; 32]), d(8))];
+            for i in order {
+                idx.add_pack(packs[i].0, std::slice::from_ref(&packs[i].1))
+                    .unwrap();
+            }
+            idx.finalize();
+            // The lowest pack ID wins, with its own base, whatever the load order.
+            let r = idx.get(&Id([1; 32])).unwrap();
+            assert_eq!((r.pack, r.base), (Id([100; 32]), Some(Id([8; 32]))));
+        }
     }
 
     #[test]

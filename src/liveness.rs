@@ -31,22 +31,30 @@ impl<'a> UsedSet<'a> {
         }
     }
 
-    /// Marks a blob and its chain of delta bases; `Err` names the first blob the index lacks.
+    /// Marks a blob and its chain of delta bases; `Err` names the first blob the index lacks
+    /// (or the chain is longer than readers follow). A chain is marked only once it is known
+    /// whole, so a later call never takes a broken chain's marks for a whole one.
     pub fn mark(&mut self, id: &Id) -> std::result::Result<(), Id> {
+        let mut chain = Vec::new();
         let mut cur = *id;
-        for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
+        loop {
             let Some(pos) = self.index.position(&cur) else {
                 return Err(cur);
             };
-            let (word, bit) = (pos / 64, 1u64 << (pos % 64));
-            if self.bits[word] & bit != 0 {
-                return Ok(());
+            if self.bits[pos / 64] & (1u64 << (pos % 64)) != 0 {
+                break;
             }
-            self.bits[word] |= bit;
+            if chain.len() > crate::repository::MAX_CHAIN_DEPTH {
+                return Err(cur);
+            }
+            chain.push(pos);
             match self.index.base_of(&cur) {
                 Some(b) => cur = b,
-                None => return Ok(()),
+                None => break,
             }
+        }
+        for pos in chain {
+            self.bits[pos / 64] |= 1u64 << (pos % 64);
         }
         Ok(())
     }
@@ -80,83 +88,99 @@ pub fn snapshot_blobs(repo: &Repository, index: &Index, tree_id: &Id) -> Result<
 }
 
 /// Makes sure every blob in `needed` (and its chain of bases) is in a live pack before the
-/// snapshot that needs them is written; `loaded` is the index the run started from.
+/// snapshot that needs them is written; `loaded` is the index the run started from, and the
+/// run's own index files are already written.
 ///
 /// Cheap in the common case: one listing of `index/`. Only when a file appeared that supersedes
-/// others or marks packs (a prune ran meanwhile) is the index reloaded; packs of needed blobs
-/// found marked are then listed as live again in a new index file. A needed blob that no index
-/// lists any more (the run outlasted prune's grace period) fails the snapshot: nothing it needs
-/// can be fetched again, and a snapshot must never name a missing blob.
-pub fn secure_references(
-    repo: &Repository,
-    loaded: &Index,
-    needed: impl IntoIterator<Item = Id>,
-) -> Result<Option<Id>> {
+/// others (a prune ran meanwhile) is the index reloaded. Packs of needed blobs found only marked
+/// are then listed as live again in a new index file, and the check runs again with that file in
+/// place. A needed blob that no index lists, or whose pack a prune's tombstone names (deleted, or
+/// about to be), fails the snapshot: nothing it needs can be fetched again, and a snapshot must
+/// never name a missing blob. See `docs/format.md` §12.1 for why this order is safe.
+pub fn secure_references(repo: &Repository, loaded: &Index, needed: Vec<Id>) -> Result<()> {
     if repo.spool().is_some_and(|s| s.spooled_because().is_some()) {
         // Spooling: the remote cannot be read; the spool's own index is complete for this run.
-        return Ok(None);
+        return Ok(());
     }
+    if !pruned_since(repo, loaded)? {
+        return Ok(());
+    }
+    for _ in 0..4 {
+        let fresh = repo.load_index_files()?;
+        let index = fresh.to_index()?;
+        let tombstones: HashSet<Id> = fresh
+            .files
+            .iter()
+            .flat_map(|(_, f)| f.deleted.iter().map(|d| d.id))
+            .collect();
+        let marked: HashMap<Id, &IndexPack> = fresh
+            .files
+            .iter()
+            .flat_map(|(_, f)| f.marked.iter().map(|m| (m.pack.id, &m.pack)))
+            .collect();
+        let gone = |id: &Id, why: &str| {
+            Error::Source(format!(
+                "blob {} that this snapshot relies on {why} by a prune while the snapshot ran \
+                 (it ran longer than prune's grace period); nothing was saved: run the snapshot \
+                 again",
+                id.short()
+            ))
+        };
+        let mut revive: HashMap<Id, IndexPack> = HashMap::new();
+        let mut seen = HashSet::new();
+        for id in &needed {
+            let mut cur = *id;
+            for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
+                if !seen.insert(cur) {
+                    break;
+                }
+                let Some(b) = index.get(&cur) else {
+                    return Err(gone(&cur, "was deleted"));
+                };
+                if tombstones.contains(&b.pack) {
+                    return Err(gone(&cur, "is being deleted"));
+                }
+                if !index.contains_live(&cur) {
+                    let p = marked
+                        .get(&b.pack)
+                        .ok_or_else(|| gone(&cur, "was deleted"))?;
+                    revive.entry(p.id).or_insert_with(|| (*p).clone());
+                }
+                match b.base {
+                    Some(base) => cur = base,
+                    None => break,
+                }
+            }
+        }
+        if revive.is_empty() {
+            return Ok(());
+        }
+        repo.save_index(&IndexFile {
+            packs: revive.into_values().collect(),
+            ..Default::default()
+        })?;
+        // Check again with the revival in place: a prune that deletes those packs either sees
+        // it, or wrote its tombstones before, which the next round sees.
+    }
+    Err(Error::Source(
+        "prunes kept marking the packs this snapshot relies on; nothing was saved: run the \
+         snapshot again"
+            .into(),
+    ))
+}
+
+/// Whether an index file that supersedes others (a prune's) appeared since `loaded` was read.
+fn pruned_since(repo: &Repository, loaded: &Index) -> Result<bool> {
     let before: HashSet<Id> = loaded.loaded_files().iter().copied().collect();
-    let mut changed = false;
     for id in repo.list_ids(FileType::Index)? {
         if before.contains(&id) {
             continue;
         }
         match repo.load_index_file(&id) {
-            Ok(f) if f.supersedes.is_empty() && f.marked.is_empty() => {}
+            Ok(f) if f.supersedes.is_empty() && !f.has_prune_lists() => {}
             // A file that changes liveness, or one that vanished (superseded and removed).
-            _ => {
-                changed = true;
-                break;
-            }
+            _ => return Ok(true),
         }
     }
-    if !changed {
-        return Ok(None);
-    }
-    let fresh = repo.load_index_files()?;
-    let index = fresh.to_index()?;
-    let marked: HashMap<Id, &IndexPack> = fresh
-        .files
-        .iter()
-        .flat_map(|(_, f)| f.marked.iter().map(|m| (m.pack.id, &m.pack)))
-        .collect();
-    let mut revive: HashMap<Id, IndexPack> = HashMap::new();
-    let mut seen = HashSet::new();
-    for id in needed {
-        let mut cur = id;
-        for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
-            if !seen.insert(cur) {
-                break;
-            }
-            if !index.contains_live(&cur) {
-                let pack = index.get(&cur).and_then(|b| marked.get(&b.pack).copied());
-                match pack {
-                    Some(p) => {
-                        revive.entry(p.id).or_insert_with(|| p.clone());
-                    }
-                    None => {
-                        return Err(Error::Source(format!(
-                            "blob {} that this snapshot reuses was deleted by a prune while the \
-                             snapshot ran (it ran longer than prune's grace period); nothing was \
-                             saved: run the snapshot again",
-                            cur.short()
-                        )))
-                    }
-                }
-            }
-            match index.base_of(&cur) {
-                Some(b) => cur = b,
-                None => break,
-            }
-        }
-    }
-    if revive.is_empty() {
-        return Ok(None);
-    }
-    let file = IndexFile {
-        packs: revive.into_values().collect(),
-        ..Default::default()
-    };
-    Ok(Some(repo.save_index(&file)?))
+    Ok(false)
 }

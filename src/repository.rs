@@ -15,7 +15,7 @@ use crate::chunker::ChunkerParams;
 use crate::crypto::{aad, open_with_key, seal_with_nonce, KdfParams, MasterKey, OpenError};
 use crate::error::{Error, Result};
 use crate::format::config::{self, Compression, Config, FORMAT_VERSION};
-use crate::format::index::{IndexFile, IndexPack, MarkedPack};
+use crate::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
 use crate::format::key::{KeyFile, ROLE_FULL};
 use crate::format::pack::PackEntry;
 use crate::format::snapshot::Snapshot;
@@ -469,6 +469,7 @@ impl Repository {
         &self,
         live: Vec<IndexPack>,
         marked: Vec<MarkedPack>,
+        deleted: Vec<DeletedPack>,
         supersedes: &[Id],
     ) -> Result<Vec<Id>> {
         let limit = crate::archiver::MAX_BLOBS_PER_INDEX;
@@ -489,7 +490,9 @@ impl Repository {
             room(m.pack.blobs.len(), &mut files);
             files.last_mut().expect("one").marked.push(m);
         }
-        files.last_mut().expect("one").supersedes = supersedes.to_vec();
+        let last = files.last_mut().expect("one");
+        last.deleted = deleted;
+        last.supersedes = supersedes.to_vec();
         files.iter().map(|f| self.save_index(f)).collect()
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use sbk::chunker::{Chunker, ChunkerParams};
 use sbk::crypto::{blob_aad, seal_with_nonce, KdfParams, MasterKey};
-use sbk::format::index::{IndexFile, IndexPack, MarkedPack};
+use sbk::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
 use sbk::format::pack::{encode_header, PackEntry};
 use sbk::format::{config, payload, BlobKind};
 use sbk::Id;
@@ -123,6 +123,10 @@ fn computed() -> BTreeMap<&'static str, String> {
                 id: Id([0x55; 32]),
                 blobs: entries()[..1].to_vec(),
             },
+        }],
+        deleted: vec![DeletedPack {
+            id: Id([0x66; 32]),
+            deleted_at: 1_796_000_100,
         }],
         ..Default::default()
     };

@@ -144,18 +144,25 @@ fn instant_delete_and_repacking_free_space_at_once() {
     let repo = TestRepo::new();
     // Unrelated streams: forgetting one frees its data.
     let mut versions = Vec::new();
+    let mut hour = 0;
+    let mut take = |name: &str, data: Vec<u8>| {
+        hour += 1;
+        let time = format!("2026-11-01T{hour:02}:00:00+00:00");
+        let o = repo.run_with_input(
+            &[
+                "--json", "snapshot", "stdin", "--name", name, "--time", &time,
+            ],
+            &data,
+        );
+        versions.push((json(&o)["id"].as_str().unwrap().to_string(), data));
+    };
     for seed in 0..4 {
-        let data = dump_like(40 + seed, 3 << 20);
-        let s = repo.snapshot("db.dump", &data);
-        versions.push((s["id"].as_str().unwrap().to_string(), data));
+        take("db.dump", dump_like(40 + seed, 3 << 20));
     }
-    // A pack shared by a kept and a forgotten snapshot: A+B, then A alone.
+    // A pack shared by a kept and a forgotten snapshot: A+B, then A alone (the newest).
     let a = dump_like(50, 3 << 20);
-    let ab = [a.clone(), dump_like(51, 3 << 20)].concat();
-    for data in [ab, a] {
-        let s = repo.snapshot("other.dump", &data);
-        versions.push((s["id"].as_str().unwrap().to_string(), data));
-    }
+    take("other.dump", [a.clone(), dump_like(51, 3 << 20)].concat());
+    take("other.dump", a);
     let before = data_bytes(&repo);
     let v = json(&repo.run(&[
         "--json",
@@ -605,4 +612,63 @@ fn stats_show_dedup_deltas_and_compression_per_source() {
     let sources = v["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{v:#}");
     assert_eq!(sources[0]["snapshots"], 5);
+}
+
+/// A snapshot running longer than the grace period: a prune marks its packs (in no index yet),
+/// a later prune deletes them. The snapshot must fail at its end, not name deleted packs.
+#[test]
+fn a_snapshot_outlasting_the_grace_period_fails_instead_of_naming_deleted_packs() {
+    use sbk::commands::{prune, snapshot};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lib_repo(&dir);
+    // Incompressible, larger than a pack: a pack is written before the stream ends.
+    let mut data = vec![0u8; 24 << 20];
+    let mut x = 0x1234_5678_9abc_def0u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let opts = snapshot::SnapshotOptions::new("big.bin");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| {
+            snapshot::snapshot_reader(
+                &repo,
+                &opts,
+                Gated {
+                    data: &data,
+                    gate: rx,
+                },
+                Default::default(),
+            )
+        });
+        // Wait until the first pack is stored.
+        let packs = || {
+            std::fs::read_dir(dir.path().join("repo/data"))
+                .unwrap()
+                .flatten()
+                .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+                .sum::<usize>()
+        };
+        let t0 = std::time::Instant::now();
+        while packs() == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no pack written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let zero = prune::PruneOptions {
+            grace: Duration::ZERO,
+            ..Default::default()
+        };
+        let r = prune::prune(&repo, &zero).unwrap();
+        assert!(r.packs_unindexed > 0, "{r:?}");
+        let r = prune::prune(&repo, &zero).unwrap();
+        assert!(r.packs_deleted > 0, "{r:?}");
+        tx.send(()).unwrap();
+        let err = running.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("by a prune"), "{err}");
+    });
+    assert!(repo.list_snapshots().unwrap().is_empty());
 }

@@ -230,10 +230,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 );
                 found.bad_blobs.extend(p.blobs.iter().map(|b| b.id));
             } else {
+                // Harmless unless a snapshot needs its blobs (one that committed while a prune
+                // ran): the snapshot verdicts below decide.
                 report.notes.push(format!(
                     "pack {} was marked for deletion and is gone",
                     id.short()
                 ));
+                found.bad_blobs.extend(p.blobs.iter().map(|b| b.id));
             }
         }
     }

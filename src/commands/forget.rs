@@ -120,37 +120,23 @@ pub struct ForgetReport {
     pub removed: Vec<Id>,
 }
 
+/// The source without its databases, unambiguous: kind, then each detail as JSON.
 fn source_key(s: &Snapshot) -> String {
     let mut out = s.source.kind.clone();
     for (k, v) in &s.source.details {
-        if k == "databases" {
-            continue;
+        if k != "databases" {
+            out.push_str(&format!(" {k}={v}"));
         }
-        let v = match v {
-            serde_json::Value::String(x) => x.clone(),
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-                .collect::<Vec<_>>()
-                .join(" "),
-            other => other.to_string(),
-        };
-        out.push_str(&format!(" {k}={v}"));
     }
     out
 }
 
+/// The databases as a JSON list (unambiguous, unlike a joined string).
 fn database_key(s: &Snapshot) -> String {
     s.source
         .details
         .get("databases")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .map(|v| v.to_string())
         .unwrap_or_default()
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::index::{IndexPack, MarkedPack};
+use crate::format::index::{DeletedPack, IndexPack, MarkedPack};
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::index::Index;
@@ -32,6 +32,10 @@ use crate::repository::Repository;
 /// How long a marked pack waits before a prune deletes it, by default: longer than any snapshot
 /// runs.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// How long tombstones of deleted packs are kept in the index: a snapshot still running that
+/// long after a deletion it relied on is refused at its end rather than saved damaged.
+pub const TOMBSTONE_SECS: i64 = 30 * 24 * 3600;
 
 /// How much unused data may stay in partly used packs (restic's `--max-unused`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -224,8 +228,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     unindexed.sort();
     for id in &unindexed {
-        // A header that cannot be read still gets marked: no snapshot can need the pack.
-        let entries = repo.read_pack_header(id, stored[id]).unwrap_or_default();
+        // A pack whose header cannot be read now (a transient failure, a pack being written, or
+        // damage) is left alone: `check` reports it and `repair packs` moves it aside.
+        let Ok(entries) = repo.read_pack_header(id, stored[id]) else {
+            continue;
+        };
         packs.insert(
             *id,
             PackInfo {
@@ -294,12 +301,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // the limit.
     candidates.sort_by_key(|id| {
         let i = &packs[id];
-        std::cmp::Reverse(i.size.unwrap_or(0) - i.used_bytes)
+        std::cmp::Reverse(i.size.unwrap_or(0).saturating_sub(i.used_bytes))
     });
     let mut unused_left: u64 = ids
         .iter()
         .filter(|id| matches!(fates[*id], Fate::Keep))
-        .map(|id| packs[id].size.unwrap_or(0) - packs[id].used_bytes)
+        .map(|id| {
+            packs[id]
+                .size
+                .unwrap_or(0)
+                .saturating_sub(packs[id].used_bytes)
+        })
         .sum();
     let limit = opts.max_unused.limit(report.bytes_used);
     let mut to_repack = Vec::new();
@@ -308,7 +320,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             break;
         }
         let i = &packs[&id];
-        unused_left -= i.size.unwrap_or(0) - i.used_bytes;
+        unused_left = unused_left.saturating_sub(i.size.unwrap_or(0).saturating_sub(i.used_bytes));
         report.bytes_repacked += i.used_bytes;
         to_repack.push(id);
         fates.insert(id, Fate::Repack);
@@ -355,10 +367,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let written = repack(repo, &index, &used, &packs, &to_repack)?;
     report.packs_written = written.len();
 
-    // 2. The new index: live packs, and marks (with their times), superseding every file read.
+    // 2. The new index: live packs, marks (with their times; new ones stamped now, when they
+    //    become visible), and tombstones for the packs this run deletes, superseding every file
+    //    read.
+    let mark_time = chrono::Utc::now().timestamp();
     let mut live: Vec<IndexPack> = written;
     let mut marked: Vec<MarkedPack> = Vec::new();
-    let mut doomed: Vec<(Id, u64)> = Vec::new();
+    let mut doomed: Vec<(Id, Option<i64>)> = Vec::new();
     for id in &ids {
         let info = &packs[id];
         let pack = || IndexPack {
@@ -372,36 +387,88 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 pack: pack(),
             }),
             Fate::Mark => marked.push(MarkedPack {
-                marked_at: now,
+                marked_at: mark_time,
                 pack: pack(),
             }),
             Fate::Repack if !opts.instant_delete => marked.push(MarkedPack {
-                marked_at: now,
+                marked_at: mark_time,
                 pack: pack(),
             }),
-            Fate::Repack | Fate::Delete => doomed.push((*id, info.size.unwrap_or(0))),
+            Fate::Repack | Fate::Delete => doomed.push((*id, info.marked_at)),
             Fate::Drop => {}
         }
     }
+    // Tombstones of earlier runs stay for a while (a snapshot still running may rely on a pack
+    // they name); one whose pack is still stored was never deleted (a crash) and is dropped.
+    let mut deleted: Vec<DeletedPack> = files
+        .files
+        .iter()
+        .flat_map(|(_, f)| f.deleted.iter())
+        .filter(|d| {
+            d.deleted_at >= now.saturating_sub(TOMBSTONE_SECS) && !stored.contains_key(&d.id)
+        })
+        .cloned()
+        .collect();
+    deleted.sort_by_key(|d| d.id);
+    deleted.dedup_by_key(|d| d.id);
+    deleted.extend(doomed.iter().map(|(id, _)| DeletedPack {
+        id: *id,
+        deleted_at: mark_time,
+    }));
     let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
     supersedes.extend_from_slice(&files.superseded);
-    let new_files = repo.replace_index(live, marked, &supersedes)?;
+    let new_files =
+        repo.replace_index(live.clone(), marked.clone(), deleted.clone(), &supersedes)?;
     report.index_files_written = new_files.len();
 
-    // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again.
+    // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again (a
+    //    snapshot reviving it); an index file that cannot be read spares them all.
     if !doomed.is_empty() {
         let known: HashSet<Id> = supersedes.iter().chain(&new_files).copied().collect();
         let mut revived = HashSet::new();
+        let mut unsure = false;
         for id in repo.list_ids(FileType::Index)? {
             if known.contains(&id) {
                 continue;
             }
-            if let Ok(f) = repo.load_index_file(&id) {
-                revived.extend(f.packs.iter().map(|p| p.id));
+            match repo.load_index_file(&id) {
+                Ok(f) => revived.extend(f.packs.iter().map(|p| p.id)),
+                Err(_) => unsure = true,
             }
         }
-        for (id, _) in doomed.iter().filter(|(id, _)| !revived.contains(id)) {
+        let spared: Vec<(Id, Option<i64>)> = doomed
+            .iter()
+            .filter(|(id, _)| unsure || revived.contains(id))
+            .copied()
+            .collect();
+        for (id, _) in doomed.iter().filter(|d| !spared.contains(d)) {
             repo.backend().remove(FileType::Pack, &id.to_hex())?;
+        }
+        report.packs_deleted -= spared.len();
+        report.bytes_deleted -= spared
+            .iter()
+            .map(|(id, _)| packs[id].size.unwrap_or(0))
+            .sum::<u64>();
+        if !spared.is_empty() {
+            // Correct the tombstones: a spared pack is marked again (a later prune decides).
+            let spared_ids: HashSet<Id> = spared.iter().map(|(id, _)| *id).collect();
+            deleted.retain(|d| !spared_ids.contains(&d.id));
+            for (id, at) in &spared {
+                marked.push(MarkedPack {
+                    marked_at: at.unwrap_or(mark_time),
+                    pack: IndexPack {
+                        id: *id,
+                        blobs: packs[id].entries.to_vec(),
+                    },
+                });
+            }
+            let mut again = supersedes.clone();
+            again.extend_from_slice(&new_files);
+            let corrected = repo.replace_index(live, marked, deleted, &again)?;
+            report.index_files_written += corrected.len();
+            for id in &new_files {
+                repo.backend().remove(FileType::Index, &id.to_hex())?;
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::backend::FileType;
+use crate::backend::{ErrorKind, FileType};
 use crate::error::Result;
 use crate::format::index::{IndexPack, MarkedPack};
 use crate::id::Id;
@@ -71,7 +71,9 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         }
     }
     report.packs_indexed = live.len();
-    report.index_files_written = repo.replace_index(live, Vec::new(), &old)?.len();
+    report.index_files_written = repo
+        .replace_index(live, Vec::new(), Vec::new(), &old)?
+        .len();
     Ok(report)
 }
 
@@ -136,7 +138,8 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
         let Some(p) = listed.get(pid) else { continue };
         let bytes = match repo.backend().read(FileType::Pack, &pid.to_hex()) {
             Ok(b) => b,
-            Err(e) => {
+            // Gone: its blobs are lost. Any other failure may pass: stop before changing anything.
+            Err(e) if e.kind == ErrorKind::NotFound => {
                 report.blobs_lost += p.blobs.len();
                 report.not_moved.push(Problem {
                     id: *pid,
@@ -144,6 +147,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
                 });
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         for e in &p.blobs {
             let blob = BlobRef {
@@ -187,7 +191,12 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     }
     let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
     supersedes.extend_from_slice(&files.superseded);
-    repo.replace_index(live, marked, &supersedes)?;
+    let deleted = files
+        .files
+        .iter()
+        .flat_map(|(_, f)| f.deleted.iter().cloned())
+        .collect();
+    repo.replace_index(live, marked, deleted, &supersedes)?;
 
     // Move the damaged packs aside: a copy in quarantine/, then out of data/.
     for pid in &damaged {
@@ -195,6 +204,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
             Some(b) => b,
             None => match repo.backend().read(FileType::Pack, &pid.to_hex()) {
                 Ok(b) => b,
+                Err(e) if e.kind != ErrorKind::NotFound => return Err(e.into()),
                 Err(e) => {
                     if !report.not_moved.iter().any(|p| p.id == *pid) {
                         report.not_moved.push(Problem {
@@ -214,8 +224,9 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
 
     // Which snapshots are no longer whole.
     let index = repo.load_index()?;
-    let mut used = UsedSet::new(&index);
     for sid in repo.list_ids(FileType::Snapshot)? {
+        // Per snapshot: a blob marked for one snapshot proves nothing about its chain.
+        let mut used = UsedSet::new(&index);
         // A snapshot file that cannot be read counts as lost too.
         let whole = repo.load_snapshot(&sid).is_ok_and(|s| {
             crate::liveness::snapshot_blobs(repo, &index, &s.tree)

@@ -140,7 +140,8 @@ pub(crate) fn save_snapshot(
         .files
         .iter()
         .flat_map(|f| f.content.iter().copied())
-        .chain(std::iter::once(tree_id));
+        .chain(std::iter::once(tree_id))
+        .collect();
     crate::liveness::secure_references(repo, index, needed)?;
     let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());
     let finished = chrono::Local::now().fixed_offset();

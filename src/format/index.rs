@@ -6,6 +6,7 @@
 //! supersedes: u32 count, then count x id(32)      -- index files this one replaces (prune)
 //! packs:      u32 count, then count x pack
 //! marked:     u32 count, then count x (marked_at i64, pack)   -- version 2 only
+//! deleted:    u32 count, then count x (pack id (32), deleted_at i64)   -- version 2 only
 //! pack:       pack id (32), u32 blob count, then per blob:
 //!               kind u8, offset u32, stored_len u32, raw_len u32, id (32) [, base id (32) if kind = 2]
 //! ```
@@ -37,12 +38,21 @@ pub struct MarkedPack {
     pub pack: IndexPack,
 }
 
+/// A pack that `prune` deletes (or deleted) after writing this file, and when: a tombstone that
+/// lets a snapshot still running find out that a pack it relies on is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedPack {
+    pub id: Id,
+    pub deleted_at: i64,
+}
+
 /// A decoded index file.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct IndexFile {
     pub supersedes: Vec<Id>,
     pub packs: Vec<IndexPack>,
     pub marked: Vec<MarkedPack>,
+    pub deleted: Vec<DeletedPack>,
 }
 
 fn encode_pack(out: &mut Vec<u8>, p: &IndexPack) {
@@ -88,12 +98,17 @@ fn decode_pack(r: &mut Reader<'_>) -> Result<IndexPack, FormatError> {
 }
 
 impl IndexFile {
-    /// Encodes the payload (version 1 unless there are marked packs).
+    /// Whether the file needs version 2.
+    pub fn has_prune_lists(&self) -> bool {
+        !self.marked.is_empty() || !self.deleted.is_empty()
+    }
+
+    /// Encodes the payload (version 1 unless there are marked or deleted packs).
     pub fn encode(&self) -> Vec<u8> {
         let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
         let mut out =
             Vec::with_capacity(9 + self.supersedes.len() * 32 + self.packs.len() * 36 + blobs * 45);
-        let marked = !self.marked.is_empty();
+        let marked = self.has_prune_lists();
         out.push(if marked {
             INDEX_VERSION_MARKED
         } else {
@@ -112,6 +127,11 @@ impl IndexFile {
             for m in &self.marked {
                 out.extend_from_slice(&m.marked_at.to_le_bytes());
                 encode_pack(&mut out, &m.pack);
+            }
+            out.extend_from_slice(&(self.deleted.len() as u32).to_le_bytes());
+            for d in &self.deleted {
+                out.extend_from_slice(&d.id.0);
+                out.extend_from_slice(&d.deleted_at.to_le_bytes());
             }
         }
         out
@@ -138,6 +158,7 @@ impl IndexFile {
             packs.push(decode_pack(&mut r)?);
         }
         let mut marked = Vec::new();
+        let mut deleted = Vec::new();
         if v == INDEX_VERSION_MARKED {
             let nm = r.u32()? as usize;
             marked.reserve(nm.min(r.remaining() / 44));
@@ -148,13 +169,28 @@ impl IndexFile {
                     pack: decode_pack(&mut r)?,
                 });
             }
+            let nd = r.u32()? as usize;
+            deleted.reserve(nd.min(r.remaining() / 40));
+            for _ in 0..nd {
+                let id = r.id()?;
+                let deleted_at = i64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
+                deleted.push(DeletedPack { id, deleted_at });
+            }
         }
         r.finish()?;
-        Ok(IndexFile {
+        let f = IndexFile {
             supersedes,
             packs,
             marked,
-        })
+            deleted,
+        };
+        if v == INDEX_VERSION_MARKED && !f.has_prune_lists() {
+            // One encoding per file: without these lists it is version 1.
+            return Err(FormatError::Invalid(
+                "index version 2 without marked or deleted packs".into(),
+            ));
+        }
+        Ok(f)
     }
 
     /// Blobs listed (live and marked).
@@ -209,9 +245,11 @@ mod tests {
         #[test]
         fn round_trip(sup in proptest::collection::vec(any::<[u8; 32]>(), 0..3),
                       packs in proptest::collection::vec(pack_strategy(), 0..5),
-                      marked in proptest::collection::vec((any::<i64>(), pack_strategy()), 0..3)) {
+                      marked in proptest::collection::vec((any::<i64>(), pack_strategy()), 0..3),
+                      deleted in proptest::collection::vec((any::<[u8; 32]>(), any::<i64>()), 0..3)) {
             let marked = marked.into_iter().map(|(marked_at, pack)| MarkedPack { marked_at, pack }).collect();
-            let f = IndexFile { supersedes: sup.into_iter().map(Id).collect(), packs, marked };
+            let deleted = deleted.into_iter().map(|(id, deleted_at)| DeletedPack { id: Id(id), deleted_at }).collect();
+            let f = IndexFile { supersedes: sup.into_iter().map(Id).collect(), packs, marked, deleted };
             prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
         }
 
