@@ -132,6 +132,14 @@ fn a_truncated_pack_is_found_without_reading_data() {
     let (ok, v) = check(&repo, &[]);
     assert!(!ok);
     assert_damage(&v, &[name(pack)], &[&s[0].id]);
+    // Rebuilding the index keeps what earlier index files said of it: still named, not dropped.
+    let out = repo.run(&["--json", "repair", "index"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["unreadable"][0]["id"], name(pack).as_str());
+    let (ok, v) = check(&repo, &[]);
+    assert!(!ok);
+    assert_damage(&v, &[name(pack)], &[&s[0].id]);
     // Repair moves it aside (a truncated pack may still hold whole blobs: salvaged).
     let out = repo.run(&["repair", "packs", "--forget-damaged"]);
     assert!(out.status.success(), "{}", stderr(&out));

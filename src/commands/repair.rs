@@ -20,7 +20,9 @@ use crate::liveness::UsedSet;
 use crate::packer::PackCopier;
 use crate::repository::Repository;
 
-/// What `repair index` found and wrote.
+/// What `repair index` found and wrote. Packs with an unreadable header keep the entries an
+/// earlier index file gave them, if any, so that `check` names them and `repair packs` salvages
+/// them.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepairIndexReport {
     pub packs: usize,
@@ -57,6 +59,16 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         index_files_superseded: old.len(),
         ..Default::default()
     };
+    // What the readable index files said, for packs whose header cannot be read: their blobs
+    // may still be whole, and `repair packs` salvages them from these entries.
+    let mut listed: HashMap<Id, IndexPack> = HashMap::new();
+    for id in &old {
+        if let Ok(f) = repo.load_index_file(id) {
+            for p in f.packs.into_iter().chain(f.marked.into_iter().map(|m| m.pack)) {
+                listed.entry(p.id).or_insert(p);
+            }
+        }
+    }
     let mut live = Vec::new();
     for (id, h) in headers {
         match h {
@@ -64,10 +76,16 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
                 report.blobs += blobs.len();
                 live.push(IndexPack { id, blobs });
             }
-            Err(e) => report.unreadable.push(Problem {
-                id,
-                message: e.to_string(),
-            }),
+            Err(e) => {
+                report.unreadable.push(Problem {
+                    id,
+                    message: e.to_string(),
+                });
+                if let Some(p) = listed.remove(&id) {
+                    report.blobs += p.blobs.len();
+                    live.push(p);
+                }
+            }
         }
     }
     report.packs_indexed = live.len();
