@@ -169,6 +169,39 @@ pub fn secure_references(repo: &Repository, loaded: &Index, needed: Vec<Id>) -> 
     ))
 }
 
+/// Before `sync` uploads snapshots that waited in the local spool: the same walk as at the end
+/// of a snapshot, since a prune may have run on the repository while they waited. A spooled
+/// snapshot that relies on a deleted pack is an error naming it; nothing is uploaded.
+pub fn secure_spooled(repo: &Repository) -> Result<()> {
+    let Some(spool) = repo.spool() else {
+        return Ok(());
+    };
+    let waiting = spool.spooled(FileType::Snapshot)?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let index = repo.load_index()?;
+    // An empty "loaded" index: every prune file counts as having run meanwhile.
+    let nothing = Index::default();
+    for f in waiting {
+        let Some(id) = Id::from_hex(&f.name) else {
+            continue;
+        };
+        let snap = repo.load_snapshot(&id)?;
+        let whole = snapshot_blobs(repo, &index, &snap.tree)
+            .and_then(|needed| secure_references(repo, &nothing, needed));
+        whole.map_err(|e| {
+            Error::Source(format!(
+                "snapshot {} waiting in the spool cannot be uploaded whole ({e}); remove {} \
+                 to drop it and let the spool sync",
+                id.short(),
+                spool.dir().join("snapshots").join(id.to_hex()).display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Whether an index file that supersedes others (a prune's) appeared since `loaded` was read.
 fn pruned_since(repo: &Repository, loaded: &Index) -> Result<bool> {
     let before: HashSet<Id> = loaded.loaded_files().iter().copied().collect();

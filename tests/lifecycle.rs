@@ -672,3 +672,72 @@ fn a_snapshot_outlasting_the_grace_period_fails_instead_of_naming_deleted_packs(
     });
     assert!(repo.list_snapshots().unwrap().is_empty());
 }
+
+/// A snapshot that waited in the local spool while a prune deleted what it deduplicated
+/// against is refused by `sync`, with a message naming it, instead of being uploaded damaged.
+#[test]
+fn sync_refuses_a_spooled_snapshot_whose_blobs_a_prune_deleted() {
+    use sbk::backend::{local::LocalBackend, spool::SpoolBackend, Backend};
+    use sbk::commands::{forget, prune, snapshot};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lib_repo(&dir);
+    let remote: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
+    let spool_dir = dir.path().join("spool");
+    let open_spooled = || {
+        let spool = Arc::new(SpoolBackend::new(remote.clone(), spool_dir.clone()));
+        let mut r = sbk::Repository::open(spool.clone(), b"pw").unwrap();
+        r.attach_spool(spool.clone());
+        (r, spool)
+    };
+    let data = dump_like(33, 2 << 20);
+    let opts = snapshot::SnapshotOptions::new("db.dump");
+    let first = snapshot::snapshot_reader(&repo, &opts, &data[..], Default::default()).unwrap();
+    // The same bytes, and "S3 goes down" after the run loaded the index: every blob is
+    // deduplicated against the first, and the snapshot is spooled.
+    let (spooled_repo, spool) = open_spooled();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| {
+            snapshot::snapshot_reader(
+                &spooled_repo,
+                &opts,
+                Gated {
+                    data: &data,
+                    gate: rx,
+                },
+                Default::default(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        spool.start_spooling("test outage".into());
+        tx.send(()).unwrap();
+        running.join().unwrap().unwrap();
+    });
+    assert!(!spool.is_empty().unwrap());
+    // Another machine forgets the first snapshot and prunes at once.
+    forget::forget(
+        &repo,
+        &forget::ForgetOptions {
+            ids: vec![first.id.to_hex()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = prune::prune(
+        &repo,
+        &prune::PruneOptions {
+            instant_delete: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(r.packs_deleted > 0, "{r:?}");
+    // Back online: the spooled snapshot is refused, and stays in the spool.
+    let (online, spool) = open_spooled();
+    let err = sbk::liveness::secure_spooled(&online)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("waiting in the spool"), "{err}");
+    assert!(!spool.is_empty().unwrap());
+}

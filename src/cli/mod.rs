@@ -81,7 +81,7 @@ fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
     if spool.is_empty().unwrap_or(true) {
         return;
     }
-    match spool.sync() {
+    match sbk::liveness::secure_spooled(repo).and_then(|()| Ok(spool.sync()?)) {
         Ok(r) => say_err(
             g,
             &format!(
@@ -294,6 +294,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 say!(g, "nothing to sync: {} needs no spool", g.repo);
                 return Ok(());
             };
+            sbk::liveness::secure_spooled(&repo)?;
             let report = spool.sync()?;
             if g.json {
                 print_json(&report)?;

@@ -64,7 +64,11 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     let mut listed: HashMap<Id, IndexPack> = HashMap::new();
     for id in &old {
         if let Ok(f) = repo.load_index_file(id) {
-            for p in f.packs.into_iter().chain(f.marked.into_iter().map(|m| m.pack)) {
+            for p in f
+                .packs
+                .into_iter()
+                .chain(f.marked.into_iter().map(|m| m.pack))
+            {
                 listed.entry(p.id).or_insert(p);
             }
         }
