@@ -376,6 +376,16 @@ impl Repository {
             .collect())
     }
 
+    /// The packs stored, with their sizes (names that are not IDs are ignored).
+    pub fn stored_packs(&self) -> Result<std::collections::HashMap<Id, u64>> {
+        Ok(self
+            .backend
+            .list(FileType::Pack)?
+            .into_iter()
+            .filter_map(|f| Id::from_hex(&f.name).map(|id| (id, f.size)))
+            .collect())
+    }
+
     /// Resolves a full ID or a unique hex prefix among the files of a type.
     pub fn resolve(&self, t: FileType, prefix: &str) -> Result<Id> {
         let prefix = prefix.to_ascii_lowercase();

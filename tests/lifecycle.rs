@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use sbk::commands::prune::{PruneOptions, PruneReport, DEFAULT_GRACE};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(out.status.success(), "failed: {}", stderr(out));
@@ -478,117 +479,183 @@ fn lib_repo(dir: &tempfile::TempDir) -> sbk::Repository {
     .unwrap()
 }
 
+/// Snapshots `data` into `repo` (as `db.dump`), holding the end of the stream until `meanwhile`
+/// has run: the run has loaded its index and, for a stream larger than a pack, written packs.
+fn snapshot_around(
+    repo: &sbk::Repository,
+    data: &[u8],
+    meanwhile: impl FnOnce(),
+) -> sbk::Result<sbk::commands::SnapshotView> {
+    let opts = sbk::commands::snapshot::SnapshotOptions::new("db.dump");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| {
+            let gated = Gated { data, gate: rx };
+            sbk::commands::snapshot::snapshot_reader(repo, &opts, gated, Default::default())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        meanwhile();
+        tx.send(()).unwrap();
+        running.join().unwrap()
+    })
+}
+
+fn snapshot_of(repo: &sbk::Repository, data: &[u8]) -> sbk::Id {
+    let opts = sbk::commands::snapshot::SnapshotOptions::new("db.dump");
+    sbk::commands::snapshot::snapshot_reader(repo, &opts, data, Default::default())
+        .unwrap()
+        .id
+}
+
+fn forget_ids(repo: &sbk::Repository, ids: &[sbk::Id]) {
+    let opts = sbk::commands::forget::ForgetOptions {
+        ids: ids.iter().map(|i| i.to_hex()).collect(),
+        ..Default::default()
+    };
+    sbk::commands::forget::forget(repo, &opts).unwrap();
+}
+
+fn prune_lib(repo: &sbk::Repository, grace: Duration, instant: bool) -> PruneReport {
+    let opts = PruneOptions {
+        grace,
+        instant_delete: instant,
+        ..Default::default()
+    };
+    sbk::commands::prune::prune(repo, &opts).unwrap()
+}
+
 /// The exact interleaving, with the library: a snapshot that reuses blobs of a snapshot that is
 /// forgotten and pruned while it runs revives their packs, and stays whole.
 #[test]
 fn a_snapshot_revives_packs_marked_while_it_ran() {
-    use sbk::commands::{forget, prune, snapshot};
-
     let dir = tempfile::tempdir().unwrap();
     let repo = lib_repo(&dir);
     let data = dump_like(31, 3 << 20);
-    let opts = snapshot::SnapshotOptions::new("db.dump");
-    let first = snapshot::snapshot_reader(&repo, &opts, &data[..], Default::default()).unwrap();
-
-    // A second run of the same bytes (every blob reused), held before its end.
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let running = s.spawn(|| {
-            snapshot::snapshot_reader(
-                &repo,
-                &opts,
-                Gated {
-                    data: &data,
-                    gate: rx,
-                },
-                Default::default(),
-            )
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        // Meanwhile: the first snapshot is forgotten and its packs marked.
-        forget::forget(
-            &repo,
-            &forget::ForgetOptions {
-                ids: vec![first.id.to_hex()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let r = prune::prune(&repo, &prune::PruneOptions::default()).unwrap();
+    let first = snapshot_of(&repo, &data);
+    // A second run of the same bytes (every blob reused); meanwhile the first snapshot is
+    // forgotten and its packs marked.
+    let second = snapshot_around(&repo, &data, || {
+        forget_ids(&repo, &[first]);
+        let r = prune_lib(&repo, DEFAULT_GRACE, false);
         assert!(r.packs_marked > 0, "{r:?}");
-        tx.send(()).unwrap();
-        let second = running.join().unwrap().unwrap();
-        // The revived packs survive a prune whose grace period is over.
-        let r = prune::prune(
-            &repo,
-            &prune::PruneOptions {
-                grace: Duration::ZERO,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(r.packs_deleted, 0, "{r:?}");
-        let mut out = Vec::new();
-        sbk::commands::restore::dump(&repo, &second.id.to_hex(), None, &mut out).unwrap();
-        assert!(out == data);
-        let c = sbk::commands::check::check(
-            &repo,
-            &sbk::commands::check::CheckOptions {
-                read_data: sbk::commands::check::ReadData::All,
-            },
-        )
-        .unwrap();
-        assert!(c.ok, "{c:?}");
-    });
+    })
+    .unwrap();
+    // The revived packs survive a prune whose grace period is over.
+    let r = prune_lib(&repo, Duration::ZERO, false);
+    assert_eq!(r.packs_deleted, 0, "{r:?}");
+    let mut out = Vec::new();
+    sbk::commands::restore::dump(&repo, &second.id.to_hex(), None, &mut out).unwrap();
+    assert!(out == data);
+    let opts = sbk::commands::check::CheckOptions {
+        read_data: sbk::commands::check::ReadData::All,
+    };
+    let c = sbk::commands::check::check(&repo, &opts).unwrap();
+    assert!(c.ok, "{c:?}");
 }
 
 /// If the packs are deleted before the run ends (an instant delete, or a run longer than the
 /// grace period), the snapshot fails cleanly instead of naming missing blobs.
 #[test]
 fn a_snapshot_whose_reused_blobs_were_deleted_fails_cleanly() {
-    use sbk::commands::{forget, prune, snapshot};
-
     let dir = tempfile::tempdir().unwrap();
     let repo = lib_repo(&dir);
     let data = dump_like(32, 2 << 20);
-    let opts = snapshot::SnapshotOptions::new("db.dump");
-    let first = snapshot::snapshot_reader(&repo, &opts, &data[..], Default::default()).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let running = s.spawn(|| {
-            snapshot::snapshot_reader(
-                &repo,
-                &opts,
-                Gated {
-                    data: &data,
-                    gate: rx,
-                },
-                Default::default(),
-            )
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        forget::forget(
-            &repo,
-            &forget::ForgetOptions {
-                ids: vec![first.id.to_hex()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let r = prune::prune(
-            &repo,
-            &prune::PruneOptions {
-                instant_delete: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let first = snapshot_of(&repo, &data);
+    let err = snapshot_around(&repo, &data, || {
+        forget_ids(&repo, &[first]);
+        let r = prune_lib(&repo, DEFAULT_GRACE, true);
         assert!(r.packs_deleted > 0, "{r:?}");
-        tx.send(()).unwrap();
-        let err = running.join().unwrap().unwrap_err().to_string();
-        assert!(err.contains("deleted by a prune"), "{err}");
-    });
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("by a prune"), "{err}");
     assert!(repo.list_snapshots().unwrap().is_empty());
+}
+
+/// A snapshot running longer than the grace period: a prune marks its packs (in no index yet),
+/// a later prune deletes them. The snapshot must fail at its end, not name deleted packs.
+#[test]
+fn a_snapshot_outlasting_the_grace_period_fails_instead_of_naming_deleted_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lib_repo(&dir);
+    // Incompressible, larger than a pack: a pack is written before the stream ends.
+    let data = noise(24 << 20);
+    let data_dir = dir.path().join("repo/data");
+    let err = snapshot_around(&repo, &data, || {
+        let t0 = std::time::Instant::now();
+        while repo_files(&data_dir) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no pack written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r = prune_lib(&repo, Duration::ZERO, false);
+        assert!(r.packs_unindexed > 0, "{r:?}");
+        let r = prune_lib(&repo, Duration::ZERO, false);
+        assert!(r.packs_deleted > 0, "{r:?}");
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("by a prune"), "{err}");
+    assert!(repo.list_snapshots().unwrap().is_empty());
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x1234_5678_9abc_def0u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Files below a folder (packs in `data/xx/`).
+fn repo_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).map_or(0, |r| r.count()))
+        .sum()
+}
+
+/// A snapshot that waited in the local spool while a prune deleted what it deduplicated
+/// against is refused by `sync`, with a message naming it, instead of being uploaded damaged.
+#[test]
+fn sync_refuses_a_spooled_snapshot_whose_blobs_a_prune_deleted() {
+    use sbk::backend::{local::LocalBackend, spool::SpoolBackend, Backend};
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lib_repo(&dir);
+    let remote: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
+    let spool_dir = dir.path().join("spool");
+    let open_spooled = || {
+        let spool = Arc::new(SpoolBackend::new(remote.clone(), spool_dir.clone()));
+        let mut r = sbk::Repository::open(spool.clone(), b"pw").unwrap();
+        r.attach_spool(spool.clone());
+        (r, spool)
+    };
+    let data = dump_like(33, 2 << 20);
+    let first = snapshot_of(&repo, &data);
+    // The same bytes, and "S3 goes down" after the run loaded the index: every blob is
+    // deduplicated against the first, and the snapshot is spooled.
+    let (spooled_repo, spool) = open_spooled();
+    snapshot_around(&spooled_repo, &data, || {
+        spool.start_spooling("test outage".into())
+    })
+    .unwrap();
+    assert!(!spool.is_empty().unwrap());
+    // Another machine forgets the first snapshot and prunes at once.
+    forget_ids(&repo, &[first]);
+    let r = prune_lib(&repo, DEFAULT_GRACE, true);
+    assert!(r.packs_deleted > 0, "{r:?}");
+    // Back online: the spooled snapshot is refused, and stays in the spool.
+    let (online, spool) = open_spooled();
+    let err = sbk::liveness::secure_spooled(&online)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("waiting in the spool"), "{err}");
+    assert!(!spool.is_empty().unwrap());
 }
 
 #[test]
@@ -612,132 +679,4 @@ fn stats_show_dedup_deltas_and_compression_per_source() {
     let sources = v["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{v:#}");
     assert_eq!(sources[0]["snapshots"], 5);
-}
-
-/// A snapshot running longer than the grace period: a prune marks its packs (in no index yet),
-/// a later prune deletes them. The snapshot must fail at its end, not name deleted packs.
-#[test]
-fn a_snapshot_outlasting_the_grace_period_fails_instead_of_naming_deleted_packs() {
-    use sbk::commands::{prune, snapshot};
-
-    let dir = tempfile::tempdir().unwrap();
-    let repo = lib_repo(&dir);
-    // Incompressible, larger than a pack: a pack is written before the stream ends.
-    let mut data = vec![0u8; 24 << 20];
-    let mut x = 0x1234_5678_9abc_def0u64;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    let opts = snapshot::SnapshotOptions::new("big.bin");
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let running = s.spawn(|| {
-            snapshot::snapshot_reader(
-                &repo,
-                &opts,
-                Gated {
-                    data: &data,
-                    gate: rx,
-                },
-                Default::default(),
-            )
-        });
-        // Wait until the first pack is stored.
-        let packs = || {
-            std::fs::read_dir(dir.path().join("repo/data"))
-                .unwrap()
-                .flatten()
-                .map(|d| std::fs::read_dir(d.path()).unwrap().count())
-                .sum::<usize>()
-        };
-        let t0 = std::time::Instant::now();
-        while packs() == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(60), "no pack written");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let zero = prune::PruneOptions {
-            grace: Duration::ZERO,
-            ..Default::default()
-        };
-        let r = prune::prune(&repo, &zero).unwrap();
-        assert!(r.packs_unindexed > 0, "{r:?}");
-        let r = prune::prune(&repo, &zero).unwrap();
-        assert!(r.packs_deleted > 0, "{r:?}");
-        tx.send(()).unwrap();
-        let err = running.join().unwrap().unwrap_err().to_string();
-        assert!(err.contains("by a prune"), "{err}");
-    });
-    assert!(repo.list_snapshots().unwrap().is_empty());
-}
-
-/// A snapshot that waited in the local spool while a prune deleted what it deduplicated
-/// against is refused by `sync`, with a message naming it, instead of being uploaded damaged.
-#[test]
-fn sync_refuses_a_spooled_snapshot_whose_blobs_a_prune_deleted() {
-    use sbk::backend::{local::LocalBackend, spool::SpoolBackend, Backend};
-    use sbk::commands::{forget, prune, snapshot};
-
-    let dir = tempfile::tempdir().unwrap();
-    let repo = lib_repo(&dir);
-    let remote: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
-    let spool_dir = dir.path().join("spool");
-    let open_spooled = || {
-        let spool = Arc::new(SpoolBackend::new(remote.clone(), spool_dir.clone()));
-        let mut r = sbk::Repository::open(spool.clone(), b"pw").unwrap();
-        r.attach_spool(spool.clone());
-        (r, spool)
-    };
-    let data = dump_like(33, 2 << 20);
-    let opts = snapshot::SnapshotOptions::new("db.dump");
-    let first = snapshot::snapshot_reader(&repo, &opts, &data[..], Default::default()).unwrap();
-    // The same bytes, and "S3 goes down" after the run loaded the index: every blob is
-    // deduplicated against the first, and the snapshot is spooled.
-    let (spooled_repo, spool) = open_spooled();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let running = s.spawn(|| {
-            snapshot::snapshot_reader(
-                &spooled_repo,
-                &opts,
-                Gated {
-                    data: &data,
-                    gate: rx,
-                },
-                Default::default(),
-            )
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        spool.start_spooling("test outage".into());
-        tx.send(()).unwrap();
-        running.join().unwrap().unwrap();
-    });
-    assert!(!spool.is_empty().unwrap());
-    // Another machine forgets the first snapshot and prunes at once.
-    forget::forget(
-        &repo,
-        &forget::ForgetOptions {
-            ids: vec![first.id.to_hex()],
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let r = prune::prune(
-        &repo,
-        &prune::PruneOptions {
-            instant_delete: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(r.packs_deleted > 0, "{r:?}");
-    // Back online: the spooled snapshot is refused, and stays in the spool.
-    let (online, spool) = open_spooled();
-    let err = sbk::liveness::secure_spooled(&online)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("waiting in the spool"), "{err}");
-    assert!(!spool.is_empty().unwrap());
 }

@@ -197,12 +197,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     report.index_files = files.files.len();
     let index = files.to_index()?;
     report.blobs = index.len();
-    let stored: HashMap<Id, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .filter_map(|f| Id::from_hex(&f.name).map(|id| (id, f.size)))
-        .collect();
+    let stored: HashMap<Id, u64> = repo.stored_packs()?;
     report.packs = stored.len();
 
     // Packs: the index's view of each (live listing wins), against what is stored.

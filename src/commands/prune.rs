@@ -189,12 +189,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let snapshots = repo.list_snapshots()?;
     let files = repo.load_index_files()?;
     let index = files.to_index()?;
-    let stored: HashMap<Id, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .filter_map(|f| Id::from_hex(&f.name).map(|id| (id, f.size)))
-        .collect();
+    let stored: HashMap<Id, u64> = repo.stored_packs()?;
 
     let used = mark_used(repo, &index, &snapshots)?;
     let mut report = PruneReport {

@@ -45,11 +45,7 @@ pub struct Problem {
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     use rayon::prelude::*;
     let old = repo.list_ids(FileType::Index)?;
-    let stored = repo.backend().list(FileType::Pack)?;
-    let packs: Vec<(Id, u64)> = stored
-        .iter()
-        .filter_map(|f| Id::from_hex(&f.name).map(|id| (id, f.size)))
-        .collect();
+    let packs: Vec<(Id, u64)> = repo.stored_packs()?.into_iter().collect();
     let headers: Vec<(Id, Result<Vec<_>>)> = packs
         .par_iter()
         .map(|(id, size)| (*id, repo.read_pack_header(id, *size)))
