@@ -74,4 +74,10 @@ B=$("$BIN/psql" "${PG[@]}" -At -d app_restored -c "$Q")
 echo "source:   $A"
 echo "restored: $B"
 [ "$A" = "$B" ] || { echo "MISMATCH" >&2; exit 1; }
-echo "== OK: the restored database matches the source"
+echo "== sbk check --read-data (every blob re-hashed, deltas through their bases), then stats"
+"$SBK" check --read-data
+"$SBK" stats
+echo "== sbk forget --keep-last 1 --prune --instant-delete (the older snapshot's deltas' bases stay)"
+"$SBK" forget --keep-last 1 --prune --instant-delete
+"$SBK" check --read-data
+echo "== OK: the restored database matches the source, and the repository checks whole"

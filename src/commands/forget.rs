@@ -78,10 +78,10 @@ impl std::fmt::Display for GroupKey {
             parts.push(format!("host {h:?}"));
         }
         if let Some(s) = &self.source {
-            parts.push(format!("source {s:?}"));
+            parts.push(format!("source {s}"));
         }
-        if let Some(d) = &self.database {
-            parts.push(format!("database {d:?}"));
+        if let Some(d) = self.database.as_ref().filter(|d| !d.is_empty()) {
+            parts.push(format!("databases {d}"));
         }
         if let Some(t) = &self.tags {
             parts.push(format!("tags [{}]", t.join(", ")));
