@@ -3,7 +3,7 @@
 mod common;
 
 use common::s3::S3Server;
-use common::{dump_like, stderr, TestRepo};
+use common::{drift, dump_like, stderr, TestRepo};
 
 #[test]
 fn every_verb_works_on_s3() {
@@ -315,4 +315,64 @@ fn sync_and_check(repo: &TestRepo, (earlier, earlier_id): (&[u8], &str), input: 
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout == input, "restored bytes differ");
     assert_eq!(repo.dump(earlier_id), earlier);
+}
+
+/// Snapshots pile up in the spool while S3 stays down (each later run spools too, since it
+/// deduplicates against them); the first snapshot once S3 is back uploads them all before its
+/// own, and everything restores and checks whole.
+#[test]
+fn spooled_snapshots_pile_up_then_the_next_online_snapshot_uploads_them() {
+    let mut server = S3Server::start();
+    let repo = TestRepo::on_s3(&server, "pile-up");
+    let (first, first_id) = snapshot_of(&repo, dump_like(5, 2 << 20));
+    server.stop();
+    let offline = [
+        "--retry-deadline",
+        "1s",
+        "snapshot",
+        "stdin",
+        "--name",
+        "db.pgdump",
+    ];
+    let mut inputs = vec![first];
+    for day in 1..=2 {
+        let input = drift(&inputs[0], day);
+        let out = repo.run_with_input(&offline, &input);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        if day == 2 {
+            // The spool could not be emptied first: said once, and this run spooled too.
+            assert!(err.contains("wait in the spool"), "{err}");
+        }
+        inputs.push(input);
+    }
+    server.restart();
+    let last = drift(&inputs[0], 3);
+    let out = repo.run_with_input(
+        &["--json", "snapshot", "stdin", "--name", "db.pgdump"],
+        &last,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uploaded 2 snapshot(s)"),
+        "{}",
+        stderr(&out)
+    );
+    inputs.push(last);
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 4, "{snaps:?}");
+    assert!(
+        snaps.iter().all(|s| s.get("spooled").is_none()),
+        "{snaps:?}"
+    );
+    let mut restored: Vec<Vec<u8>> = snaps
+        .iter()
+        .map(|s| repo.dump(s["id"].as_str().unwrap()))
+        .collect();
+    restored.sort();
+    inputs.sort();
+    assert!(restored == inputs, "a snapshot does not restore exactly");
+    assert_eq!(repo.dump(&first_id), dump_like(5, 2 << 20));
+    let out = repo.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
