@@ -263,13 +263,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         .collect();
     // Blobs the snapshots need: a delta blob no snapshot needs whose base a prune removed is
     // garbage (the next repack drops it), not damage.
-    let mut used = crate::liveness::UsedSet::new(&index);
+    // Each distinct tree is read once, for this and for the verdicts below.
+    let mut trees: HashMap<Id, TreeBlobs> = HashMap::new();
     for (_, s) in &snapshots {
-        if let Ok(blobs) = crate::liveness::snapshot_blobs(repo, &index, &s.tree) {
-            for b in blobs {
-                let _ = used.mark(&b);
-            }
-        }
+        trees
+            .entry(s.tree)
+            .or_insert_with(|| tree_blobs(repo, &index, &s.tree));
+    }
+    let mut used = crate::liveness::UsedSet::new(&index);
+    for b in trees.values().flatten().flatten() {
+        let _ = used.mark(b);
     }
     let selected: HashSet<Id> = present
         .iter()
@@ -321,7 +324,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     for (sid, s) in &snapshots {
         let verdict = verdicts
             .entry(s.tree)
-            .or_insert_with(|| snapshot_verdict(repo, &index, &found, &s.tree))
+            .or_insert_with(|| snapshot_verdict(&index, &found, &trees[&s.tree]))
             .clone();
         if let Some(msg) = verdict {
             found.file("snapshot", *sid, msg);
@@ -373,25 +376,28 @@ fn load_index_files(repo: &Repository, found: &mut Findings) -> Result<IndexFile
     })
 }
 
-/// Why a snapshot cannot be restored whole, if it cannot.
-fn snapshot_verdict(
-    repo: &Repository,
-    index: &Index,
-    found: &Findings,
-    tree: &Id,
-) -> Option<String> {
+/// The blobs a tree's files need, or why the tree cannot be read.
+type TreeBlobs = std::result::Result<Vec<Id>, String>;
+
+fn tree_blobs(repo: &Repository, index: &Index, tree: &Id) -> TreeBlobs {
     if !index.contains(tree) {
-        return Some(format!(
+        return Err(format!(
             "it needs tree blob {} which no index lists",
             tree.short()
         ));
     }
-    let blobs = match crate::liveness::snapshot_blobs(repo, index, tree) {
+    crate::liveness::snapshot_blobs(repo, index, tree)
+        .map_err(|e| format!("its tree cannot be read: {e}"))
+}
+
+/// Why a snapshot cannot be restored whole, if it cannot.
+fn snapshot_verdict(index: &Index, found: &Findings, blobs: &TreeBlobs) -> Option<String> {
+    let blobs = match blobs {
         Ok(b) => b,
-        Err(e) => return Some(format!("its tree cannot be read: {e}")),
+        Err(e) => return Some(e.clone()),
     };
     for id in blobs {
-        let mut cur = id;
+        let mut cur = *id;
         for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
             let Some(b) = index.get(&cur) else {
                 return Some(format!(

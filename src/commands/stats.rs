@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::forget::{group_key, GroupKey, DEFAULT_GROUP_BY};
 use crate::backend::FileType;
 use crate::error::Result;
+use crate::format::tree::Tree;
 use crate::format::BlobKind;
 use crate::id::Id;
 use crate::index::Index;
@@ -65,45 +66,59 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Marks what `snapshots` need and sums it up.
-fn figures(
-    repo: &Repository,
-    index: &Index,
-    snapshots: &[&(Id, crate::format::snapshot::Snapshot)],
-) -> Result<Figures> {
-    let mut used = UsedSet::new(index);
-    let mut f = Figures {
-        snapshots: snapshots.len(),
-        ..Default::default()
-    };
-    for (_, s) in snapshots {
-        let tree = repo.load_tree(index, &s.tree)?;
-        let _ = used.mark(&s.tree);
+/// What a set of snapshots needs, gathered one tree at a time.
+struct Tally<'a> {
+    used: UsedSet<'a>,
+    snapshots: usize,
+    logical_bytes: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(index: &'a Index) -> Self {
+        Tally {
+            used: UsedSet::new(index),
+            snapshots: 0,
+            logical_bytes: 0,
+        }
+    }
+
+    fn add(&mut self, tree_id: &Id, tree: &Tree) {
+        self.snapshots += 1;
+        // A missing blob is `check`'s business; stats counts what is there.
+        let _ = self.used.mark(tree_id);
         for file in &tree.files {
-            f.logical_bytes += file.size;
+            self.logical_bytes += file.size;
             for b in &file.content {
-                // A missing blob is `check`'s business; stats counts what is there.
-                let _ = used.mark(b);
+                let _ = self.used.mark(b);
             }
         }
     }
-    for (pos, l) in index.iter().enumerate() {
-        if !used.contains_position(pos) {
-            continue;
+
+    /// Sums up the blobs marked.
+    fn figures(&self, index: &Index) -> Figures {
+        let mut f = Figures {
+            snapshots: self.snapshots,
+            logical_bytes: self.logical_bytes,
+            ..Default::default()
+        };
+        for (pos, l) in index.iter().enumerate() {
+            if !self.used.contains_position(pos) {
+                continue;
+            }
+            f.blobs += 1;
+            f.unique_bytes += l.raw_len() as u64;
+            f.stored_bytes += l.stored_len as u64;
+            if l.kind() == BlobKind::Delta {
+                f.delta_blobs += 1;
+                f.delta_stored_bytes += l.stored_len as u64;
+                f.delta_raw_bytes += l.raw_len() as u64;
+            }
         }
-        f.blobs += 1;
-        f.unique_bytes += l.raw_len() as u64;
-        f.stored_bytes += l.stored_len as u64;
-        if l.kind() == BlobKind::Delta {
-            f.delta_blobs += 1;
-            f.delta_stored_bytes += l.stored_len as u64;
-            f.delta_raw_bytes += l.raw_len() as u64;
-        }
+        f.dedup_ratio = ratio(f.logical_bytes, f.unique_bytes);
+        f.compression_ratio = ratio(f.unique_bytes, f.stored_bytes);
+        f.total_ratio = ratio(f.logical_bytes, f.stored_bytes);
+        f
     }
-    f.dedup_ratio = ratio(f.logical_bytes, f.unique_bytes);
-    f.compression_ratio = ratio(f.unique_bytes, f.stored_bytes);
-    f.total_ratio = ratio(f.logical_bytes, f.stored_bytes);
-    Ok(f)
 }
 
 /// Computes the statistics.
@@ -126,18 +141,25 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
             .or_default()
             .push(s);
     }
+    // Each tree is read once, for its source's figures and the total.
+    let mut total = Tally::new(&index);
     let mut sources = Vec::new();
     for (key, list) in groups {
+        let mut tally = Tally::new(&index);
+        for (_, s) in list {
+            let tree = repo.load_tree(&index, &s.tree)?;
+            tally.add(&s.tree, &tree);
+            total.add(&s.tree, &tree);
+        }
         sources.push(SourceStats {
             key,
-            figures: figures(repo, &index, &list)?,
+            figures: tally.figures(&index),
         });
     }
-    let all: Vec<_> = snapshots.iter().collect();
     Ok(Stats {
         repository_bytes,
         packs,
-        total: figures(repo, &index, &all)?,
+        total: total.figures(&index),
         sources,
     })
 }
