@@ -62,6 +62,9 @@ pub enum Error {
     /// The snapshot was completed into the local spool: the repository was unreachable.
     #[error("{0}")]
     Spooled(String),
+    /// Stopped on request (a signal) before it finished; nothing was saved.
+    #[error("{0}")]
+    Interrupted(String),
     /// The last key cannot be removed; other misuse of the key commands.
     #[error("{0}")]
     Refused(String),
@@ -75,6 +78,7 @@ impl Error {
             Error::WrongPassword => 12,
             Error::Silent(code) => *code,
             Error::Spooled(_) => 3,
+            Error::Interrupted(_) => 130,
             _ => 1,
         }
     }

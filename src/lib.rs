@@ -18,6 +18,7 @@
 //! ```
 
 pub mod archiver;
+pub mod automation;
 pub mod backend;
 pub mod cache;
 pub mod chunker;
@@ -28,6 +29,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod liveness;
+pub mod open;
 pub mod packer;
 pub mod postgres;
 pub mod repository;

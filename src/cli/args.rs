@@ -87,6 +87,42 @@ pub struct KdfArgs {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
+    /// Check the configuration file of jobs, or write an example
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run one configured job now: snapshot, forget by its policy, prune/check/drill when due
+    Run {
+        /// The job's name (a [job.NAME] table of the configuration)
+        job: String,
+        #[command(flatten)]
+        auto: AutomationArgs,
+    },
+    /// Run every configured job at its times; serve /metrics, /healthz and a status page
+    Daemon {
+        /// Address to serve on, instead of the configuration's [daemon] listen
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        auto: AutomationArgs,
+    },
+    /// Print the jobs' schedules as crontab lines or systemd units
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// One line per job; exit 1 when a job's newest good snapshot is older than allowed
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Success rate, durations, sizes, growth and restore drills over a period
+    Report {
+        /// Period to cover, back from now (e.g. 24h, 7d, 4w)
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+        format: ReportFormat,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Create a repository
     Init {
         #[command(flatten)]
@@ -472,4 +508,59 @@ fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
 fn parse_name(s: &str) -> Result<String, String> {
     sbk::format::tree::validate_name(s)?;
     Ok(s.to_string())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Configuration file [default: /etc/sbk/sbk.toml, then ~/.config/sbk/sbk.toml]
+    #[arg(long = "config", env = "SBK_CONFIG")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AutomationArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Write JSON-lines logs here (sbk.log, and sbk-errors.log for errors), rotated by size
+    #[arg(long, env = "SBK_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Write metrics after each run to this node_exporter textfile
+    #[arg(long, env = "SBK_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration file; every problem is reported with its line
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write a commented example configuration (the seed schedule) to FILE, or to stdout
+    Init { file: Option<PathBuf> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Print the schedules for the system's scheduler
+    Print {
+        /// crontab lines
+        #[arg(long, conflicts_with = "systemd", required_unless_present = "systemd")]
+        cron: bool,
+        /// systemd service and timer units
+        #[arg(long)]
+        systemd: bool,
+        /// The sbk program the entries run [default: this one]
+        #[arg(long)]
+        sbk: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Markdown,
+    Html,
+    Json,
 }

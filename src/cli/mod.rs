@@ -2,6 +2,7 @@
 //! turns errors into exit codes. `main` is the one place that decides an exit code.
 
 mod args;
+mod automation;
 mod password;
 mod progress;
 
@@ -11,8 +12,6 @@ use std::sync::Arc;
 use clap::Parser;
 use indicatif::HumanBytes;
 use sbk::archiver::Progress;
-use sbk::backend::spool::SpoolBackend;
-use sbk::cache::BlobCache;
 use sbk::commands::{self, cat::CatTarget, snapshot::SnapshotOptions, SnapshotView};
 use sbk::crypto::KdfParams;
 use sbk::{Error, Repository};
@@ -77,25 +76,16 @@ macro_rules! say {
 /// Uploads what an earlier run left in the spool before writing anything new; a repository
 /// still unreachable only earns a warning, since this run may spool too.
 fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
-    let Some(spool) = repo.spool() else { return };
-    if spool.is_empty().unwrap_or(true) {
-        return;
-    }
-    match sbk::liveness::secure_spooled(repo).and_then(|()| Ok(spool.sync()?)) {
-        Ok(r) => say_err(
+    match sbk::open::sync_spool_first(repo) {
+        None => {}
+        Some(Ok(n)) => say_err(
             g,
-            &format!(
-                "uploaded {} snapshot(s) waiting in the spool from an earlier run",
-                r.snapshots.len()
-            ),
+            &format!("uploaded {n} snapshot(s) waiting in the spool from an earlier run"),
         ),
-        Err(e) => {
-            say_err(
-                g,
-                &format!("warning: snapshots wait in the spool and could not be uploaded yet: {e}"),
-            );
-            spool.start_spooling(format!("earlier snapshots wait in the spool ({e})"));
-        }
+        Some(Err(e)) => say_err(
+            g,
+            &format!("warning: snapshots wait in the spool and could not be uploaded yet: {e}"),
+        ),
     }
 }
 
@@ -109,74 +99,58 @@ fn kdf(a: &KdfArgs) -> KdfParams {
     KdfParams::with_cost(a.kdf_memory_kib, a.kdf_iterations, 1)
 }
 
+/// How to open the repository the command line names.
+fn open_options(g: &GlobalArgs, offline_start: bool) -> sbk::open::OpenOptions {
+    sbk::open::OpenOptions {
+        location: g.repo.clone(),
+        remote: sbk::backend::RemoteOptions {
+            connections: g.s3_connections as usize,
+            ca_cert: g.s3_ca_cert.clone(),
+            region: g.s3_region.clone(),
+            retry_deadline: g.retry_deadline,
+            credentials: None,
+            io_timeout: g.s3_timeout,
+        },
+        cache_dir: g.cache_dir.clone(),
+        spool_dir: g.spool_dir.clone(),
+        no_cache: g.no_cache,
+        offline_start,
+    }
+}
+
 /// The repository's backend, with the remote options of the command line.
 fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::backend::Backend>, Error> {
-    let remote = sbk::backend::RemoteOptions {
-        connections: g.s3_connections as usize,
-        ca_cert: g.s3_ca_cert.clone(),
-        region: g.s3_region.clone(),
-        retry_deadline: g.retry_deadline,
-        credentials: None,
-        io_timeout: g.s3_timeout,
-    };
-    sbk::backend::from_url(&g.repo, &remote)
+    open_options(g, false).backend()
 }
 
 fn open(g: &GlobalArgs) -> Result<Repository, Error> {
     open_with(g, false)
 }
 
-/// Where a remote repository's spool lives: one folder per repository location.
-fn spool_dir(g: &GlobalArgs, location: &str) -> Option<std::path::PathBuf> {
-    let root = g
-        .spool_dir
-        .clone()
-        .or_else(|| g.cache_dir.as_ref().map(|d| d.join("spool")))
-        .or_else(|| BlobCache::default_root().map(|r| r.join("spool")))?;
-    let key = blake3::hash(location.as_bytes()).to_hex();
-    Some(root.join(&key.as_str()[..32]))
-}
-
 /// Opens the repository; a remote one through its spool. With `offline_start` (snapshots), a
 /// repository unreachable at the start is opened from the spool's copy of config and keys and
 /// the run is spooled.
 fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
-    let backend = backend(g)?;
+    let opts = open_options(g, offline_start);
+    // The location is checked before a password is asked for.
+    opts.backend()?;
     let password = password::repository_password(g)?;
-    let local = backend.is_local();
-    let spool = match local {
-        true => None,
-        false => spool_dir(g, &backend.location())
-            .map(|d| Arc::new(SpoolBackend::new(Arc::clone(&backend), d))),
-    };
-    if let (Some(s), true) = (&spool, offline_start) {
-        s.allow_offline_start();
-    }
-    let opened = match &spool {
-        Some(s) => Arc::clone(s) as Arc<dyn sbk::backend::Backend>,
-        None => backend,
-    };
-    let mut repo = Repository::open(opened, &password)?;
-    if let Some(s) = spool {
-        repo.attach_spool(s);
-    }
-    // A local repository reads as fast as a cache would: cache only when asked to.
-    let root = match (&g.cache_dir, g.no_cache, local) {
-        (_, true, _) => None,
-        (Some(dir), _, _) => Some(dir.clone()),
-        (None, _, false) => BlobCache::default_root(),
-        (None, _, true) => None,
-    };
-    if let Some(root) = root {
-        let id = repo.config().id;
-        repo.set_cache(BlobCache::new(root, &id, sbk::cache::DEFAULT_LIMIT));
-    }
-    Ok(repo)
+    opts.open(&password)
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
     let g = &cli.global;
     match cli.command {
+        Command::Config(c) => automation::config(g, c)?,
+        Command::Run { job, auto } => automation::run_job(g, &job, &auto)?,
+        Command::Daemon { listen, auto } => automation::daemon(g, listen, &auto)?,
+        Command::Schedule(c) => automation::schedule(c)?,
+        Command::Status { config } => automation::status(g, &config)?,
+        Command::Report {
+            since,
+            format,
+            config,
+        } => automation::report(&config, since, format)?,
         Command::Init { kdf: k } => {
             let backend = backend(g)?;
             let password = password::new_password(None, Some(g))?;
@@ -243,6 +217,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                         time: common.time,
                         parent: common.parent,
                         no_delta: common.no_delta,
+                        stop: None,
                     };
                     commands::snapshot_postgres::snapshot_postgres(&repo, &opts, progress)
                 }
@@ -756,6 +731,7 @@ fn forget_options(a: &args::ForgetArgs) -> commands::forget::ForgetOptions {
         group_by: a.group_by.0.clone(),
         ids: a.ids.clone(),
         hosts: a.hosts.clone(),
+        source: None,
         dry_run: a.dry_run,
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::SnapshotView;
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Snapshot, Source};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Policy};
@@ -55,7 +55,20 @@ pub struct ForgetOptions {
     pub ids: Vec<String>,
     /// Only consider snapshots of these hosts (all when empty).
     pub hosts: Vec<String>,
+    /// Only consider snapshots of this source: same kind, and these values among its details
+    /// (a configured job forgets only its own server's snapshots).
+    pub source: Option<Source>,
     pub dry_run: bool,
+}
+
+/// Whether `s` is of the source `filter` describes: the same kind, and every detail of the
+/// filter equal in `s`.
+fn matches_source(s: &Snapshot, filter: &Source) -> bool {
+    s.source.kind == filter.kind
+        && filter
+            .details
+            .iter()
+            .all(|(k, v)| s.source.details.get(k) == Some(v))
 }
 
 /// The values a group shares; only the fields grouped by are set.
@@ -188,7 +201,10 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
         for (id, s) in repo.list_snapshots()? {
             // Spooled snapshots are not in the repository yet: `sync` first.
-            if repo.is_spooled(&id) || (!opts.hosts.is_empty() && !opts.hosts.contains(&s.host)) {
+            if repo.is_spooled(&id)
+                || (!opts.hosts.is_empty() && !opts.hosts.contains(&s.host))
+                || opts.source.as_ref().is_some_and(|f| !matches_source(&s, f))
+            {
                 continue;
             }
             groups

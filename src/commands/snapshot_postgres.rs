@@ -8,7 +8,7 @@
 //! `pg_dumpall` exited 0.
 
 use std::process::Command;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,6 +48,17 @@ pub struct PostgresOptions {
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
     pub parent: Option<String>,
     pub no_delta: bool,
+    /// Set from another thread to stop the snapshot (a daemon shutting down): the dumps are
+    /// killed and nothing is saved.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// The snapshots of the server `conn` reaches, whatever their databases: what a configured
+/// job's retention applies to.
+pub fn server_filter(conn: &ConnParams) -> Source {
+    let mut s = source_of(conn, &[]);
+    s.details.remove("databases");
+    s
 }
 
 /// Snapshot kind recorded in [`Source::kind`].
@@ -341,7 +352,22 @@ pub fn snapshot_postgres(
     let results: Mutex<Vec<Option<Result<Dumped>>>> =
         Mutex::new((0..databases.len()).map(|_| None).collect());
     let mut job_stats = ArchiveStats::default();
+    let workers_done = AtomicBool::new(false);
+    let stopped = AtomicBool::new(false);
     let job_outcomes: Vec<Result<ArchiveStats>> = std::thread::scope(|s| {
+        if let Some(stop) = &opts.stop {
+            let (ctx, done, stopped) = (&ctx, &workers_done, &stopped);
+            s.spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    if stop.load(Ordering::SeqCst) {
+                        stopped.store(true, Ordering::SeqCst);
+                        ctx.fail_all();
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
+        }
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
                 s.spawn(|| -> Result<ArchiveStats> {
@@ -363,14 +389,24 @@ pub fn snapshot_postgres(
                 })
             })
             .collect();
-        workers
+        let outcomes = workers
             .into_iter()
             .map(|w| {
                 w.join()
                     .unwrap_or_else(|_| Err(Error::Source("a dump worker failed".into())))
             })
-            .collect()
+            .collect();
+        workers_done.store(true, Ordering::SeqCst);
+        outcomes
     });
+    let interrupted = || {
+        Error::Interrupted(
+            "the snapshot was stopped by a shutdown request; nothing was saved".into(),
+        )
+    };
+    if stopped.load(Ordering::SeqCst) {
+        return Err(interrupted());
+    }
     // The first database's error in order is the one reported; the others were stopped by it.
     let mut dumped = Vec::new();
     let mut first_error = None;
@@ -397,6 +433,9 @@ pub fn snapshot_postgres(
         return Err(Error::Source("a database was not dumped".into()));
     }
 
+    if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        return Err(interrupted());
+    }
     let mut main = Archiver::new(repo, &index, Arc::clone(&progress));
     let (globals_node, no_role_passwords) = dump_globals(opts, &pg_dumpall, &mut main)?;
     let parent = dumped.iter().find_map(|d| d.parent);

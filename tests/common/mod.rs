@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod mail;
 pub mod pg;
 pub mod s3;
 

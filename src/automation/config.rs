@@ -1,0 +1,1234 @@
+//! The configuration file (TOML): repositories, sources, alert channels and jobs, each a table
+//! named by the user (`[job.app-daily]`). Parsing keeps byte spans, so every problem is reported
+//! with its line and column, all at once. Secrets are never inline: a secret field takes
+//! `{ env = "VAR" }`, `{ file = "/path" }` or `{ command = "..." }`; a plain string there (or a
+//! password inside a connection URL) is an error that says how to fix it. Secrets are read
+//! when a job needs them, so `sbk config check` works without them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::alert::SmtpSecurity;
+use super::schedule::Schedule;
+use super::secret::SecretSource;
+use crate::commands::check::ReadData;
+use crate::commands::prune::MaxUnused;
+use crate::postgres::conn::ConnParams;
+use crate::retention::{Count, Policy, Span};
+
+/// Where `sbk` looks for its configuration when neither `--config` nor `SBK_CONFIG` is given:
+/// the system file, then the user's.
+pub fn default_paths() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/etc/sbk/sbk.toml")];
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        v.push(PathBuf::from(d).join("sbk/sbk.toml"));
+    } else if let Some(h) = std::env::var_os("HOME") {
+        v.push(PathBuf::from(h).join(".config/sbk/sbk.toml"));
+    }
+    v
+}
+
+/// Run history and locks: `/var/lib/sbk` for root, else the user's state folder.
+fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/sbk");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("sbk");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/sbk"),
+        None => PathBuf::from("/var/lib/sbk"),
+    }
+}
+
+/// The daemon's default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+
+/// One problem in the file, at a line and column (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.path.display(),
+                p.line,
+                p.column,
+                p.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+/// A secret field: a table naming its source, or (an error) an inline string.
+#[derive(Clone, Debug)]
+enum SecretField {
+    Inline,
+    Source(SecretSource),
+}
+
+impl<'de> Deserialize<'de> for SecretField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a table { env = \"VAR\" }, { file = \"/path\" } or { command = \"...\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretField, E> {
+                Ok(SecretField::Inline)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretField, A::Error> {
+                SecretSource::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SecretField::Source)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A schedule field: one cron expression or a list of them.
+#[derive(Clone, Debug)]
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a cron expression or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![s.to_owned()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                Ok(OneOrMany(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// When a step runs: `true` (every run), `false` (never), or a cron expression (when due).
+#[derive(Clone, Debug)]
+enum StepWhenRaw {
+    Always(bool),
+    Cron(String),
+}
+
+impl<'de> Deserialize<'de> for StepWhenRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StepWhenRaw;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or a cron expression such as \"0 5 * * 0\"")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<StepWhenRaw, E> {
+                Ok(StepWhenRaw::Always(b))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<StepWhenRaw, E> {
+                Ok(StepWhenRaw::Cron(s.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    state_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    repository: BTreeMap<Spanned<String>, RawRepository>,
+    #[serde(default)]
+    source: BTreeMap<Spanned<String>, RawSource>,
+    #[serde(default)]
+    alert: BTreeMap<Spanned<String>, RawAlert>,
+    #[serde(default)]
+    job: BTreeMap<Spanned<String>, RawJob>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    listen: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
+    catch_up: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    url: Spanned<String>,
+    password: Option<Spanned<SecretField>>,
+    access_key_id: Option<Spanned<SecretField>>,
+    secret_access_key: Option<Spanned<SecretField>>,
+    cache_dir: Option<PathBuf>,
+    spool_dir: Option<PathBuf>,
+    #[serde(default)]
+    no_cache: bool,
+    s3_connections: Option<Spanned<u16>>,
+    s3_ca_cert: Option<PathBuf>,
+    s3_region: Option<String>,
+    s3_timeout: Option<Spanned<String>>,
+    retry_deadline: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    url: Spanned<String>,
+    password: Option<Spanned<SecretField>>,
+    #[serde(default)]
+    databases: Vec<String>,
+    #[serde(default)]
+    all_databases: bool,
+    #[serde(default)]
+    schemas: Vec<String>,
+    #[serde(default)]
+    exclude_tables: Vec<String>,
+    #[serde(default)]
+    exclude_table_data: Vec<String>,
+    #[serde(default)]
+    count_rows: bool,
+    jobs: Option<Spanned<u16>>,
+    pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    // email
+    server: Option<Spanned<String>>,
+    port: Option<u16>,
+    security: Option<SmtpSecurity>,
+    username: Option<String>,
+    password: Option<Spanned<SecretField>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<Vec<String>>>,
+    // webhook
+    url: Option<Spanned<SecretField>>,
+    // both
+    ca_file: Option<PathBuf>,
+    timeout: Option<Spanned<String>>,
+    on: Option<Spanned<Vec<String>>>,
+    digest: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<Spanned<i64>>,
+    keep_hourly: Option<Spanned<i64>>,
+    keep_daily: Option<Spanned<i64>>,
+    keep_weekly: Option<Spanned<i64>>,
+    keep_monthly: Option<Spanned<i64>>,
+    keep_yearly: Option<Spanned<i64>>,
+    keep_within: Option<Spanned<String>>,
+    keep_within_hourly: Option<Spanned<String>>,
+    keep_within_daily: Option<Spanned<String>>,
+    keep_within_weekly: Option<Spanned<String>>,
+    keep_within_monthly: Option<Spanned<String>>,
+    keep_within_yearly: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    source: Option<Spanned<String>>,
+    repository: Spanned<String>,
+    schedule: Spanned<OneOrMany>,
+    snapshot: Option<bool>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    no_delta: bool,
+    retention: Option<Spanned<RawRetention>>,
+    prune: Option<Spanned<StepWhenRaw>>,
+    prune_max_unused: Option<Spanned<String>>,
+    prune_grace: Option<Spanned<String>>,
+    check: Option<Spanned<StepWhenRaw>>,
+    check_read_data: Option<Spanned<String>>,
+    drill: Option<Spanned<StepWhenRaw>>,
+    drill_scratch: Option<Spanned<String>>,
+    drill_password: Option<Spanned<SecretField>>,
+    max_age: Option<Spanned<String>>,
+    retries: Option<u32>,
+    retry_delay: Option<Spanned<String>>,
+    alerts: Option<Spanned<Vec<String>>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration.
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    pub metrics_file: Option<PathBuf>,
+    pub daemon: DaemonConfig,
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub alerts: BTreeMap<String, AlertConfig>,
+    pub jobs: BTreeMap<String, JobConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub listen: SocketAddr,
+    /// How long a stopping daemon waits for running jobs to end after asking them to stop.
+    pub stop_timeout: Duration,
+    /// Missed runs no older than this run once when the daemon starts ([`super::schedule::missed_run`]).
+    pub catch_up: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RepositoryConfig {
+    pub name: String,
+    pub url: String,
+    pub password: SecretSource,
+    pub access_key_id: Option<SecretSource>,
+    pub secret_access_key: Option<SecretSource>,
+    pub cache_dir: Option<PathBuf>,
+    pub spool_dir: Option<PathBuf>,
+    pub no_cache: bool,
+    pub s3_connections: Option<u16>,
+    pub s3_ca_cert: Option<PathBuf>,
+    pub s3_region: Option<String>,
+    pub s3_timeout: Option<Duration>,
+    pub retry_deadline: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub name: String,
+    /// Connection URL or conninfo, without a password.
+    pub url: String,
+    pub password: Option<SecretSource>,
+    pub databases: Vec<String>,
+    pub all_databases: bool,
+    pub schemas: Vec<String>,
+    pub exclude_tables: Vec<String>,
+    pub exclude_table_data: Vec<String>,
+    pub count_rows: bool,
+    pub jobs: u16,
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+/// Which events a channel receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AlertEvents {
+    pub failure: bool,
+    pub recovery: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum ChannelConfig {
+    Email {
+        server: String,
+        port: u16,
+        security: SmtpSecurity,
+        username: Option<String>,
+        password: Option<SecretSource>,
+        from: String,
+        to: Vec<String>,
+    },
+    Webhook {
+        url: SecretSource,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct AlertConfig {
+    pub name: String,
+    pub channel: ChannelConfig,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub events: AlertEvents,
+    /// A daily digest, sent by the daemon at these times.
+    pub digest: Option<Schedule>,
+}
+
+/// When a step of a job runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepWhen {
+    Never,
+    Always,
+    /// When one of these scheduled times passed since the step last ran.
+    Due(Vec<Schedule>),
+}
+
+impl StepWhen {
+    pub fn is_never(&self) -> bool {
+        *self == StepWhen::Never
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    pub name: String,
+    pub source: Option<String>,
+    pub repository: String,
+    pub schedules: Vec<Schedule>,
+    /// Take a snapshot (a job without a source only maintains its repository).
+    pub snapshot: bool,
+    pub tags: Vec<String>,
+    pub no_delta: bool,
+    /// Forget by this policy after each run.
+    pub retention: Option<Policy>,
+    pub prune: StepWhen,
+    pub prune_max_unused: MaxUnused,
+    pub prune_grace: Option<Duration>,
+    pub check: StepWhen,
+    pub check_read_data: ReadData,
+    pub drill: StepWhen,
+    pub drill_scratch: Option<String>,
+    pub drill_password: Option<SecretSource>,
+    /// `sbk status` fails when the newest good snapshot is older than this.
+    pub max_age: Duration,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    /// Alert channels (all when the job names none).
+    pub alerts: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Line and column (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(offset, |nl| offset - nl - 1)
+        .saturating_add(1);
+    (line, column)
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn secret(&mut self, field: &str, v: &Spanned<SecretField>) -> Option<SecretSource> {
+        match v.get_ref() {
+            SecretField::Inline => {
+                self.at(
+                    v.span(),
+                    format!(
+                        "`{field}` is a secret and may not be written in the file: use \
+                         {field} = {{ env = \"VARIABLE\" }}, {{ file = \"/path/to/file\" }} \
+                         or {{ command = \"...\" }}"
+                    ),
+                );
+                None
+            }
+            SecretField::Source(s) if s.fields_set() != 1 => {
+                self.at(
+                    v.span(),
+                    format!("`{field}`: give exactly one of env, file or command"),
+                );
+                None
+            }
+            SecretField::Source(s) => Some(s.clone()),
+        }
+    }
+
+    fn duration(&mut self, field: &str, v: &Option<Spanned<String>>) -> Option<Duration> {
+        let v = v.as_ref()?;
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.at(
+                    v.span(),
+                    format!(
+                        "`{field}`: {:?} is not a duration ({e}); write e.g. \"90s\", \"10m\", \"1h\", \"2d\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn schedules(&mut self, field: &str, span: Range<usize>, exprs: &[String]) -> Vec<Schedule> {
+        if exprs.is_empty() {
+            self.at(span.clone(), format!("`{field}` is empty"));
+        }
+        let mut out = Vec::new();
+        for e in exprs {
+            match Schedule::parse(e) {
+                Ok(s) => out.push(s),
+                Err(msg) => self.at(span.clone(), format!("`{field}`: {msg}")),
+            }
+        }
+        out
+    }
+
+    fn step_when(&mut self, field: &str, v: &Option<Spanned<StepWhenRaw>>) -> StepWhen {
+        match v.as_ref().map(|v| (v.span(), v.get_ref())) {
+            None | Some((_, StepWhenRaw::Always(false))) => StepWhen::Never,
+            Some((_, StepWhenRaw::Always(true))) => StepWhen::Always,
+            Some((span, StepWhenRaw::Cron(e))) => {
+                StepWhen::Due(self.schedules(field, span, std::slice::from_ref(e)))
+            }
+        }
+    }
+
+    fn count(&mut self, field: &str, v: &Option<Spanned<i64>>) -> Count {
+        let Some(v) = v else { return Count::Off };
+        match v.get_ref().to_string().parse::<Count>() {
+            Ok(c) => c,
+            Err(e) => {
+                self.at(v.span(), format!("`{field}`: {e}"));
+                Count::Off
+            }
+        }
+    }
+
+    fn span(&mut self, field: &str, v: &Option<Spanned<String>>) -> Option<Span> {
+        let v = v.as_ref()?;
+        match v.get_ref().parse::<Span>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.at(
+                    v.span(),
+                    format!("`{field}`: {e} (write e.g. \"1y5m7d2h\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn retention(&mut self, r: &Spanned<RawRetention>) -> Policy {
+        let raw = r.get_ref();
+        let before = self.problems.len();
+        let policy = Policy {
+            last: self.count("keep_last", &raw.keep_last),
+            hourly: self.count("keep_hourly", &raw.keep_hourly),
+            daily: self.count("keep_daily", &raw.keep_daily),
+            weekly: self.count("keep_weekly", &raw.keep_weekly),
+            monthly: self.count("keep_monthly", &raw.keep_monthly),
+            yearly: self.count("keep_yearly", &raw.keep_yearly),
+            within: self.span("keep_within", &raw.keep_within),
+            within_hourly: self.span("keep_within_hourly", &raw.keep_within_hourly),
+            within_daily: self.span("keep_within_daily", &raw.keep_within_daily),
+            within_weekly: self.span("keep_within_weekly", &raw.keep_within_weekly),
+            within_monthly: self.span("keep_within_monthly", &raw.keep_within_monthly),
+            within_yearly: self.span("keep_within_yearly", &raw.keep_within_yearly),
+            tags: raw
+                .keep_tags
+                .iter()
+                .map(|t| crate::retention::parse_tag_list(t))
+                .collect(),
+        };
+        if policy.is_empty() && self.problems.len() == before {
+            self.at(
+                r.span(),
+                "`retention` keeps nothing: set keep_last, keep_daily, ... (an empty policy \
+                 would remove every snapshot)",
+            );
+        }
+        policy
+    }
+}
+
+/// A connection string must not carry a password (`postgresql://u:pw@h`, `password=...`).
+fn has_inline_password(url: &str) -> Result<bool, String> {
+    let none = |_: &str| None;
+    ConnParams::resolve(Some(url), &none)
+        .map(|c| c.password().is_some())
+        .map_err(|e| e.to_string())
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Finds the file: `explicit` (from `--config` or `SBK_CONFIG`), else the first of
+    /// [`default_paths`] that exists.
+    pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
+        if let Some(p) = explicit {
+            return Ok(p.to_owned());
+        }
+        let candidates = default_paths();
+        candidates
+            .iter()
+            .find(|p| p.exists())
+            .cloned()
+            .ok_or_else(|| {
+                let list: Vec<String> =
+                    candidates.iter().map(|p| p.display().to_string()).collect();
+                format!(
+                    "no configuration file: give --config FILE or SBK_CONFIG, or create one of {} \
+                     (`sbk config init FILE` writes an example)",
+                    list.join(", ")
+                )
+            })
+    }
+
+    /// Validates `text` (read from `path`, for messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
+        let raw: RawFile = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+                return Err(fail(vec![Problem {
+                    line,
+                    column,
+                    message: e.message().trim().to_owned(),
+                }]));
+            }
+        };
+        let mut c = Checker {
+            text,
+            problems: Vec::new(),
+        };
+        let daemon = DaemonConfig {
+            listen: match &raw.daemon.listen {
+                None => DEFAULT_LISTEN.parse().expect("valid default"),
+                Some(l) => match l.get_ref().parse::<SocketAddr>() {
+                    Ok(a) => a,
+                    Err(_) => {
+                        c.at(
+                            l.span(),
+                            format!(
+                                "`listen`: {:?} is not an address and port such as \"127.0.0.1:9187\"",
+                                l.get_ref()
+                            ),
+                        );
+                        DEFAULT_LISTEN.parse().expect("valid default")
+                    }
+                },
+            },
+            stop_timeout: c
+                .duration("stop_timeout", &raw.daemon.stop_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            catch_up: c
+                .duration("catch_up", &raw.daemon.catch_up)
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+        };
+
+        let mut repositories = BTreeMap::new();
+        for (name, r) in &raw.repository {
+            let password = match &r.password {
+                Some(p) => c.secret("password", p),
+                None => {
+                    c.at(
+                        name.span(),
+                        format!(
+                            "repository {:?} has no `password`: add password = {{ file = \"/etc/sbk/password\" }} (or env, or command)",
+                            name.get_ref()
+                        ),
+                    );
+                    None
+                }
+            };
+            let url = r.url.get_ref();
+            if url.is_empty() {
+                c.at(r.url.span(), "`url` is empty");
+            } else if url.starts_with("s3:") && url.contains('@') {
+                c.at(
+                    r.url.span(),
+                    "`url` may not carry credentials: use access_key_id and secret_access_key \
+                     = { env = \"...\" }",
+                );
+            }
+            let access_key_id = r
+                .access_key_id
+                .as_ref()
+                .and_then(|s| c.secret("access_key_id", s));
+            let secret_access_key = r
+                .secret_access_key
+                .as_ref()
+                .and_then(|s| c.secret("secret_access_key", s));
+            if access_key_id.is_some() != secret_access_key.is_some() {
+                c.at(
+                    name.span(),
+                    "give both access_key_id and secret_access_key, or neither (then the \
+                     standard AWS chain is used)",
+                );
+            }
+            if let Some(n) = &r.s3_connections {
+                if *n.get_ref() == 0 {
+                    c.at(n.span(), "`s3_connections` must be at least 1");
+                }
+            }
+            let s3_timeout = c.duration("s3_timeout", &r.s3_timeout);
+            let retry_deadline = c.duration("retry_deadline", &r.retry_deadline);
+            if let Some(password) = password {
+                repositories.insert(
+                    name.get_ref().clone(),
+                    RepositoryConfig {
+                        name: name.get_ref().clone(),
+                        url: url.clone(),
+                        password,
+                        access_key_id,
+                        secret_access_key,
+                        cache_dir: r.cache_dir.clone(),
+                        spool_dir: r.spool_dir.clone(),
+                        no_cache: r.no_cache,
+                        s3_connections: r.s3_connections.as_ref().map(|n| *n.get_ref()),
+                        s3_ca_cert: r.s3_ca_cert.clone(),
+                        s3_region: r.s3_region.clone(),
+                        s3_timeout,
+                        retry_deadline,
+                    },
+                );
+            }
+        }
+
+        let mut sources = BTreeMap::new();
+        for (name, s) in &raw.source {
+            if let Some(k) = &s.kind {
+                if k.get_ref() != "postgres" {
+                    c.at(
+                        k.span(),
+                        format!(
+                            "source type {:?} is not supported: only \"postgres\"",
+                            k.get_ref()
+                        ),
+                    );
+                }
+            }
+            match has_inline_password(s.url.get_ref()) {
+                Ok(true) => c.at(
+                    s.url.span(),
+                    "`url` holds a password: remove it from the URL and add \
+                     password = { env = \"PGPASSWORD_APP\" } (or file, or command); a \
+                     ~/.pgpass file works too",
+                ),
+                Ok(false) => {}
+                Err(e) => c.at(s.url.span(), format!("`url`: {e}")),
+            }
+            let password = s.password.as_ref().and_then(|p| c.secret("password", p));
+            if s.all_databases && !s.databases.is_empty() {
+                c.at(
+                    name.span(),
+                    "give `databases` or `all_databases = true`, not both",
+                );
+            }
+            let jobs = s.jobs.as_ref().map_or(1, |j| *j.get_ref());
+            if let Some(j) = &s.jobs {
+                if *j.get_ref() == 0 {
+                    c.at(j.span(), "`jobs` must be at least 1");
+                }
+            }
+            sources.insert(
+                name.get_ref().clone(),
+                SourceConfig {
+                    name: name.get_ref().clone(),
+                    url: s.url.get_ref().clone(),
+                    password,
+                    databases: s.databases.clone(),
+                    all_databases: s.all_databases,
+                    schemas: s.schemas.clone(),
+                    exclude_tables: s.exclude_tables.clone(),
+                    exclude_table_data: s.exclude_table_data.clone(),
+                    count_rows: s.count_rows,
+                    jobs: jobs.max(1),
+                    pg_bin_dir: s.pg_bin_dir.clone(),
+                },
+            );
+        }
+
+        let mut alerts = BTreeMap::new();
+        for (name, a) in &raw.alert {
+            let channel = match a.kind.get_ref().as_str() {
+                "email" => {
+                    let mut require = |field: &str, v: &Option<Spanned<String>>| match v {
+                        Some(v) if !v.get_ref().trim().is_empty() => Some(v.get_ref().clone()),
+                        _ => {
+                            c.at(
+                                name.span(),
+                                format!("e-mail channel {:?} needs `{field}`", name.get_ref()),
+                            );
+                            None
+                        }
+                    };
+                    let server = require("server", &a.server);
+                    let from = require("from", &a.from);
+                    let to = match &a.to {
+                        Some(t) if !t.get_ref().is_empty() => t.get_ref().clone(),
+                        _ => {
+                            c.at(
+                                name.span(),
+                                format!(
+                                    "e-mail channel {:?} needs `to` (a list of addresses)",
+                                    name.get_ref()
+                                ),
+                            );
+                            Vec::new()
+                        }
+                    };
+                    for addr in to.iter().chain(from.iter()) {
+                        if addr.parse::<lettre::message::Mailbox>().is_err() {
+                            let span = a.to.as_ref().map_or(name.span(), |t| t.span());
+                            c.at(span, format!("{addr:?} is not an e-mail address"));
+                        }
+                    }
+                    if a.url.is_some() {
+                        c.at(name.span(), "`url` belongs to webhook channels");
+                    }
+                    let password = a.password.as_ref().and_then(|p| c.secret("password", p));
+                    if password.is_some() && a.username.is_none() {
+                        c.at(name.span(), "a `password` needs a `username`");
+                    }
+                    let security = a.security.unwrap_or(SmtpSecurity::Starttls);
+                    let port = a.port.unwrap_or(match security {
+                        SmtpSecurity::Tls => 465,
+                        SmtpSecurity::Starttls => 587,
+                        SmtpSecurity::None => 25,
+                    });
+                    server.zip(from).map(|(server, from)| ChannelConfig::Email {
+                        server,
+                        port,
+                        security,
+                        username: a.username.clone(),
+                        password,
+                        from,
+                        to,
+                    })
+                }
+                "webhook" => {
+                    for (field, set) in [
+                        ("server", a.server.is_some()),
+                        ("from", a.from.is_some()),
+                        ("to", a.to.is_some()),
+                        ("username", a.username.is_some()),
+                        ("password", a.password.is_some()),
+                    ] {
+                        if set {
+                            c.at(name.span(), format!("`{field}` belongs to e-mail channels"));
+                        }
+                    }
+                    match &a.url {
+                        Some(u) => c.secret("url", u).map(|url| ChannelConfig::Webhook { url }),
+                        None => {
+                            c.at(
+                                name.span(),
+                                format!(
+                                    "webhook channel {:?} needs url = {{ env = \"...\" }} (a webhook \
+                                     URL carries its token, so it is a secret)",
+                                    name.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                other => {
+                    c.at(
+                        a.kind.span(),
+                        format!("alert type {other:?} is not known: \"email\" or \"webhook\""),
+                    );
+                    None
+                }
+            };
+            let mut events = AlertEvents::default();
+            match &a.on {
+                None => {
+                    events = AlertEvents {
+                        failure: true,
+                        recovery: true,
+                    }
+                }
+                Some(list) => {
+                    for e in list.get_ref() {
+                        match e.as_str() {
+                            "failure" => events.failure = true,
+                            "recovery" => events.recovery = true,
+                            other => c.at(
+                                list.span(),
+                                format!(
+                                    "`on`: {other:?} is not an event: \"failure\" or \"recovery\""
+                                ),
+                            ),
+                        }
+                    }
+                }
+            }
+            let digest = a.digest.as_ref().and_then(|d| {
+                c.schedules("digest", d.span(), std::slice::from_ref(d.get_ref()))
+                    .pop()
+            });
+            let timeout = c
+                .duration("timeout", &a.timeout)
+                .unwrap_or(Duration::from_secs(30));
+            if let Some(channel) = channel {
+                alerts.insert(
+                    name.get_ref().clone(),
+                    AlertConfig {
+                        name: name.get_ref().clone(),
+                        channel,
+                        ca_file: a.ca_file.clone(),
+                        timeout,
+                        events,
+                        digest,
+                    },
+                );
+            }
+        }
+
+        let mut jobs = BTreeMap::new();
+        for (name, j) in &raw.job {
+            let job_name = name.get_ref().clone();
+            if job_name.is_empty()
+                || !job_name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                c.at(
+                    name.span(),
+                    format!(
+                        "job name {job_name:?}: use letters, digits, '-', '_' and '.' (it names \
+                         files and systemd units)"
+                    ),
+                );
+            }
+            if !raw
+                .repository
+                .keys()
+                .any(|k| k.get_ref() == j.repository.get_ref())
+            {
+                c.at(
+                    j.repository.span(),
+                    format!(
+                        "no repository {:?}: add a [repository.{}] table",
+                        j.repository.get_ref(),
+                        j.repository.get_ref()
+                    ),
+                );
+            }
+            let snapshot = j.snapshot.unwrap_or(true);
+            match &j.source {
+                Some(s) if !raw.source.keys().any(|k| k.get_ref() == s.get_ref()) => c.at(
+                    s.span(),
+                    format!(
+                        "no source {:?}: add a [source.{}] table",
+                        s.get_ref(),
+                        s.get_ref()
+                    ),
+                ),
+                None if snapshot => c.at(
+                    name.span(),
+                    format!(
+                        "job {job_name:?} takes snapshots and needs a `source` (or set \
+                         snapshot = false for a maintenance job)"
+                    ),
+                ),
+                _ => {}
+            }
+            let schedules = c.schedules("schedule", j.schedule.span(), &j.schedule.get_ref().0);
+            let retention = j.retention.as_ref().map(|r| c.retention(r));
+            if retention.is_some() && j.source.is_none() {
+                c.at(
+                    name.span(),
+                    "`retention` needs the job's `source`: it forgets that source's snapshots",
+                );
+            }
+            let prune = c.step_when("prune", &j.prune);
+            let check = c.step_when("check", &j.check);
+            let drill = c.step_when("drill", &j.drill);
+            let prune_max_unused = match &j.prune_max_unused {
+                None => MaxUnused::Percent(5.0),
+                Some(v) => v.get_ref().parse().unwrap_or_else(|e| {
+                    c.at(v.span(), format!("`prune_max_unused`: {e}"));
+                    MaxUnused::Percent(5.0)
+                }),
+            };
+            let prune_grace = c.duration("prune_grace", &j.prune_grace);
+            let check_read_data = match &j.check_read_data {
+                None => ReadData::None,
+                Some(v) if v.get_ref() == "all" => ReadData::All,
+                Some(v) if v.get_ref() == "none" => ReadData::None,
+                Some(v) => v.get_ref().parse().unwrap_or_else(|e| {
+                    c.at(
+                        v.span(),
+                        format!("`check_read_data`: {e}; or \"all\", or \"none\""),
+                    );
+                    ReadData::None
+                }),
+            };
+            let drill_password = j
+                .drill_password
+                .as_ref()
+                .and_then(|p| c.secret("drill_password", p));
+            if let Some(s) = &j.drill_scratch {
+                if let Ok(true) = has_inline_password(s.get_ref()) {
+                    c.at(
+                        s.span(),
+                        "`drill_scratch` holds a password: remove it and add \
+                         drill_password = { env = \"...\" }",
+                    );
+                }
+            }
+            if !drill.is_never() && (j.drill_scratch.is_none() || j.source.is_none()) {
+                let span = j.drill.as_ref().map_or(name.span(), |d| d.span());
+                c.at(
+                    span,
+                    "`drill` needs `drill_scratch` (a PostgreSQL server to restore into) and the \
+                     job's `source`",
+                );
+            }
+            let max_age = c
+                .duration("max_age", &j.max_age)
+                .unwrap_or_else(|| default_max_age(&schedules));
+            let retry_delay = c
+                .duration("retry_delay", &j.retry_delay)
+                .unwrap_or(Duration::from_secs(3600));
+            let alert_names = match &j.alerts {
+                None => raw.alert.keys().map(|k| k.get_ref().clone()).collect(),
+                Some(list) => {
+                    for a in list.get_ref() {
+                        if !raw.alert.keys().any(|k| k.get_ref() == a) {
+                            c.at(
+                                list.span(),
+                                format!("no alert channel {a:?}: add an [alert.{a}] table"),
+                            );
+                        }
+                    }
+                    list.get_ref().clone()
+                }
+            };
+            jobs.insert(
+                job_name.clone(),
+                JobConfig {
+                    name: job_name,
+                    source: j.source.as_ref().map(|s| s.get_ref().clone()),
+                    repository: j.repository.get_ref().clone(),
+                    schedules,
+                    snapshot,
+                    tags: j.tags.clone(),
+                    no_delta: j.no_delta,
+                    retention,
+                    prune,
+                    prune_max_unused,
+                    prune_grace,
+                    check,
+                    check_read_data,
+                    drill,
+                    drill_scratch: j.drill_scratch.as_ref().map(|s| s.get_ref().clone()),
+                    drill_password,
+                    max_age,
+                    retries: j.retries.unwrap_or(1),
+                    retry_delay,
+                    alerts: alert_names,
+                },
+            );
+        }
+        if c.problems.is_empty() {
+            Ok(Config {
+                path: path.to_owned(),
+                state_dir: raw.state_dir.unwrap_or_else(default_state_dir),
+                log_dir: raw.log_dir,
+                metrics_file: raw.metrics_file,
+                daemon,
+                repositories,
+                sources,
+                alerts,
+                jobs,
+            })
+        } else {
+            c.problems.sort_by_key(|p| (p.line, p.column));
+            Err(fail(c.problems))
+        }
+    }
+
+    /// The job named `name`, or an error listing the jobs there are.
+    pub fn job(&self, name: &str) -> crate::Result<&JobConfig> {
+        self.jobs.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+            crate::Error::NotFound(format!(
+                "no job {name:?} in {}; its jobs: {}",
+                self.path.display(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+}
+
+/// A job is overdue when its newest good snapshot is older than the longest gap between two of
+/// its scheduled runs, plus the retry delay and an hour for the run itself — twice the gap,
+/// at least.
+fn default_max_age(schedules: &[Schedule]) -> Duration {
+    let mut t = chrono::Local::now();
+    let mut longest = chrono::Duration::zero();
+    // The longest gap over the next 64 runs covers monthly and weekday patterns.
+    let Some(mut prev) = super::schedule::next_of(schedules, t) else {
+        return Duration::from_secs(26 * 3600);
+    };
+    for _ in 0..64 {
+        t = prev;
+        let Some(next) = super::schedule::next_of(schedules, t) else {
+            break;
+        };
+        longest = longest.max(next - prev);
+        prev = next;
+    }
+    (longest * 2)
+        .to_std()
+        .unwrap_or(Duration::from_secs(26 * 3600))
+}
+
+/// The commented example `sbk config init` writes: the seed schedule.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(Path::new("sbk.toml"), text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_example_is_valid() {
+        let c = Config::parse(Path::new("example.toml"), EXAMPLE).unwrap();
+        assert!(c.jobs.len() >= 5);
+        let cleanup = c.jobs.values().find(|j| j.retention.is_some()).unwrap();
+        let p = cleanup.retention.as_ref().unwrap();
+        assert_eq!(
+            (p.daily, p.weekly, p.monthly),
+            (Count::Limit(7), Count::Limit(4), Count::Limit(12))
+        );
+    }
+
+    #[test]
+    fn inline_secrets_are_refused_with_their_line() {
+        let text = "[repository.main]\nurl = \"/srv/b\"\npassword = \"hunter2\"\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("3:12: `password` is a secret"), "{p:?}");
+        assert!(!p[0].contains("hunter2"));
+        let text = "[repository.main]\nurl = \"/srv/b\"\npassword = { env = \"X\" }\n\
+                    [source.app]\nurl = \"postgresql://u:pw@db/app\"\n";
+        let p = problems(text);
+        assert!(p[0].starts_with("5:7: `url` holds a password"), "{p:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+[repository.main]
+url = "/srv/b"
+password = { env = "X", file = "/y" }
+
+[job.a]
+repository = "nope"
+source = "missing"
+schedule = "0 25 * * *"
+retention = { keep_daily = -3 }
+max_age = "soon"
+"#;
+        let p = problems(text);
+        let joined = p.join("\n");
+        assert_eq!(p.len(), 6, "{joined}");
+        assert!(
+            joined.contains("4:12: `password`: give exactly one"),
+            "{joined}"
+        );
+        assert!(joined.contains("7:14: no repository \"nope\""), "{joined}");
+        assert!(joined.contains("8:10: no source \"missing\""), "{joined}");
+        assert!(joined.contains("9:12: `schedule`"), "{joined}");
+        assert!(joined.contains("`keep_daily`: negative values"), "{joined}");
+        assert!(joined.contains("11:11: `max_age`"), "{joined}");
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_fields_have_lines() {
+        let p = problems("[job.a]\nrepository = \"m\"\nshedule = \"@daily\"\n");
+        assert!(p[0].starts_with("3:1: unknown field `shedule`"), "{p:?}");
+        let p = problems("[job.a\n");
+        assert!(p[0].starts_with("1:"), "{p:?}");
+    }
+}

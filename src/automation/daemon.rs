@@ -1,0 +1,395 @@
+//! `sbk daemon`: runs every job at its scheduled times and serves `/metrics`, `/healthz`,
+//! `/api/status` and a status page on a loopback address.
+//!
+//! - A job never overlaps itself: a scheduled time that comes while the job still runs (its
+//!   retries included) is skipped and logged. The job lock also keeps `sbk run` out.
+//! - Missed runs: at start, a job whose latest scheduled time lies after its latest recorded
+//!   run, and no older than `catch_up`, runs once at once ([`schedule::missed_run`]).
+//! - SIGTERM or SIGINT: no new run starts; running jobs are asked to stop (their dumps are
+//!   killed, nothing half-done is saved: a snapshot only exists once its snapshot file is
+//!   written, which is the last step), and the daemon waits up to `stop_timeout` for them.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local, Utc};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+
+use super::alert::{self, Alert, AlertKind};
+use super::config::Config;
+use super::history::{History, Trigger};
+use super::job::{self, RunContext};
+use super::schedule;
+use super::status::{self, age_text, esc};
+use crate::error::{Error, Result};
+use crate::repository::Actor;
+
+/// Registers SIGTERM and SIGINT to set `stop`.
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(stop))
+            .map_err(|e| Error::Invalid(format!("cannot handle signal {sig}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs the scheduler and the HTTP endpoints until `stop` is set.
+pub fn run(config: Config, listen: Option<SocketAddr>, stop: Arc<AtomicBool>) -> Result<()> {
+    let config = Arc::new(config);
+    let addr = listen.unwrap_or(config.daemon.listen);
+    let std_listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::io("listen on", addr.to_string(), e))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("listen on", addr.to_string(), e))?;
+    let bound = std_listener
+        .local_addr()
+        .map_err(|e| Error::io("listen on", addr.to_string(), e))?;
+    tracing::info!(address = %bound, jobs = config.jobs.len(), "sbk daemon started");
+    let server = {
+        let (config, stop) = (Arc::clone(&config), Arc::clone(&stop));
+        std::thread::spawn(move || serve(std_listener, config, stop))
+    };
+
+    let history = History::new(&config.state_dir);
+    let mut running: HashMap<String, std::thread::JoinHandle<()>> = HashMap::new();
+    let start = |name: &str, trigger: Trigger, running: &mut HashMap<_, _>| {
+        let (config, stop, name) = (Arc::clone(&config), Arc::clone(&stop), name.to_owned());
+        let key = name.clone();
+        let handle = std::thread::spawn(move || {
+            let ctx = RunContext::new(trigger, stop);
+            if let Err(e) = job::run_job(&config, &name, &ctx) {
+                tracing::error!(job = %name, "{}", super::secret::redact(&e.to_string()));
+            }
+        });
+        running.insert(key, handle);
+    };
+
+    // Runs missed while the daemon was down.
+    let now = Local::now();
+    let catch_up = chrono::Duration::from_std(config.daemon.catch_up).unwrap_or_default();
+    let runs = history.runs(&|_, _| true)?;
+    for (name, j) in &config.jobs {
+        let last = runs
+            .iter()
+            .rev()
+            .find(|r| &r.job == name)
+            .map(|r| r.started.with_timezone(&Local));
+        if let Some(missed) = schedule::missed_run(&j.schedules, last, now, catch_up) {
+            tracing::info!(job = %name, missed = %missed, "running a run missed while the daemon was down");
+            start(name, Trigger::CatchUp, &mut running);
+        }
+    }
+
+    let mut next: HashMap<String, Option<DateTime<Local>>> = config
+        .jobs
+        .iter()
+        .map(|(n, j)| (n.clone(), schedule::next_of(&j.schedules, now)))
+        .collect();
+    let mut next_digest: HashMap<String, Option<DateTime<Local>>> = config
+        .alerts
+        .iter()
+        .filter_map(|(n, a)| a.digest.as_ref().map(|d| (n.clone(), d.next_after(now))))
+        .collect();
+    let mut digests: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let now = Local::now();
+        running.retain(|_, h| !h.is_finished());
+        for (name, at) in next.iter_mut() {
+            let Some(t) = *at else { continue };
+            if t > now {
+                continue;
+            }
+            if running.contains_key(name) || job::is_running(&config.state_dir, name) {
+                tracing::warn!(job = %name, scheduled = %t, "skipped: the job is still running");
+            } else {
+                start(name, Trigger::Schedule, &mut running);
+            }
+            *at = schedule::next_of(&config.jobs[name].schedules, now);
+        }
+        for (name, at) in next_digest.iter_mut() {
+            let Some(t) = *at else { continue };
+            if t > now {
+                continue;
+            }
+            let (cfg, stop, name2) = (Arc::clone(&config), Arc::clone(&stop), name.clone());
+            digests.push(std::thread::spawn(move || send_digest(&cfg, &name2, &stop)));
+            *at = config.alerts[name]
+                .digest
+                .as_ref()
+                .and_then(|d| d.next_after(now));
+        }
+        let soonest = next
+            .values()
+            .chain(next_digest.values())
+            .flatten()
+            .min()
+            .map(|t| (*t - Local::now()).to_std().unwrap_or_default());
+        // Short naps: a stop request, or a clock that jumped (suspend), is noticed quickly.
+        let nap = soonest
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_millis(250));
+        std::thread::sleep(nap);
+    }
+
+    let busy: Vec<&String> = running.keys().collect();
+    tracing::info!(running = ?busy, "stopping: running jobs were asked to stop");
+    let deadline = Instant::now() + config.daemon.stop_timeout;
+    for (name, h) in running {
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        } else {
+            tracing::error!(job = %name, "still running after the stop timeout; exiting anyway (the repository stays consistent: an unfinished snapshot is never listed)");
+        }
+    }
+    for d in digests {
+        if d.is_finished() {
+            let _ = d.join();
+        }
+    }
+    let _ = server.join();
+    tracing::info!("sbk daemon stopped");
+    Ok(())
+}
+
+/// Sends the daily digest to channel `name`: every job's status and the last day's report.
+fn send_digest(config: &Config, name: &str, stop: &AtomicBool) {
+    let now = Utc::now();
+    let lines = match status::status(config, now) {
+        Ok(s) => s
+            .iter()
+            .map(status::status_line)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("status unavailable: {e}"),
+    };
+    let report = status::report(config, now - chrono::Duration::hours(24), now)
+        .map(|r| status::report_markdown(&r))
+        .unwrap_or_default();
+    let alert = Alert {
+        kind: AlertKind::Digest,
+        job: "all jobs".into(),
+        host: Actor::current().host,
+        step: None,
+        error: None,
+        duration_secs: 0.0,
+        last_success: None,
+        at: now,
+        details: Some(format!("{lines}\n\n{report}")),
+    };
+    let channels: Vec<_> = job::channels(config, &[name.to_owned()])
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    alert::deliver(&channels, &alert, &alert::RetryPolicy::default(), stop);
+}
+
+fn serve(listener: std::net::TcpListener, config: Arc<Config>, stop: Arc<AtomicBool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the HTTP server: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot start the HTTP server: {e}");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let config = Arc::clone(&config);
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let config = Arc::clone(&config);
+                            async move { Ok::<_, Infallible>(respond(&config, &req)) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = tick.tick() => {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// Answers one request.
+pub fn respond<B>(config: &Config, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    let result = match req.uri().path() {
+        "/healthz" => Ok(reply(StatusCode::OK, "text/plain", "ok\n".into())),
+        "/metrics" => super::metrics::render(config).map(|m| {
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                m,
+            )
+        }),
+        "/api/status" => status::status(config, Utc::now()).map(|s| {
+            reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&s).expect("status serializes"),
+            )
+        }),
+        "/" => dashboard(config).map(|h| reply(StatusCode::OK, "text/html; charset=utf-8", h)),
+        _ => Ok(reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".into(),
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{}\n", super::secret::redact(&e.to_string())),
+        )
+    })
+}
+
+/// The status page: one row per job, then recent failures.
+fn dashboard(config: &Config) -> Result<String> {
+    let now = Utc::now();
+    let jobs = status::status(config, now)?;
+    let week = status::report(config, now - chrono::Duration::days(7), now)?;
+    let mut rows = String::new();
+    let mut failures = String::new();
+    let local = |t: DateTime<Utc>| {
+        t.with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    for s in &jobs {
+        let growth = week
+            .jobs
+            .iter()
+            .find(|j| j.job == s.job)
+            .and_then(|j| j.growth_bytes)
+            .map_or("–".to_owned(), |g| {
+                let sign = if g < 0 { "-" } else { "+" };
+                format!("{sign}{}", indicatif::HumanBytes(g.unsigned_abs()))
+            });
+        let (result, class) = match (&s.last_run, s.running) {
+            (_, true) => ("running".to_owned(), "run"),
+            (None, _) => ("never run".to_owned(), "none"),
+            (Some(r), _) => {
+                let o = format!("{:?}", r.outcome).to_lowercase();
+                let class = if o == "success" { "ok" } else { "bad" };
+                (
+                    match &r.failed_step {
+                        Some(step) => format!("{o} at {step}"),
+                        None => o,
+                    },
+                    class,
+                )
+            }
+        };
+        let drill = s.last_drill.as_ref().map_or("–".to_owned(), |(t, d)| {
+            format!(
+                "{} at {}, restore {:.1}s",
+                if d.ok { "passed" } else { "FAILED" },
+                local(*t),
+                d.restore_secs
+            )
+        });
+        let _ = writeln!(
+            rows,
+            "<tr class=\"job\" data-job=\"{job}\"><td>{job}</td><td class=\"{class}\">{result}</td>\
+             <td>{last}</td><td class=\"{age_class}\">{age}</td><td>{next}</td><td>{size}</td>\
+             <td>{growth}</td><td>{snaps}</td><td>{drill}</td></tr>",
+            job = esc(&s.job),
+            result = esc(&result),
+            last = s
+                .last_run
+                .as_ref()
+                .map_or("–".to_owned(), |r| format!("{} ({:.1}s)", local(r.started), r.duration_secs)),
+            age_class = if s.overdue { "bad" } else { "ok" },
+            age = s
+                .newest_good_age_secs
+                .map_or("none".to_owned(), age_text),
+            next = s
+                .next_run
+                .map_or("–".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            size = s
+                .repository_facts
+                .as_ref()
+                .map_or("–".to_owned(), |r| indicatif::HumanBytes(r.size_bytes).to_string()),
+            snaps = s
+                .repository_facts
+                .as_ref()
+                .map_or("–".to_owned(), |r| r.snapshots.to_string()),
+            drill = esc(&drill),
+        );
+        for (t, step, err) in &s.recent_failures {
+            let _ = writeln!(
+                failures,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                local(*t),
+                esc(&s.job),
+                esc(step),
+                esc(err)
+            );
+        }
+    }
+    if failures.is_empty() {
+        failures = "<tr><td colspan=\"4\">none</td></tr>".into();
+    }
+    Ok(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"30\">\
+         <title>sbk on {host}</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}\
+         .ok{{color:#1a7f37}}.bad{{color:#cf222e;font-weight:bold}}.run{{color:#0969da}}\
+         </style></head><body>\
+         <h1>sbk on {host}</h1><p>{now} · <a href=\"/metrics\">metrics</a> · <a href=\"/api/status\">JSON</a></p>\
+         <h2>Jobs</h2><table id=\"jobs\"><tr><th>job</th><th>last result</th><th>last run</th>\
+         <th>newest good snapshot age</th><th>next run</th><th>repository size</th><th>growth (7 days)</th>\
+         <th>snapshots</th><th>last restore drill</th></tr>\n{rows}</table>\
+         <h2>Recent failures</h2><table id=\"failures\"><tr><th>time</th><th>job</th><th>step</th><th>error</th></tr>\n\
+         {failures}</table></body></html>\n",
+        host = esc(&Actor::current().host),
+        now = local(now),
+    ))
+}

@@ -1,0 +1,766 @@
+//! One run of a configured job: snapshot, forget by the job's policy, then prune, check and a
+//! restore drill when they are due. Each step that fails is retried after the job's
+//! `retry_delay`, doubling each time, up to `retries` times. A job runs at most once at a time
+//! on a machine (a lock file in the state folder); a second run is refused. Every run is
+//! recorded in the [`History`] before it starts and when it ends; alerts go out on the first
+//! failure of a streak and on the recovery that ends it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local, Utc};
+use zeroize::Zeroizing;
+
+use super::alert::{self, Alert, AlertKind, Channel, EmailChannel, RetryPolicy, WebhookChannel};
+use super::config::{ChannelConfig, Config, JobConfig, RepositoryConfig, SourceConfig, StepWhen};
+use super::history::{
+    new_run_id, DrillFacts, Entry, History, Outcome, RepositoryFacts, RunRecord, SnapshotFacts,
+    Step, StepRecord, Trigger,
+};
+use super::schedule;
+use super::secret::redact;
+use crate::backend::FileType;
+use crate::commands;
+use crate::error::{Error, Result};
+use crate::postgres::conn::{process_env, ConnParams};
+use crate::postgres::manifest::DumpOptions;
+use crate::postgres::tools::Tools;
+use crate::repository::{Actor, Repository};
+
+/// Holds a job's lock file locked for as long as it lives.
+pub struct JobLock {
+    _file: File,
+}
+
+fn locks_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("locks")
+}
+
+/// Takes the lock of `job`, or says who holds it.
+pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
+    let dir = locks_dir(state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let path = dir.join(format!("{job}.lock"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(Error::Refused(format!(
+                "job {job:?} is already running ({}); this run was not started",
+                holder.trim()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+    }
+    // Who holds it, for the message above: informative only, the lock is the flock.
+    let _ = file.set_len(0).and_then(|()| {
+        writeln!(
+            file,
+            "pid {}, since {}",
+            std::process::id(),
+            Local::now().format("%Y-%m-%d %H:%M:%S")
+        )
+    });
+    Ok(JobLock { _file: file })
+}
+
+/// Whether `job` is running now (its lock is held by someone).
+pub fn is_running(state_dir: &Path, job: &str) -> bool {
+    let path = locks_dir(state_dir).join(format!("{job}.lock"));
+    match File::open(&path) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+/// Opens a configured repository; `offline_start` for runs that snapshot (see
+/// [`crate::open::OpenOptions::offline_start`]).
+pub fn open_repository(r: &RepositoryConfig, offline_start: bool) -> Result<Repository> {
+    let mut remote = crate::backend::RemoteOptions::default();
+    if let Some(n) = r.s3_connections {
+        remote.connections = n as usize;
+    }
+    remote.ca_cert = r.s3_ca_cert.clone();
+    remote.region = r.s3_region.clone();
+    if let Some(t) = r.s3_timeout {
+        remote.io_timeout = t;
+    }
+    if let Some(d) = r.retry_deadline {
+        remote.retry_deadline = d;
+    }
+    let what = |field: &str| format!("{field} of repository {}", r.name);
+    if let (Some(id), Some(secret)) = (&r.access_key_id, &r.secret_access_key) {
+        remote.credentials = Some(crate::backend::s3::StaticCredentials {
+            access_key_id: id.resolve(&what("access_key_id"))?.to_string(),
+            secret_access_key: secret.resolve(&what("secret_access_key"))?,
+        });
+    }
+    let opts = crate::open::OpenOptions {
+        location: r.url.clone(),
+        remote,
+        cache_dir: r.cache_dir.clone(),
+        spool_dir: r.spool_dir.clone(),
+        no_cache: r.no_cache,
+        offline_start,
+    };
+    let password = r.password.resolve(&what("password"))?;
+    opts.open(password.as_bytes())
+}
+
+/// Connection parameters of a source, its password taken from the configured secret.
+pub fn source_conn(s: &SourceConfig) -> Result<ConnParams> {
+    let password: Option<Zeroizing<String>> = match &s.password {
+        Some(p) => Some(p.resolve(&format!("password of source {}", s.name))?),
+        None => None,
+    };
+    let lookup = |var: &str| -> Option<String> {
+        match (&password, var) {
+            (Some(p), "PGPASSWORD") => Some(p.to_string()),
+            _ => process_env(var),
+        }
+    };
+    ConnParams::resolve(Some(&s.url), &lookup)
+}
+
+/// The alert channels of a job, their secrets resolved (a channel whose secret cannot be read
+/// is left out, and logged).
+pub fn channels(config: &Config, names: &[String]) -> Vec<(Channel, super::config::AlertEvents)> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(a) = config.alerts.get(name) else {
+            continue;
+        };
+        let resolved = match &a.channel {
+            ChannelConfig::Email {
+                server,
+                port,
+                security,
+                username,
+                password,
+                from,
+                to,
+            } => password
+                .as_ref()
+                .map(|p| p.resolve(&format!("password of alert channel {name}")))
+                .transpose()
+                .map(|password| {
+                    Channel::Email(EmailChannel {
+                        name: name.clone(),
+                        server: server.clone(),
+                        port: *port,
+                        security: *security,
+                        username: username.clone(),
+                        password,
+                        from: from.clone(),
+                        to: to.clone(),
+                        ca_file: a.ca_file.clone(),
+                        timeout: a.timeout,
+                    })
+                }),
+            ChannelConfig::Webhook { url } => url
+                .resolve(&format!("url of alert channel {name}"))
+                .map(|url| {
+                    Channel::Webhook(WebhookChannel {
+                        name: name.clone(),
+                        url,
+                        ca_file: a.ca_file.clone(),
+                        timeout: a.timeout,
+                    })
+                }),
+        };
+        match resolved {
+            Ok(c) => out.push((c, a.events)),
+            Err(e) => {
+                tracing::error!(channel = %name, "alert channel unusable: {}", redact(&e.to_string()))
+            }
+        }
+    }
+    out
+}
+
+/// What a run needs besides the configuration.
+#[derive(Clone)]
+pub struct RunContext {
+    pub trigger: Trigger,
+    /// Set on shutdown: running dumps are killed, waits end, the run is recorded as interrupted.
+    pub stop: Arc<AtomicBool>,
+    pub alert_policy: RetryPolicy,
+}
+
+impl RunContext {
+    pub fn new(trigger: Trigger, stop: Arc<AtomicBool>) -> Self {
+        RunContext {
+            trigger,
+            stop,
+            alert_policy: RetryPolicy::default(),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `d` unless stopped first; returns whether it slept the whole time.
+    fn wait(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stopped() {
+                return false;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+        }
+        !self.stopped()
+    }
+}
+
+/// The state a run starts from, read from the history.
+struct Past {
+    last_success: Option<DateTime<Utc>>,
+    /// The last finished run failed (a failure alert was due then): no new one now.
+    failing: bool,
+    /// When each step last succeeded.
+    step_success: std::collections::HashMap<Step, DateTime<Utc>>,
+}
+
+fn past(history: &History, job: &str) -> Result<Past> {
+    let mut p = Past {
+        last_success: None,
+        failing: false,
+        step_success: Default::default(),
+    };
+    for r in history.runs(&|_, _| true)? {
+        if r.job != job {
+            continue;
+        }
+        match r.outcome {
+            Outcome::Success => {
+                p.last_success = Some(r.finished);
+                p.failing = false;
+            }
+            Outcome::Failure => p.failing = true,
+            _ => {}
+        }
+        for s in &r.steps {
+            if s.outcome == Outcome::Success {
+                p.step_success.insert(s.step, s.started);
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Alert deliveries started during a run; joined before the run returns.
+struct Alerts<'a> {
+    ctx: &'a RunContext,
+    history: &'a History,
+    channels: Vec<(Channel, super::config::AlertEvents)>,
+    pending: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Alerts<'_> {
+    fn send(&mut self, alert: Alert) {
+        let chosen: Vec<Channel> = self
+            .channels
+            .iter()
+            .filter(|(_, ev)| match alert.kind {
+                AlertKind::Failure => ev.failure,
+                AlertKind::Recovery => ev.recovery,
+                AlertKind::Digest => true,
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        if chosen.is_empty() {
+            return;
+        }
+        let policy = self.ctx.alert_policy.clone();
+        let stop = Arc::clone(&self.ctx.stop);
+        let history = self.history.clone();
+        self.pending.push(std::thread::spawn(move || {
+            let deliveries = alert::deliver(&chosen, &alert, &policy, &stop);
+            let delivered = deliveries.iter().all(|d| d.error.is_none());
+            let _ = history.append(&Entry::Alert {
+                job: alert.job.clone(),
+                kind: alert.kind,
+                at: Utc::now(),
+                delivered,
+            });
+        }));
+    }
+
+    fn join(self) {
+        for h in self.pending {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs job `name` of `config` once, now.
+pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecord> {
+    let job = config.job(name)?;
+    let _lock = lock_job(&config.state_dir, name)?;
+    let history = History::new(&config.state_dir);
+    let before = past(&history, name)?;
+    let started = Utc::now();
+    let run = new_run_id(started);
+    history.append(&Entry::Start {
+        job: name.to_owned(),
+        run: run.clone(),
+        pid: std::process::id(),
+        trigger: ctx.trigger,
+        started,
+    })?;
+    tracing::info!(job = %name, run = %run, trigger = ?ctx.trigger, "job started");
+    let host = Actor::current().host;
+    let mut alerts = Alerts {
+        ctx,
+        history: &history,
+        channels: channels(config, &job.alerts),
+        pending: Vec::new(),
+    };
+    let mut runner = Runner {
+        config,
+        job,
+        ctx,
+        repo: None,
+        record: RunRecord {
+            job: name.to_owned(),
+            run,
+            host: host.clone(),
+            trigger: ctx.trigger,
+            started,
+            finished: started,
+            outcome: Outcome::Success,
+            steps: Vec::new(),
+            snapshot: None,
+            drill: None,
+            repository: None,
+            failed_attempts: 0,
+        },
+        alerted: before.failing,
+        last_success: before.last_success,
+    };
+    let now = Local::now();
+    let due = |w: &StepWhen, step: Step| match w {
+        StepWhen::Never => false,
+        StepWhen::Always => true,
+        StepWhen::Due(s) => schedule::is_due(
+            s,
+            before
+                .step_success
+                .get(&step)
+                .map(|t| t.with_timezone(&Local)),
+            now,
+        ),
+    };
+    let plan = [
+        (Step::Snapshot, job.snapshot),
+        (Step::Forget, job.retention.is_some()),
+        (Step::Prune, due(&job.prune, Step::Prune)),
+        (Step::Check, due(&job.check, Step::Check)),
+        (Step::Drill, due(&job.drill, Step::Drill)),
+    ];
+    for (step, wanted) in plan {
+        if !wanted {
+            continue;
+        }
+        // A failed (or spooled) snapshot leaves the repository alone: forgetting or pruning
+        // while new snapshots fail would only shrink what is left.
+        let blocked = runner.record.steps.iter().any(|s| {
+            s.step == Step::Snapshot && s.outcome != Outcome::Success && step != Step::Check
+        });
+        if blocked || ctx.stopped() {
+            runner.record.steps.push(StepRecord {
+                step,
+                outcome: Outcome::Skipped,
+                started: Utc::now(),
+                duration_secs: 0.0,
+                attempts: 0,
+                error: None,
+                summary: if ctx.stopped() {
+                    "stopped".into()
+                } else {
+                    "skipped: the snapshot failed".into()
+                },
+            });
+            continue;
+        }
+        runner.step(step, &mut alerts);
+    }
+    runner.facts();
+    let mut record = runner.record;
+    record.finished = Utc::now();
+    record.outcome = if record
+        .steps
+        .iter()
+        .any(|s| s.outcome == Outcome::Interrupted)
+    {
+        Outcome::Interrupted
+    } else if record.steps.iter().any(|s| s.outcome == Outcome::Failure) {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
+    history.append(&Entry::Finish(Box::new(record.clone())))?;
+    if record.outcome == Outcome::Success && runner.alerted {
+        alerts.send(Alert {
+            kind: AlertKind::Recovery,
+            job: name.to_owned(),
+            host,
+            step: None,
+            error: None,
+            duration_secs: record.duration_secs(),
+            last_success: before.last_success,
+            at: record.finished,
+            details: Some(summary_lines(&record)),
+        });
+    }
+    match record.outcome {
+        Outcome::Success => {
+            tracing::info!(job = %name, secs = record.duration_secs(), "job succeeded")
+        }
+        _ => tracing::error!(
+            job = %name,
+            outcome = ?record.outcome,
+            error = %record.failure().and_then(|s| s.error.as_deref()).unwrap_or(""),
+            "job did not succeed"
+        ),
+    }
+    if let Some(path) = &config.metrics_file {
+        if let Err(e) = super::metrics::write_textfile(config, path) {
+            tracing::warn!("metrics file {}: {e}", path.display());
+        }
+    }
+    alerts.join();
+    Ok(record)
+}
+
+/// The steps' summaries, one per line.
+fn summary_lines(r: &RunRecord) -> String {
+    r.steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {:?} in {:.1}s{}",
+                s.step.as_str(),
+                s.outcome,
+                s.duration_secs,
+                if s.summary.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.summary)
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Runner<'a> {
+    config: &'a Config,
+    job: &'a JobConfig,
+    ctx: &'a RunContext,
+    repo: Option<Repository>,
+    record: RunRecord,
+    /// A failure alert went out for the current streak.
+    alerted: bool,
+    last_success: Option<DateTime<Utc>>,
+}
+
+impl Runner<'_> {
+    /// Runs `step` with its retries and records it.
+    fn step(&mut self, step: Step, alerts: &mut Alerts<'_>) {
+        let started = Utc::now();
+        let clock = Instant::now();
+        let mut attempts = 0;
+        let (outcome, error, summary) = loop {
+            attempts += 1;
+            let attempt_clock = Instant::now();
+            tracing::info!(job = %self.job.name, step = step.as_str(), attempt = attempts, "step started");
+            match self.attempt(step) {
+                Ok(summary) => break (Outcome::Success, None, summary),
+                Err(Error::Interrupted(m)) => break (Outcome::Interrupted, Some(m), String::new()),
+                Err(e) => {
+                    // A repository handle that failed may be stale (a dropped connection).
+                    self.repo = None;
+                    self.record.failed_attempts += 1;
+                    let message = redact(&e.to_string()).into_owned();
+                    tracing::warn!(job = %self.job.name, step = step.as_str(), attempt = attempts, error = %message, "step failed");
+                    if !self.alerted {
+                        self.alerted = true;
+                        alerts.send(Alert {
+                            kind: AlertKind::Failure,
+                            job: self.job.name.clone(),
+                            host: self.record.host.clone(),
+                            step: Some(step.as_str().to_owned()),
+                            error: Some(message.clone()),
+                            duration_secs: attempt_clock.elapsed().as_secs_f64(),
+                            last_success: self.last_success,
+                            at: Utc::now(),
+                            details: (attempts <= self.job.retries).then(|| {
+                                format!(
+                                    "sbk retries in {}.",
+                                    humantime::format_duration(self.retry_delay(attempts))
+                                )
+                            }),
+                        });
+                    }
+                    if attempts > self.job.retries || self.ctx.stopped() {
+                        break (Outcome::Failure, Some(message), String::new());
+                    }
+                    if !self.ctx.wait(self.retry_delay(attempts)) {
+                        break (Outcome::Interrupted, Some(message), String::new());
+                    }
+                }
+            }
+        };
+        self.record.steps.push(StepRecord {
+            step,
+            outcome,
+            started,
+            duration_secs: clock.elapsed().as_secs_f64(),
+            attempts,
+            error,
+            summary,
+        });
+    }
+
+    /// The wait before retry `n` (1-based): the delay, doubled for each retry before.
+    fn retry_delay(&self, n: u32) -> Duration {
+        self.job.retry_delay.saturating_mul(1u32 << (n - 1).min(16))
+    }
+
+    fn repository(&mut self, offline_start: bool) -> Result<&Repository> {
+        if self.repo.is_none() {
+            let r = &self.config.repositories[&self.job.repository];
+            let repo = open_repository(r, offline_start)?;
+            if let Some(Err(e)) = crate::open::sync_spool_first(&repo) {
+                tracing::warn!(
+                    "snapshots wait in the spool and could not be uploaded yet: {}",
+                    redact(&e.to_string())
+                );
+            }
+            self.repo = Some(repo);
+        }
+        Ok(self.repo.as_ref().expect("opened"))
+    }
+
+    fn source(&self) -> Result<&SourceConfig> {
+        let name = self.job.source.as_deref().unwrap_or_default();
+        self.config
+            .sources
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("job {} has no source", self.job.name)))
+    }
+
+    fn attempt(&mut self, step: Step) -> Result<String> {
+        match step {
+            Step::Snapshot => self.snapshot(),
+            Step::Forget => self.forget(),
+            Step::Prune => self.prune(),
+            Step::Check => self.check(),
+            Step::Drill => self.drill(),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<String> {
+        let src = self.source()?.clone();
+        let opts = commands::snapshot_postgres::PostgresOptions {
+            conn: source_conn(&src)?,
+            databases: src.databases.clone(),
+            all_databases: src.all_databases,
+            dump: DumpOptions {
+                schemas: src.schemas.clone(),
+                exclude_tables: src.exclude_tables.clone(),
+                exclude_table_data: src.exclude_table_data.clone(),
+                count_rows: src.count_rows,
+            },
+            jobs: src.jobs as usize,
+            tools: Tools {
+                bindir: src.pg_bin_dir.clone(),
+            },
+            tags: self.job.tags.clone(),
+            host: None,
+            time: None,
+            parent: None,
+            no_delta: self.job.no_delta,
+            stop: Some(Arc::clone(&self.ctx.stop)),
+        };
+        let repo = self.repository(true)?;
+        let view = commands::snapshot_postgres::snapshot_postgres(repo, &opts, Default::default())?;
+        let spooled = repo.spool().and_then(|s| s.spooled_because());
+        let s = &view.snapshot.summary;
+        self.record.snapshot = Some(SnapshotFacts {
+            id: view.id.to_hex(),
+            time: view.snapshot.time.with_timezone(&Utc),
+            bytes_in: s.bytes_in,
+            bytes_added: s.bytes_added,
+            bytes_added_raw: s.bytes_added_raw,
+            blobs_new: s.blobs_new,
+            blobs_delta: s.blobs_delta,
+            upload_secs: 0.0,
+            spooled: spooled.is_some(),
+        });
+        if let Some(reason) = spooled {
+            return Err(Error::Spooled(format!(
+                "snapshot {} is stored in the local spool and not yet uploaded: {reason}",
+                view.short_id
+            )));
+        }
+        Ok(format!(
+            "snapshot {}: {} read, {} added",
+            view.short_id,
+            indicatif::HumanBytes(s.bytes_in),
+            indicatif::HumanBytes(s.bytes_added)
+        ))
+    }
+
+    fn forget(&mut self) -> Result<String> {
+        let conn = source_conn(self.source()?)?;
+        let opts = commands::forget::ForgetOptions {
+            policy: self.job.retention.clone().unwrap_or_default(),
+            group_by: commands::forget::DEFAULT_GROUP_BY.to_vec(),
+            ids: Vec::new(),
+            hosts: vec![Actor::current().host],
+            source: Some(commands::snapshot_postgres::server_filter(&conn)),
+            dry_run: false,
+        };
+        let repo = self.repository(false)?;
+        let report = commands::forget::forget(repo, &opts)?;
+        let kept: usize = report.groups.iter().map(|g| g.keep.len()).sum();
+        Ok(format!(
+            "removed {} snapshot(s), kept {kept}",
+            report.removed.len()
+        ))
+    }
+
+    fn prune(&mut self) -> Result<String> {
+        let opts = commands::prune::PruneOptions {
+            max_unused: self.job.prune_max_unused,
+            grace: self
+                .job
+                .prune_grace
+                .unwrap_or(commands::prune::DEFAULT_GRACE),
+            ..Default::default()
+        };
+        let repo = self.repository(false)?;
+        let r = commands::prune::prune(repo, &opts)?;
+        Ok(format!(
+            "{} pack(s) marked, {} deleted, {} repacked",
+            r.packs_marked, r.packs_deleted, r.packs_repacked
+        ))
+    }
+
+    fn check(&mut self) -> Result<String> {
+        let opts = commands::check::CheckOptions {
+            read_data: self.job.check_read_data,
+        };
+        let repo = self.repository(false)?;
+        let r = commands::check::check(repo, &opts)?;
+        if !r.ok {
+            let first = r.errors.first().map_or("", |p| p.message.as_str());
+            return Err(Error::Damaged {
+                what: "the repository".into(),
+                reason: format!(
+                    "check found {} problem(s), {} damaged pack(s); first: {first}; run `sbk check` for all",
+                    r.errors.len(),
+                    r.damaged_packs.len()
+                ),
+            });
+        }
+        Ok(format!(
+            "{} snapshots, {} packs, {} packs read",
+            r.snapshots, r.packs, r.packs_read
+        ))
+    }
+
+    fn drill(&mut self) -> Result<String> {
+        let src = self.source()?.clone();
+        let conn = source_conn(&src)?;
+        let scratch_url = self.job.drill_scratch.clone().unwrap_or_default();
+        let password = match &self.job.drill_password {
+            Some(p) => Some(p.resolve(&format!("drill_password of job {}", self.job.name))?),
+            None => None,
+        };
+        let lookup = |var: &str| -> Option<String> {
+            match (&password, var) {
+                (Some(p), "PGPASSWORD") => Some(p.to_string()),
+                _ => process_env(var),
+            }
+        };
+        let scratch = ConnParams::resolve(Some(&scratch_url), &lookup)?;
+        let filter = commands::snapshot_postgres::server_filter(&conn);
+        let repo = self.repository(false)?;
+        let newest = repo
+            .list_snapshots()?
+            .into_iter()
+            .filter(|(id, s)| {
+                !repo.is_spooled(id)
+                    && s.source.kind == filter.kind
+                    && filter
+                        .details
+                        .iter()
+                        .all(|(k, v)| s.source.details.get(k) == Some(v))
+            })
+            .max_by_key(|(_, s)| s.time)
+            .ok_or_else(|| {
+                Error::NotFound(format!("no snapshot of source {} to drill", src.name))
+            })?;
+        let tools = Tools {
+            bindir: src.pg_bin_dir.clone(),
+        };
+        let out = commands::verify::verify(repo, &newest.0.to_hex(), &scratch, None, 1, &tools)?;
+        let restore_secs: f64 = out.databases.iter().map(|d| d.restore_secs).sum();
+        let tables: usize = out.databases.iter().map(|d| d.tables.len()).sum();
+        let mismatches: usize = out
+            .databases
+            .iter()
+            .map(|d| d.tables.iter().filter(|t| !t.ok).count())
+            .sum();
+        self.record.drill = Some(DrillFacts {
+            snapshot: out.snapshot.to_hex(),
+            ok: out.passed,
+            restore_secs,
+            tables,
+            mismatches,
+        });
+        if !out.passed {
+            let why = out
+                .databases
+                .iter()
+                .find_map(|d| d.error.clone())
+                .unwrap_or_else(|| format!("{mismatches} table(s) differ from the manifest"));
+            return Err(Error::Source(format!(
+                "restore drill of snapshot {} failed: {why}",
+                out.snapshot.short()
+            )));
+        }
+        Ok(format!(
+            "snapshot {} restored in {restore_secs:.1}s, {tables} tables match",
+            out.snapshot.short()
+        ))
+    }
+
+    /// Repository size and snapshot count, when the repository could be opened.
+    fn facts(&mut self) {
+        let Some(repo) = &self.repo else { return };
+        let size = repo.backend().list(FileType::Pack);
+        let snaps = repo.backend().list(FileType::Snapshot);
+        if let (Ok(packs), Ok(snaps)) = (size, snaps) {
+            self.record.repository = Some(RepositoryFacts {
+                size_bytes: packs.iter().map(|p| p.size).sum(),
+                snapshots: snaps.len() as u64,
+            });
+        }
+    }
+}

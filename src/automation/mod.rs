@@ -1,0 +1,22 @@
+//! Automation: jobs declared in a configuration file, run once (`sbk run`) or on a schedule
+//! (`sbk daemon`), with a durable run history, alerts, metrics, status and reports.
+//!
+//! - [`config`]: the TOML file, validated with line numbers; secrets only by reference.
+//! - [`secret`]: where secrets come from, and the redaction every message passes through.
+//! - [`schedule`]: cron expressions, next and missed runs, crontab and systemd output.
+//! - [`history`]: the append-only run history that survives crashes.
+//! - [`job`]: one run of a job: snapshot, forget, prune, check, drill, with retries.
+//! - [`alert`]: e-mail (SMTP) and webhook delivery.
+//! - [`metrics`], [`status`]: Prometheus text, status lines and reports from the history.
+//! - [`daemon`]: the scheduler and its HTTP endpoints.
+
+pub mod alert;
+pub mod config;
+pub mod daemon;
+pub mod history;
+pub mod job;
+pub mod log;
+pub mod metrics;
+pub mod schedule;
+pub mod secret;
+pub mod status;

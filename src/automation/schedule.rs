@@ -1,0 +1,266 @@
+//! When jobs run: cron expressions (five fields, or six with seconds first, and the `@daily`
+//! names) evaluated in local time by `croner`, the rule for runs missed while nothing was
+//! running, and the same schedules written out as crontab lines or systemd timers.
+
+use chrono::{DateTime, Local};
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+
+/// One parsed cron expression.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    expr: String,
+    cron: Cron,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr
+    }
+}
+
+impl Schedule {
+    /// Parses `min hour dom month dow`, `sec min hour dom month dow`, or a name (`@hourly`,
+    /// `@daily`/`@midnight`, `@weekly`, `@monthly`, `@yearly`/`@annually`). As in cron, a day
+    /// restricted both by day of month and day of week matches either.
+    pub fn parse(expr: &str) -> Result<Self, String> {
+        let expr = expr.trim();
+        let canonical = if expr.eq_ignore_ascii_case("@midnight") {
+            "@daily"
+        } else {
+            expr
+        };
+        let fields = canonical.split_whitespace().count();
+        if !canonical.starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(format!(
+                "{expr:?} has {fields} fields: give 5 (minute hour day-of-month month \
+                 day-of-week), 6 (seconds first), or @hourly/@daily/@weekly/@monthly/@yearly"
+            ));
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(croner::parser::Year::Disallowed)
+            .build()
+            .parse(canonical)
+            .map_err(|e| format!("{expr:?} is not a valid cron expression: {e}"))?;
+        // An expression that never fires (February 30th) is a mistake, not a schedule.
+        if cron.find_next_occurrence(&Local::now(), false).is_err() {
+            return Err(format!("{expr:?} never matches a date"));
+        }
+        Ok(Schedule {
+            expr: expr.to_owned(),
+            cron,
+        })
+    }
+
+    /// The expression as written.
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// Whether the expression has a seconds field (cron and systemd-from-cron cannot express it).
+    pub fn has_seconds(&self) -> bool {
+        !self.expr.starts_with('@') && self.expr.split_whitespace().count() == 6
+    }
+
+    /// The first time strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Local>) -> Option<DateTime<Local>> {
+        self.cron.find_next_occurrence(&t, false).ok()
+    }
+
+    /// The last time at or before `t`.
+    pub fn prev_at_or_before(&self, t: DateTime<Local>) -> Option<DateTime<Local>> {
+        self.cron.find_previous_occurrence(&t, true).ok()
+    }
+}
+
+/// The first time strictly after `t` of any of `schedules`.
+pub fn next_of(schedules: &[Schedule], t: DateTime<Local>) -> Option<DateTime<Local>> {
+    schedules.iter().filter_map(|s| s.next_after(t)).min()
+}
+
+/// The last time at or before `t` of any of `schedules`.
+pub fn prev_of(schedules: &[Schedule], t: DateTime<Local>) -> Option<DateTime<Local>> {
+    schedules
+        .iter()
+        .filter_map(|s| s.prev_at_or_before(t))
+        .max()
+}
+
+/// Whether a step with its own schedule (a job's `prune`, `check`, `drill`) is due: one of its
+/// scheduled times has passed since the step last ran. A step that never ran is due at once, so
+/// a new job checks its repository on its first run.
+pub fn is_due(
+    schedules: &[Schedule],
+    last_run: Option<DateTime<Local>>,
+    now: DateTime<Local>,
+) -> bool {
+    match (last_run, prev_of(schedules, now)) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(last), Some(prev)) => prev > last,
+    }
+}
+
+/// The missed-run rule of `sbk daemon`, as anacron and systemd's `Persistent=true` do it: when
+/// the daemon starts (or wakes after the machine slept) and a job's latest scheduled time lies
+/// after the job's latest recorded start, the job runs once at once, however many runs were
+/// missed, provided that scheduled time is no older than `catch_up` (older ones are skipped:
+/// a snapshot taken days late is rarely what was wanted, and the next scheduled run comes soon).
+/// Returns the missed scheduled time.
+pub fn missed_run(
+    schedules: &[Schedule],
+    last_start: Option<DateTime<Local>>,
+    now: DateTime<Local>,
+    catch_up: chrono::Duration,
+) -> Option<DateTime<Local>> {
+    let prev = prev_of(schedules, now)?;
+    let missed = match last_start {
+        Some(last) => prev > last,
+        None => false, // a job never run waits for its first scheduled time
+    };
+    (missed && now - prev <= catch_up).then_some(prev)
+}
+
+/// A crontab line running `command` on `schedule`; `None` for a seconds-level schedule.
+pub fn crontab_line(schedule: &Schedule, command: &str) -> Option<String> {
+    (!schedule.has_seconds()).then(|| format!("{} {command}", schedule.expr))
+}
+
+const DOW_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// systemd `OnCalendar=` values equivalent to `schedule` (several when cron's day-of-month OR
+/// day-of-week rule needs two), or why there are none (`L`, `W`, `#` have no equivalent).
+pub fn on_calendar(schedule: &Schedule) -> Result<Vec<String>, String> {
+    let p = &schedule.cron.pattern;
+    let fields = [&p.minutes, &p.hours, &p.days, &p.months, &p.days_of_week];
+    if fields.iter().any(|c| c.has_modifiers()) || p.seconds.has_modifiers() {
+        return Err(format!(
+            "{:?} uses L, W or #, which systemd calendar events cannot express",
+            schedule.expr
+        ));
+    }
+    let list = |values: Vec<u16>, full: usize, width: usize| -> String {
+        if values.len() == full {
+            "*".to_owned()
+        } else {
+            values
+                .iter()
+                .map(|v| format!("{v:0width$}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    };
+    let seconds = if schedule.has_seconds() {
+        list(p.seconds.values(), 60, 2)
+    } else {
+        "00".to_owned()
+    };
+    let time = format!(
+        "{}:{}:{seconds}",
+        list(p.hours.values(), 24, 2),
+        list(p.minutes.values(), 60, 2)
+    );
+    let months = list(p.months.values(), 12, 2);
+    let days = list(p.days.values(), 31, 2);
+    let mut dows: Vec<u16> = p.days_of_week.values().iter().map(|d| d % 7).collect();
+    dows.sort_unstable();
+    dows.dedup();
+    let dow = if dows.len() == 7 {
+        String::new()
+    } else {
+        let names: Vec<&str> = dows.iter().map(|d| DOW_NAMES[*d as usize]).collect();
+        format!("{} ", names.join(","))
+    };
+    let dom_star = p.is_dom_wildcard() || days == "*";
+    let dow_star = p.is_dow_wildcard() || dow.is_empty();
+    Ok(match (dom_star, dow_star) {
+        (true, true) => vec![format!("*-{months}-* {time}")],
+        (false, true) => vec![format!("*-{months}-{days} {time}")],
+        (true, false) => vec![format!("{dow}*-{months}-* {time}")],
+        // cron: either day rule matches; systemd: several OnCalendar= lines are OR'ed.
+        (false, false) => vec![
+            format!("*-{months}-{days} {time}"),
+            format!("{dow}*-{months}-* {time}"),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Local> {
+        Local.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn parses_fields_names_and_seconds() {
+        let s = Schedule::parse("0 2 * * *").unwrap();
+        assert_eq!(
+            s.next_after(at(2026, 3, 10, 1, 0)),
+            Some(at(2026, 3, 10, 2, 0))
+        );
+        assert_eq!(
+            s.next_after(at(2026, 3, 10, 2, 0)),
+            Some(at(2026, 3, 11, 2, 0))
+        );
+        let w = Schedule::parse("@weekly").unwrap();
+        // 2026-03-15 is a Sunday.
+        assert_eq!(
+            w.next_after(at(2026, 3, 10, 1, 0)),
+            Some(at(2026, 3, 15, 0, 0))
+        );
+        assert!(Schedule::parse("*/5 * * * * *").unwrap().has_seconds());
+        assert!(Schedule::parse("0 2 * *").is_err());
+        assert!(Schedule::parse("0 25 * * *").is_err());
+        assert!(Schedule::parse("0 0 30 2 *").is_err());
+        assert!(Schedule::parse("@fortnightly").is_err());
+    }
+
+    #[test]
+    fn due_and_missed_runs() {
+        let daily = vec![Schedule::parse("0 2 * * *").unwrap()];
+        let now = at(2026, 3, 10, 9, 0);
+        assert!(is_due(&daily, None, now));
+        assert!(!is_due(&daily, Some(at(2026, 3, 10, 2, 5)), now));
+        assert!(is_due(&daily, Some(at(2026, 3, 9, 2, 5)), now));
+        let day = chrono::Duration::hours(24);
+        assert_eq!(
+            missed_run(&daily, Some(at(2026, 3, 9, 2, 0)), now, day),
+            Some(at(2026, 3, 10, 2, 0))
+        );
+        assert_eq!(
+            missed_run(&daily, Some(at(2026, 3, 10, 2, 0)), now, day),
+            None
+        );
+        // Too old to catch up: skipped.
+        assert_eq!(
+            missed_run(
+                &daily,
+                Some(at(2026, 3, 1, 2, 0)),
+                now,
+                chrono::Duration::hours(6)
+            ),
+            None
+        );
+        assert_eq!(missed_run(&daily, None, now, day), None);
+    }
+
+    #[test]
+    fn systemd_calendar_events() {
+        let cal = |e: &str| on_calendar(&Schedule::parse(e).unwrap()).unwrap();
+        assert_eq!(cal("0 2 * * *"), vec!["*-*-* 02:00:00"]);
+        assert_eq!(cal("0 */6 * * *"), vec!["*-*-* 00,06,12,18:00:00"]);
+        assert_eq!(cal("30 3 * * 0"), vec!["Sun *-*-* 03:30:00"]);
+        assert_eq!(cal("0 4 1 * *"), vec!["*-*-01 04:00:00"]);
+        assert_eq!(cal("@weekly"), vec!["Sun *-*-* 00:00:00"]);
+        assert_eq!(
+            cal("0 4 1 * 1-5"),
+            vec!["*-*-01 04:00:00", "Mon,Tue,Wed,Thu,Fri *-*-* 04:00:00"]
+        );
+        assert_eq!(cal("*/20 * * * * *"), vec!["*-*-* *:*:00,20,40"]);
+        assert!(on_calendar(&Schedule::parse("0 0 L * *").unwrap()).is_err());
+    }
+}

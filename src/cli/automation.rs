@@ -1,0 +1,292 @@
+//! The automation verbs: `config`, `run`, `daemon`, `schedule print`, `status`, `report`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use sbk::automation::config::{Config, EXAMPLE};
+use sbk::automation::history::{Outcome, Trigger};
+use sbk::automation::job::RunContext;
+use sbk::automation::{daemon, log, schedule, status as st};
+use sbk::Error;
+use tracing_subscriber::filter::LevelFilter;
+
+use super::args::{
+    AutomationArgs, ConfigArgs, ConfigCommand, GlobalArgs, ReportFormat, ScheduleCommand,
+};
+
+fn out(text: &str) -> Result<(), Error> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(super::stdout_err)
+}
+
+fn load(c: &ConfigArgs) -> Result<Config, Error> {
+    let path = Config::locate(c.path.as_deref()).map_err(Error::Invalid)?;
+    Config::load(&path).map_err(|e| Error::Invalid(format!("the configuration is not valid:\n{e}")))
+}
+
+fn terminal_level(g: &GlobalArgs) -> LevelFilter {
+    match (g.quiet, g.verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (_, true) => LevelFilter::DEBUG,
+        _ => LevelFilter::INFO,
+    }
+}
+
+/// Logging and metrics options: the command line wins over the file.
+fn setup(g: &GlobalArgs, a: &AutomationArgs, config: &mut Config) -> Result<(), Error> {
+    if let Some(d) = &a.log_dir {
+        config.log_dir = Some(d.clone());
+    }
+    if let Some(m) = &a.metrics_file {
+        config.metrics_file = Some(m.clone());
+    }
+    log::init(terminal_level(g), config.log_dir.as_deref())
+}
+
+pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
+    match c {
+        ConfigCommand::Check { config } => {
+            let path = Config::locate(config.path.as_deref()).map_err(Error::Invalid)?;
+            match Config::load(&path) {
+                Ok(c) => {
+                    if !g.quiet {
+                        out(&format!(
+                            "{}: valid: {} repositories, {} sources, {} alert channels, {} jobs\n",
+                            path.display(),
+                            c.repositories.len(),
+                            c.sources.len(),
+                            c.alerts.len(),
+                            c.jobs.len()
+                        ))?;
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("sbk: {} problem(s) in {}", e.problems.len(), path.display());
+                    Err(Error::Silent(1))
+                }
+            }
+        }
+        ConfigCommand::Init { file: None } => out(EXAMPLE),
+        ConfigCommand::Init { file: Some(path) } => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => {
+                        Error::Refused(format!("{} exists: not overwritten", path.display()))
+                    }
+                    _ => Error::io("create", &path, e),
+                })?;
+            f.write_all(EXAMPLE.as_bytes())
+                .map_err(|e| Error::io("write", &path, e))?;
+            if !g.quiet {
+                out(&format!(
+                    "wrote {}: fill in the connection strings and secrets, then `sbk config check --config {}`\n",
+                    path.display(),
+                    path.display()
+                ))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn run_job(g: &GlobalArgs, job: &str, a: &AutomationArgs) -> Result<(), Error> {
+    let mut config = load(&a.config)?;
+    config.job(job)?;
+    setup(g, a, &mut config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    daemon::stop_on_signals(&stop)?;
+    let record =
+        sbk::automation::job::run_job(&config, job, &RunContext::new(Trigger::Manual, stop))?;
+    if g.json {
+        out(&(serde_json::to_string_pretty(&record).expect("serializes") + "\n"))?;
+    } else if !g.quiet {
+        let mut text = format!(
+            "job {} {} in {:.1}s\n",
+            record.job,
+            match record.outcome {
+                Outcome::Success => "succeeded",
+                Outcome::Failure => "FAILED",
+                Outcome::Interrupted => "was interrupted",
+                Outcome::Skipped => "was skipped",
+            },
+            record.duration_secs()
+        );
+        for s in &record.steps {
+            text.push_str(&format!(
+                "  {:<8} {:<11} {:>7.1}s  {}{}\n",
+                s.step.as_str(),
+                format!("{:?}", s.outcome).to_lowercase(),
+                s.duration_secs,
+                s.error.as_deref().unwrap_or(&s.summary),
+                if s.attempts > 1 {
+                    format!(" ({} attempts)", s.attempts)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        out(&text)?;
+    }
+    match record.outcome {
+        Outcome::Success => Ok(()),
+        Outcome::Interrupted => Err(Error::Silent(130)),
+        _ => Err(Error::Silent(1)),
+    }
+}
+
+pub fn daemon(
+    g: &GlobalArgs,
+    listen: Option<std::net::SocketAddr>,
+    a: &AutomationArgs,
+) -> Result<(), Error> {
+    let mut config = load(&a.config)?;
+    setup(g, a, &mut config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    daemon::stop_on_signals(&stop)?;
+    daemon::run(config, listen, stop)
+}
+
+/// The absolute path of this program, for crontab lines and units.
+fn this_program(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("sbk"))
+}
+
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub fn schedule(c: ScheduleCommand) -> Result<(), Error> {
+    let ScheduleCommand::Print {
+        cron,
+        systemd: _,
+        sbk,
+        config,
+    } = c;
+    let cfg = load(&config)?;
+    let program = this_program(sbk);
+    let config_path = std::fs::canonicalize(&cfg.path).unwrap_or(cfg.path.clone());
+    let command = |job: &str| {
+        format!(
+            "{} --config {} run {job}",
+            shell_quote(&program),
+            shell_quote(&config_path)
+        )
+    };
+    let mut text = String::new();
+    if cron {
+        text.push_str(&format!(
+            "# sbk jobs from {} (crontab -e; cron mails what a job prints)\n",
+            config_path.display()
+        ));
+        for (name, job) in &cfg.jobs {
+            for s in &job.schedules {
+                match schedule::crontab_line(s, &format!("{} --quiet", command(name))) {
+                    Some(line) => text.push_str(&format!("{line}\n")),
+                    None => text.push_str(&format!(
+                        "# {name}: {:?} has seconds, which cron cannot express; use `sbk daemon`\n",
+                        s.expr()
+                    )),
+                }
+            }
+        }
+    } else {
+        for (name, job) in &cfg.jobs {
+            text.push_str(&format!(
+                "# --- /etc/systemd/system/sbk-{name}.service\n\
+                 [Unit]\nDescription=sbk backup job {name}\nWants=network-online.target\n\
+                 After=network-online.target\n\n[Service]\nType=oneshot\nExecStart={}\n\
+                 # SIGTERM stops a run cleanly: nothing half-done is saved.\nKillMode=mixed\n\
+                 TimeoutStopSec=5min\nNice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n\n",
+                command(name)
+            ));
+            text.push_str(&format!(
+                "# --- /etc/systemd/system/sbk-{name}.timer\n\
+                 [Unit]\nDescription=sbk backup job {name} at its times\n\n[Timer]\n"
+            ));
+            for s in &job.schedules {
+                match schedule::on_calendar(s) {
+                    Ok(events) => {
+                        for e in events {
+                            text.push_str(&format!("OnCalendar={e}\n"));
+                        }
+                    }
+                    Err(why) => {
+                        return Err(Error::Invalid(format!("job {name}: {why}")));
+                    }
+                }
+            }
+            text.push_str(
+                "# Runs missed while the machine was off run once at boot.\nPersistent=true\n\
+                 RandomizedDelaySec=0\n\n[Install]\nWantedBy=timers.target\n\n",
+            );
+        }
+        text.push_str(
+            "# then: systemctl daemon-reload && systemctl enable --now sbk-<job>.timer\n",
+        );
+    }
+    out(&text)
+}
+
+pub fn status(g: &GlobalArgs, c: &ConfigArgs) -> Result<(), Error> {
+    let config = load(c)?;
+    let list = st::status(&config, chrono::Utc::now())?;
+    if g.json {
+        out(&(serde_json::to_string_pretty(&list).expect("serializes") + "\n"))?;
+    } else if !g.quiet {
+        let mut text = String::new();
+        for s in &list {
+            text.push_str(&st::status_line(s));
+            text.push('\n');
+        }
+        out(&text)?;
+    }
+    if list.iter().any(|s| s.overdue) {
+        if !g.json {
+            let names: Vec<&str> = list
+                .iter()
+                .filter(|s| s.overdue)
+                .map(|s| s.job.as_str())
+                .collect();
+            eprintln!(
+                "sbk: the newest good snapshot is older than allowed for: {}",
+                names.join(", ")
+            );
+        }
+        return Err(Error::Silent(1));
+    }
+    Ok(())
+}
+
+pub fn report(
+    c: &ConfigArgs,
+    since: std::time::Duration,
+    format: ReportFormat,
+) -> Result<(), Error> {
+    let config = load(c)?;
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(7));
+    let r = st::report(&config, from, to)?;
+    out(&match format {
+        ReportFormat::Markdown => st::report_markdown(&r),
+        ReportFormat::Html => st::report_html(&r),
+        ReportFormat::Json => serde_json::to_string_pretty(&r).expect("serializes") + "\n",
+    })
+}

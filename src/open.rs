@@ -1,0 +1,98 @@
+//! Opening a repository from its location and options: the backend, the spool of a remote
+//! repository, and the blob cache. Shared by the command line and by configured jobs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::spool::SpoolBackend;
+use crate::backend::{self, Backend, RemoteOptions};
+use crate::cache::BlobCache;
+use crate::error::Result;
+use crate::repository::Repository;
+
+/// Where a repository is and how to reach it.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// A local path, or `s3:http[s]://host[:port]/bucket[/prefix]`.
+    pub location: String,
+    pub remote: RemoteOptions,
+    /// Blob cache folder (default for remote repositories: the user's cache folder).
+    pub cache_dir: Option<PathBuf>,
+    /// Spool folder root (default: the cache folder's `spool/`).
+    pub spool_dir: Option<PathBuf>,
+    /// No blob cache at all.
+    pub no_cache: bool,
+    /// A remote repository unreachable at the start is opened from the spool's copy of config
+    /// and keys, and the run is spooled (snapshots).
+    pub offline_start: bool,
+}
+
+impl OpenOptions {
+    /// The backend alone (for `init`).
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        backend::from_url(&self.location, &self.remote)
+    }
+
+    /// Where a remote repository's spool lives: one folder per repository location.
+    fn spool_dir(&self, location: &str) -> Option<PathBuf> {
+        let root = self
+            .spool_dir
+            .clone()
+            .or_else(|| self.cache_dir.as_ref().map(|d| d.join("spool")))
+            .or_else(|| BlobCache::default_root().map(|r| r.join("spool")))?;
+        let key = blake3::hash(location.as_bytes()).to_hex();
+        Some(root.join(&key.as_str()[..32]))
+    }
+
+    /// Opens the repository with `password`; a remote one through its spool.
+    pub fn open(&self, password: &[u8]) -> Result<Repository> {
+        let backend = self.backend()?;
+        let local = backend.is_local();
+        let spool = match local {
+            true => None,
+            false => self
+                .spool_dir(&backend.location())
+                .map(|d| Arc::new(SpoolBackend::new(Arc::clone(&backend), d))),
+        };
+        if let (Some(s), true) = (&spool, self.offline_start) {
+            s.allow_offline_start();
+        }
+        let opened = match &spool {
+            Some(s) => Arc::clone(s) as Arc<dyn Backend>,
+            None => backend,
+        };
+        let mut repo = Repository::open(opened, password)?;
+        if let Some(s) = spool {
+            repo.attach_spool(s);
+        }
+        // A local repository reads as fast as a cache would: cache only when asked to.
+        let root = match (&self.cache_dir, self.no_cache, local) {
+            (_, true, _) => None,
+            (Some(dir), _, _) => Some(dir.clone()),
+            (None, _, false) => BlobCache::default_root(),
+            (None, _, true) => None,
+        };
+        if let Some(root) = root {
+            let id = repo.config().id;
+            repo.set_cache(BlobCache::new(root, &id, crate::cache::DEFAULT_LIMIT));
+        }
+        Ok(repo)
+    }
+}
+
+/// Uploads what an earlier run left in the spool before a run writes anything new. `None`
+/// when nothing waits; `Some(Err)` when it could not (the run then spools too: the repository
+/// may be unreachable still).
+pub fn sync_spool_first(repo: &Repository) -> Option<Result<usize>> {
+    let spool = repo.spool()?;
+    if spool.is_empty().unwrap_or(true) {
+        return None;
+    }
+    let r = crate::liveness::secure_spooled(repo)
+        .and_then(|()| Ok(spool.sync()?))
+        .map(|r| r.snapshots.len());
+    if let Err(e) = &r {
+        spool.start_spooling(format!("earlier snapshots wait in the spool ({e})"));
+    }
+    Some(r)
+}
