@@ -63,6 +63,9 @@ pub struct GlobalArgs {
     /// before a command gives up, e.g. 30s, 10m, 1h
     #[arg(long, env = "SBK_RETRY_DEADLINE", global = true, default_value = "10m", value_parser = humantime::parse_duration)]
     pub retry_deadline: std::time::Duration,
+    /// Configuration file of jobs [default: /etc/sbk/sbk.toml, then ~/.config/sbk/sbk.toml]
+    #[arg(long = "config", env = "SBK_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Print results as JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -109,10 +112,7 @@ pub enum Command {
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// One line per job; exit 1 when a job's newest good snapshot is older than allowed
-    Status {
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Status,
     /// Success rate, durations, sizes, growth and restore drills over a period
     Report {
         /// Period to cover, back from now (e.g. 24h, 7d, 4w)
@@ -120,8 +120,6 @@ pub enum Command {
         since: std::time::Duration,
         #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
         format: ReportFormat,
-        #[command(flatten)]
-        config: ConfigArgs,
     },
     /// Create a repository
     Init {
@@ -511,16 +509,7 @@ fn parse_name(s: &str) -> Result<String, String> {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ConfigArgs {
-    /// Configuration file [default: /etc/sbk/sbk.toml, then ~/.config/sbk/sbk.toml]
-    #[arg(long = "config", env = "SBK_CONFIG")]
-    pub path: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
 pub struct AutomationArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// Write JSON-lines logs here (sbk.log, and sbk-errors.log for errors), rotated by size
     #[arg(long, env = "SBK_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
@@ -532,10 +521,7 @@ pub struct AutomationArgs {
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Validate the configuration file; every problem is reported with its line
-    Check {
-        #[command(flatten)]
-        config: ConfigArgs,
-    },
+    Check,
     /// Write a commented example configuration (the seed schedule) to FILE, or to stdout
     Init { file: Option<PathBuf> },
 }
@@ -553,8 +539,6 @@ pub enum ScheduleCommand {
         /// The sbk program the entries run [default: this one]
         #[arg(long)]
         sbk: Option<PathBuf>,
-        #[command(flatten)]
-        config: ConfigArgs,
     },
 }
 

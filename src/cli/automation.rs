@@ -12,9 +12,7 @@ use sbk::automation::{daemon, log, schedule, status as st};
 use sbk::Error;
 use tracing_subscriber::filter::LevelFilter;
 
-use super::args::{
-    AutomationArgs, ConfigArgs, ConfigCommand, GlobalArgs, ReportFormat, ScheduleCommand,
-};
+use super::args::{AutomationArgs, ConfigCommand, GlobalArgs, ReportFormat, ScheduleCommand};
 
 fn out(text: &str) -> Result<(), Error> {
     let mut o = std::io::stdout().lock();
@@ -23,8 +21,8 @@ fn out(text: &str) -> Result<(), Error> {
         .map_err(super::stdout_err)
 }
 
-fn load(c: &ConfigArgs) -> Result<Config, Error> {
-    let path = Config::locate(c.path.as_deref()).map_err(Error::Invalid)?;
+fn load(g: &GlobalArgs) -> Result<Config, Error> {
+    let path = Config::locate(g.config.as_deref()).map_err(Error::Invalid)?;
     Config::load(&path).map_err(|e| Error::Invalid(format!("the configuration is not valid:\n{e}")))
 }
 
@@ -49,8 +47,8 @@ fn setup(g: &GlobalArgs, a: &AutomationArgs, config: &mut Config) -> Result<(), 
 
 pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
     match c {
-        ConfigCommand::Check { config } => {
-            let path = Config::locate(config.path.as_deref()).map_err(Error::Invalid)?;
+        ConfigCommand::Check => {
+            let path = Config::locate(g.config.as_deref()).map_err(Error::Invalid)?;
             match Config::load(&path) {
                 Ok(c) => {
                     if !g.quiet {
@@ -99,7 +97,7 @@ pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
 }
 
 pub fn run_job(g: &GlobalArgs, job: &str, a: &AutomationArgs) -> Result<(), Error> {
-    let mut config = load(&a.config)?;
+    let mut config = load(g)?;
     config.job(job)?;
     setup(g, a, &mut config)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,7 +146,7 @@ pub fn daemon(
     listen: Option<std::net::SocketAddr>,
     a: &AutomationArgs,
 ) -> Result<(), Error> {
-    let mut config = load(&a.config)?;
+    let mut config = load(g)?;
     setup(g, a, &mut config)?;
     let stop = Arc::new(AtomicBool::new(false));
     daemon::stop_on_signals(&stop)?;
@@ -173,14 +171,13 @@ fn shell_quote(p: &Path) -> String {
     }
 }
 
-pub fn schedule(c: ScheduleCommand) -> Result<(), Error> {
+pub fn schedule(g: &GlobalArgs, c: ScheduleCommand) -> Result<(), Error> {
     let ScheduleCommand::Print {
         cron,
         systemd: _,
         sbk,
-        config,
     } = c;
-    let cfg = load(&config)?;
+    let cfg = load(g)?;
     let program = this_program(sbk);
     let config_path = std::fs::canonicalize(&cfg.path).unwrap_or(cfg.path.clone());
     let command = |job: &str| {
@@ -245,8 +242,8 @@ pub fn schedule(c: ScheduleCommand) -> Result<(), Error> {
     out(&text)
 }
 
-pub fn status(g: &GlobalArgs, c: &ConfigArgs) -> Result<(), Error> {
-    let config = load(c)?;
+pub fn status(g: &GlobalArgs) -> Result<(), Error> {
+    let config = load(g)?;
     let list = st::status(&config, chrono::Utc::now())?;
     if g.json {
         out(&(serde_json::to_string_pretty(&list).expect("serializes") + "\n"))?;
@@ -276,11 +273,11 @@ pub fn status(g: &GlobalArgs, c: &ConfigArgs) -> Result<(), Error> {
 }
 
 pub fn report(
-    c: &ConfigArgs,
+    g: &GlobalArgs,
     since: std::time::Duration,
     format: ReportFormat,
 ) -> Result<(), Error> {
-    let config = load(c)?;
+    let config = load(g)?;
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(7));
     let r = st::report(&config, from, to)?;

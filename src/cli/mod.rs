@@ -144,13 +144,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Config(c) => automation::config(g, c)?,
         Command::Run { job, auto } => automation::run_job(g, &job, &auto)?,
         Command::Daemon { listen, auto } => automation::daemon(g, listen, &auto)?,
-        Command::Schedule(c) => automation::schedule(c)?,
-        Command::Status { config } => automation::status(g, &config)?,
-        Command::Report {
-            since,
-            format,
-            config,
-        } => automation::report(&config, since, format)?,
+        Command::Schedule(c) => automation::schedule(g, c)?,
+        Command::Status => automation::status(g)?,
+        Command::Report { since, format } => automation::report(g, since, format)?,
         Command::Init { kdf: k } => {
             let backend = backend(g)?;
             let password = password::new_password(None, Some(g))?;

@@ -219,6 +219,26 @@ impl Cluster {
             .collect()
     }
 
+    /// Starts the server again after [`Cluster::kill`], on the same port.
+    pub fn restart(&self) {
+        let out = as_owner(Command::new(self.bin.join("pg_ctl")))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.path().display()
+            ))
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}", text(&out.stderr));
+    }
+
     /// Stops the server at once (as a crash would).
     pub fn kill(&self) {
         let _ = as_owner(Command::new(self.bin.join("pg_ctl")))

@@ -1,0 +1,640 @@
+//! Automation through the `sbk` binary, with real parts: a throwaway PostgreSQL cluster, a local
+//! repository, a real SMTP server and HTTP listener for alerts, headless Chromium for the status
+//! page, and real signals.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mail::{http_sink, start_smtp, SMTP_PASSWORD, SMTP_USER};
+use common::pg::Cluster;
+use common::{sbk_bin, stderr, TestRepo, PASSWORD};
+
+/// Environment variables the configurations below take their secrets from.
+const REPO_PW_VAR: &str = "SBK_TEST_REPO_PASSWORD";
+const PG_PW_VAR: &str = "SBK_TEST_PG_PASSWORD";
+const SMTP_PW_VAR: &str = "SBK_TEST_SMTP_PASSWORD";
+const HOOK_VAR: &str = "SBK_TEST_WEBHOOK_URL";
+
+struct Setup {
+    repo: TestRepo,
+    pg: Cluster,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// A cluster with a database `app` holding a table, a repository, and a configuration with
+    /// the repository, the source and `rest` (jobs, alerts).
+    fn new(rest: &str) -> Self {
+        let pg = Cluster::start();
+        pg.psql("postgres", "CREATE DATABASE app");
+        pg.psql(
+            "app",
+            "CREATE TABLE t AS SELECT i, md5(i::text) AS h FROM generate_series(1, 20000) i",
+        );
+        let repo = TestRepo::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sbk.toml");
+        let s = Setup {
+            repo,
+            pg,
+            dir,
+            config,
+        };
+        s.write_config(rest);
+        s
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn write_config(&self, rest: &str) {
+        let text = format!(
+            r#"state_dir = "{state}"
+
+[repository.main]
+url = "{repo}"
+password = {{ env = "{REPO_PW_VAR}" }}
+
+[source.app]
+url = "{url}"
+password = {{ env = "{PG_PW_VAR}" }}
+databases = ["app"]
+count_rows = true
+pg_bin_dir = "{bin}"
+
+{rest}
+"#,
+            state = self.state().display(),
+            repo = self.repo.path.display(),
+            url = self.pg.url_without_password("app"),
+            bin = self.pg.bin.display(),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn sbk(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(sbk_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SBK_") || k.starts_with("PG") {
+                c.env_remove(k);
+            }
+        }
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env(REPO_PW_VAR, PASSWORD)
+            .env(PG_PW_VAR, &self.pg.password)
+            .env(SMTP_PW_VAR, SMTP_PASSWORD)
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.sbk(args).output().unwrap()
+    }
+}
+
+fn step<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {record:#}"))
+}
+
+#[test]
+fn config_check_explains_each_broken_file_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = \"hunter2\"\n",
+            "3:12: `password` is a secret and may not be written in the file",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.app]\nurl = \"postgresql://u:hunter2@db/app\"\n",
+            "5:7: `url` holds a password",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[job.a]\nrepository = \"main\"\nsnapshot = false\nschedule = \"61 * * * *\"\n",
+            "7:12: `schedule`: \"61 * * * *\" is not a valid cron expression",
+        ),
+        (
+            "[job.a]\nrepository = \"nowhere\"\nsnapshot = false\nschedule = \"@daily\"\n",
+            "2:14: no repository \"nowhere\": add a [repository.nowhere] table",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\nretention = 3\n",
+            "4:1: unknown field `retention`",
+        ),
+        ("[job.a\n", "1:7:"),
+        (
+            "[alert.ops]\ntype = \"email\"\nserver = \"smtp\"\nfrom = \"sbk@example.com\"\nto = [\"not an address\"]\n",
+            "5:6: \"not an address\" is not an e-mail address",
+        ),
+        (
+            "[alert.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/T/B/token\"\n",
+            "3:7: `url` is a secret and may not be written in the file",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("broken-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(sbk_bin())
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {err}");
+        let want = format!("{}:{expected}", path.display());
+        assert!(err.contains(&want), "case {i}: want {want:?} in:\n{err}");
+        assert!(!err.contains("hunter2"), "case {i} shows the secret: {err}");
+        assert!(
+            !err.contains("/T/B/token"),
+            "case {i} shows the secret: {err}"
+        );
+    }
+}
+
+#[test]
+fn config_init_writes_the_seed_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sbk.toml");
+    let out = Command::new(sbk_bin())
+        .args(["config", "init"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&path).unwrap();
+    for needle in [
+        "0 2 * * *",
+        "0 8,14,20 * * *",
+        "0 3 * * 0",
+        "0 4 1 * *",
+        "keep_daily = 7",
+    ] {
+        assert!(text.contains(needle), "{needle} missing");
+    }
+    let check = Command::new(sbk_bin())
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    // Never overwritten.
+    let again = Command::new(sbk_bin())
+        .args(["config", "init"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("not overwritten"));
+    // The schedules for cron and systemd.
+    let cron = Command::new(sbk_bin())
+        .args([
+            "schedule",
+            "print",
+            "--cron",
+            "--sbk",
+            "/usr/bin/sbk",
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let cron = common::pg::text(&cron.stdout);
+    assert!(
+        cron.contains("0 2 * * * /usr/bin/sbk --config ")
+            && cron.contains(" run app-daily --quiet"),
+        "{cron}"
+    );
+    let systemd = Command::new(sbk_bin())
+        .args(["schedule", "print", "--systemd", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let systemd = common::pg::text(&systemd.stdout);
+    assert!(
+        systemd.contains("OnCalendar=Sun *-*-* 03:00:00"),
+        "{systemd}"
+    );
+    assert!(systemd.contains("OnCalendar=*-*-01 04:00:00"), "{systemd}");
+    assert!(
+        systemd.contains("OnCalendar=*-*-* 08,14,20:00:00"),
+        "{systemd}"
+    );
+}
+
+#[test]
+fn run_snapshots_forgets_prunes_checks_and_drills_and_records_everything() {
+    let s = Setup::new(
+        r#"
+[job.app]
+source = "app"
+repository = "main"
+schedule = "@daily"
+tags = ["nightly"]
+retention = { keep_last = 2 }
+prune = true
+prune_grace = "0s"
+check = true
+check_read_data = "all"
+drill = true
+drill_scratch = "SCRATCH"
+"#,
+    );
+    let scratch = s.pg.url_without_password("postgres");
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("SCRATCH", &scratch);
+    std::fs::write(
+        &s.config,
+        text + &format!("drill_password = {{ env = \"{PG_PW_VAR}\" }}\n"),
+    )
+    .unwrap();
+    let logs = s.dir.path().join("logs");
+    let metrics = s.dir.path().join("metrics/sbk.prom");
+    for round in 0..3 {
+        s.pg.psql(
+            "app",
+            &format!("UPDATE t SET h = md5(h) WHERE i % 50 = {round}"),
+        );
+        let out = s
+            .sbk(&["run", "app", "--json", "--log-dir"])
+            .arg(&logs)
+            .arg("--metrics-file")
+            .arg(&metrics)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["outcome"], "success", "{r:#}");
+        for name in ["snapshot", "forget", "prune", "check", "drill"] {
+            assert_eq!(step(&r, name)["outcome"], "success", "{name}: {r:#}");
+        }
+        assert!(r["snapshot"]["bytes_in"].as_u64().unwrap() > 500_000);
+        assert_eq!(r["drill"]["ok"], true);
+        assert!(r["drill"]["tables"].as_u64().unwrap() >= 1);
+    }
+    // Retention kept two snapshots, tagged.
+    let snaps = s.repo.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:#?}");
+    assert!(snaps.iter().all(|x| x["tags"][0] == "nightly"));
+    // The history has all three runs; status is happy; the report counts them.
+    let history = std::fs::read_to_string(s.state().join("history.jsonl")).unwrap();
+    assert_eq!(history.matches("\"event\":\"finish\"").count(), 3);
+    let status = s.run(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(common::pg::text(&status.stdout).contains("app "));
+    let report = s.run(&["report", "--since", "1h", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["jobs"][0]["runs"], 3);
+    assert_eq!(report["jobs"][0]["success_rate"], 1.0);
+    assert_eq!(report["jobs"][0]["drills_passed"], 3);
+    let md = s.run(&["report", "--format", "markdown"]);
+    assert!(common::pg::text(&md.stdout).contains("| app | 3 | 100% |"));
+    // The textfile parses as Prometheus text and carries the job's figures.
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && x.labels.get("job") == Some("app"))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+                _ => panic!("{name} is not a number"),
+            })
+            .unwrap_or_else(|| panic!("{name} missing:\n{prom}"))
+    };
+    assert_eq!(value("sbk_job_last_run_success"), 1.0);
+    assert_eq!(value("sbk_job_runs_total"), 3.0);
+    assert_eq!(value("sbk_repository_snapshots"), 2.0);
+    assert!(value("sbk_job_last_bytes_read") > 500_000.0);
+    assert!(value("sbk_repository_size_bytes") > 0.0);
+    assert!(value("sbk_job_last_compression_ratio") > 1.0);
+    assert_eq!(value("sbk_job_last_drill_success"), 1.0);
+    // Logs: JSON lines, and no secret anywhere.
+    let log = std::fs::read_to_string(logs.join("sbk.log")).unwrap();
+    assert!(log.lines().count() >= 6, "{log}");
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+    for secret in [PASSWORD, s.pg.password.as_str()] {
+        assert!(!log.contains(secret));
+        assert!(!history.contains(secret));
+        assert!(!prom.contains(secret));
+    }
+}
+
+#[test]
+fn a_second_run_of_a_running_job_is_refused() {
+    let s =
+        Setup::new("[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n");
+    let locks = s.state().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = std::fs::File::create(locks.join("app.lock")).unwrap();
+    held.lock().unwrap();
+    let out = s.run(&["run", "app"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("job \"app\" is already running"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.repo.snapshots().is_empty());
+    drop(held);
+    let out = s.run(&["run", "app"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn status_exits_1_once_the_newest_good_snapshot_is_too_old() {
+    let s = Setup::new(
+        "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nmax_age = \"3s\"\n",
+    );
+    let never = s.run(&["status"]);
+    assert_eq!(never.status.code(), Some(1), "no snapshot yet is overdue");
+    assert!(s.run(&["run", "app"]).status.success());
+    let fresh = s.run(&["status", "--json"]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    let v: serde_json::Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    assert_eq!(v[0]["overdue"], false);
+    std::thread::sleep(Duration::from_secs(4));
+    let stale = s.run(&["status"]);
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(stderr(&stale).contains("older than allowed for: app"));
+    assert!(common::pg::text(&stale.stdout).contains("OVERDUE"));
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET on loopback: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    c.read_to_string(&mut buf).unwrap();
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(start.elapsed() < timeout, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn daemon_alerts_once_retries_and_alerts_recovery_and_serves_its_pages() {
+    let mail_dir = tempfile::tempdir().unwrap();
+    let smtp = start_smtp(mail_dir.path(), true);
+    let (hook_port, hooks) = http_sink();
+    let web_port = free_port();
+    let s = Setup::new(&format!(
+        r#"
+[daemon]
+listen = "127.0.0.1:{web_port}"
+
+[alert.mail]
+type = "email"
+server = "localhost"
+port = {smtp_port}
+security = "starttls"
+username = "{SMTP_USER}"
+password = {{ env = "{SMTP_PW_VAR}" }}
+from = "sbk <sbk@example.com>"
+to = ["ops@example.com"]
+ca_file = "{cert}"
+
+[alert.hook]
+type = "webhook"
+url = {{ env = "{HOOK_VAR}" }}
+
+[job.app-2s]
+source = "app"
+repository = "main"
+schedule = "*/2 * * * * *"
+retries = 1
+retry_delay = "1s"
+"#,
+        smtp_port = smtp.port,
+        cert = smtp.cert.display(),
+    ));
+    // The database is down when the daemon starts.
+    s.pg.kill();
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hook/secret-token-123");
+    let mut daemon = s
+        .sbk(&["daemon"])
+        .env(HOOK_VAR, &hook_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mails = || smtp.got.lock().unwrap().clone();
+    wait_for("the failure mail", Duration::from_secs(60), || {
+        !mails().is_empty()
+    });
+    // Let it retry and fail a few more scheduled runs: no more alerts while it stays down.
+    wait_for("a failed retry", Duration::from_secs(30), || {
+        let h = std::fs::read_to_string(s.state().join("history.jsonl")).unwrap_or_default();
+        h.matches("\"outcome\":\"failure\"").count() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(mails().len(), 1, "one failure mail while down");
+    s.pg.restart();
+    wait_for("the recovery mail", Duration::from_secs(60), || {
+        mails().len() >= 2
+    });
+    let got = mails();
+    assert!(got[0].data.contains("FAILED"), "{}", got[0].data);
+    assert!(got[0].data.contains("app-2s") && got[0].data.contains("snapshot"));
+    assert!(got[1].data.contains("recovered"), "{}", got[1].data);
+    for m in &got {
+        assert!(!m.data.contains(&s.pg.password) && !m.data.contains(SMTP_PASSWORD));
+    }
+    // The webhook got the same two.
+    let mut bodies = Vec::new();
+    while let Ok(r) = hooks.recv_timeout(Duration::from_secs(5)) {
+        bodies.push(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap());
+        if bodies.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0]["kind"], "failure");
+    assert_eq!(bodies[0]["job"], "app-2s");
+    assert!(bodies[0]["text"].as_str().unwrap().contains("app-2s"));
+    assert_eq!(bodies[1]["kind"], "recovery");
+    assert!(bodies[0]["last_success"].is_null());
+
+    // The endpoints.
+    let (status, body) = http_get(web_port, "/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), "ok");
+    let (status, metrics) = http_get(web_port, "/metrics");
+    assert!(status.contains("200"));
+    let scrape =
+        prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let failures = scrape
+        .samples
+        .iter()
+        .find(|x| x.metric == "sbk_job_failures_total")
+        .expect("failures metric");
+    assert!(matches!(failures.value, prometheus_parse::Value::Counter(v) if v >= 2.0));
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|x| x.metric == "sbk_job_last_success_timestamp_seconds"));
+    // The status page, rendered by a real browser.
+    let dom = chromium_dom(&format!("http://127.0.0.1:{web_port}/"));
+    assert!(dom.contains("data-job=\"app-2s\""), "{dom}");
+    assert!(dom.contains("Recent failures"));
+    assert!(dom.contains("success"), "{dom}");
+
+    sigterm(&daemon);
+    let st = wait_exit(&mut daemon, Duration::from_secs(60));
+    assert!(st.success(), "daemon exit: {st}");
+    let check = s.repo.run(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(!s.repo.snapshots().is_empty());
+}
+
+/// The DOM headless Chromium builds from `url`.
+fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium (Debian package chromium; scripts/ci-setup.sh installs it)");
+    assert!(out.status.success(), "chromium: {}", stderr(&out));
+    common::pg::text(&out.stdout)
+}
+
+/// A `pg_dump` that dumps, then holds its output open: a snapshot that lasts until killed.
+fn slow_pg_dump(dir: &Path, bin: &Path) -> PathBuf {
+    let wrap = dir.join("slow-bin");
+    std::fs::create_dir_all(&wrap).unwrap();
+    for prog in ["pg_dumpall", "pg_restore", "psql"] {
+        std::os::unix::fs::symlink(bin.join(prog), wrap.join(prog)).unwrap();
+    }
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{real}' --version; fi\n'{real}' \"$@\"\nsleep 60\n",
+        real = bin.join("pg_dump").display()
+    );
+    let p = wrap.join("pg_dump");
+    std::fs::write(&p, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrap
+}
+
+#[test]
+fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
+    let s = Setup::new("");
+    // One good snapshot first, by hand.
+    let first = s.run(&["run", "app"]);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "no job yet: {}",
+        stderr(&first)
+    );
+    let job = "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n";
+    s.write_config(job);
+    assert!(s.run(&["run", "app"]).status.success());
+    let before = s.repo.snapshots();
+    assert_eq!(before.len(), 1);
+    // Now the slow dump, run by the daemon as a missed run at start.
+    let slow = slow_pg_dump(s.dir.path(), &s.pg.bin);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(
+            &format!("pg_bin_dir = \"{}\"", s.pg.bin.display()),
+            &format!("pg_bin_dir = \"{}\"", slow.display()),
+        )
+        .replace("schedule = \"@daily\"", "schedule = \"*/1 * * * * *\"");
+    std::fs::write(&s.config, text).unwrap();
+    let mut daemon = s
+        .sbk(&["daemon", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the dump has run and sbk waits for the end of its output.
+    wait_for("the slow dump", Duration::from_secs(60), || {
+        Command::new("pgrep")
+            .args(["-f", "sleep 60"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped_at = Instant::now();
+    sigterm(&daemon);
+    let st = wait_exit(&mut daemon, Duration::from_secs(30));
+    assert!(st.success(), "daemon exit: {st}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(20),
+        "the stop waited for the dump"
+    );
+    // Nothing half-done is listed; the history says interrupted; check passes.
+    assert_eq!(s.repo.snapshots().len(), 1);
+    let history = std::fs::read_to_string(s.state().join("history.jsonl")).unwrap();
+    assert!(history.contains("\"outcome\":\"interrupted\""), "{history}");
+    let check = s.repo.run(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let id = before[0]["id"].as_str().unwrap();
+    let dump = s.repo.run(&["dump", id, "app.pgdump"]);
+    assert!(dump.status.success() && dump.stdout.len() > 100_000);
+}
