@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::spool::SpoolBackend;
+use crate::backend::timed::TimedBackend;
 use crate::backend::{self, Backend, RemoteOptions};
 use crate::cache::BlobCache;
 use crate::error::Result;
@@ -46,7 +47,14 @@ impl OpenOptions {
 
     /// Opens the repository with `password`; a remote one through its spool.
     pub fn open(&self, password: &[u8]) -> Result<Repository> {
-        let backend = self.backend()?;
+        Ok(self.open_timed(password)?.0)
+    }
+
+    /// [`OpenOptions::open`], and the handle that tells how long writes to the repository
+    /// took (uploads, for a remote one).
+    pub fn open_timed(&self, password: &[u8]) -> Result<(Repository, Arc<TimedBackend>)> {
+        let timed = Arc::new(TimedBackend::new(self.backend()?));
+        let backend = Arc::clone(&timed) as Arc<dyn Backend>;
         let local = backend.is_local();
         let spool = match local {
             true => None,
@@ -76,7 +84,7 @@ impl OpenOptions {
             let id = repo.config().id;
             repo.set_cache(BlobCache::new(root, &id, crate::cache::DEFAULT_LIMIT));
         }
-        Ok(repo)
+        Ok((repo, timed))
     }
 }
 

@@ -281,6 +281,7 @@ drill_scratch = "SCRATCH"
             assert_eq!(step(&r, name)["outcome"], "success", "{name}: {r:#}");
         }
         assert!(r["snapshot"]["bytes_in"].as_u64().unwrap() > 500_000);
+        assert!(r["snapshot"]["upload_secs"].as_f64().unwrap() > 0.0);
         assert_eq!(r["drill"]["ok"], true);
         assert!(r["drill"]["tables"].as_u64().unwrap() >= 1);
     }
@@ -428,6 +429,7 @@ fn daemon_alerts_once_retries_and_alerts_recovery_and_serves_its_pages() {
     let mail_dir = tempfile::tempdir().unwrap();
     let smtp = start_smtp(mail_dir.path(), true);
     let (hook_port, hooks) = http_sink();
+    let (digest_port, digests) = http_sink();
     let web_port = free_port();
     let s = Setup::new(&format!(
         r#"
@@ -449,6 +451,12 @@ ca_file = "{cert}"
 type = "webhook"
 url = {{ env = "{HOOK_VAR}" }}
 
+[alert.digest]
+type = "webhook"
+url = {{ env = "SBK_TEST_DIGEST_URL" }}
+on = []
+digest = "*/5 * * * * *"
+
 [job.app-2s]
 source = "app"
 repository = "main"
@@ -462,9 +470,15 @@ retry_delay = "1s"
     // The database is down when the daemon starts.
     s.pg.kill();
     let hook_url = format!("http://127.0.0.1:{hook_port}/hook/secret-token-123");
+    let logs = s.dir.path().join("logs");
     let mut daemon = s
-        .sbk(&["daemon"])
+        .sbk(&["daemon", "--log-dir"])
+        .arg(&logs)
         .env(HOOK_VAR, &hook_url)
+        .env(
+            "SBK_TEST_DIGEST_URL",
+            format!("http://127.0.0.1:{digest_port}/digest"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -505,6 +519,16 @@ retry_delay = "1s"
     assert!(bodies[0]["text"].as_str().unwrap().contains("app-2s"));
     assert_eq!(bodies[1]["kind"], "recovery");
     assert!(bodies[0]["last_success"].is_null());
+    // The digest channel takes no failure or recovery alerts, only its digest of every job.
+    let digest = digests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a digest");
+    let digest: serde_json::Value = serde_json::from_slice(&digest.body).unwrap();
+    assert_eq!(digest["kind"], "digest");
+    assert!(
+        digest["details"].as_str().unwrap().contains("app-2s"),
+        "{digest:#}"
+    );
 
     // The endpoints.
     let (status, body) = http_get(web_port, "/healthz");
@@ -536,6 +560,21 @@ retry_delay = "1s"
     let check = s.repo.run(&["check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));
     assert!(!s.repo.snapshots().is_empty());
+    // Errors also land in their own log file; no secret in any log.
+    let errors = std::fs::read_to_string(logs.join("sbk-errors.log")).unwrap();
+    assert!(errors.contains("app-2s"), "{errors}");
+    let all = std::fs::read_to_string(logs.join("sbk.log")).unwrap();
+    assert!(all.contains("step failed") && all.contains("job succeeded"));
+    for text in [&errors, &all] {
+        for secret in [
+            PASSWORD,
+            s.pg.password.as_str(),
+            SMTP_PASSWORD,
+            "secret-token-123",
+        ] {
+            assert!(!text.contains(secret), "a secret in the logs");
+        }
+    }
 }
 
 /// The DOM headless Chromium builds from `url`.

@@ -86,7 +86,10 @@ pub fn is_running(state_dir: &Path, job: &str) -> bool {
 
 /// Opens a configured repository; `offline_start` for runs that snapshot (see
 /// [`crate::open::OpenOptions::offline_start`]).
-pub fn open_repository(r: &RepositoryConfig, offline_start: bool) -> Result<Repository> {
+pub fn open_repository(
+    r: &RepositoryConfig,
+    offline_start: bool,
+) -> Result<(Repository, Arc<crate::backend::timed::TimedBackend>)> {
     let mut remote = crate::backend::RemoteOptions::default();
     if let Some(n) = r.s3_connections {
         remote.connections = n as usize;
@@ -115,7 +118,7 @@ pub fn open_repository(r: &RepositoryConfig, offline_start: bool) -> Result<Repo
         offline_start,
     };
     let password = r.password.resolve(&what("password"))?;
-    opts.open(password.as_bytes())
+    opts.open_timed(password.as_bytes())
 }
 
 /// Connection parameters of a source, its password taken from the configured secret.
@@ -333,6 +336,7 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
         job,
         ctx,
         repo: None,
+        timed: None,
         record: RunRecord {
             job: name.to_owned(),
             run,
@@ -471,6 +475,8 @@ struct Runner<'a> {
     job: &'a JobConfig,
     ctx: &'a RunContext,
     repo: Option<Repository>,
+    /// Write time of the repository handle, for the snapshot's upload time.
+    timed: Option<Arc<crate::backend::timed::TimedBackend>>,
     record: RunRecord,
     /// A failure alert went out for the current streak.
     alerted: bool,
@@ -543,7 +549,8 @@ impl Runner<'_> {
     fn repository(&mut self, offline_start: bool) -> Result<&Repository> {
         if self.repo.is_none() {
             let r = &self.config.repositories[&self.job.repository];
-            let repo = open_repository(r, offline_start)?;
+            let (repo, timed) = open_repository(r, offline_start)?;
+            self.timed = Some(timed);
             if let Some(Err(e)) = crate::open::sync_spool_first(&repo) {
                 tracing::warn!(
                     "snapshots wait in the spool and could not be uploaded yet: {}",
@@ -596,8 +603,11 @@ impl Runner<'_> {
             no_delta: self.job.no_delta,
             stop: Some(Arc::clone(&self.ctx.stop)),
         };
-        let repo = self.repository(true)?;
+        self.repository(true)?;
+        let written_before = self.timed.as_ref().map_or(0.0, |t| t.write_secs());
+        let repo = self.repo.as_ref().expect("opened");
         let view = commands::snapshot_postgres::snapshot_postgres(repo, &opts, Default::default())?;
+        let upload_secs = self.timed.as_ref().map_or(0.0, |t| t.write_secs()) - written_before;
         let spooled = repo.spool().and_then(|s| s.spooled_because());
         let s = &view.snapshot.summary;
         self.record.snapshot = Some(SnapshotFacts {
@@ -608,7 +618,7 @@ impl Runner<'_> {
             bytes_added_raw: s.bytes_added_raw,
             blobs_new: s.blobs_new,
             blobs_delta: s.blobs_delta,
-            upload_secs: 0.0,
+            upload_secs,
             spooled: spooled.is_some(),
         });
         if let Some(reason) = spooled {

@@ -20,6 +20,7 @@ pub mod local;
 pub mod retry;
 pub mod s3;
 pub mod spool;
+pub mod timed;
 
 use std::fmt;
 use std::path::PathBuf;
