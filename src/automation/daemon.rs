@@ -31,11 +31,14 @@ use super::status::{self, age_text, esc};
 use crate::error::{Error, Result};
 use crate::repository::Actor;
 
-/// Registers SIGTERM and SIGINT to set `stop`.
+/// Registers SIGTERM and SIGINT to set `stop`; a second one exits at once (status 130).
 pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(stop))
-            .map_err(|e| Error::Invalid(format!("cannot handle signal {sig}: {e}")))?;
+        let fail = |e: std::io::Error| Error::Invalid(format!("cannot handle signal {sig}: {e}"));
+        // Registered first, so it sees the flag before the first signal sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(stop))
+            .map_err(fail)?;
+        signal_hook::flag::register(sig, Arc::clone(stop)).map_err(fail)?;
     }
     Ok(())
 }

@@ -398,6 +398,21 @@ mod tests {
         assert_eq!(runs[2].outcome, Outcome::Failure);
     }
 
+    #[test]
+    fn the_documented_lines_parse_and_round_trip() {
+        let doc = include_str!("../../docs/automation.md");
+        let lines: Vec<&str> = doc
+            .lines()
+            .filter(|l| l.starts_with("{\"event\""))
+            .collect();
+        assert_eq!(lines.len(), 3);
+        for line in lines {
+            let e: Entry = serde_json::from_str(line).unwrap();
+            let again: Entry = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+            assert_eq!(e, again);
+        }
+    }
+
     fn record_like(e: &Entry) -> RunRecord {
         match e {
             Entry::Finish(r) => (**r).clone(),
