@@ -609,7 +609,7 @@ fn slow_pg_dump(dir: &Path, bin: &Path) -> PathBuf {
         std::os::unix::fs::symlink(bin.join(prog), wrap.join(prog)).unwrap();
     }
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{real}' --version; fi\n'{real}' \"$@\"\nsleep 60\n",
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec '{real}' --version; fi\n'{real}' \"$@\"\nsleep 3607\n",
         real = bin.join("pg_dump").display()
     );
     let p = wrap.join("pg_dump");
@@ -635,7 +635,7 @@ fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
     assert!(s.run(&["run", "app"]).status.success());
     let before = s.repo.snapshots();
     assert_eq!(before.len(), 1);
-    // Now the slow dump, run by the daemon as a missed run at start.
+    // Now the slow dump, run by the daemon at its every-second schedule.
     let slow = slow_pg_dump(s.dir.path(), &s.pg.bin);
     let text = std::fs::read_to_string(&s.config)
         .unwrap()
@@ -654,7 +654,7 @@ fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
     // Wait until the dump has run and sbk waits for the end of its output.
     wait_for("the slow dump", Duration::from_secs(60), || {
         Command::new("pgrep")
-            .args(["-f", "sleep 60"])
+            .args(["-f", "sleep 3607"])
             .output()
             .is_ok_and(|o| o.status.success())
     });

@@ -38,7 +38,7 @@ pub enum SmtpSecurity {
 }
 
 /// An e-mail channel: an SMTP server and the recipients.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EmailChannel {
     /// Channel name from the configuration, for messages.
     pub name: String,
@@ -59,7 +59,7 @@ pub struct EmailChannel {
 }
 
 /// A webhook channel: a JSON POST (Slack-compatible `text` field).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookChannel {
     pub name: String,
     /// `http://` or `https://`; a secret (it usually carries a token).
@@ -691,6 +691,28 @@ fn wait(delay: Duration, stop: &AtomicBool) -> bool {
             return true;
         }
         std::thread::sleep((end - now).min(Duration::from_millis(100)));
+    }
+}
+
+impl std::fmt::Debug for EmailChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailChannel")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WebhookChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookChannel")
+            .field("name", &self.name)
+            .field("url", &"<hidden>")
+            .finish_non_exhaustive()
     }
 }
 

@@ -501,6 +501,14 @@ impl Checker<'_> {
     fn duration(&mut self, field: &str, v: &Option<Spanned<String>>) -> Option<Duration> {
         let v = v.as_ref()?;
         match humantime::parse_duration(v.get_ref()) {
+            // Ten years bounds every wait and deadline sbk computes from these.
+            Ok(d) if d > Duration::from_secs(10 * 366 * 86400) => {
+                self.at(
+                    v.span(),
+                    format!("`{field}`: {:?} is longer than ten years", v.get_ref()),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.at(
@@ -602,7 +610,14 @@ fn has_inline_password(url: &str) -> Result<bool, String> {
     let none = |_: &str| None;
     ConnParams::resolve(Some(url), &none)
         .map(|c| c.password().is_some())
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            // The parser quotes what it could not read, which may be part of a password.
+            if url.contains("password") || url.contains('@') {
+                "not a valid connection URL or conninfo string (see docs/postgres.md)".to_owned()
+            } else {
+                e.to_string()
+            }
+        })
 }
 
 impl Config {
@@ -1130,9 +1145,8 @@ impl Config {
     }
 }
 
-/// A job is overdue when its newest good snapshot is older than the longest gap between two of
-/// its scheduled runs, plus the retry delay and an hour for the run itself — twice the gap,
-/// at least.
+/// A job is overdue when its newest good snapshot is older than twice the longest gap between
+/// two of its scheduled runs: one run may fail (and retry) without an alarm, two may not.
 fn default_max_age(schedules: &[Schedule]) -> Duration {
     let mut t = chrono::Local::now();
     let mut longest = chrono::Duration::zero();

@@ -105,12 +105,16 @@ pub fn run(config: Config, listen: Option<SocketAddr>, stop: Arc<AtomicBool>) ->
     while !stop.load(Ordering::SeqCst) {
         let now = Local::now();
         running.retain(|_, h| !h.is_finished());
+        digests.retain(|h| !h.is_finished());
         for (name, at) in next.iter_mut() {
             let Some(t) = *at else { continue };
             if t > now {
                 continue;
             }
-            if running.contains_key(name) || job::is_running(&config.state_dir, name) {
+            if now - t > catch_up {
+                // The machine slept past this time: the missed-run rule applies here too.
+                tracing::warn!(job = %name, scheduled = %t, "skipped: missed by more than catch_up (the machine slept?)");
+            } else if running.contains_key(name) || job::is_running(&config.state_dir, name) {
                 tracing::warn!(job = %name, scheduled = %t, "skipped: the job is still running");
             } else {
                 start(name, Trigger::Schedule, &mut running);
@@ -220,7 +224,11 @@ fn serve(listener: std::net::TcpListener, config: Arc<Config>, stop: Arc<AtomicB
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((stream, _)) = accepted else {
+                        // Out of file descriptors, say: do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
                     let config = Arc::clone(&config);
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {

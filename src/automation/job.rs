@@ -90,7 +90,8 @@ pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
 pub fn is_running(state_dir: &Path, job: &str) -> bool {
     let path = locks_dir(state_dir).join(format!("{job}.lock"));
     match File::open(&path) {
-        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        // A shared probe: two probes never see each other as the job.
+        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }
 }
@@ -253,22 +254,30 @@ fn past(history: &History, job: &str) -> Result<Past> {
         failing: false,
         step_success: Default::default(),
     };
-    for r in history.runs(&|_, _| true)? {
-        if r.job != job {
-            continue;
-        }
-        match r.outcome {
-            Outcome::Success => {
-                p.last_success = Some(r.finished);
-                p.failing = false;
+    for e in history.entries()? {
+        match e {
+            Entry::Finish(r) if r.job == job => {
+                match r.outcome {
+                    Outcome::Success => {
+                        p.last_success = Some(r.finished);
+                        p.failing = false;
+                    }
+                    Outcome::Failure => p.failing = true,
+                    _ => {}
+                }
+                for s in &r.steps {
+                    if s.outcome == Outcome::Success {
+                        p.step_success.insert(s.step, s.started);
+                    }
+                }
             }
-            Outcome::Failure => p.failing = true,
+            // A failure alert sent in a run that was then interrupted still opens a streak.
+            Entry::Alert { job: j, kind, .. } if j == job => match kind {
+                AlertKind::Failure => p.failing = true,
+                AlertKind::Recovery => p.failing = false,
+                AlertKind::Digest => {}
+            },
             _ => {}
-        }
-        for s in &r.steps {
-            if s.outcome == Outcome::Success {
-                p.step_success.insert(s.step, s.started);
-            }
         }
     }
     Ok(p)
@@ -278,14 +287,19 @@ fn past(history: &History, job: &str) -> Result<Past> {
 struct Alerts<'a> {
     ctx: &'a RunContext,
     history: &'a History,
-    channels: Vec<(Channel, super::config::AlertEvents)>,
+    config: &'a Config,
+    names: &'a [String],
+    /// Resolved at the first alert: reading a channel's secret must never delay a backup.
+    channels: Option<Vec<(Channel, super::config::AlertEvents)>>,
     pending: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Alerts<'_> {
     fn send(&mut self, alert: Alert) {
+        let (config, names) = (self.config, self.names);
         let chosen: Vec<Channel> = self
             .channels
+            .get_or_insert_with(|| channels(config, names))
             .iter()
             .filter(|(_, ev)| match alert.kind {
                 AlertKind::Failure => ev.failure,
@@ -322,26 +336,51 @@ impl Alerts<'_> {
 /// Runs job `name` of `config` once, now.
 pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecord> {
     let job = config.job(name)?;
-    let _lock = lock_job(&config.state_dir, name)?;
+    let lock = lock_job(&config.state_dir, name)?;
     let history = History::new(&config.state_dir);
-    let before = past(&history, name)?;
-    let started = Utc::now();
-    let run = new_run_id(started);
-    history.append(&Entry::Start {
-        job: name.to_owned(),
-        run: run.clone(),
-        pid: std::process::id(),
-        trigger: ctx.trigger,
-        started,
-    })?;
-    tracing::info!(job = %name, run = %run, trigger = ?ctx.trigger, "job started");
     let host = Actor::current().host;
     let mut alerts = Alerts {
         ctx,
         history: &history,
-        channels: channels(config, &job.alerts),
+        config,
+        names: &job.alerts,
+        channels: None,
         pending: Vec::new(),
     };
+    let started = Utc::now();
+    let run = new_run_id(started);
+    // The history is sbk's own state: when it cannot be read or written (a full disk), nothing
+    // runs, and that is alerted like any failure.
+    let before = past(&history, name).and_then(|before| {
+        history.append(&Entry::Start {
+            job: name.to_owned(),
+            run: run.clone(),
+            pid: std::process::id(),
+            trigger: ctx.trigger,
+            started,
+        })?;
+        Ok(before)
+    });
+    let before = match before {
+        Ok(b) => b,
+        Err(e) => {
+            alerts.send(Alert {
+                kind: AlertKind::Failure,
+                job: name.to_owned(),
+                host,
+                step: Some("history".into()),
+                error: Some(redact(&e.to_string()).into_owned()),
+                duration_secs: 0.0,
+                last_success: None,
+                at: Utc::now(),
+                details: Some(format!("state folder {}", config.state_dir.display())),
+            });
+            drop(lock);
+            alerts.join();
+            return Err(e);
+        }
+    };
+    tracing::info!(job = %name, run = %run, trigger = ?ctx.trigger, "job started");
     let mut runner = Runner {
         config,
         job,
@@ -426,7 +465,12 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
     } else {
         Outcome::Success
     };
-    history.append(&Entry::Finish(Box::new(record.clone())))?;
+    let recorded = history.append(&Entry::Finish(Box::new(record.clone())));
+    // The run is over: alerts and metrics must not keep the job locked.
+    drop(lock);
+    if let Err(e) = recorded {
+        tracing::error!(job = %name, "the run history could not be written: {}", redact(&e.to_string()));
+    }
     if record.outcome == Outcome::Success && runner.alerted {
         alerts.send(Alert {
             kind: AlertKind::Recovery,
@@ -507,6 +551,14 @@ impl Runner<'_> {
             match self.attempt(step) {
                 Ok(summary) => break (Outcome::Success, None, summary),
                 Err(Error::Interrupted(m)) => break (Outcome::Interrupted, Some(m), String::new()),
+                // Failing because of a shutdown is not a failure to alert about.
+                Err(e) if self.ctx.stopped() => {
+                    break (
+                        Outcome::Interrupted,
+                        Some(redact(&e.to_string()).into_owned()),
+                        String::new(),
+                    )
+                }
                 Err(e) => {
                     // A repository handle that failed may be stale (a dropped connection).
                     self.repo = None;

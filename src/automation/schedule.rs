@@ -122,9 +122,16 @@ pub fn missed_run(
     (missed && now - prev <= catch_up).then_some(prev)
 }
 
-/// A crontab line running `command` on `schedule`; `None` for a seconds-level schedule.
+/// A crontab line running `command` on `schedule`; `None` when cron cannot express it
+/// (seconds, or croner's `L`, `W`, `#` and `+`).
 pub fn crontab_line(schedule: &Schedule, command: &str) -> Option<String> {
-    (!schedule.has_seconds()).then(|| format!("{} {command}", schedule.expr))
+    let p = &schedule.cron.pattern;
+    let portable = !schedule.has_seconds()
+        && !p.matches_dom_and_dow()
+        && ![&p.minutes, &p.hours, &p.days, &p.months, &p.days_of_week]
+            .iter()
+            .any(|c| c.has_modifiers());
+    portable.then(|| format!("{} {command}", schedule.expr))
 }
 
 const DOW_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -172,9 +179,12 @@ pub fn on_calendar(schedule: &Schedule) -> Result<Vec<String>, String> {
         let names: Vec<&str> = dows.iter().map(|d| DOW_NAMES[*d as usize]).collect();
         format!("{} ", names.join(","))
     };
-    let dom_star = p.is_dom_wildcard() || days == "*";
-    let dow_star = p.is_dow_wildcard() || dow.is_empty();
-    Ok(match (dom_star, dow_star) {
+    // Which day rules apply is croner's call (`*/1` is a restriction that matches every day).
+    if p.matches_dom_and_dow() {
+        // `+`: both day rules must match, as in one systemd event.
+        return Ok(vec![format!("{dow}*-{months}-{days} {time}")]);
+    }
+    Ok(match (p.is_dom_wildcard(), p.is_dow_wildcard()) {
         (true, true) => vec![format!("*-{months}-* {time}")],
         (false, true) => vec![format!("*-{months}-{days} {time}")],
         (true, false) => vec![format!("{dow}*-{months}-* {time}")],
@@ -262,5 +272,16 @@ mod tests {
         );
         assert_eq!(cal("*/20 * * * * *"), vec!["*-*-* *:*:00,20,40"]);
         assert!(on_calendar(&Schedule::parse("0 0 L * *").unwrap()).is_err());
+        // A day-of-month step matching every day still ORs with the weekday, as cron does.
+        assert_eq!(
+            cal("0 0 */1 * 1"),
+            vec!["*-*-* 00:00:00", "Mon *-*-* 00:00:00"]
+        );
+        assert!(crontab_line(&Schedule::parse("0 0 L * *").unwrap(), "x").is_none());
+        assert!(crontab_line(&Schedule::parse("*/5 * * * * *").unwrap(), "x").is_none());
+        assert_eq!(
+            crontab_line(&Schedule::parse("0 2 * * *").unwrap(), "sbk run a").unwrap(),
+            "0 2 * * * sbk run a"
+        );
     }
 }

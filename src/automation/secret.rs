@@ -42,11 +42,16 @@ pub fn register(secret: &str) {
         return;
     }
     let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
-    if !reg.iter().any(|s| s.as_str() == secret) {
-        reg.push(Zeroizing::new(secret.to_owned()));
-        // Longest first, so a secret containing another is masked whole.
-        reg.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    // JSON log lines hold the escaped form of a secret with quotes or backslashes.
+    let escaped = serde_json::to_string(secret).expect("strings serialize");
+    let escaped = &escaped[1..escaped.len() - 1];
+    for form in [secret, escaped] {
+        if !reg.iter().any(|s| s.as_str() == form) {
+            reg.push(Zeroizing::new(form.to_owned()));
+        }
     }
+    // Longest first, so a secret containing another is masked whole.
+    reg.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
 /// `text` with every registered secret replaced by [`REDACTED`].
@@ -99,24 +104,7 @@ impl SecretSource {
                 first_line(&text).to_owned()
             }
             (None, None, Some(cmd)) => {
-                let out = Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::null())
-                    .output()
-                    .map_err(|e| {
-                        Error::Invalid(format!("{what}: the command could not run: {e}"))
-                    })?;
-                if !out.status.success() {
-                    return Err(Error::Invalid(format!(
-                        "{what}: the command failed ({})",
-                        out.status
-                    )));
-                }
-                let text = String::from_utf8(out.stdout).map_err(|_| {
-                    Error::Invalid(format!("{what}: the command's output is not UTF-8"))
-                })?;
+                let text = run_command(cmd, what)?;
                 first_line(&text).to_owned()
             }
             _ => {
@@ -134,6 +122,56 @@ impl SecretSource {
         register(&value);
         Ok(Zeroizing::new(value))
     }
+}
+
+/// How long a secret command may take: a hung `vault` or `pass` must not hang a job.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `cmd` with `sh -c` and returns its standard output, killing it after [`COMMAND_TIMEOUT`].
+fn run_command(cmd: &str, what: &str) -> Result<String> {
+    use std::io::Read;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("{what}: the command could not run: {e}")))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).map(|_| out)
+    });
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Invalid(format!(
+                    "{what}: the command did not finish within {}s and was stopped",
+                    COMMAND_TIMEOUT.as_secs()
+                )));
+            }
+            Err(e) => return Err(Error::Invalid(format!("{what}: the command failed: {e}"))),
+        }
+    };
+    if !status.success() {
+        return Err(Error::Invalid(format!(
+            "{what}: the command failed ({status})"
+        )));
+    }
+    let out =
+        reader.join().ok().and_then(|r| r.ok()).ok_or_else(|| {
+            Error::Invalid(format!("{what}: the command's output could not be read"))
+        })?;
+    String::from_utf8(out)
+        .map_err(|_| Error::Invalid(format!("{what}: the command's output is not UTF-8")))
 }
 
 fn first_line(text: &str) -> &str {
@@ -154,6 +192,8 @@ mod tests {
         );
         register("ab");
         assert_eq!(redact("ab"), "ab");
+        register("q\"uote\\d");
+        assert_eq!(redact(r#"{"e":"q\"uote\\d"}"#), r#"{"e":"[redacted]"}"#);
     }
 
     #[test]
@@ -171,6 +211,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cmd.resolve("test").unwrap().as_str(), "from-cmd");
+        let failing = SecretSource {
+            command: Some("exit 3".into()),
+            ..Default::default()
+        };
+        assert!(failing
+            .resolve("test")
+            .unwrap_err()
+            .to_string()
+            .contains("failed"));
         let missing = SecretSource {
             env: Some("SBK_TEST_SURELY_UNSET_VAR".into()),
             ..Default::default()

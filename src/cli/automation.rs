@@ -279,7 +279,10 @@ pub fn report(
 ) -> Result<(), Error> {
     let config = load(g)?;
     let to = chrono::Utc::now();
-    let from = to - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(7));
+    let from = chrono::Duration::from_std(since)
+        .ok()
+        .and_then(|d| to.checked_sub_signed(d))
+        .ok_or_else(|| Error::Invalid("--since reaches back too far".into()))?;
     let r = st::report(&config, from, to)?;
     out(&match format {
         ReportFormat::Markdown => st::report_markdown(&r),

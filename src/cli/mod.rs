@@ -43,7 +43,10 @@ pub fn main() -> i32 {
         Ok(()) | Err(Error::BrokenPipe) => 0,
         Err(Error::Silent(code)) => code,
         Err(e) => {
-            eprintln!("sbk: error: {e}");
+            eprintln!(
+                "sbk: error: {}",
+                sbk::automation::secret::redact(&e.to_string())
+            );
             e.exit_code()
         }
     }
