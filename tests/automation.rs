@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mail::{http_sink, start_smtp, SMTP_PASSWORD, SMTP_USER};
-use common::pg::Cluster;
+use common::pg::{free_port, Cluster};
 use common::{sbk_bin, stderr, TestRepo, PASSWORD};
 
 /// Environment variables the configurations below take their secrets from.
@@ -302,6 +302,8 @@ drill_scratch = "SCRATCH"
     assert_eq!(report["jobs"][0]["drills_passed"], 3);
     let md = s.run(&["report", "--format", "markdown"]);
     assert!(common::pg::text(&md.stdout).contains("| app | 3 | 100% |"));
+    let html = common::pg::text(&s.run(&["report", "--format", "html"]).stdout);
+    assert!(html.contains("<td>app</td><td>3</td><td>100%</td>"), "{html}");
     // The textfile parses as Prometheus text and carries the job's figures.
     let prom = std::fs::read_to_string(&metrics).unwrap();
     let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_owned()))).unwrap();
@@ -374,15 +376,6 @@ fn status_exits_1_once_the_newest_good_snapshot_is_too_old() {
     assert_eq!(stale.status.code(), Some(1));
     assert!(stderr(&stale).contains("older than allowed for: app"));
     assert!(common::pg::text(&stale.stdout).contains("OVERDUE"));
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A plain HTTP GET on loopback: (status line, body).

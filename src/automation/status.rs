@@ -290,33 +290,59 @@ fn signed_bytes(n: Option<i64>) -> String {
     }
 }
 
+/// The report's columns, and each job's cells (unescaped).
+const REPORT_COLUMNS: [&str; 11] = [
+    "job",
+    "runs",
+    "success rate",
+    "failures",
+    "duration min/avg/max",
+    "read",
+    "added",
+    "repository",
+    "growth",
+    "drills passed",
+    "last drill restore",
+];
+
+fn report_cells(j: &JobReport) -> [String; 11] {
+    [
+        j.job.clone(),
+        j.runs.to_string(),
+        format!("{:.0}%", j.success_rate * 100.0),
+        (j.failures + j.interrupted).to_string(),
+        format!(
+            "{:.1}s / {:.1}s / {:.1}s",
+            j.duration_min_secs, j.duration_avg_secs, j.duration_max_secs
+        ),
+        bytes(j.bytes_read),
+        bytes(j.bytes_added),
+        j.repository_size_last.map_or("–".into(), bytes),
+        signed_bytes(j.growth_bytes),
+        format!("{}/{}", j.drills_passed, j.drills),
+        j.last_drill_restore_secs
+            .map_or("–".into(), |t| format!("{t:.1}s")),
+    ]
+}
+
+fn period(r: &Report) -> String {
+    format!(
+        "{} to {}",
+        r.from.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+        r.to.with_timezone(&Local).format("%Y-%m-%d %H:%M")
+    )
+}
+
 /// The report as a Markdown table.
 pub fn report_markdown(r: &Report) -> String {
     let mut s = format!(
-        "# sbk report\n\n{} to {}\n\n| job | runs | success rate | failures | duration min/avg/max | read | added | repository | growth | drills passed | last drill restore |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
-        r.from.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
-        r.to.with_timezone(&Local).format("%Y-%m-%d %H:%M")
+        "# sbk report\n\n{}\n\n| {} |\n|{}\n",
+        period(r),
+        REPORT_COLUMNS.join(" | "),
+        "---|".repeat(REPORT_COLUMNS.len())
     );
     for j in &r.jobs {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.0}% | {} | {:.1}s / {:.1}s / {:.1}s | {} | {} | {} | {} | {}/{} | {} |",
-            j.job,
-            j.runs,
-            j.success_rate * 100.0,
-            j.failures + j.interrupted,
-            j.duration_min_secs,
-            j.duration_avg_secs,
-            j.duration_max_secs,
-            bytes(j.bytes_read),
-            bytes(j.bytes_added),
-            j.repository_size_last.map_or("–".into(), bytes),
-            signed_bytes(j.growth_bytes),
-            j.drills_passed,
-            j.drills,
-            j.last_drill_restore_secs
-                .map_or("–".into(), |t| format!("{t:.1}s"))
-        );
+        let _ = writeln!(s, "| {} |", report_cells(j).join(" | "));
     }
     s
 }
@@ -331,35 +357,22 @@ pub fn esc(s: &str) -> String {
 
 /// The report as a standalone HTML page.
 pub fn report_html(r: &Report) -> String {
+    let head: String = REPORT_COLUMNS
+        .iter()
+        .map(|c| format!("<th>{c}</th>"))
+        .collect();
     let mut rows = String::new();
     for j in &r.jobs {
-        let _ = writeln!(
-            rows,
-            "<tr><td>{}</td><td>{}</td><td>{:.0}%</td><td>{}</td><td>{:.1}s / {:.1}s / {:.1}s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
-            esc(&j.job),
-            j.runs,
-            j.success_rate * 100.0,
-            j.failures + j.interrupted,
-            j.duration_min_secs,
-            j.duration_avg_secs,
-            j.duration_max_secs,
-            bytes(j.bytes_read),
-            bytes(j.bytes_added),
-            j.repository_size_last.map_or("–".into(), bytes),
-            signed_bytes(j.growth_bytes),
-            j.drills_passed,
-            j.drills,
-            j.last_drill_restore_secs
-                .map_or("–".into(), |t| format!("{t:.1}s"))
-        );
+        let cells: String = report_cells(j)
+            .iter()
+            .map(|c| format!("<td>{}</td>", esc(c)))
+            .collect();
+        let _ = writeln!(rows, "<tr>{cells}</tr>");
     }
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sbk report</title>\
          <style>body{{font-family:sans-serif}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd}}</style></head>\
-         <body><h1>sbk report</h1><p>{} to {}</p><table><tr><th>job</th><th>runs</th><th>success rate</th>\
-         <th>failures</th><th>duration min/avg/max</th><th>read</th><th>added</th><th>repository</th>\
-         <th>growth</th><th>drills passed</th><th>last drill restore</th></tr>\n{rows}</table></body></html>\n",
-        r.from.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
-        r.to.with_timezone(&Local).format("%Y-%m-%d %H:%M")
+         <body><h1>sbk report</h1><p>{}</p><table><tr>{head}</tr>\n{rows}</table></body></html>\n",
+        period(r)
     )
 }

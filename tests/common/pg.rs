@@ -50,7 +50,8 @@ pub struct ClusterOptions {
     pub files: Vec<(String, Vec<u8>)>,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (free when asked: a race with other tests stays possible).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
