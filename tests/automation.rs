@@ -303,7 +303,10 @@ drill_scratch = "SCRATCH"
     let md = s.run(&["report", "--format", "markdown"]);
     assert!(common::pg::text(&md.stdout).contains("| app | 3 | 100% |"));
     let html = common::pg::text(&s.run(&["report", "--format", "html"]).stdout);
-    assert!(html.contains("<td>app</td><td>3</td><td>100%</td>"), "{html}");
+    assert!(
+        html.contains("<td>app</td><td>3</td><td>100%</td>"),
+        "{html}"
+    );
     // The textfile parses as Prometheus text and carries the job's figures.
     let prom = std::fs::read_to_string(&metrics).unwrap();
     let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_owned()))).unwrap();
@@ -669,4 +672,46 @@ fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
     let id = before[0]["id"].as_str().unwrap();
     let dump = s.repo.run(&["dump", id, "app.pgdump"]);
     assert!(dump.status.success() && dump.stdout.len() > 100_000);
+}
+
+#[test]
+fn a_job_on_s3_takes_its_credentials_from_the_configured_secrets() {
+    let server = common::s3::S3Server::start();
+    let s3repo = TestRepo::on_s3(&server, "jobs/sbk");
+    let s =
+        Setup::new("[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n");
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        &format!("url = \"{}\"", s.repo.path.display()),
+        &format!(
+            "url = \"{}\"\naccess_key_id = {{ env = \"SBK_TEST_S3_KEY\" }}\n\
+             secret_access_key = {{ file = \"{}\" }}\ns3_region = \"us-east-1\"\ncache_dir = \"{}\"",
+            server.url("jobs/sbk"),
+            s.dir.path().join("s3-secret").display(),
+            s.dir.path().join("cache").display()
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    std::fs::write(
+        s.dir.path().join("s3-secret"),
+        format!("{}\n", server.secret_key),
+    )
+    .unwrap();
+    // No AWS_* credentials in the environment: only the configured secrets can work.
+    let out = s
+        .sbk(&["run", "app", "--json"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SBK_TEST_S3_KEY", &server.access_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshot"]["spooled"], false);
+    assert!(r["repository"]["size_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(s3repo.snapshots().len(), 1);
+    let history = std::fs::read_to_string(s.state().join("history.jsonl")).unwrap();
+    assert!(!history.contains(&server.secret_key));
 }
