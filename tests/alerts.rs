@@ -1,7 +1,8 @@
 //! Alert delivery against real servers started by the tests: an SMTP server (mailin-embedded,
 //! STARTTLS with a certificate made by rcgen, AUTH PLAIN) and small HTTP listeners.
 //!
-//! mailin-embedded only does STARTTLS, not implicit TLS, so `SmtpSecurity::Tls` is not tested.
+//! mailin-embedded only does STARTTLS; implicit TLS (`SmtpSecurity::Tls`) goes through a TLS
+//! front (tokio-rustls) before a plain mailin-embedded server.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -109,6 +110,29 @@ fn email_over_starttls_with_auth_arrives() {
         .data
         .contains("Subject: sbk: job app-daily recovered on db1"));
     assert!(!got[1].data.contains(SMTP_PASSWORD));
+}
+
+#[test]
+fn email_over_implicit_tls_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = start_smtp(dir.path(), false);
+    let (port, cert) = common::mail::tls_front(dir.path(), smtp.port);
+    let channel = Channel::Email(EmailChannel {
+        name: "ops-mail".into(),
+        server: "localhost".into(),
+        port,
+        security: SmtpSecurity::Tls,
+        username: None,
+        password: None,
+        from: "sbk <sbk@example.com>".into(),
+        to: vec!["ops@example.com".into()],
+        ca_file: Some(cert),
+        timeout: Duration::from_secs(5),
+    });
+    send(&channel, &failure()).unwrap();
+    let got = smtp.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].data.contains("app-daily"), "{}", got[0].data);
 }
 
 #[test]
