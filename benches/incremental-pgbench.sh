@@ -9,7 +9,7 @@
 # by; then restore time (sbk dump) of delta snapshots against a --no-delta one, with an md5 check
 # of every restored dump against the original.
 #
-# Usage: [SCALE=30] [RUNS=28] benches/incremental-pgbench.sh
+# Usage: [SCALE=30] [RUNS=28] [KEEP=1] benches/incremental-pgbench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-30}
@@ -47,7 +47,8 @@ cleanup() {
   if [ -f "$W/pgdata/postmaster.pid" ]; then
     "${RUN_AS[@]}" "$BIN/pg_ctl" -D "$W/pgdata" -m immediate -w stop >/dev/null 2>&1 || true
   fi
-  rm -rf "$W"
+  # KEEP=1 leaves the repositories for profiling.
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $W (SBK_PASSWORD=$SBK_PASSWORD)"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
@@ -181,12 +182,17 @@ fi
 
 # --- restore check -------------------------------------------------------------------------------
 echo
-echo "== restore: sbk dump <id> > /dev/null, timed; then sbk dump <id> | md5sum against the original dump"
+echo "== restore: sbk dump <id> > /dev/null, median of 5 timings; then sbk dump <id> | md5sum against the original dump"
 mapfile -t MD5S < <(awk '{print $3}' "$W/results")
 bad=0
 restore_check() { # LABEL REPO RUN ID
-  local label=$1 repo=$2 run=$3 id=$4 got verdict
-  timed restore "$SBK" -q -r "$repo" dump "$id" > /dev/null
+  local label=$1 repo=$2 run=$3 id=$4 got verdict i times=()
+  # Restores take a few tenths of a second: the median of five runs, with its peak RSS.
+  for i in 1 2 3 4 5; do
+    timed restore "$SBK" -q -r "$repo" dump "$id" > /dev/null
+    times+=("$SECS $RSS")
+  done
+  read -r SECS RSS < <(printf '%s\n' "${times[@]}" | sort -n | sed -n 3p)
   got=$("$SBK" -q -r "$repo" dump "$id" | md5sum | cut -d' ' -f1)
   if [ "$got" = "${MD5S[$run]}" ]; then verdict=OK; else verdict=MISMATCH; bad=1; fi
   R_SECS=$SECS
