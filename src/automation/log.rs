@@ -72,6 +72,8 @@ pub fn init(terminal: LevelFilter, log_dir: Option<&Path>) -> Result<()> {
             inner: Arc::new(Mutex::new(std::io::stderr())),
         })
         .with_target(false)
+        // Colours only for a person at a terminal, not for journald or a redirected file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(terminal);
     let files = match log_dir {
         None => None,
