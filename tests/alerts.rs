@@ -9,7 +9,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -338,22 +337,7 @@ fn webhook_to_a_closed_port_gives_up_without_the_url() {
 /// An HTTPS listener (rustls, certificate for localhost by rcgen) answering 200 to each of
 /// `connections` connections; returns the port, the certificate file and what it received.
 fn https_server(dir: &Path, connections: usize) -> (u16, PathBuf, mpsc::Receiver<HttpRequest>) {
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = dir.join("https-cert.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![ck.cert.der().clone()], key)
-    .unwrap();
-    let config = Arc::new(config);
+    let (config, cert) = common::mail::tls_server_config(dir, "https-cert.pem");
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -169,14 +169,13 @@ pub fn http_sink() -> (u16, mpsc::Receiver<HttpRequest>) {
     (port, rx)
 }
 
-/// A TLS front for a plain server on `plain_port` (implicit TLS, as SMTP's port 465 speaks):
-/// each connection's TLS is ended here and its bytes passed on. Returns the TLS port and the
-/// certificate (PEM) to trust.
-pub fn tls_front(dir: &Path, plain_port: u16) -> (u16, PathBuf) {
+/// A rustls server configuration with a self-signed certificate for localhost and 127.0.0.1
+/// (rcgen), and that certificate written as PEM to `dir/name`, for clients to trust.
+pub fn tls_server_config(dir: &Path, name: &str) -> (Arc<rustls::ServerConfig>, PathBuf) {
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = dir.join("tls-front-cert.pem");
+    let cert = dir.join(name);
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -187,7 +186,15 @@ pub fn tls_front(dir: &Path, plain_port: u16) -> (u16, PathBuf) {
     .with_no_client_auth()
     .with_single_cert(vec![ck.cert.der().clone()], key)
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (Arc::new(config), cert)
+}
+
+/// A TLS front for a plain server on `plain_port` (implicit TLS, as SMTP's port 465 speaks):
+/// each connection's TLS is ended here and its bytes passed on. Returns the TLS port and the
+/// certificate (PEM) to trust.
+pub fn tls_front(dir: &Path, plain_port: u16) -> (u16, PathBuf) {
+    let (config, cert) = tls_server_config(dir, "tls-front-cert.pem");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
