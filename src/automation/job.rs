@@ -436,7 +436,12 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
         if blocked || ctx.stopped() {
             runner.record.steps.push(StepRecord {
                 step,
-                outcome: Outcome::Skipped,
+                // A run cut short by a stop is interrupted, not a success that skipped steps.
+                outcome: if ctx.stopped() {
+                    Outcome::Interrupted
+                } else {
+                    Outcome::Skipped
+                },
                 started: Utc::now(),
                 duration_secs: 0.0,
                 attempts: 0,
@@ -777,14 +782,7 @@ impl Runner<'_> {
         let newest = repo
             .list_snapshots()?
             .into_iter()
-            .filter(|(id, s)| {
-                !repo.is_spooled(id)
-                    && s.source.kind == filter.kind
-                    && filter
-                        .details
-                        .iter()
-                        .all(|(k, v)| s.source.details.get(k) == Some(v))
-            })
+            .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
             .max_by_key(|(_, s)| s.time)
             .ok_or_else(|| {
                 Error::NotFound(format!("no snapshot of source {} to drill", src.name))

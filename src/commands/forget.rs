@@ -63,7 +63,7 @@ pub struct ForgetOptions {
 
 /// Whether `s` is of the source `filter` describes: the same kind, and every detail of the
 /// filter equal in `s`.
-fn matches_source(s: &Snapshot, filter: &Source) -> bool {
+pub fn matches_source(s: &Snapshot, filter: &Source) -> bool {
     s.source.kind == filter.kind
         && filter
             .details
