@@ -8,7 +8,10 @@
 //! - Every write is conditional (`If-None-Match: *`): a stored file is never overwritten. A
 //!   412 on a content-addressed name means the same bytes are already there; on `config` it
 //!   means a repository exists.
-//! - Uploads carry a CRC32 checksum that the server verifies; files above
+//! - Uploads carry a CRC32 checksum that the server verifies, and no SigV4 payload hash
+//!   (`UNSIGNED-PAYLOAD`, the headers stay signed): SHA-256 over every byte, on both sides, would
+//!   guard nothing that reads do not already expose, since every stored file is authenticated
+//!   by its own encryption or content hash when read, and GET responses are never signed. Files above
 //!   [`S3Backend::multipart_threshold`] go up as a multipart upload, parts in parallel.
 //! - The SDK's own retries are off: [`super::retry::RetryBackend`] retries transient failures
 //!   with one policy and one deadline for every backend.
@@ -259,6 +262,8 @@ impl S3Backend {
             .if_none_match("*")
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map(|_| ())
@@ -344,7 +349,9 @@ impl S3Backend {
                 .upload_id(upload_id)
                 .part_number(n as i32 + 1)
                 .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                .body(ByteStream::from(data));
+                .body(ByteStream::from(data))
+                .customize()
+                .disable_payload_signing();
             tasks.push(tokio::spawn(async move {
                 let r = req.send().await;
                 drop(permit);

