@@ -95,8 +95,8 @@ enum Processed {
     },
 }
 
-/// zstd level of delta blobs: level 1 with long-distance matching finds a base's long runs at
-/// about 1 GiB/s (`cargo bench --bench stages -- delta`).
+/// zstd level of delta blobs: level 1's fast match finder, with a hash table sized to the window
+/// (see [`crate::format::delta`]), finds a base's long runs (`cargo bench --bench stages -- delta`).
 pub const DELTA_LEVEL: i32 = 1;
 /// Generations of a chunk's delta chain before it is stored in full again (a keyframe). With
 /// skip-deltas the chain of generation `g` has `popcount(g)` deltas, so depth stays at most 6.
