@@ -118,29 +118,29 @@ pub fn write_file(
         s.spawn(move || {
             for window in refs.chunks(window) {
                 let blobs: Result<Vec<Vec<u8>>> = install(&|| {
-                    // Remote: one request per run of back-to-back blobs; then every blob is
-                    // opened in parallel, whichever run it came in.
-                    let sealed: Vec<Fetched> = if local {
-                        window.iter().map(|b| (b, None)).collect()
-                    } else {
-                        runs(window)
-                            .par_iter()
-                            .map(|run| read_run(repo, node, run))
-                            .collect::<Result<Vec<_>>>()?
-                            .into_iter()
-                            .flatten()
-                            .collect()
+                    let open = |(b, s): Fetched| {
+                        match s {
+                            Some(s) => repo.load_blob_sealed(index, b, s),
+                            None => repo.load_blob(index, b),
+                        }
+                        .map_err(|e| damaged(node, b, e))
                     };
-                    sealed
-                        .into_par_iter()
-                        .map(|(b, s)| {
-                            match s {
-                                Some(s) => repo.load_blob_sealed(index, b, s),
-                                None => repo.load_blob(index, b),
-                            }
-                            .map_err(|e| damaged(node, b, e))
+                    if local {
+                        return window.par_iter().map(|b| open((b, None))).collect();
+                    }
+                    // Remote: one request per run of back-to-back blobs, and each run's blobs
+                    // are opened as soon as it arrives, so decoding overlaps the other runs'
+                    // transfers instead of waiting for the whole window.
+                    let runs = runs(window)
+                        .par_iter()
+                        .map(|run| -> Result<Vec<Vec<u8>>> {
+                            read_run(repo, node, run)?
+                                .into_par_iter()
+                                .map(open)
+                                .collect()
                         })
-                        .collect()
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(runs.into_iter().flatten().collect())
                 });
                 let failed = blobs.is_err();
                 if tx.send(blobs).is_err() || failed {

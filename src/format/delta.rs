@@ -121,6 +121,35 @@ mod tests {
         assert_eq!(decode(&base, &d, data.len()).unwrap(), data);
     }
 
+    /// The largest chunks (4 MiB, an 8 MiB window) with rows moved as PostgreSQL moves updated
+    /// rows to the end of a table: the match finder's table must still find the base's rows.
+    #[test]
+    fn moved_rows_in_a_max_size_chunk_give_a_small_delta() {
+        let base = rows(170_000, 7);
+        assert!(base.len() >= 4 << 20);
+        let lines: Vec<&[u8]> = base.split_inclusive(|&b| b == b'\n').collect();
+        let mut data = Vec::with_capacity(base.len());
+        let mut moved = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i % 100 == 37 {
+                moved.extend_from_slice(&line[..line.len() - 2]);
+                moved.extend_from_slice(b"9\n");
+            } else {
+                data.extend_from_slice(line);
+            }
+        }
+        data.extend_from_slice(&moved);
+        let d = encode(&base, &data, crate::archiver::DELTA_LEVEL, 0, 0).unwrap();
+        let full = zstd::bulk::compress(&data, 3).unwrap();
+        assert!(
+            d.len() * 20 < full.len(),
+            "delta {} bytes, full {} bytes",
+            d.len(),
+            full.len()
+        );
+        assert_eq!(decode(&base, &d, data.len()).unwrap(), data);
+    }
+
     #[test]
     fn wrong_base_or_length_fails_cleanly() {
         let base = rows(1000, 1);
