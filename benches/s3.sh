@@ -10,13 +10,18 @@
 # MinIO on its own host: the figure then compares sbk's own cost on both backends instead of
 # sharing two cores between sbk and a server that hashes every byte (MD5 ETags).
 #
-# Usage: [SIZE=1073741824] [CONNECTIONS=8] [PIN=1] [RUNS=3] benches/s3.sh
+# FAST_GET=1 has the server answer ranged GETs with one positioned read instead of s3s-fs's
+# 4 KiB steps and whole-object MD5 per GET (see examples/s3_server.rs): restore figures then
+# measure sbk rather than s3s-fs. Uploads are s3s-fs's either way.
+#
+# Usage: [SIZE=1073741824] [CONNECTIONS=8] [PIN=1] [FAST_GET=1] [RUNS=3] benches/s3.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1073741824}
 CONNECTIONS=${CONNECTIONS:-8}
 PIN=${PIN:-0}
 RUNS=${RUNS:-3}
+FAST_GET=${FAST_GET:-0}
 cargo build --release --locked --quiet --bin sbk --example gendump --example s3_server
 SBK=$PWD/target/release/sbk
 ON_SERVER_CPU=()
@@ -39,7 +44,7 @@ export SBK_PASSWORD="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'
 export SBK_CACHE_DIR=$W/cache SBK_S3_CONNECTIONS=$CONNECTIONS
 
 mkdir -p "$W/s3root"
-${ON_SERVER_CPU[@]+"${ON_SERVER_CPU[@]}"} target/release/examples/s3_server "$W/s3root" "$W/port" "$W/stats" &
+SBK_BENCH_FAST_GET=$FAST_GET ${ON_SERVER_CPU[@]+"${ON_SERVER_CPU[@]}"} target/release/examples/s3_server "$W/s3root" "$W/port" "$W/stats" &
 SERVER_PID=$!
 for _ in $(seq 100); do [ -s "$W/port" ] && break; sleep 0.05; done
 PORT=$(cat "$W/port")
@@ -50,7 +55,7 @@ median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 requests() { sleep 0.25; awk '{ print $2 + $4 + $6 + $8 + $10 }' "$W/stats"; }
 mibs() { echo "scale=1; $SIZE / 1048576 / $1" | bc; }
 
-echo "== sbk S3 benchmark: $SIZE bytes of dump-like text, nproc=$(nproc), --s3-connections $CONNECTIONS, PIN=$PIN"
+echo "== sbk S3 benchmark: $SIZE bytes of dump-like text, nproc=$(nproc), --s3-connections $CONNECTIONS, PIN=$PIN, FAST_GET=$FAST_GET"
 ls_t=(); lr_t=(); ss_t=(); sr_t=(); snap_ratio=(); rest_ratio=(); snap_req=0; rest_req=0
 for i in $(seq "$RUNS"); do
   rm -rf "$W/local" "$W/cache"

@@ -3,7 +3,12 @@
 //!
 //! `s3_server ROOT PORT_FILE STATS_FILE`: serves on 127.0.0.1 at a free port written to
 //! PORT_FILE; every 100 ms writes `GET n PUT n POST n HEAD n DELETE n` to STATS_FILE.
-
+//!
+//! With `SBK_BENCH_FAST_GET=1`, ranged GETs are answered from one positioned read instead of
+//! s3s-fs's path, which streams in 4 KiB steps through Tokio's blocking pool and MD5-hashes the
+//! whole object on every GET (it stores no ETag for PUT objects). MinIO stores the ETag at PUT
+//! and serves ranges directly; this mode shows what sbk's restore does when the server is not
+//! the bottleneck. Everything else (PUTs with their MD5 ETags, listings, multipart) is s3s-fs.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -11,8 +16,131 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, S3};
 
 const METHODS: [&str; 5] = ["GET", "PUT", "POST", "HEAD", "DELETE"];
+
+/// s3s-fs with ranged GETs served by one positioned read (see the module documentation).
+struct FastGet {
+    fs: s3s_fs::FileSystem,
+    root: std::path::PathBuf,
+}
+
+/// Every request sbk makes but ranged GETs goes to s3s-fs unchanged.
+#[async_trait::async_trait]
+impl S3 for FastGet {
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.fs.complete_multipart_upload(req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.fs.create_multipart_upload(req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.fs.delete_object(req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.fs.put_object(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<s3s::dto::GetObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
+        let Some(s3s::dto::Range::Int { first, last }) = req.input.range else {
+            return self.fs.get_object(req).await;
+        };
+        let path = self.root.join(&req.input.bucket).join(&req.input.key);
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::File::open(path)?;
+            let len = file.metadata()?.len();
+            let end = last.map_or(len, |l| (l + 1).min(len));
+            let mut buf = vec![0; end.saturating_sub(first) as usize];
+            file.read_exact_at(&mut buf, first)?;
+            Ok((buf, len))
+        })
+        .await
+        .map_err(|e| s3s::s3_error!(e, InternalError))?;
+        let (data, len) = match read {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(s3s::s3_error!(e, NoSuchKey))
+            }
+            Err(e) => return Err(s3s::s3_error!(e, InternalError)),
+        };
+        if data.is_empty() || first >= len {
+            return Err(s3s::s3_error!(InvalidRange));
+        }
+        let output = s3s::dto::GetObjectOutput {
+            content_length: Some(data.len() as i64),
+            content_range: Some(format!(
+                "bytes {first}-{}/{len}",
+                first + data.len() as u64 - 1
+            )),
+            body: Some(s3s::dto::StreamingBlob::from(s3s::Body::from(data))),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+}
 
 #[derive(Clone)]
 struct Counting {
@@ -47,7 +175,13 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root).unwrap());
+        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let mut b = if std::env::var_os("SBK_BENCH_FAST_GET").is_some_and(|v| v == "1") {
+            let root = std::fs::canonicalize(root).unwrap();
+            s3s::service::S3ServiceBuilder::new(FastGet { fs, root })
+        } else {
+            s3s::service::S3ServiceBuilder::new(fs)
+        };
         b.set_auth(s3s::auth::SimpleAuth::from_single(key, secret));
         let service = Counting {
             inner: b.build(),
