@@ -715,3 +715,71 @@ fn a_job_on_s3_takes_its_credentials_from_the_configured_secrets() {
     let history = std::fs::read_to_string(s.state().join("history.jsonl")).unwrap();
     assert!(!history.contains(&server.secret_key));
 }
+
+fn sighup(child: &std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+}
+
+/// SIGHUP: a broken file is logged and the running configuration kept; a valid one adds a job,
+/// which then runs at its schedule and shows on the status endpoint.
+#[test]
+fn sighup_reloads_a_valid_configuration_and_keeps_the_running_one_otherwise() {
+    let yearly = "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@yearly\"\n";
+    let s = Setup::new(yearly);
+    let port = free_port();
+    let logs = s.dir.path().join("logs");
+    let mut daemon = s
+        .sbk(&[
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-dir",
+            logs.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the daemon's endpoint", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    std::fs::write(&s.config, "state_dir = = \"broken\"\n").unwrap();
+    sighup(&daemon);
+    wait_for("the reload error", Duration::from_secs(30), || {
+        std::fs::read_to_string(logs.join("sbk-errors.log"))
+            .is_ok_and(|l| l.contains("configuration not reloaded"))
+    });
+    let (line, body) = http_get(port, "/api/status");
+    assert!(line.contains("200"), "{line}");
+    assert!(
+        body.contains("\"app\""),
+        "the running jobs are kept: {body}"
+    );
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon kept running"
+    );
+
+    s.write_config(&format!(
+        "{yearly}\n[job.often]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"*/1 * * * * *\"\n"
+    ));
+    sighup(&daemon);
+    wait_for("a run of the added job", Duration::from_secs(60), || {
+        std::fs::read_to_string(s.state().join("history.jsonl")).is_ok_and(|h| {
+            h.lines().any(|l| {
+                l.contains("\"event\":\"finish\"")
+                    && l.contains("\"job\":\"often\"")
+                    && l.contains("\"outcome\":\"success\"")
+            })
+        })
+    });
+    let (_, body) = http_get(port, "/api/status");
+    assert!(body.contains("\"often\""), "{body}");
+    let log = std::fs::read_to_string(logs.join("sbk.log")).unwrap();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    sigterm(&daemon);
+    let st = wait_exit(&mut daemon, Duration::from_secs(60));
+    assert!(st.success(), "daemon exit: {st}");
+}

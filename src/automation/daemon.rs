@@ -8,13 +8,17 @@
 //! - SIGTERM or SIGINT: no new run starts; running jobs are asked to stop (their dumps are
 //!   killed, nothing half-done is saved: a snapshot only exists once its snapshot file is
 //!   written, which is the last step), and the daemon waits up to `stop_timeout` for them.
+//! - SIGHUP: the configuration file is read again. A valid one takes effect for every run that
+//!   starts from then on (running jobs finish with the one they started with); an invalid one is
+//!   logged and the running configuration kept, as nginx and sshd do. The listening address
+//!   and the log folder only change with a restart.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local, Utc};
@@ -43,9 +47,70 @@ pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// Registers SIGHUP to set `reload`.
+pub fn reload_on_sighup(reload: &Arc<AtomicBool>) -> Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(reload))
+        .map(|_| ())
+        .map_err(|e| Error::Invalid(format!("cannot handle signal SIGHUP: {e}")))
+}
+
+/// How the daemon reloads its configuration: `requested` is set by SIGHUP, `load` reads the file.
+pub struct Reload<'a> {
+    pub requested: Arc<AtomicBool>,
+    pub load: &'a dyn Fn() -> Result<Config>,
+}
+
+/// Next times for a (re)loaded configuration: a job or digest whose schedule did not change
+/// keeps its pending time, so a reload never skips a run that is due.
+fn next_times(
+    old: Option<(&Config, &Times, &Times)>,
+    config: &Config,
+    now: DateTime<Local>,
+) -> (Times, Times) {
+    let jobs = config
+        .jobs
+        .iter()
+        .map(|(n, j)| {
+            let kept = old.and_then(|(c, next, _)| {
+                c.jobs
+                    .get(n)
+                    .filter(|o| o.schedules == j.schedules)
+                    .and_then(|_| next.get(n).copied())
+            });
+            (
+                n.clone(),
+                kept.unwrap_or_else(|| schedule::next_of(&j.schedules, now)),
+            )
+        })
+        .collect();
+    let digests = config
+        .alerts
+        .iter()
+        .filter_map(|(n, a)| {
+            let d = a.digest.as_ref()?;
+            let kept = old.and_then(|(c, _, next)| {
+                c.alerts
+                    .get(n)
+                    .and_then(|o| o.digest.as_ref())
+                    .filter(|o| *o == d)
+                    .and_then(|_| next.get(n).copied())
+            });
+            Some((n.clone(), kept.unwrap_or_else(|| d.next_after(now))))
+        })
+        .collect();
+    (jobs, digests)
+}
+
+type Times = HashMap<String, Option<DateTime<Local>>>;
+
 /// Runs the scheduler and the HTTP endpoints until `stop` is set.
-pub fn run(config: Config, listen: Option<SocketAddr>, stop: Arc<AtomicBool>) -> Result<()> {
-    let config = Arc::new(config);
+pub fn run(
+    config: Config,
+    listen: Option<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    reload: Option<Reload<'_>>,
+) -> Result<()> {
+    let mut config = Arc::new(config);
     let addr = listen.unwrap_or(config.daemon.listen);
     let std_listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::io("listen on", addr.to_string(), e))?;
@@ -56,24 +121,27 @@ pub fn run(config: Config, listen: Option<SocketAddr>, stop: Arc<AtomicBool>) ->
         .local_addr()
         .map_err(|e| Error::io("listen on", addr.to_string(), e))?;
     tracing::info!(address = %bound, jobs = config.jobs.len(), "sbk daemon started");
+    // The HTTP endpoints read whichever configuration is current.
+    let shared = Arc::new(RwLock::new(Arc::clone(&config)));
     let server = {
-        let (config, stop) = (Arc::clone(&config), Arc::clone(&stop));
-        std::thread::spawn(move || serve(std_listener, config, stop))
+        let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+        std::thread::spawn(move || serve(std_listener, shared, stop))
     };
 
     let history = History::new(&config.state_dir);
     let mut running: HashMap<String, std::thread::JoinHandle<()>> = HashMap::new();
-    let start = |name: &str, trigger: Trigger, running: &mut HashMap<_, _>| {
-        let (config, stop, name) = (Arc::clone(&config), Arc::clone(&stop), name.to_owned());
-        let key = name.clone();
-        let handle = std::thread::spawn(move || {
-            let ctx = RunContext::new(trigger, stop);
-            if let Err(e) = job::run_job(&config, &name, &ctx) {
-                tracing::error!(job = %name, "{}", super::secret::redact(&e.to_string()));
-            }
-        });
-        running.insert(key, handle);
-    };
+    let start =
+        |config: &Arc<Config>, name: &str, trigger: Trigger, running: &mut HashMap<_, _>| {
+            let (config, stop, name) = (Arc::clone(config), Arc::clone(&stop), name.to_owned());
+            let key = name.clone();
+            let handle = std::thread::spawn(move || {
+                let ctx = RunContext::new(trigger, stop);
+                if let Err(e) = job::run_job(&config, &name, &ctx) {
+                    tracing::error!(job = %name, "{}", super::secret::redact(&e.to_string()));
+                }
+            });
+            running.insert(key, handle);
+        };
 
     // Runs missed while the daemon was down.
     let now = Local::now();
@@ -87,23 +155,36 @@ pub fn run(config: Config, listen: Option<SocketAddr>, stop: Arc<AtomicBool>) ->
             .map(|r| r.started.with_timezone(&Local));
         if let Some(missed) = schedule::missed_run(&j.schedules, last, now, catch_up) {
             tracing::info!(job = %name, missed = %missed, "running a run missed while the daemon was down");
-            start(name, Trigger::CatchUp, &mut running);
+            start(&config, name, Trigger::CatchUp, &mut running);
         }
     }
 
-    let mut next: HashMap<String, Option<DateTime<Local>>> = config
-        .jobs
-        .iter()
-        .map(|(n, j)| (n.clone(), schedule::next_of(&j.schedules, now)))
-        .collect();
-    let mut next_digest: HashMap<String, Option<DateTime<Local>>> = config
-        .alerts
-        .iter()
-        .filter_map(|(n, a)| a.digest.as_ref().map(|d| (n.clone(), d.next_after(now))))
-        .collect();
+    let (mut next, mut next_digest) = next_times(None, &config, now);
     let mut digests: Vec<std::thread::JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let now = Local::now();
+        if let Some(r) = reload
+            .as_ref()
+            .filter(|r| r.requested.swap(false, Ordering::SeqCst))
+        {
+            match (r.load)() {
+                Ok(new) => {
+                    if listen.is_none() && new.daemon.listen != config.daemon.listen {
+                        tracing::warn!("the new listening address takes effect after a restart");
+                    }
+                    let new = Arc::new(new);
+                    (next, next_digest) =
+                        next_times(Some((&config, &next, &next_digest)), &new, now);
+                    *shared.write().expect("lock") = Arc::clone(&new);
+                    config = new;
+                    tracing::info!(jobs = config.jobs.len(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!(
+                    "configuration not reloaded, the running one is kept: {}",
+                    super::secret::redact(&e.to_string())
+                ),
+            }
+        }
         running.retain(|_, h| !h.is_finished());
         digests.retain(|h| !h.is_finished());
         for (name, at) in next.iter_mut() {
@@ -117,7 +198,7 @@ pub fn run(config: Config, listen: Option<SocketAddr>, stop: Arc<AtomicBool>) ->
             } else if running.contains_key(name) || job::is_running(&config.state_dir, name) {
                 tracing::warn!(job = %name, scheduled = %t, "skipped: the job is still running");
             } else {
-                start(name, Trigger::Schedule, &mut running);
+                start(&config, name, Trigger::Schedule, &mut running);
             }
             *at = schedule::next_of(&config.jobs[name].schedules, now);
         }
@@ -201,7 +282,7 @@ fn send_digest(config: &Config, name: &str, stop: &AtomicBool) {
     alert::deliver(&channels, &alert, &alert::RetryPolicy::default(), stop);
 }
 
-fn serve(listener: std::net::TcpListener, config: Arc<Config>, stop: Arc<AtomicBool>) {
+fn serve(listener: std::net::TcpListener, config: Arc<RwLock<Arc<Config>>>, stop: Arc<AtomicBool>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -232,7 +313,7 @@ fn serve(listener: std::net::TcpListener, config: Arc<Config>, stop: Arc<AtomicB
                     let config = Arc::clone(&config);
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let config = Arc::clone(&config);
+                            let config = Arc::clone(&config.read().expect("lock"));
                             async move { Ok::<_, Infallible>(respond(&config, &req)) }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -403,4 +484,47 @@ fn dashboard(config: &Config) -> Result<String> {
         host = esc(&Actor::current().host),
         now = local(now),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(jobs: &[(&str, &str)]) -> Config {
+        let mut text = String::from(
+            "[repository.r]\nurl = \"/tmp/r\"\npassword = { env = \"P\" }\n\
+             [source.s]\nurl = \"postgresql://u@localhost/db\"\n",
+        );
+        for (name, schedule) in jobs {
+            text.push_str(&format!(
+                "[job.{name}]\nsource = \"s\"\nrepository = \"r\"\nschedule = \"{schedule}\"\n"
+            ));
+        }
+        Config::parse(Path::new("t.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_pending_times_of_unchanged_schedules_only() {
+        let now = Local::now();
+        let old = config(&[("a", "@daily"), ("b", "@hourly"), ("gone", "@daily")]);
+        let (mut next, digests) = next_times(None, &old, now);
+        // A time that is due right now must survive the reload, not move to tomorrow.
+        let due = now - chrono::Duration::seconds(1);
+        next.insert("a".into(), Some(due));
+        next.insert("b".into(), Some(due));
+        let new = config(&[("a", "@daily"), ("b", "@weekly"), ("added", "@monthly")]);
+        let (after, _) = next_times(Some((&old, &next, &digests)), &new, now);
+        assert_eq!(
+            after["a"],
+            Some(due),
+            "unchanged schedule keeps its pending time"
+        );
+        assert!(
+            after["b"].unwrap() > now,
+            "a changed schedule starts afresh"
+        );
+        assert!(after["added"].unwrap() > now);
+        assert!(!after.contains_key("gone"));
+    }
 }

@@ -148,9 +148,31 @@ pub fn daemon(
 ) -> Result<(), Error> {
     let mut config = load(g)?;
     setup(g, a, &mut config)?;
+    let config_log_dir = config.log_dir.clone();
     let stop = Arc::new(AtomicBool::new(false));
     daemon::stop_on_signals(&stop)?;
-    daemon::run(config, listen, stop)
+    let requested = Arc::new(AtomicBool::new(false));
+    daemon::reload_on_sighup(&requested)?;
+    // The file found at start is the one reloaded; command-line metrics options still win.
+    let path = Config::locate(g.config.as_deref()).map_err(Error::Invalid)?;
+    let load = || -> Result<Config, Error> {
+        let mut c = Config::load(&path)
+            .map_err(|e| Error::Invalid(format!("the configuration is not valid:\n{e}")))?;
+        if let Some(m) = &a.metrics_file {
+            c.metrics_file = Some(m.clone());
+        }
+        c.log_dir = config_log_dir.clone();
+        Ok(c)
+    };
+    daemon::run(
+        config,
+        listen,
+        stop,
+        Some(daemon::Reload {
+            requested,
+            load: &load,
+        }),
+    )
 }
 
 /// The absolute path of this program, for crontab lines and units.
