@@ -9,6 +9,7 @@
 //! whole object on every GET (it stores no ETag for PUT objects). MinIO stores the ETag at PUT
 //! and serves ranges directly; this mode shows what sbk's restore does when the server is not
 //! the bottleneck. Everything else (PUTs with their MD5 ETags, listings, multipart) is s3s-fs.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -102,9 +103,9 @@ impl S3 for FastGet {
 
     async fn get_object(
         &self,
-        req: S3Request<s3s::dto::GetObjectInput>,
-    ) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
-        let Some(s3s::dto::Range::Int { first, last }) = req.input.range else {
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let Some(Range::Int { first, last }) = req.input.range else {
             return self.fs.get_object(req).await;
         };
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
@@ -129,13 +130,13 @@ impl S3 for FastGet {
         if data.is_empty() || first >= len {
             return Err(s3s::s3_error!(InvalidRange));
         }
-        let output = s3s::dto::GetObjectOutput {
+        let output = GetObjectOutput {
             content_length: Some(data.len() as i64),
             content_range: Some(format!(
                 "bytes {first}-{}/{len}",
                 first + data.len() as u64 - 1
             )),
-            body: Some(s3s::dto::StreamingBlob::from(s3s::Body::from(data))),
+            body: Some(StreamingBlob::from(s3s::Body::from(data))),
             ..Default::default()
         };
         Ok(S3Response::new(output))

@@ -22,8 +22,11 @@ fn out(text: &str) -> Result<(), Error> {
 }
 
 fn load(g: &GlobalArgs) -> Result<Config, Error> {
-    let path = Config::locate(g.config.as_deref()).map_err(Error::Invalid)?;
-    Config::load(&path).map_err(|e| Error::Invalid(format!("the configuration is not valid:\n{e}")))
+    load_path(&Config::locate(g.config.as_deref()).map_err(Error::Invalid)?)
+}
+
+fn load_path(path: &std::path::Path) -> Result<Config, Error> {
+    Config::load(path).map_err(|e| Error::Invalid(format!("the configuration is not valid:\n{e}")))
 }
 
 fn terminal_level(g: &GlobalArgs) -> LevelFilter {
@@ -39,10 +42,14 @@ fn setup(g: &GlobalArgs, a: &AutomationArgs, config: &mut Config) -> Result<(), 
     if let Some(d) = &a.log_dir {
         config.log_dir = Some(d.clone());
     }
+    metrics_option(a, config);
+    log::init(terminal_level(g), config.log_dir.as_deref())
+}
+
+fn metrics_option(a: &AutomationArgs, config: &mut Config) {
     if let Some(m) = &a.metrics_file {
         config.metrics_file = Some(m.clone());
     }
-    log::init(terminal_level(g), config.log_dir.as_deref())
 }
 
 pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
@@ -156,11 +163,9 @@ pub fn daemon(
     // The file found at start is the one reloaded; command-line metrics options still win.
     let path = Config::locate(g.config.as_deref()).map_err(Error::Invalid)?;
     let load = || -> Result<Config, Error> {
-        let mut c = Config::load(&path)
-            .map_err(|e| Error::Invalid(format!("the configuration is not valid:\n{e}")))?;
-        if let Some(m) = &a.metrics_file {
-            c.metrics_file = Some(m.clone());
-        }
+        let mut c = load_path(&path)?;
+        metrics_option(a, &mut c);
+        // Logging was set up at start: the folder stays the one in use.
         c.log_dir = config_log_dir.clone();
         Ok(c)
     };

@@ -4,9 +4,9 @@
 //!
 //! The encoder uses zstd's fast match finder with a hash table sized to the window
 //! ([`hash_log`]) rather than long-distance matching: LDM rolls a gear hash over every byte of
-//! base and blob, which cost 28% of a delta snapshot's CPU; the sized table finds the same
-//! matches for 12% less CPU per snapshot and deltas about 9% larger
-//! (`docs/measurements/incremental-pgbench.md`). Either way the frame is plain zstd.
+//! base and blob, which cost 28% of a delta snapshot's CPU; the sized table takes 12% less CPU
+//! per snapshot for deltas about 9% larger (`docs/measurements/incremental-pgbench.md`). Either
+//! way the frame is plain zstd.
 //!
 //! Payload marker `02` followed by one zstd frame (see `docs/format.md`, "Delta blobs").
 
@@ -28,9 +28,9 @@ fn window_log(len: usize) -> u32 {
 }
 
 /// The hash table's size for a delta's window: one slot per eight window bytes, about three
-/// prefix positions per slot as zstd fills every third. Measured on pgbench dumps, one slot per
-/// sixteen bytes already loses most matches (deltas 3x larger), and larger tables only cost
-/// time to clear.
+/// prefix positions per slot as zstd fills every third. Too small a table loses the matches (a
+/// fixed hashLog 18 on pgbench dumps, one slot per 32 bytes in the unit test below: deltas near
+/// full size); larger tables only cost time to clear.
 fn hash_log(window_log: u32) -> u32 {
     window_log.saturating_sub(3).max(MIN_WINDOW_LOG)
 }
