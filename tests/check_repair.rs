@@ -286,10 +286,34 @@ fn damage_in_a_delta_or_its_base_names_every_snapshot_that_needs_it() {
     std::fs::write(&delta_pack, &orig).unwrap();
     assert!(check(&repo, &["--read-data"]).0);
 
-    // A flipped byte in a base: both snapshots need it.
-    let base = &base_packs[0];
+    // A flipped byte in a blob that one of the deltas names as its base: both snapshots need
+    // it. (Not just any blob of the first snapshot: the second one, chunked differently, may
+    // leave one of them unused as a base.)
+    let entries = |pack: &Path| -> Vec<serde_json::Value> {
+        let out = repo.run(&["cat", "pack", &name(pack)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["blobs"].as_array().unwrap().clone()
+    };
+    let bases: Vec<serde_json::Value> = entries(&delta_pack)
+        .iter()
+        .filter_map(|e| e.get("base").cloned())
+        .collect();
+    let (base, offset) = base_packs
+        .iter()
+        .find_map(|p| {
+            entries(p).into_iter().find_map(|e| {
+                bases.contains(&e["id"]).then(|| {
+                    (
+                        p,
+                        e["offset"].as_u64().unwrap() + e["stored_len"].as_u64().unwrap() / 2,
+                    )
+                })
+            })
+        })
+        .expect("a base of the second snapshot's deltas");
     let mut bad = std::fs::read(base).unwrap();
-    bad[100] ^= 0x08;
+    bad[offset as usize] ^= 0x08;
     std::fs::write(base, &bad).unwrap();
     let (ok, v) = check(&repo, &["--read-data"]);
     assert!(!ok);
