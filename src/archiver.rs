@@ -458,6 +458,55 @@ impl<'a> Archiver<'a> {
         self.shared.index
     }
 
+    /// A keyed hash of `data` as a number: content-defined decisions (tree page cuts) that do
+    /// not reveal names to whoever sees blob sizes.
+    pub fn key_hash(&self, data: &[u8]) -> u64 {
+        let id = self.shared.repo.key().blob_id(data);
+        u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Stores a small file held in memory, on this thread: for many small files (storage
+    /// objects) a pipeline's threads per file would cost more than the work. Deltas and
+    /// sketches as in [`Archiver::add_stream_cancellable`].
+    pub fn add_bytes(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        parent: Option<&ParentFile>,
+    ) -> Result<FileNode> {
+        let params = self.shared.repo.config().chunker;
+        let mut hasher = self.shared.repo.key().hasher();
+        hasher.update(data);
+        let mut content = Vec::new();
+        let mut metas = Vec::new();
+        for (seq, chunk) in Chunker::new(data, params).enumerate() {
+            let chunk = chunk.map_err(|e| Error::Source(format!("reading {name}: {e}")))?;
+            self.sink
+                .progress
+                .bytes_in
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let p = self.shared.process_chunk(chunk, parent, seq);
+            let (id, meta) = self.sink.store(&self.shared, p)?;
+            content.push(id);
+            metas.push(meta);
+        }
+        self.sink.stats.bytes_in += data.len() as u64;
+        Ok(FileNode {
+            name: name.to_string(),
+            size: data.len() as u64,
+            hash: Id(*hasher.finalize().as_bytes()),
+            content,
+            chunks: if parent.is_some() { metas } else { Vec::new() },
+            attrs: None,
+        })
+    }
+
+    /// Counts a file whose blobs are all stored already (an unchanged storage object taken
+    /// from the parent snapshot): its blobs count as referenced, nothing is read.
+    pub fn add_known(&mut self, node: &FileNode) {
+        self.sink.stats.blobs_total += node.content.len() as u64;
+    }
+
     /// Stores one blob (a tree, say) and returns its ID.
     pub fn add_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<Id> {
         if data.len() > MAX_BLOB_LEN {
@@ -581,6 +630,7 @@ impl<'a> Archiver<'a> {
             hash,
             content,
             chunks: if parent.is_some() { metas } else { Vec::new() },
+            attrs: None,
         })
     }
 

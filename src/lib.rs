@@ -25,6 +25,7 @@ pub mod chunker;
 pub mod commands;
 pub mod crypto;
 pub mod error;
+pub mod folders;
 pub mod format;
 pub mod id;
 pub mod index;
@@ -37,6 +38,7 @@ pub mod restorer;
 pub mod retention;
 pub mod similarity;
 pub mod source;
+pub mod supabase;
 #[cfg(test)]
 mod testdata;
 

@@ -76,14 +76,17 @@ impl<'a> UsedSet<'a> {
     }
 }
 
-/// The blobs one snapshot needs directly: its tree and its files' content (bases follow from
-/// the index).
+/// The blobs one snapshot needs directly: its trees (folders included) and its files' content
+/// (bases follow from the index).
 pub fn snapshot_blobs(repo: &Repository, index: &Index, tree_id: &Id) -> Result<Vec<Id>> {
-    let tree = repo.load_tree(index, tree_id)?;
-    let mut out = vec![*tree_id];
-    for f in &tree.files {
-        out.extend_from_slice(&f.content);
-    }
+    let mut out = Vec::new();
+    crate::folders::walk(repo, index, tree_id, None, &mut |v| {
+        match v {
+            crate::folders::Visit::Tree(id) => out.push(*id),
+            crate::folders::Visit::File(_, f) => out.extend_from_slice(&f.content),
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -19,6 +19,16 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
+/// The wait before retry number `attempt` (from 1): full jitter, a uniformly random wait below
+/// a ceiling that doubles per attempt, so that many clients hit by one outage do not retry in
+/// lockstep.
+pub fn jittered_backoff(attempt: u32) -> Duration {
+    let ceiling = BASE_BACKOFF
+        .saturating_mul(1 << attempt.min(16))
+        .min(MAX_BACKOFF);
+    ceiling.mul_f64((OsRng.next_u32() as f64) / (u32::MAX as f64))
+}
+
 /// A backend whose transient failures are retried (see the module documentation).
 pub struct RetryBackend {
     inner: Arc<dyn Backend>,
@@ -52,12 +62,7 @@ impl RetryBackend {
                 }
                 Err(e) if e.kind == ErrorKind::Transient => {
                     attempt += 1;
-                    let ceiling = BASE_BACKOFF
-                        .saturating_mul(1 << attempt.min(16))
-                        .min(MAX_BACKOFF);
-                    // Full jitter: a uniformly random wait below the ceiling, so that many
-                    // clients hit by one outage do not retry in lockstep.
-                    let wait = ceiling.mul_f64((OsRng.next_u32() as f64) / (u32::MAX as f64));
+                    let wait = jittered_backoff(attempt);
                     let elapsed = start.elapsed();
                     if elapsed + wait >= self.deadline {
                         self.offline.store(true, Ordering::SeqCst);

@@ -528,7 +528,7 @@ fn read_part(path: &Path, offset: u64, len: u64) -> BResult<Vec<u8>> {
 
 /// An error and its causes, one line: `dispatch failure: io error: connection refused`,
 /// without the debug dumps of the SDK's own display.
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = cur {
@@ -542,7 +542,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The kind of a failed request and what to tell the user.
-fn classify<E, R>(
+pub(crate) fn classify<E, R>(
     e: &SdkError<E, R>,
     status: Option<u16>,
     code: Option<&str>,
@@ -654,7 +654,9 @@ where
 }
 
 /// An HTTPS client that also trusts the PEM certificate(s) in `ca`.
-fn https_client_with_ca(ca: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, crate::Error> {
+pub(crate) fn https_client_with_ca(
+    ca: &Path,
+) -> Result<aws_sdk_s3::config::SharedHttpClient, crate::Error> {
     use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
     let pem = std::fs::read(ca).map_err(|e| crate::Error::io("read CA certificate", ca, e))?;
     let ctx = TlsContext::builder()

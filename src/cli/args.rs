@@ -141,18 +141,24 @@ pub enum Command {
         #[arg(
             long,
             short = 't',
-            required_unless_present = "to_database",
-            conflicts_with = "to_database"
+            required_unless_present_any = ["to_database", "to_supabase"],
+            conflicts_with_all = ["to_database", "to_supabase"]
         )]
         target: Option<PathBuf>,
         /// Replace files that exist in the target
         #[arg(long)]
         overwrite: bool,
         /// Restore into this database (a postgresql:// URL or conninfo string) with pg_restore
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to_supabase")]
         to_database: Option<String>,
         #[command(flatten)]
         db: RestoreDbArgs,
+        /// Restore a Supabase snapshot into the project given by --project-url (or --db and
+        /// the other parts' options): extensions, roles, database, storage, functions
+        #[arg(long)]
+        to_supabase: bool,
+        #[command(flatten)]
+        supabase: RestoreSupabaseArgs,
     },
     /// Restore drill: restore a PostgreSQL snapshot into a scratch database, compare it with
     /// the manifest, ANALYZE, drop it; exit 1 unless it passes
@@ -415,6 +421,84 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         common: SnapshotCommon,
     },
+    /// A whole Supabase project: the database, Storage buckets and objects, edge functions,
+    /// secret names and settings, in one snapshot (docs/supabase.md)
+    #[command(
+        after_help = "Credentials come only from the environment: the database password as \
+for `snapshot postgres` (PGPASSWORD or ~/.pgpass), SUPABASE_S3_ACCESS_KEY_ID and \
+SUPABASE_S3_SECRET_ACCESS_KEY (Storage's S3 keys), SUPABASE_ACCESS_TOKEN (Management API). A part \
+whose credentials are absent is skipped with one line, unless --require names it."
+    )]
+    Supabase {
+        #[command(flatten)]
+        project: SupabaseProjectArgs,
+        /// Take only this bucket (repeatable) [default: every bucket]
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+        /// Keep the definition but not the rows of matching tables (repeatable)
+        #[arg(long)]
+        exclude_table_data: Vec<String>,
+        /// Record exact per-table row counts, taken in the dump's own snapshot
+        #[arg(long)]
+        count_rows: bool,
+        /// Leave Storage out
+        #[arg(long)]
+        no_storage: bool,
+        /// Leave edge functions out
+        #[arg(long)]
+        no_functions: bool,
+        /// Fail unless these parts can be taken (comma-separated: storage, functions)
+        #[arg(long, value_delimiter = ',', value_parser = ["storage", "functions"])]
+        require: Vec<String>,
+        /// Download every object, also those unchanged since the parent snapshot (same key,
+        /// size, ETag and time)
+        #[arg(long)]
+        reread_storage: bool,
+        #[command(flatten)]
+        pg: PgBinArgs,
+        #[command(flatten)]
+        common: SnapshotCommon,
+    },
+}
+
+/// Where a Supabase project's parts are.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SupabaseProjectArgs {
+    /// The project: https://<ref>.supabase.co (or a self-hosted project's URL)
+    #[arg(long)]
+    pub project_url: Option<String>,
+    /// Database URL [default: postgresql://postgres@db.<ref>.supabase.co:5432/postgres]
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Storage's S3 endpoint [default: <project-url>/storage/v1/s3]
+    #[arg(long)]
+    pub storage_endpoint: Option<String>,
+    /// Storage's region [default: us-east-1]
+    #[arg(long)]
+    pub storage_region: Option<String>,
+    /// Management API [default: https://api.supabase.com]
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// Project ref for the Management API, when the project URL does not give it
+    #[arg(long)]
+    pub project_ref: Option<String>,
+    /// Edge functions from (or, restoring, to) this folder of <slug>/ folders (self-hosted:
+    /// volumes/functions) instead of the Management API
+    #[arg(long)]
+    pub functions_dir: Option<PathBuf>,
+}
+
+impl SupabaseProjectArgs {
+    /// Whether any was given.
+    pub fn any(&self) -> bool {
+        self.project_url.is_some()
+            || self.db.is_some()
+            || self.storage_endpoint.is_some()
+            || self.storage_region.is_some()
+            || self.api_url.is_some()
+            || self.project_ref.is_some()
+            || self.functions_dir.is_some()
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -456,6 +540,23 @@ pub struct RestoreDbArgs {
     pub globals: bool,
     #[command(flatten)]
     pub pg: PgBinArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreSupabaseArgs {
+    #[command(flatten)]
+    pub project: SupabaseProjectArgs,
+    /// Restore only these parts (comma-separated: database, storage, functions)
+    #[arg(long, value_delimiter = ',', requires = "to_supabase", value_parser = parse_part)]
+    pub only: Vec<sbk::commands::restore_supabase::Part>,
+    /// Say what would be restored (with counts and the skipped table-of-contents entries),
+    /// change nothing
+    #[arg(long, requires = "to_supabase")]
+    pub dry_run: bool,
+}
+
+fn parse_part(s: &str) -> Result<sbk::commands::restore_supabase::Part, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]

@@ -76,6 +76,8 @@ macro_rules! say {
     };
 }
 
+mod supabase;
+
 /// Uploads what an earlier run left in the spool before writing anything new; a repository
 /// still unreachable only earns a warning, since this run may spool too.
 fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
@@ -174,7 +176,42 @@ fn run(cli: Cli) -> Result<(), Error> {
             sync_spool_first(g, &repo);
             let progress = Arc::new(Progress::default());
             let line = progress::ProgressLine::start(Arc::clone(&progress), !g.quiet && !g.json);
+            let mut supabase_manifest = None;
             let result = match sc {
+                SnapshotCommand::Supabase {
+                    project,
+                    buckets,
+                    exclude_table_data,
+                    count_rows,
+                    no_storage,
+                    no_functions,
+                    require,
+                    reread_storage,
+                    pg,
+                    common,
+                } => {
+                    let opts = supabase::snapshot_options(
+                        g,
+                        supabase::SnapshotRequest {
+                            project,
+                            buckets,
+                            exclude_table_data,
+                            count_rows,
+                            no_storage,
+                            no_functions,
+                            require,
+                            reread_storage,
+                            pg,
+                            common,
+                        },
+                    )?;
+                    commands::snapshot_supabase::snapshot_supabase(&repo, &opts, progress).map(
+                        |o| {
+                            supabase_manifest = Some(o.supabase);
+                            o.view
+                        },
+                    )
+                }
                 SnapshotCommand::Stdin { args } => commands::snapshot::snapshot_reader(
                     &repo,
                     &snapshot_options(&args),
@@ -223,6 +260,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             drop(line);
             let mut view = result?;
+            if let Some(sb) = &supabase_manifest {
+                supabase::print_snapshot_notes(g, sb)?;
+            }
             let spooled = repo.spool().and_then(|s| s.spooled_because());
             view.spooled = spooled.is_some();
             if view.snapshot.summary.bytes_in == 0 && !g.quiet {
@@ -231,7 +271,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
             if g.json {
-                print_json(&view)?;
+                match &supabase_manifest {
+                    Some(sb) => {
+                        let mut v = serde_json::to_value(&view).expect("view serializes");
+                        v["supabase"] = serde_json::to_value(sb).expect("manifest serializes");
+                        print_json(&v)?;
+                    }
+                    None => print_json(&view)?,
+                }
             } else {
                 let s = &view.snapshot.summary;
                 say!(
@@ -296,10 +343,23 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Restore {
             snapshot,
-            to_database: Some(url),
+            to_supabase: true,
+            supabase: sb,
             db,
             ..
+        } => supabase::restore(g, &snapshot, sb, &db.pg)?,
+        Command::Restore {
+            snapshot,
+            to_database: Some(url),
+            db,
+            supabase: sb,
+            ..
         } => {
+            if sb.project.any() {
+                return Err(Error::Invalid(
+                    "--project-url, --db and the other Supabase options need --to-supabase".into(),
+                ));
+            }
             let repo = open(g)?;
             let conn = pg_conn(Some(&url))?;
             let opts = RestoreDbOptions {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::folders::{find_file, walk, Visit};
+use crate::format::tree::FileNode;
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::restorer::write_file;
@@ -28,8 +30,8 @@ pub struct RestoreOutcome {
     pub duration_secs: f64,
 }
 
-/// Restores every file of a snapshot into `target`. Each file is written under a temporary name
-/// and renamed only after its whole content has been verified.
+/// Restores every file of a snapshot into `target`, folders included. Each file is written
+/// under a temporary name and renamed only after its whole content has been verified.
 pub fn restore(
     repo: &Repository,
     spec: &str,
@@ -39,54 +41,58 @@ pub fn restore(
     let clock = std::time::Instant::now();
     let (id, snap) = repo.find_snapshot(spec)?;
     let index = repo.load_index()?;
-    let tree = repo.load_tree(&index, &snap.tree)?;
     fs::create_dir_all(target).map_err(|e| Error::io("create folder", target, e))?;
+    let place = |dirs: &[String], name: &str| -> PathBuf {
+        let mut p = target.to_path_buf();
+        p.extend(dirs);
+        p.push(name);
+        p
+    };
     if !overwrite {
-        for f in &tree.files {
-            let p = target.join(&f.name);
-            if p.exists() {
-                return Err(Error::Invalid(format!(
-                    "{} exists; remove it or pass --overwrite",
-                    p.display()
-                )));
+        walk(repo, &index, &snap.tree, None, &mut |v| {
+            if let Visit::File(dirs, f) = v {
+                let p = place(dirs, &f.name);
+                if p.exists() {
+                    return Err(Error::Invalid(format!(
+                        "{} exists; remove it or pass --overwrite",
+                        p.display()
+                    )));
+                }
             }
-        }
+            Ok(())
+        })?;
     }
     let mut files = Vec::new();
     let mut bytes = 0;
-    for f in &tree.files {
-        let dest = target.join(&f.name);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", f.name))
-            .suffix(".sbk-partial")
-            .tempfile_in(target)
-            .map_err(|e| Error::io("create file in", target, e))?;
-        {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            write_file(repo, &index, f, &mut w).map_err(|e| in_snapshot(e, &id))?;
-            w.flush().map_err(|e| Error::io("write", &dest, e))?;
+    let mut folders = std::collections::BTreeSet::new();
+    walk(repo, &index, &snap.tree, None, &mut |v| {
+        let Visit::File(dirs, f) = v else {
+            return Ok(());
+        };
+        let dest = place(dirs, &f.name);
+        let folder = dest.parent().unwrap_or(target).to_path_buf();
+        if folders.insert(folder.clone()) {
+            fs::create_dir_all(&folder).map_err(|e| Error::io("create folder", &folder, e))?;
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io("fsync", &dest, e))?;
-        if overwrite {
-            tmp.persist(&dest)
-                .map_err(|e| Error::io("rename into", &dest, e.error))?;
-        } else {
-            // Fails rather than replace a file that appeared since the check above.
-            tmp.persist_noclobber(&dest)
-                .map_err(|e| Error::io("create (without replacing)", &dest, e.error))?;
-        }
+        restore_file(repo, &index, &id, f, &folder, &dest, overwrite)?;
         bytes += f.size;
+        let mut name = dirs.join("/");
+        if !name.is_empty() {
+            name.push('/');
+        }
+        name.push_str(&f.name);
         files.push(RestoredFile {
-            name: f.name.clone(),
+            name,
             path: dest,
             size: f.size,
         });
+        Ok(())
+    })?;
+    for folder in folders.iter().rev() {
+        std::fs::File::open(folder)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync folder", folder, e))?;
     }
-    std::fs::File::open(target)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync folder", target, e))?;
     Ok(RestoreOutcome {
         snapshot: id,
         files,
@@ -95,29 +101,67 @@ pub fn restore(
     })
 }
 
-/// Writes one file of a snapshot to `out`; `file` may be omitted when the snapshot holds one.
+/// Writes one file into `folder` under a temporary name, verifies it, then renames it to `dest`.
+fn restore_file(
+    repo: &Repository,
+    index: &crate::index::Index,
+    id: &Id,
+    f: &FileNode,
+    folder: &Path,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", f.name))
+        .suffix(".sbk-partial")
+        .tempfile_in(folder)
+        .map_err(|e| Error::io("create file in", folder, e))?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        write_file(repo, index, f, &mut w).map_err(|e| in_snapshot(e, id))?;
+        w.flush().map_err(|e| Error::io("write", dest, e))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("fsync", dest, e))?;
+    if overwrite {
+        tmp.persist(dest)
+            .map_err(|e| Error::io("rename into", dest, e.error))?;
+    } else {
+        // Fails rather than replace a file that appeared since the check above.
+        tmp.persist_noclobber(dest)
+            .map_err(|e| Error::io("create (without replacing)", dest, e.error))?;
+    }
+    Ok(())
+}
+
+/// Writes one file of a snapshot to `out`; `file` (a name, or a path `a/b/c` into its folders)
+/// may be omitted when the snapshot holds one.
 pub fn dump(repo: &Repository, spec: &str, file: Option<&str>, out: &mut dyn Write) -> Result<u64> {
     let (id, snap) = repo.find_snapshot(spec)?;
     let index = repo.load_index()?;
     let tree = repo.load_tree(&index, &snap.tree)?;
+    let names = || {
+        let mut n: Vec<String> = tree.files.iter().map(|f| f.name.clone()).collect();
+        n.extend(tree.dirs.iter().map(|d| format!("{}/", d.name)));
+        n.join(", ")
+    };
     let node = match file {
-        Some(name) => tree.file(name).ok_or_else(|| {
-            let names: Vec<&str> = tree.files.iter().map(|f| f.name.as_str()).collect();
+        Some(name) => find_file(repo, &index, &snap.tree, name)?.ok_or_else(|| {
             Error::NotFound(format!(
                 "no file {name:?} in the snapshot; it holds: {}",
-                names.join(", ")
+                names()
             ))
         })?,
-        None if tree.files.len() == 1 => &tree.files[0],
+        None if tree.files.len() == 1 && tree.dirs.is_empty() => tree.files[0].clone(),
         None => {
-            let names: Vec<&str> = tree.files.iter().map(|f| f.name.as_str()).collect();
             return Err(Error::Invalid(format!(
                 "the snapshot holds several files; name one of: {}",
-                names.join(", ")
+                names()
             )));
         }
     };
-    write_file(repo, &index, node, out).map_err(|e| in_snapshot(e, &id))
+    write_file(repo, &index, &node, out).map_err(|e| in_snapshot(e, &id))
 }
 
 /// Names the snapshot in a damage report, so the user knows which backup is affected.

@@ -8,8 +8,9 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::archiver::{ArchiveStats, Archiver, Progress};
 use crate::error::{Error, Result};
+use crate::folders::Folder;
 use crate::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
-use crate::format::tree::{validate_name, FileNode, Tree, TREE_VERSION};
+use crate::format::tree::{validate_name, FileNode, Tree};
 use crate::format::BlobKind;
 use crate::index::Index;
 use crate::repository::{Actor, Repository};
@@ -118,15 +119,30 @@ pub(crate) struct SnapshotMeta {
 /// the figures of archivers that already finished (concurrent dumps).
 pub(crate) fn save_snapshot(
     repo: &Repository,
-    mut main: Archiver<'_>,
+    main: Archiver<'_>,
     files: Vec<FileNode>,
     other: &ArchiveStats,
     meta: SnapshotMeta,
 ) -> Result<SnapshotView> {
-    let tree = Tree {
-        version: TREE_VERSION,
-        files,
-    };
+    save_snapshot_with_folders(repo, main, files, Vec::new(), other, meta)
+}
+
+/// [`save_snapshot`] with folders beside the files (their pages already stored).
+pub(crate) fn save_snapshot_with_folders(
+    repo: &Repository,
+    mut main: Archiver<'_>,
+    files: Vec<FileNode>,
+    folders: Vec<Folder>,
+    other: &ArchiveStats,
+    meta: SnapshotMeta,
+) -> Result<SnapshotView> {
+    let mut folder_blobs = Vec::new();
+    let mut dirs = Vec::new();
+    for f in folders {
+        folder_blobs.extend(f.needed);
+        dirs.push(f.node);
+    }
+    let tree = Tree::new(files, dirs);
     tree.validate().map_err(Error::Invalid)?;
     let tree_id = main.add_blob(
         BlobKind::Tree,
@@ -141,6 +157,7 @@ pub(crate) fn save_snapshot(
         .iter()
         .flat_map(|f| f.content.iter().copied())
         .chain(std::iter::once(tree_id))
+        .chain(folder_blobs)
         .collect();
     crate::liveness::secure_references(repo, index, needed)?;
     let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());

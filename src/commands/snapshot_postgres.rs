@@ -251,6 +251,34 @@ fn dump_database(ctx: &Ctx<'_>, archiver: &mut Archiver<'_>, db: &str) -> Result
     })
 }
 
+/// Dumps one database into `archiver` on its own (no concurrent dumps): what a Supabase
+/// snapshot does with its project's database. Returns the file, its manifest entry and the
+/// snapshot its deltas used.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dump_one(
+    repo: &Repository,
+    index: &Index,
+    opts: &PostgresOptions,
+    pg_dump: &Program,
+    progress: &Arc<Progress>,
+    candidates: &[(Id, Snapshot)],
+    archiver: &mut Archiver<'_>,
+    db: &str,
+) -> Result<(FileNode, DatabaseManifest, Option<Id>)> {
+    let ctx = Ctx {
+        repo,
+        index,
+        opts,
+        pg_dump,
+        progress,
+        candidates,
+        killers: Mutex::new(Vec::new()),
+        failed: Default::default(),
+    };
+    let d = dump_database(&ctx, archiver, db)?;
+    Ok((d.node, d.manifest, d.parent))
+}
+
 /// Stores `pg_dumpall --globals-only` as `globals.sql`; a role without access to role passwords
 /// (not a superuser, as on managed services) gets the roles without them.
 fn dump_globals(

@@ -8,7 +8,6 @@ use serde::Serialize;
 use super::forget::{group_key, GroupKey, DEFAULT_GROUP_BY};
 use crate::backend::FileType;
 use crate::error::Result;
-use crate::format::tree::Tree;
 use crate::format::BlobKind;
 use crate::id::Id;
 use crate::index::Index;
@@ -82,15 +81,12 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn add(&mut self, tree_id: &Id, tree: &Tree) {
+    fn add(&mut self, snapshot: &SnapshotFiles) {
         self.snapshots += 1;
+        self.logical_bytes += snapshot.bytes;
         // A missing blob is `check`'s business; stats counts what is there.
-        let _ = self.used.mark(tree_id);
-        for file in &tree.files {
-            self.logical_bytes += file.size;
-            for b in &file.content {
-                let _ = self.used.mark(b);
-            }
+        for b in &snapshot.blobs {
+            let _ = self.used.mark(b);
         }
     }
 
@@ -121,6 +117,32 @@ impl<'a> Tally<'a> {
     }
 }
 
+/// The blobs (trees and content) and restored size of one snapshot, read once.
+struct SnapshotFiles {
+    blobs: Vec<Id>,
+    bytes: u64,
+}
+
+impl SnapshotFiles {
+    fn load(repo: &Repository, index: &Index, tree: &Id) -> Result<Self> {
+        let mut out = SnapshotFiles {
+            blobs: Vec::new(),
+            bytes: 0,
+        };
+        crate::folders::walk(repo, index, tree, None, &mut |v| {
+            match v {
+                crate::folders::Visit::Tree(id) => out.blobs.push(*id),
+                crate::folders::Visit::File(_, f) => {
+                    out.bytes += f.size;
+                    out.blobs.extend_from_slice(&f.content);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
 /// Computes the statistics.
 pub fn stats(repo: &Repository) -> Result<Stats> {
     let snapshots = repo.list_snapshots()?;
@@ -147,9 +169,9 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
     for (key, list) in groups {
         let mut tally = Tally::new(&index);
         for (_, s) in list {
-            let tree = repo.load_tree(&index, &s.tree)?;
-            tally.add(&s.tree, &tree);
-            total.add(&s.tree, &tree);
+            let files = SnapshotFiles::load(repo, &index, &s.tree)?;
+            tally.add(&files);
+            total.add(&files);
         }
         sources.push(SourceStats {
             key,

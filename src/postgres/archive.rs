@@ -60,6 +60,8 @@ pub struct RowCounter {
 
 struct Toc {
     int_size: usize,
+    /// Every entry, in archive order.
+    entries: Vec<TocEntry>,
     /// Dump ID to index into `tables`, for `TABLE DATA` entries.
     data_ids: HashMap<i64, usize>,
     tables: Vec<TableRows>,
@@ -104,6 +106,78 @@ impl TableRows {
             }
         }
         self.line_len += part.len();
+    }
+}
+
+/// One entry of an archive's table of contents, as `pg_restore -l` lists it, without the
+/// ambiguity of that listing's spaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TocEntry {
+    pub dump_id: i64,
+    /// `TABLE`, `TABLE DATA`, `POLICY`, `EVENT TRIGGER`...
+    pub desc: String,
+    /// Schema; empty for objects outside one.
+    pub namespace: String,
+    /// Name: `users`, `uid()`, for a policy or trigger `table name`.
+    pub tag: String,
+    pub owner: String,
+}
+
+/// Reads the table of contents of an archive written to it, then refuses more bytes (the
+/// writer stops early: the data section is not needed).
+#[derive(Default)]
+pub struct TocReader {
+    head: Vec<u8>,
+    next_try: usize,
+    entries: Option<Vec<TocEntry>>,
+    unsupported: bool,
+}
+
+impl TocReader {
+    pub fn new() -> Self {
+        TocReader {
+            next_try: 4096,
+            ..Default::default()
+        }
+    }
+
+    /// The entries, once the table of contents was complete; `None` for an archive this parser
+    /// does not understand (compressed, another format or version) or one cut short.
+    pub fn finish(self) -> Option<Vec<TocEntry>> {
+        self.entries
+    }
+}
+
+impl std::io::Write for TocReader {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let done = || std::io::Error::other("table of contents read");
+        if self.entries.is_some() || self.unsupported {
+            return Err(done());
+        }
+        self.head.extend_from_slice(buf);
+        if self.head.len() >= self.next_try {
+            match parse_toc(&self.head) {
+                Ok((toc, _)) => {
+                    self.entries = Some(toc.entries);
+                    self.head = Vec::new();
+                }
+                Err(Parse::Incomplete) if self.head.len() < MAX_TOC => {
+                    self.next_try = self.head.len() * 2;
+                }
+                Err(_) => self.unsupported = true,
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.entries.is_none() && !self.unsupported {
+            // The whole archive fit below the next try: parse what there is.
+            if let Ok((toc, _)) = parse_toc(&self.head) {
+                self.entries = Some(toc.entries);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +275,7 @@ fn parse_toc(b: &[u8]) -> Result<(Toc, usize), Parse> {
     }
     let mut toc = Toc {
         int_size: r.int_size,
+        entries: Vec::new(),
         data_ids: HashMap::new(),
         tables: Vec::new(),
     };
@@ -221,21 +296,28 @@ fn parse_toc(b: &[u8]) -> Result<(Toc, usize), Parse> {
         if version >= 0x0110 {
             r.int()?; // relkind
         }
-        r.string()?; // owner
+        let owner = r.string()?.unwrap_or_default();
         r.string()?; // "false" (with OIDs)
         while r.string()?.is_some() {} // dependencies, ended by a null string
         r.bytes(1 + off_size)?; // data offset: flag and offset
         if desc == "TABLE DATA" {
             toc.data_ids.insert(dump_id, toc.tables.len());
             toc.tables.push(TableRows {
-                schema: namespace,
-                name: tag,
+                schema: namespace.clone(),
+                name: tag.clone(),
                 rows: 0,
                 line_len: 0,
                 line_start: [0; 2],
                 ended: false,
             });
         }
+        toc.entries.push(TocEntry {
+            dump_id,
+            desc,
+            namespace,
+            tag,
+            owner,
+        });
     }
     Ok((toc, r.at))
 }

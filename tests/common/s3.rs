@@ -11,12 +11,23 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 /// Region the test server and clients agree on.
 pub const REGION: &str = "us-east-1";
 
+/// See [`S3Server::on_put`].
+pub type PutHook = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct S3Server {
     pub root: tempfile::TempDir,
     pub addr: SocketAddr,
     /// Generated per server: test-only keys, never real credentials.
     pub access_key: String,
     pub secret_key: String,
+    /// Object GETs served (not listings).
+    pub gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `bucket/key` paths deleted just before their next GET is served: an object that
+    /// vanishes between a client's listing and its download.
+    pub vanish: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Called with `bucket/key` after each successful object PUT (to play a server that
+    /// updates a database row per upload, as Supabase Storage does).
+    pub on_put: std::sync::Arc<std::sync::Mutex<Option<PutHook>>>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -34,6 +45,9 @@ impl S3Server {
             addr: "127.0.0.1:0".parse().unwrap(),
             access_key: format!("TESTKEY{salt:016X}"),
             secret_key: format!("test-secret-{salt:x}"),
+            gets: Default::default(),
+            vanish: Default::default(),
+            on_put: Default::default(),
             rt: None,
         };
         s.run();
@@ -55,6 +69,52 @@ impl S3Server {
             ));
             b.build()
         };
+        let (gets, vanish, root, on_put) = (
+            std::sync::Arc::clone(&self.gets),
+            std::sync::Arc::clone(&self.vanish),
+            self.root.path().to_path_buf(),
+            std::sync::Arc::clone(&self.on_put),
+        );
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (service, gets, vanish, root, on_put) = (
+                    service.clone(),
+                    std::sync::Arc::clone(&gets),
+                    std::sync::Arc::clone(&vanish),
+                    root.clone(),
+                    std::sync::Arc::clone(&on_put),
+                );
+                async move {
+                    let path = req.uri().path().trim_start_matches('/').to_string();
+                    let query = req.uri().query().unwrap_or("");
+                    if req.method() == hyper::Method::GET
+                        && path.contains('/')
+                        && !query.contains("list-type")
+                        && !query.contains("uploads")
+                    {
+                        gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let decoded = percent_encoding::percent_decode_str(&path)
+                            .decode_utf8_lossy()
+                            .into_owned();
+                        let mut v = vanish.lock().unwrap();
+                        if let Some(i) = v.iter().position(|p| *p == decoded) {
+                            v.remove(i);
+                            let _ = std::fs::remove_file(root.join(&decoded));
+                        }
+                    }
+                    let is_put = req.method() == hyper::Method::PUT && path.contains('/');
+                    let resp = hyper::service::Service::call(&service, req).await;
+                    if is_put && resp.as_ref().is_ok_and(|r| r.status().is_success()) {
+                        if let Some(hook) = on_put.lock().unwrap().as_ref() {
+                            let decoded = percent_encoding::percent_decode_str(&path)
+                                .decode_utf8_lossy()
+                                .into_owned();
+                            hook(&decoded);
+                        }
+                    }
+                    resp
+                }
+            });
         let std_listener = std::net::TcpListener::bind(self.addr).unwrap();
         std_listener.set_nonblocking(true).unwrap();
         self.addr = std_listener.local_addr().unwrap();

@@ -1,0 +1,380 @@
+//! Folders in snapshot trees (tree version 2, `docs/format.md` §11): a streaming builder that
+//! turns files given in path order into tree pages, and readers that walk them back in the same
+//! order with one page per level in memory.
+//!
+//! Why pages: a storage bucket may hold millions of objects in one folder. A folder's listing is
+//! cut into pages of at most [`MAX_PAGE_ENTRIES`] entries, at content-defined points (a keyed
+//! hash of an entry's name), so one new object changes one page and the others deduplicate.
+//!
+//! Order: paths are compared component by component; a file sorts before a folder of the same
+//! name (`a` before `a/b`). Within a page, files and folders are kept in separate lists and
+//! merged back in that order when read, so the walk order is the order the builder was fed.
+
+use std::cmp::Ordering;
+use std::collections::{HashSet, VecDeque};
+
+use crate::archiver::Archiver;
+use crate::error::{Error, Result};
+use crate::format::tree::{DirNode, FileNode, Tree};
+use crate::format::BlobKind;
+use crate::id::Id;
+use crate::index::Index;
+use crate::repository::Repository;
+
+/// Most entries in one page of a folder.
+pub const MAX_PAGE_ENTRIES: usize = 8192;
+/// Fewest entries before a content-defined cut.
+const MIN_PAGE_ENTRIES: usize = 64;
+/// A cut after an entry whose name hash is 0 modulo this (average page: ~1000 entries).
+const CUT_MODULUS: u64 = 1024;
+
+/// Compares two file paths (folders, then the file name) in walk order.
+pub fn path_order(a_dirs: &[String], a_name: &str, b_dirs: &[String], b_name: &str) -> Ordering {
+    let a = a_dirs.iter().map(|s| (s.as_str(), 1)).chain([(a_name, 0)]);
+    let b = b_dirs.iter().map(|s| (s.as_str(), 1)).chain([(b_name, 0)]);
+    // (component, 1) is a folder on the way, (name, 0) the file itself: a file sorts before a
+    // folder of the same name.
+    a.cmp(b)
+}
+
+struct Open {
+    name: String,
+    files: Vec<FileNode>,
+    dirs: Vec<DirNode>,
+    pages: Vec<Id>,
+}
+
+impl Open {
+    fn new(name: String) -> Self {
+        Open {
+            name,
+            files: Vec::new(),
+            dirs: Vec::new(),
+            pages: Vec::new(),
+        }
+    }
+
+    fn entries(&self) -> usize {
+        self.files.len() + self.dirs.len()
+    }
+
+    fn flush(&mut self, ar: &mut Archiver<'_>) -> Result<()> {
+        let tree = Tree::new(
+            std::mem::take(&mut self.files),
+            std::mem::take(&mut self.dirs),
+        );
+        tree.validate().map_err(Error::Invalid)?;
+        let json = serde_json::to_vec(&tree).expect("tree serializes");
+        self.pages.push(ar.add_blob(BlobKind::Tree, json)?);
+        Ok(())
+    }
+
+    /// Cuts a page after an entry named `name` when the page is full or the name says so.
+    fn maybe_cut(&mut self, ar: &mut Archiver<'_>, name: &str) -> Result<()> {
+        let n = self.entries();
+        let h = ar.key_hash(name.as_bytes());
+        if n >= MAX_PAGE_ENTRIES || (n >= MIN_PAGE_ENTRIES && h.is_multiple_of(CUT_MODULUS)) {
+            self.flush(ar)?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds a folder from files given in [`path_order`]; [`TreeBuilder::finish`] returns it as a
+/// [`DirNode`] whose pages are stored through the archiver.
+pub struct TreeBuilder {
+    /// The open folders from the root down.
+    stack: Vec<Open>,
+    last: Option<(Vec<String>, String)>,
+    /// Every blob the folder references directly (pages and content), for the snapshot's
+    /// commit check.
+    needed: Vec<Id>,
+}
+
+/// A finished folder and the blobs it references.
+pub struct Folder {
+    pub node: DirNode,
+    pub needed: Vec<Id>,
+}
+
+impl TreeBuilder {
+    /// A builder for the folder `name`.
+    pub fn new(name: &str) -> Self {
+        TreeBuilder {
+            stack: vec![Open::new(name.to_string())],
+            last: None,
+            needed: Vec::new(),
+        }
+    }
+
+    fn close_top(&mut self, ar: &mut Archiver<'_>) -> Result<()> {
+        let mut top = self.stack.pop().expect("a folder below the root");
+        if top.entries() > 0 || top.pages.is_empty() {
+            top.flush(ar)?;
+        }
+        self.needed.extend_from_slice(&top.pages);
+        let parent = self.stack.last_mut().expect("the root stays open");
+        parent.dirs.push(DirNode {
+            name: top.name.clone(),
+            trees: top.pages,
+        });
+        parent.maybe_cut(ar, &top.name)
+    }
+
+    /// Adds `node` in the folder `dirs` (relative to this builder's folder). Paths must come in
+    /// strictly increasing [`path_order`].
+    pub fn add_file(
+        &mut self,
+        ar: &mut Archiver<'_>,
+        dirs: &[String],
+        node: FileNode,
+    ) -> Result<()> {
+        if let Some((ld, ln)) = &self.last {
+            if path_order(ld, ln, dirs, &node.name) != Ordering::Less {
+                return Err(Error::Invalid(format!(
+                    "files out of order in a folder: {:?} after {:?}",
+                    join(dirs, &node.name),
+                    join(ld, ln)
+                )));
+            }
+        }
+        self.last = Some((dirs.to_vec(), node.name.clone()));
+        // Close the folders that this path leaves, open the ones it enters.
+        let common = self
+            .stack
+            .iter()
+            .skip(1)
+            .zip(dirs)
+            .take_while(|(open, d)| &open.name == *d)
+            .count();
+        while self.stack.len() > common + 1 {
+            self.close_top(ar)?;
+        }
+        for d in &dirs[common..] {
+            self.stack.push(Open::new(d.clone()));
+        }
+        self.needed.extend_from_slice(&node.content);
+        let top = self.stack.last_mut().expect("root");
+        let name = node.name.clone();
+        top.files.push(node);
+        top.maybe_cut(ar, &name)
+    }
+
+    /// Stores the remaining pages; the folder as its parent lists it.
+    pub fn finish(mut self, ar: &mut Archiver<'_>) -> Result<Folder> {
+        while self.stack.len() > 1 {
+            self.close_top(ar)?;
+        }
+        let mut root = self.stack.pop().expect("root");
+        if root.entries() > 0 || root.pages.is_empty() {
+            root.flush(ar)?;
+        }
+        self.needed.extend_from_slice(&root.pages);
+        Ok(Folder {
+            node: DirNode {
+                name: root.name,
+                trees: root.pages,
+            },
+            needed: self.needed,
+        })
+    }
+}
+
+fn join(dirs: &[String], name: &str) -> String {
+    let mut s = dirs.join("/");
+    if !s.is_empty() {
+        s.push('/');
+    }
+    s.push_str(name);
+    s
+}
+
+enum Entry {
+    File(FileNode),
+    Dir(DirNode),
+}
+
+/// A page's entries in walk order.
+fn merged(tree: Tree) -> VecDeque<Entry> {
+    let mut files = tree.files.into_iter().peekable();
+    let mut dirs = tree.dirs.into_iter().peekable();
+    let mut out = VecDeque::new();
+    loop {
+        let take_file = match (files.peek(), dirs.peek()) {
+            (Some(f), Some(d)) => f.name <= d.name,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        if take_file {
+            out.push_back(Entry::File(files.next().expect("peeked")));
+        } else {
+            out.push_back(Entry::Dir(dirs.next().expect("peeked")));
+        }
+    }
+}
+
+struct Level {
+    /// Folder name (empty for the cursor's start).
+    name: String,
+    pages: VecDeque<Id>,
+    entries: VecDeque<Entry>,
+}
+
+/// Walks the files under a folder in [`path_order`], loading one page per level at a time.
+pub struct TreeCursor<'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    stack: Vec<Level>,
+}
+
+impl<'r> TreeCursor<'r> {
+    /// A cursor over the folder whose pages are `pages`.
+    pub fn new(repo: &'r Repository, index: &'r Index, pages: &[Id]) -> Self {
+        TreeCursor {
+            repo,
+            index,
+            stack: vec![Level {
+                name: String::new(),
+                pages: pages.iter().copied().collect(),
+                entries: VecDeque::new(),
+            }],
+        }
+    }
+
+    /// An empty cursor.
+    pub fn empty(repo: &'r Repository, index: &'r Index) -> Self {
+        Self::new(repo, index, &[])
+    }
+
+    /// The next file: its folders (below the cursor's start) and its node.
+    pub fn next_file(&mut self) -> Result<Option<(Vec<String>, FileNode)>> {
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            match top.entries.pop_front() {
+                Some(Entry::File(f)) => {
+                    let dirs = self.stack[1..].iter().map(|l| l.name.clone()).collect();
+                    return Ok(Some((dirs, f)));
+                }
+                Some(Entry::Dir(d)) => self.stack.push(Level {
+                    name: d.name,
+                    pages: d.trees.into(),
+                    entries: VecDeque::new(),
+                }),
+                None => match top.pages.pop_front() {
+                    Some(page) => top.entries = merged(self.repo.load_tree(self.index, &page)?),
+                    None => {
+                        self.stack.pop();
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// What [`walk`] shows: each tree blob it reads, and each file with its folders.
+pub enum Visit<'a> {
+    Tree(&'a Id),
+    File(&'a [String], &'a FileNode),
+}
+
+/// Visits the tree `root` and everything below it, depth first. With `seen`, a tree blob already
+/// in it is neither loaded nor visited again (its files were visited before): what liveness
+/// needs when many snapshots share unchanged folders.
+pub fn walk(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    mut seen: Option<&mut HashSet<Id>>,
+    visit: &mut dyn FnMut(Visit<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut path = Vec::new();
+    walk_inner(repo, index, root, &mut seen, &mut path, visit)
+}
+
+fn walk_inner(
+    repo: &Repository,
+    index: &Index,
+    id: &Id,
+    seen: &mut Option<&mut HashSet<Id>>,
+    path: &mut Vec<String>,
+    visit: &mut dyn FnMut(Visit<'_>) -> Result<()>,
+) -> Result<()> {
+    if let Some(s) = seen.as_deref_mut() {
+        if !s.insert(*id) {
+            return Ok(());
+        }
+    }
+    visit(Visit::Tree(id))?;
+    let tree = repo.load_tree(index, id)?;
+    for entry in merged(tree) {
+        match entry {
+            Entry::File(f) => visit(Visit::File(path, &f))?,
+            Entry::Dir(d) => {
+                path.push(d.name);
+                for page in &d.trees {
+                    walk_inner(repo, index, page, seen, path, visit)?;
+                }
+                path.pop();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds a file by its path (`a/b/c`) under the tree `root`.
+pub fn find_file(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    path: &str,
+) -> Result<Option<FileNode>> {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let name = parts.pop().unwrap_or_default();
+    let mut pages = vec![*root];
+    for part in parts {
+        let mut next = None;
+        for p in &pages {
+            if let Some(d) = repo.load_tree(index, p)?.dir(part) {
+                next = Some(d.trees.clone());
+                break;
+            }
+        }
+        match next {
+            Some(n) => pages = n,
+            None => return Ok(None),
+        }
+    }
+    for p in &pages {
+        if let Some(f) = repo.load_tree(index, p)?.file(name) {
+            return Ok(Some(f.clone()));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn a_file_sorts_before_a_folder_of_its_name() {
+        assert_eq!(path_order(&[], "a", &s(&["a"]), "b"), Ordering::Less);
+        assert_eq!(path_order(&s(&["a"]), "b", &[], "a-c"), Ordering::Less);
+        assert_eq!(path_order(&s(&["a"]), "z", &[], "b"), Ordering::Less);
+        assert_eq!(
+            path_order(&s(&["a"]), "b", &s(&["a"]), "b"),
+            Ordering::Equal
+        );
+        assert_eq!(
+            path_order(&s(&["a", "b"]), "c", &s(&["a"]), "d"),
+            Ordering::Less
+        );
+    }
+}
