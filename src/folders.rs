@@ -358,6 +358,152 @@ pub fn find_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archiver::Archiver;
+    use crate::backend::local::LocalBackend;
+    use crate::crypto::KdfParams;
+    use crate::repository::Actor;
+    use std::sync::Arc;
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+        Repository::init(
+            backend,
+            b"pw",
+            KdfParams::with_cost(1024, 1, 1),
+            &Actor::current(),
+        )
+        .unwrap()
+    }
+
+    /// `n` files in nested folders, in walk order: (folders, name, content).
+    fn files(n: usize, skip: Option<usize>) -> Vec<(Vec<String>, String, Vec<u8>)> {
+        let mut v: Vec<(Vec<String>, String, Vec<u8>)> = (0..n)
+            .filter(|i| Some(*i) != skip)
+            .map(|i| {
+                let dirs = match i % 3 {
+                    0 => vec![],
+                    1 => vec![format!("d{}", i % 7)],
+                    _ => vec![format!("d{}", i % 7), format!("e{}", i % 2)],
+                };
+                (
+                    dirs,
+                    format!("f{i:05}"),
+                    format!("content {i}").into_bytes(),
+                )
+            })
+            .collect();
+        // Also a file and a folder of the same name.
+        v.push((vec![], "d1".into(), b"file named like a folder".to_vec()));
+        v.sort_by(|a, b| path_order(&a.0, &a.1, &b.0, &b.1));
+        v
+    }
+
+    /// Builds a folder of `input` and returns its node (pages stored and indexed).
+    fn build(repo: &Repository, input: &[(Vec<String>, String, Vec<u8>)]) -> DirNode {
+        let index = repo.load_index().unwrap();
+        let mut ar = Archiver::new(repo, &index, Default::default());
+        let mut b = TreeBuilder::new("top");
+        for (dirs, name, data) in input {
+            let node = ar.add_bytes(name, data, None).unwrap();
+            b.add_file(&mut ar, dirs, node).unwrap();
+        }
+        let folder = b.finish(&mut ar).unwrap();
+        ar.finish().unwrap();
+        folder.node
+    }
+
+    #[test]
+    fn folders_are_paged_and_walk_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let input = files(12_000, None);
+        let top = build(&repo, &input);
+        let index = repo.load_index().unwrap();
+        // The root folder holds 4,000 files and 7 folders: more than one page.
+        assert!(top.trees.len() > 2, "{} pages", top.trees.len());
+        let mut cursor = TreeCursor::new(&repo, &index, &top.trees);
+        let mut walked = Vec::new();
+        while let Some((dirs, node)) = cursor.next_file().unwrap() {
+            walked.push((dirs, node.name, node.size));
+        }
+        let want: Vec<_> = input
+            .iter()
+            .map(|(d, n, data)| (d.clone(), n.clone(), data.len() as u64))
+            .collect();
+        assert_eq!(walked, want);
+        // The recursive walk sees the same files, and every page once.
+        let mut n = 0;
+        let mut trees = HashSet::new();
+        for page in &top.trees {
+            walk(&repo, &index, page, None, &mut |v| {
+                match v {
+                    Visit::File(..) => n += 1,
+                    Visit::Tree(id) => assert!(trees.insert(*id)),
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(n, input.len());
+        // A file by path, and one that is not there.
+        let root = Tree::new(vec![], vec![top.clone()]);
+        let index_ar = repo.load_index().unwrap();
+        let mut ar = Archiver::new(&repo, &index_ar, Default::default());
+        let root_id = ar
+            .add_blob(BlobKind::Tree, serde_json::to_vec(&root).unwrap())
+            .unwrap();
+        ar.finish().unwrap();
+        let index = repo.load_index().unwrap();
+        let found = find_file(&repo, &index, &root_id, "top/d2/e0/f00002").unwrap();
+        assert_eq!(found.map(|f| f.size), Some(b"content 2".len() as u64));
+        assert!(find_file(&repo, &index, &root_id, "top/d1/f00001")
+            .unwrap()
+            .is_some());
+        assert!(find_file(&repo, &index, &root_id, "top/d1")
+            .unwrap()
+            .is_some());
+        assert!(find_file(&repo, &index, &root_id, "top/d9/f00001")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn one_new_file_changes_few_pages() {
+        // 12,000 files in one folder; one more near its start. Pages cut at fixed counts
+        // would all shift; content-defined cuts change the page that takes the file.
+        let flat = |skip: Option<usize>| -> Vec<(Vec<String>, String, Vec<u8>)> {
+            (0..12_000)
+                .filter(|i| Some(*i) != skip)
+                .map(|i| (vec![], format!("f{i:05}"), format!("c{i}").into_bytes()))
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let before = build(&repo, &flat(Some(100)));
+        let again = build(&repo, &flat(Some(100)));
+        assert_eq!(before, again, "the same files give the same pages");
+        let after = build(&repo, &flat(None));
+        let (a, b): (HashSet<Id>, HashSet<Id>) = (
+            before.trees.iter().copied().collect(),
+            after.trees.iter().copied().collect(),
+        );
+        let new = b.difference(&a).count();
+        assert!(b.len() > 5, "{} pages", b.len());
+        assert!(new <= 2, "{new} of {} pages changed", b.len());
+    }
+
+    #[test]
+    fn out_of_order_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let index = repo.load_index().unwrap();
+        let mut ar = Archiver::new(&repo, &index, Default::default());
+        let mut b = TreeBuilder::new("x");
+        let node = ar.add_bytes("b", b"1", None).unwrap();
+        b.add_file(&mut ar, &[], node).unwrap();
+        let node = ar.add_bytes("a", b"2", None).unwrap();
+        assert!(b.add_file(&mut ar, &[], node).is_err());
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
