@@ -10,6 +10,7 @@ use sbk::crypto::{blob_aad, seal_with_nonce, KdfParams, MasterKey};
 use sbk::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
 use sbk::format::pack::{encode_header, PackEntry};
 use sbk::format::{config, payload, BlobKind};
+use sbk::format::tree::{DirNode, FileNode, Tree};
 use sbk::Id;
 
 fn seq(start: u8, n: usize) -> Vec<u8> {
@@ -131,6 +132,26 @@ fn computed() -> BTreeMap<&'static str, String> {
         ..Default::default()
     };
     v.insert("index-marked", hex::encode(marked.encode()));
+    let mut attrs = serde_json::Map::new();
+    attrs.insert("content_type".into(), "image/png".into());
+    attrs.insert("etag".into(), "\"9e107d9d372bb6826bd81d3542a419d6\"".into());
+    let tree = Tree::new(
+        vec![FileNode {
+            name: "a.png".into(),
+            size: 3,
+            hash: Id([0x77; 32]),
+            content: vec![Id([0x11; 32])],
+            chunks: vec![],
+            attrs: Some(attrs),
+        }],
+        vec![DirNode {
+            name: "b".into(),
+            trees: vec![Id([0x22; 32]), Id([0x33; 32])],
+        }],
+    );
+    v.insert("tree-v2", serde_json::to_string(&tree).unwrap());
+    let (dirs, name) = sbk::supabase::names::key_to_path("photos//a/./100%.png");
+    v.insert("object-key-path", format!("{} / {name}", dirs.join(" / ")));
     let data = xof(2 << 20);
     v.insert("fastcdc-small-seed0", chunk_lengths(small_params(0), &data));
     v.insert(
