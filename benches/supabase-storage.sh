@@ -4,10 +4,10 @@
 #
 # Workload: bucket `small` with SMALL (10,000) objects of 10 KiB in 100 folders, bucket `large`
 # with LARGE (20) objects of LARGE_MIB (50) MiB. Contents are base64 of /dev/urandom: random,
-# but compressible a little (6 bits of entropy per byte, zstd keeps ~76%), like a mix of media
-# and text. They are written to local files first, then uploaded with `rclone copy`. A plain
-# PostgreSQL cluster stands in for the project's database: it holds only the table
-# storage.buckets with the two buckets, which is where sbk learns which buckets exist.
+# but compressible a little (6 bits of entropy per byte: zstd -3 keeps 75%). They are written to
+# local files first, then uploaded with `rclone copy`. A plain PostgreSQL cluster stands in for
+# the project's database: it holds only the table storage.buckets with the two buckets, which is
+# where sbk learns which buckets exist.
 #
 # Measured, each the median of RUNS rounds into a fresh repository / fresh target folder:
 #   1. `sbk snapshot supabase` (first snapshot): wall time and peak RSS (/usr/bin/time -v);
@@ -80,8 +80,14 @@ trap cleanup EXIT
 KEY="bench$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SECRET="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SBK_PASSWORD="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export SBK_CACHE_DIR=$W/cache AWS_EC2_METADATA_DISABLED=true
+# No SBK_CACHE_DIR: sbk caches no blobs for a local repository unless asked to (with a cache,
+# every new blob is also written to a file of its own there).
+unset SBK_CACHE_DIR
+export AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+# Every endpoint is loopback HTTP; a CA bundle from the environment only makes rclone's AWS SDK
+# fail ("unable to load custom CA bundle").
+unset AWS_CA_BUNDLE
 
 # The database: a throwaway cluster with storage.buckets only.
 PGPORT=$((55330 + RANDOM % 500))
@@ -129,7 +135,8 @@ rclone copy -q "$W/gen/large" src:large --transfers 8 --checkers 16
 TOTAL_OBJECTS=$((SMALL + LARGE))
 TOTAL_BYTES=$((SMALL * 10240 + LARGE * LARGE_MIB * 1048576))
 
-secs() { echo "$2 - $1" | bc; }
+secs() { printf '%.2f\n' "$(echo "$2 - $1" | bc)"; }
+ratio() { printf '%.3f\n' "$(echo "scale=4; $1 / $2" | bc)"; }
 now() { date +%s.%N; }
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 # Requests by method so far (the server rewrites the file every 100 ms).
@@ -149,12 +156,12 @@ snapshot() { # REPO OUT TIMEFILE [extra args]: one timed `sbk snapshot supabase`
 echo "== sbk snapshot supabase (Storage) against rclone copy: $SMALL x 10 KiB + $LARGE x $LARGE_MIB MiB" \
   "($(echo "scale=1; $TOTAL_BYTES / 1048576" | bc) MiB), nproc=$(nproc), sbk $(git rev-parse --short HEAD)," \
   "$(rclone version | head -1), --s3-connections $CONNECTIONS, RUNS=$RUNS"
-s1_t=(); s1_rss=(); s1_cpu=(); s1_srv=(); rc_t=(); rc_rss=(); rc_cpu=(); rc_srv=(); ratio=()
+s1_t=(); s1_rss=(); s1_cpu=(); s1_srv=(); rc_t=(); rc_rss=(); rc_cpu=(); rc_srv=(); ratios=()
 s2_t=(); s2_share=(); s2_get=(); s2_head=(); s2_dl=(); s2_reused=(); s2_cpu=(); s2_srv=(); s2_rss=()
 rc_get=(); rc_head=(); s1_get=(); s1_head=()
 for i in $(seq "$RUNS"); do
   repo=$W/repo$i
-  rm -rf "$W/cache" "$W/repo$((i - 1))"
+  rm -rf "$W/repo$((i - 1))"
   SBK_REPOSITORY=$repo "$SBK" -q init --kdf-memory-kib 1024 --kdf-iterations 1
 
   # 1. First snapshot.
@@ -175,11 +182,11 @@ for i in $(seq "$RUNS"); do
   t1=$(now); c1=$(server_cpu); g1=$(count GET); h1=$(count HEAD)
   rc_t+=("$(secs "$t0" "$t1")"); rc_rss+=("$(rss_mib "$W/time-rclone")"); rc_cpu+=("$(cpu_of "$W/time-rclone")")
   rc_srv+=("$(secs "$c0" "$c1")"); rc_get+=($((g1 - g0))); rc_head+=($((h1 - h0)))
-  n=$(find "$W/copy" -type f | wc -l); b=$(du -sb --apparent-size "$W/copy/small" "$W/copy/large" | awk '{ s += $1 } END { print s }')
+  n=$(find "$W/copy" -type f | wc -l); b=$(find "$W/copy" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
   [ "$n" = "$TOTAL_OBJECTS" ] && [ "$b" = "$TOTAL_BYTES" ] \
     || { echo "rclone copied $n files, $b bytes" >&2; exit 1; }
   rm -rf "$W/copy"
-  ratio+=("$(echo "scale=3; ${s1_t[-1]} / ${rc_t[-1]}" | bc)")
+  ratios+=("$(ratio "${s1_t[-1]}" "${rc_t[-1]}")")
 
   # 3. CHANGED small objects get new content of the same size (spread over the folders; other
   # objects each round), then the second snapshot.
@@ -199,7 +206,7 @@ for i in $(seq "$RUNS"); do
   s2_srv+=("$(secs "$c0" "$c1")"); s2_get+=($((g1 - g0))); s2_head+=($((h1 - h0)))
   s2_dl+=("$(jq '.supabase.storage.downloaded' "$W/snap2.json")")
   s2_reused+=("$(jq '.supabase.storage.reused' "$W/snap2.json")")
-  s2_share+=("$(echo "scale=3; ${s2_t[-1]} / ${s1_t[-1]}" | bc)")
+  s2_share+=("$(ratio "${s2_t[-1]}" "${s1_t[-1]}")")
   echo "   round $i: first snapshot ${s1_t[-1]} s (${s1_rss[-1]} MiB), rclone ${rc_t[-1]} s (${rc_rss[-1]} MiB)," \
     "second snapshot ${s2_t[-1]} s (${s2_dl[-1]} downloaded, ${s2_reused[-1]} reused," \
     "${s2_get[-1]} GET, ${s2_head[-1]} HEAD); sbk's own duration_secs:" \
@@ -217,7 +224,7 @@ echo "| | median | rounds |"
 echo "|---|---|---|"
 echo "| sbk first snapshot, s | $S1 | ${s1_t[*]} |"
 echo "| rclone copy (both buckets), s | $RC | ${rc_t[*]} |"
-echo "| sbk / rclone (per round) | $(median "${ratio[@]}") | ${ratio[*]} |"
+echo "| sbk / rclone (per round) | $(median "${ratios[@]}") | ${ratios[*]} |"
 echo "| sbk first snapshot peak RSS, MiB | $(median "${s1_rss[@]}") | ${s1_rss[*]} |"
 echo "| rclone peak RSS, MiB | $(median "${rc_rss[@]}") | ${rc_rss[*]} |"
 echo "| sbk second snapshot ($CHANGED changed), s | $S2 | ${s2_t[*]} |"

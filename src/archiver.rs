@@ -479,8 +479,8 @@ impl<'a> Archiver<'a> {
         hasher.update(data);
         let mut content = Vec::new();
         let mut metas = Vec::new();
-        for (seq, chunk) in Chunker::new(data, params).enumerate() {
-            let chunk = chunk.map_err(|e| Error::Source(format!("reading {name}: {e}")))?;
+        for (seq, range) in crate::chunker::split(data, params).into_iter().enumerate() {
+            let chunk = data[range].to_vec();
             self.sink
                 .progress
                 .bytes_in

@@ -148,6 +148,28 @@ impl<R: Read> Chunker<R> {
     }
 }
 
+/// The chunks of bytes held in memory, as ranges: cut exactly where [`Chunker`] cuts the same
+/// bytes, without its buffer of twice the largest chunk (what many small storage objects would
+/// otherwise each allocate and zero).
+pub fn split(data: &[u8], params: ChunkerParams) -> Vec<std::ops::Range<usize>> {
+    let cdc = FastCDC::with_level_and_seed(
+        data,
+        params.min_size,
+        params.avg_size,
+        params.max_size,
+        params.level(),
+        params.seed,
+    );
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let (_, cut) = cdc.cut(start, data.len() - start);
+        out.push(start..cut);
+        start = cut;
+    }
+    out
+}
+
 impl<R: Read> Iterator for Chunker<R> {
     type Item = io::Result<Vec<u8>>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -222,6 +244,21 @@ mod tests {
             .collect();
         assert_eq!(a, b);
         assert_eq!(a.concat(), data);
+    }
+
+    #[test]
+    fn split_cuts_where_the_chunker_does() {
+        for (len, seed) in [(0, 1), (100, 2), (4096, 3), (300_000, 4), (1 << 20, 5)] {
+            let data = pseudo_random(len, seed + 11);
+            let streamed: Vec<Vec<u8>> = Chunker::new(&data[..], params(seed))
+                .map(|c| c.unwrap())
+                .collect();
+            let split: Vec<Vec<u8>> = split(&data, params(seed))
+                .into_iter()
+                .map(|r| data[r].to_vec())
+                .collect();
+            assert_eq!(streamed, split, "{len} bytes");
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use sbk::chunker::{Chunker, ChunkerParams};
 use sbk::crypto::{blob_aad, seal_with_nonce, KdfParams, MasterKey};
 use sbk::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
 use sbk::format::pack::{encode_header, PackEntry};
-use sbk::format::{config, payload, BlobKind};
 use sbk::format::tree::{DirNode, FileNode, Tree};
+use sbk::format::{config, payload, BlobKind};
 use sbk::Id;
 
 fn seq(start: u8, n: usize) -> Vec<u8> {

@@ -729,3 +729,119 @@ fn functions_folder_round_trip_and_only_parts() {
     assert!(files.path().join("functions/hello/lib/a.ts").exists());
     assert!(files.path().join("postgres.pgdump").exists());
 }
+
+#[test]
+fn configured_job_snapshots_a_project_with_its_secrets() {
+    let src = Project::new("jobproject", true);
+    source_functions(&src.api);
+    put_objects(&src, &sample_objects()[..4]);
+    let repo = TestRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sbk.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir = "{state}"
+
+[repository.main]
+url = "{repo}"
+password = {{ env = "JOB_REPO_PW" }}
+
+[source.project]
+type = "supabase"
+url = "{db}"
+password = {{ env = "JOB_DB_PW" }}
+storage_endpoint = "http://{s3}"
+project_ref = "{r}"
+api_url = "{api}"
+exclude_table_data = ["public.audit_logs"]
+require = ["storage", "functions"]
+storage_access_key_id = {{ env = "JOB_S3_KEY" }}
+storage_secret_access_key = {{ env = "JOB_S3_SECRET" }}
+access_token = {{ env = "JOB_API_TOKEN" }}
+
+[job.nightly]
+source = "project"
+repository = "main"
+schedule = "@daily"
+retries = 0
+retention = {{ keep_last = 1 }}
+drill = true
+drill_scratch = "{scratch}"
+drill_password = {{ env = "JOB_DB_PW" }}
+"#,
+            state = dir.path().join("state").display(),
+            repo = repo.path.display(),
+            db = src.db.url_without_password("postgres"),
+            s3 = src.storage.addr,
+            r = src.project_ref,
+            api = src.api.url(),
+            scratch = src.db.url_without_password("postgres"),
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let mut c = std::process::Command::new(common::sbk_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SBK_") || k.starts_with("SUPABASE_") || k.starts_with("PG") {
+                c.env_remove(k);
+            }
+        }
+        c.arg("--config")
+            .arg(&config)
+            .args(["run", "nightly", "--json"])
+            .env("JOB_REPO_PW", common::PASSWORD)
+            .env("JOB_DB_PW", &src.db.password)
+            .env("JOB_S3_KEY", &src.storage.access_key)
+            .env("JOB_S3_SECRET", &src.storage.secret_key)
+            .env("JOB_API_TOKEN", &src.api.token)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A stream snapshot beside it: retention of the job must leave it alone.
+    assert!(repo
+        .run_with_input(&["snapshot", "stdin", "--name", "x"], b"other")
+        .status
+        .success());
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snaps = repo.snapshots();
+    let kinds: Vec<&str> = snaps
+        .iter()
+        .map(|s| s["source"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "supabase").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "stdin").count(),
+        1,
+        "{kinds:?}"
+    );
+    // The excluded table's rows are not in the dump; the functions are.
+    let id = snaps
+        .iter()
+        .find(|s| s["source"]["kind"] == "supabase")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = repo.run(&["dump", &id, "functions/hello/lib/greet.ts"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = repo.run(&["dump", &id, "manifest.json"]);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        m["options"]["exclude_table_data"],
+        serde_json::json!(["public.audit_logs"])
+    );
+}

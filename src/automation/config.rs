@@ -224,7 +224,8 @@ struct RawRepository {
 struct RawSource {
     #[serde(rename = "type")]
     kind: Option<Spanned<String>>,
-    url: Spanned<String>,
+    /// The database (for `supabase`: optional, derived from `project_url`).
+    url: Option<Spanned<String>>,
     password: Option<Spanned<SecretField>>,
     #[serde(default)]
     databases: Vec<String>,
@@ -240,6 +241,39 @@ struct RawSource {
     count_rows: bool,
     jobs: Option<Spanned<u16>>,
     pg_bin_dir: Option<PathBuf>,
+    // supabase
+    project_url: Option<Spanned<String>>,
+    storage_endpoint: Option<String>,
+    storage_region: Option<String>,
+    api_url: Option<String>,
+    project_ref: Option<String>,
+    functions_dir: Option<PathBuf>,
+    buckets: Option<Vec<String>>,
+    require: Option<Spanned<Vec<String>>>,
+    no_storage: Option<bool>,
+    no_functions: Option<bool>,
+    storage_access_key_id: Option<Spanned<SecretField>>,
+    storage_secret_access_key: Option<Spanned<SecretField>>,
+    access_token: Option<Spanned<SecretField>>,
+}
+
+impl RawSource {
+    /// Whether a field only a `supabase` source takes is set.
+    fn has_supabase_fields(&self) -> bool {
+        self.project_url.is_some()
+            || self.storage_endpoint.is_some()
+            || self.storage_region.is_some()
+            || self.api_url.is_some()
+            || self.project_ref.is_some()
+            || self.functions_dir.is_some()
+            || self.buckets.is_some()
+            || self.require.is_some()
+            || self.no_storage.is_some()
+            || self.no_functions.is_some()
+            || self.storage_access_key_id.is_some()
+            || self.storage_secret_access_key.is_some()
+            || self.access_token.is_some()
+    }
 }
 
 #[derive(Deserialize)]
@@ -352,11 +386,29 @@ pub struct RepositoryConfig {
     pub retry_deadline: Option<Duration>,
 }
 
+/// What a `type = "supabase"` source adds (`docs/supabase.md`).
+#[derive(Clone, Debug, Default)]
+pub struct SupabaseSourceConfig {
+    pub project: crate::supabase::project::ProjectSpec,
+    pub buckets: Vec<String>,
+    pub require_storage: bool,
+    pub require_functions: bool,
+    pub no_storage: bool,
+    pub no_functions: bool,
+    /// Storage's S3 keys and the Management API token, else from the environment.
+    pub storage_access_key_id: Option<SecretSource>,
+    pub storage_secret_access_key: Option<SecretSource>,
+    pub access_token: Option<SecretSource>,
+}
+
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
     pub name: String,
-    /// Connection URL or conninfo, without a password.
+    /// Connection URL or conninfo, without a password (for a Supabase source: its database,
+    /// given or derived from the project URL).
     pub url: String,
+    /// A Supabase project, for `type = "supabase"`.
+    pub supabase: Option<SupabaseSourceConfig>,
     pub password: Option<SecretSource>,
     pub databases: Vec<String>,
     pub all_databases: bool,
@@ -773,26 +825,103 @@ impl Config {
 
         let mut sources = BTreeMap::new();
         for (name, s) in &raw.source {
+            let is_supabase = s.kind.as_ref().is_some_and(|k| k.get_ref() == "supabase");
             if let Some(k) = &s.kind {
-                if k.get_ref() != "postgres" {
+                if !matches!(k.get_ref().as_str(), "postgres" | "supabase") {
                     c.at(
                         k.span(),
                         format!(
-                            "source type {:?} is not supported: only \"postgres\"",
+                            "source type {:?} is not supported: \"postgres\" or \"supabase\"",
                             k.get_ref()
                         ),
                     );
                 }
             }
-            match has_inline_password(s.url.get_ref()) {
-                Ok(true) => c.at(
-                    s.url.span(),
-                    "`url` holds a password: remove it from the URL and add \
-                     password = { env = \"PGPASSWORD_APP\" } (or file, or command); a \
-                     ~/.pgpass file works too",
-                ),
-                Ok(false) => {}
-                Err(e) => c.at(s.url.span(), format!("`url`: {e}")),
+            if !is_supabase && s.has_supabase_fields() {
+                c.at(
+                    name.span(),
+                    "project_url, buckets, functions_dir and the storage and API fields belong \
+                     to a source with type = \"supabase\"",
+                );
+            }
+            let mut supabase = None;
+            let url = if is_supabase {
+                let spec = crate::supabase::project::ProjectSpec {
+                    project_url: s.project_url.as_ref().map(|u| u.get_ref().clone()),
+                    db: s.url.as_ref().map(|u| u.get_ref().clone()),
+                    storage_endpoint: s.storage_endpoint.clone(),
+                    storage_region: s.storage_region.clone(),
+                    api_url: s.api_url.clone(),
+                    project_ref: s.project_ref.clone(),
+                    functions_dir: s.functions_dir.clone(),
+                };
+                let span = s
+                    .project_url
+                    .as_ref()
+                    .map(|u| u.span())
+                    .or_else(|| s.url.as_ref().map(|u| u.span()))
+                    .unwrap_or_else(|| name.span());
+                let url = match spec.resolve() {
+                    Ok(p) => p.db,
+                    Err(e) => {
+                        c.at(span, e.to_string());
+                        String::new()
+                    }
+                };
+                let mut require = (false, false);
+                if let Some(r) = &s.require {
+                    for part in r.get_ref() {
+                        match part.as_str() {
+                            "storage" => require.0 = true,
+                            "functions" => require.1 = true,
+                            other => c.at(
+                                r.span(),
+                                format!("`require`: {other:?} is not a part: storage or functions"),
+                            ),
+                        }
+                    }
+                }
+                supabase = Some(SupabaseSourceConfig {
+                    project: spec,
+                    buckets: s.buckets.clone().unwrap_or_default(),
+                    require_storage: require.0,
+                    require_functions: require.1,
+                    no_storage: s.no_storage.unwrap_or(false),
+                    no_functions: s.no_functions.unwrap_or(false),
+                    storage_access_key_id: s
+                        .storage_access_key_id
+                        .as_ref()
+                        .and_then(|v| c.secret("storage_access_key_id", v)),
+                    storage_secret_access_key: s
+                        .storage_secret_access_key
+                        .as_ref()
+                        .and_then(|v| c.secret("storage_secret_access_key", v)),
+                    access_token: s
+                        .access_token
+                        .as_ref()
+                        .and_then(|v| c.secret("access_token", v)),
+                });
+                url
+            } else {
+                match &s.url {
+                    Some(u) => u.get_ref().clone(),
+                    None => {
+                        c.at(name.span(), "a postgres source needs `url`");
+                        String::new()
+                    }
+                }
+            };
+            if let Some(u) = &s.url {
+                match has_inline_password(u.get_ref()) {
+                    Ok(true) => c.at(
+                        u.span(),
+                        "`url` holds a password: remove it from the URL and add \
+                         password = { env = \"PGPASSWORD_APP\" } (or file, or command); a \
+                         ~/.pgpass file works too",
+                    ),
+                    Ok(false) => {}
+                    Err(e) => c.at(u.span(), format!("`url`: {e}")),
+                }
             }
             let password = s.password.as_ref().and_then(|p| c.secret("password", p));
             if s.all_databases && !s.databases.is_empty() {
@@ -811,7 +940,8 @@ impl Config {
                 name.get_ref().clone(),
                 SourceConfig {
                     name: name.get_ref().clone(),
-                    url: s.url.get_ref().clone(),
+                    url,
+                    supabase,
                     password,
                     databases: s.databases.clone(),
                     all_databases: s.all_databases,
@@ -1244,5 +1374,32 @@ max_age = "soon"
         assert!(p[0].starts_with("3:1: unknown field `shedule`"), "{p:?}");
         let p = problems("[job.a\n");
         assert!(p[0].starts_with("1:"), "{p:?}");
+    }
+
+    #[test]
+    fn supabase_sources_take_their_parts_and_secrets() {
+        let text = "[source.p]\ntype = \"supabase\"\nproject_url = \"https://abcdefghijklmnopqrst.supabase.co\"\n\
+                    storage_access_key_id = { env = \"K\" }\nstorage_secret_access_key = { env = \"S\" }\n\
+                    access_token = { file = \"/t\" }\nbuckets = [\"avatars\"]\nrequire = [\"storage\"]\n";
+        let c = Config::parse(Path::new("sbk.toml"), text).unwrap();
+        let s = &c.sources["p"];
+        assert_eq!(
+            s.url,
+            "postgresql://postgres@db.abcdefghijklmnopqrst.supabase.co:5432/postgres?sslmode=require"
+        );
+        let sb = s.supabase.as_ref().unwrap();
+        assert!(sb.storage_access_key_id.is_some() && sb.storage_secret_access_key.is_some());
+        assert!(sb.access_token.is_some() && sb.require_storage && !sb.require_functions);
+        assert_eq!(sb.buckets, ["avatars"]);
+        for (bad, want) in [
+            ("[source.p]\nurl = \"postgresql://h/db\"\nbuckets = [\"a\"]\n", "belong to a source with type = \"supabase\""),
+            ("[source.p]\ntype = \"supabase\"\nproject_url = \"ftp://x\"\n", "--project-url"),
+            ("[source.p]\ntype = \"supabase\"\nproject_url = \"https://abc.supabase.co\"\naccess_token = \"sbp_x\"\n", "`access_token` is a secret"),
+            ("[source.p]\ntype = \"supabase\"\nproject_url = \"https://abc.supabase.co\"\nrequire = [\"db\"]\n", "not a part"),
+            ("[source.p]\ntype = \"mysql\"\nurl = \"x\"\n", "not supported"),
+        ] {
+            let e = Config::parse(Path::new("sbk.toml"), bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 }

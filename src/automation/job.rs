@@ -148,6 +148,18 @@ pub fn source_conn(s: &SourceConfig) -> Result<ConnParams> {
     ConnParams::resolve(Some(&s.url), &lookup)
 }
 
+/// The snapshots a source's retention and drill apply to: a PostgreSQL server (whatever its
+/// databases), or a Supabase project.
+pub fn source_filter(s: &SourceConfig) -> Result<crate::format::snapshot::Source> {
+    match &s.supabase {
+        Some(sb) => {
+            let project = sb.project.resolve()?;
+            Ok(commands::snapshot_supabase::project_filter(&project))
+        }
+        None => Ok(commands::snapshot_postgres::server_filter(&source_conn(s)?)),
+    }
+}
+
 /// The alert channels of a job, their secrets resolved (a channel whose secret cannot be read
 /// is left out, and logged).
 pub fn channels(config: &Config, names: &[String]) -> Vec<(Channel, super::config::AlertEvents)> {
@@ -648,6 +660,62 @@ impl Runner<'_> {
         }
     }
 
+    /// A Supabase source's snapshot, its secrets resolved.
+    fn snapshot_supabase(
+        &self,
+        src: &SourceConfig,
+        sb: &super::config::SupabaseSourceConfig,
+        repo: &crate::Repository,
+    ) -> Result<commands::SnapshotView> {
+        let what = |f: &str| format!("{f} of source {}", src.name);
+        let storage = match (&sb.storage_access_key_id, &sb.storage_secret_access_key) {
+            (Some(id), Some(secret)) => Some((
+                id.resolve(&what("storage_access_key_id"))?.to_string(),
+                secret.resolve(&what("storage_secret_access_key"))?,
+            )),
+            _ => None,
+        };
+        let access_token = match &sb.access_token {
+            Some(t) => Some(t.resolve(&what("access_token"))?),
+            None => None,
+        };
+        let opts = commands::snapshot_supabase::SupabaseOptions {
+            credentials: commands::snapshot_supabase::Credentials {
+                db: Some(source_conn(src)?),
+                storage,
+                access_token,
+            },
+            stop: Some(Arc::clone(&self.ctx.stop)),
+            project: sb.project.resolve()?,
+            functions_dir: sb.project.functions_dir.clone(),
+            require: commands::snapshot_supabase::Required {
+                storage: sb.require_storage,
+                functions: sb.require_functions,
+            },
+            buckets: sb.buckets.clone(),
+            exclude_table_data: src.exclude_table_data.clone(),
+            count_rows: src.count_rows,
+            no_storage: sb.no_storage,
+            no_functions: sb.no_functions,
+            reread_storage: false,
+            connections: repo
+                .backend()
+                .concurrency()
+                .max(crate::backend::s3::DEFAULT_CONNECTIONS),
+            ca_cert: None,
+            retry_deadline: crate::backend::retry::DEFAULT_DEADLINE,
+            tools: Tools {
+                bindir: src.pg_bin_dir.clone(),
+            },
+            tags: self.job.tags.clone(),
+            host: None,
+            time: None,
+            parent: None,
+            no_delta: self.job.no_delta,
+        };
+        Ok(commands::snapshot_supabase::snapshot_supabase(repo, &opts, Default::default())?.view)
+    }
+
     fn snapshot(&mut self) -> Result<String> {
         let src = self.source()?.clone();
         let opts = commands::snapshot_postgres::PostgresOptions {
@@ -674,7 +742,12 @@ impl Runner<'_> {
         self.repository(true)?;
         let written_before = self.timed.as_ref().map_or(0.0, |t| t.write_secs());
         let repo = self.repo.as_ref().expect("opened");
-        let view = commands::snapshot_postgres::snapshot_postgres(repo, &opts, Default::default())?;
+        let view = match &src.supabase {
+            Some(sb) => self.snapshot_supabase(&src, sb, repo)?,
+            None => {
+                commands::snapshot_postgres::snapshot_postgres(repo, &opts, Default::default())?
+            }
+        };
         let upload_secs = self.timed.as_ref().map_or(0.0, |t| t.write_secs()) - written_before;
         let spooled = repo.spool().and_then(|s| s.spooled_because());
         let s = &view.snapshot.summary;
@@ -704,13 +777,13 @@ impl Runner<'_> {
     }
 
     fn forget(&mut self) -> Result<String> {
-        let conn = source_conn(self.source()?)?;
+        let filter = source_filter(self.source()?)?;
         let opts = commands::forget::ForgetOptions {
             policy: self.job.retention.clone().unwrap_or_default(),
             group_by: commands::forget::DEFAULT_GROUP_BY.to_vec(),
             ids: Vec::new(),
             hosts: vec![Actor::current().host],
-            source: Some(commands::snapshot_postgres::server_filter(&conn)),
+            source: Some(filter),
             dry_run: false,
         };
         let repo = self.repository(false)?;
@@ -764,7 +837,7 @@ impl Runner<'_> {
 
     fn drill(&mut self) -> Result<String> {
         let src = self.source()?.clone();
-        let conn = source_conn(&src)?;
+        let filter = source_filter(&src)?;
         let scratch_url = self.job.drill_scratch.clone().unwrap_or_default();
         let password = match &self.job.drill_password {
             Some(p) => Some(p.resolve(&format!("drill_password of job {}", self.job.name))?),
@@ -777,7 +850,6 @@ impl Runner<'_> {
             }
         };
         let scratch = ConnParams::resolve(Some(&scratch_url), &lookup)?;
-        let filter = commands::snapshot_postgres::server_filter(&conn);
         let repo = self.repository(false)?;
         let newest = repo
             .list_snapshots()?

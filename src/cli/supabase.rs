@@ -47,6 +47,8 @@ pub(super) fn snapshot_options(
     r: SnapshotRequest,
 ) -> Result<SupabaseOptions, Error> {
     Ok(SupabaseOptions {
+        credentials: Default::default(),
+        stop: None,
         project: project(&r.project)?,
         functions_dir: r.project.functions_dir.clone(),
         require: Required {

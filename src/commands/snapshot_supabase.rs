@@ -59,9 +59,24 @@ pub struct Required {
     pub functions: bool,
 }
 
+/// Credentials given directly (a configured job's secrets) rather than read from the
+/// environment.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// The database connection, password included.
+    pub db: Option<ConnParams>,
+    /// Storage's S3 key ID and secret.
+    pub storage: Option<(String, zeroize::Zeroizing<String>)>,
+    pub access_token: Option<zeroize::Zeroizing<String>>,
+}
+
 /// What to take and how.
 #[derive(Clone, Debug)]
 pub struct SupabaseOptions {
+    pub credentials: Credentials,
+    /// Set from another thread to stop the snapshot (a daemon shutting down): checked between
+    /// parts and objects; nothing is saved.
+    pub stop: Option<Arc<AtomicBool>>,
     pub project: Project,
     /// Edge functions from this folder instead of the API.
     pub functions_dir: Option<std::path::PathBuf>,
@@ -101,6 +116,17 @@ fn source_of(project: &Project, conn: &ConnParams) -> Source {
     details.insert("host".into(), conn.host.clone().into());
     details.insert("port".into(), conn.port.into());
     details.insert("databases".into(), vec![conn.dbname.clone()].into());
+    Source {
+        kind: SOURCE_KIND.into(),
+        details,
+    }
+}
+
+/// The snapshots of a project, whatever their server: what a configured job's retention
+/// applies to.
+pub fn project_filter(project: &Project) -> Source {
+    let mut details = serde_json::Map::new();
+    details.insert("project".into(), project.name.clone().into());
     Source {
         kind: SOURCE_KIND.into(),
         details,
@@ -486,6 +512,12 @@ fn snapshot_storage(
                         if results.failed.load(Ordering::SeqCst) {
                             return;
                         }
+                        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                            return results.fail(Error::Interrupted(
+                                "the snapshot was stopped by a shutdown request; nothing was saved"
+                                    .into(),
+                            ));
+                        }
                         // The parent's entry at this path, if any.
                         let parent = loop {
                             let next = match pending_parent.take() {
@@ -826,7 +858,19 @@ pub fn snapshot_supabase(
     let started = actor.now;
     let clock = Instant::now();
     let project = &opts.project;
-    let conn = ConnParams::resolve(Some(&project.db), &crate::postgres::conn::process_env)?;
+    let conn = match &opts.credentials.db {
+        Some(c) => c.clone(),
+        None => ConnParams::resolve(Some(&project.db), &crate::postgres::conn::process_env)?,
+    };
+    let stopped = || {
+        if opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            Err(Error::Interrupted(
+                "the snapshot was stopped by a shutdown request; nothing was saved".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     let mut skipped = Vec::new();
 
     // 1. Every part's credentials, before anything is stored.
@@ -837,10 +881,12 @@ pub fn snapshot_supabase(
         skipped.push("storage: --no-storage".to_string());
         None
     } else {
-        match (
-            crate::supabase::storage::credentials_from_env(),
-            &project.storage_endpoint,
-        ) {
+        let keys = opts
+            .credentials
+            .storage
+            .clone()
+            .or_else(crate::supabase::storage::credentials_from_env);
+        match (keys, &project.storage_endpoint) {
             (Some((id, secret)), Some(endpoint)) => {
                 let c = StorageClient::new(
                     &StorageOptions {
@@ -896,14 +942,15 @@ pub fn snapshot_supabase(
     } else {
         buckets.clear();
     }
-    let api = match (
-        &project.project_ref,
-        crate::postgres::conn::process_env(crate::supabase::api::TOKEN_VAR),
-    ) {
+    let token = opts.credentials.access_token.clone().or_else(|| {
+        crate::postgres::conn::process_env(crate::supabase::api::TOKEN_VAR)
+            .map(zeroize::Zeroizing::new)
+    });
+    let api = match (&project.project_ref, token) {
         (Some(r), Some(token)) => Some(ApiClient::new(
             &project.api_url,
             r,
-            zeroize::Zeroizing::new(token),
+            token,
             opts.ca_cert.as_deref(),
             opts.retry_deadline,
         )?),
@@ -944,6 +991,7 @@ pub fn snapshot_supabase(
     }
 
     // 2. The database.
+    stopped()?;
     let major = server_major(facts.version_num);
     let pg_dump = opts.tools.find("pg_dump", major)?;
     let roles = dump_roles(&conn, &opts.tools, major)?;
@@ -991,6 +1039,7 @@ pub fn snapshot_supabase(
     files.push(main.add_stream(ROLES_FILE, roles.as_bytes())?);
 
     // 3. Storage.
+    stopped()?;
     let mut folders = Vec::new();
     let mut other = ArchiveStats::default();
     let mut storage_summary = None;
@@ -1019,6 +1068,7 @@ pub fn snapshot_supabase(
     }
 
     // 4. Functions, settings, secret names.
+    stopped()?;
     let mut function_entries = None;
     let mut functions_from = None;
     if let Some((from, list)) = functions {
@@ -1060,6 +1110,7 @@ pub fn snapshot_supabase(
     }
 
     // 5. Manifests, then the snapshot.
+    stopped()?;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         server_version: facts.server_version,
