@@ -1,14 +1,22 @@
-//! A loopback S3 server for benchmarks (`benches/s3.sh`): s3s-fs over a folder, SigV4 checked
-//! against `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, counting requests by method.
+//! A loopback S3 server for benchmarks (`benches/s3.sh`, `benches/supabase-storage.sh`): s3s-fs
+//! over a folder, SigV4 checked against `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, counting
+//! requests by method.
 //!
 //! `s3_server ROOT PORT_FILE STATS_FILE`: serves on 127.0.0.1 at a free port written to
 //! PORT_FILE; every 100 ms writes `GET n PUT n POST n HEAD n DELETE n` to STATS_FILE.
 //!
+//! Listings carry ETags, as MinIO's (and S3's) do: s3s-fs's ListObjects/ListObjectsV2 answers
+//! give only key, size and time, so each object's ETag is added from the internal-info file
+//! s3s-fs writes beside the data at PUT (the MD5 it computed, or the multipart ETag), quoted as
+//! its GET and HEAD answers give it. A client that compares ETags from the listing (sbk's reuse
+//! of unchanged Storage objects) then needs no HEAD per object. `SBK_BENCH_LIST_NO_ETAG=1` gives
+//! s3s-fs's listings unchanged, without ETags.
+//!
 //! With `SBK_BENCH_FAST_GET=1`, ranged GETs are answered from one positioned read instead of
-//! s3s-fs's path, which streams in 4 KiB steps through Tokio's blocking pool and MD5-hashes the
-//! whole object on every GET (it stores no ETag for PUT objects). MinIO stores the ETag at PUT
-//! and serves ranges directly; this mode shows what sbk's restore does when the server is not
-//! the bottleneck. Everything else (PUTs with their MD5 ETags, listings, multipart) is s3s-fs.
+//! s3s-fs's path, which streams in 4 KiB steps through Tokio's blocking pool. MinIO serves ranges
+//! directly; this mode shows what sbk's restore does when the server is not the bottleneck.
+//! Everything else (PUTs with their MD5 ETags, listings apart from their ETags, multipart) is
+//! s3s-fs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,15 +30,61 @@ use s3s::{S3Request, S3Response, S3Result, S3};
 
 const METHODS: [&str; 5] = ["GET", "PUT", "POST", "HEAD", "DELETE"];
 
-/// s3s-fs with ranged GETs served by one positioned read (see the module documentation).
-struct FastGet {
+/// s3s-fs with ETags in listings and, optionally, ranged GETs served by one positioned read (see
+/// the module documentation).
+struct BenchFs {
     fs: s3s_fs::FileSystem,
+    /// s3s-fs's root, canonical: objects are `ROOT/BUCKET/KEY`, their internal info beside.
     root: std::path::PathBuf,
+    fast_get: bool,
+    list_e_tags: bool,
 }
 
-/// Every request sbk makes but ranged GETs goes to s3s-fs unchanged.
+impl BenchFs {
+    /// Fills each listed object's ETag from s3s-fs's internal info, as S3 and MinIO list them.
+    async fn add_e_tags(&self, bucket: &str, objects: Option<&mut Vec<Object>>) -> S3Result<()> {
+        let Some(objects) = objects.filter(|o| self.list_e_tags && !o.is_empty()) else {
+            return Ok(());
+        };
+        let keys: Vec<String> = objects
+            .iter()
+            .map(|o| o.key.clone().unwrap_or_default())
+            .collect();
+        let (root, bucket) = (self.root.clone(), bucket.to_owned());
+        let tags = tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|key| stored_e_tag(&root, &bucket, key))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| s3s::s3_error!(e, InternalError))?;
+        for (object, tag) in objects.iter_mut().zip(tags) {
+            object.e_tag = tag.map(ETag::Strong);
+        }
+        Ok(())
+    }
+}
+
+/// The ETag s3s-fs stored for an object (unquoted): field `e_tag` of the JSON object in
+/// `ROOT/.bucket-<b64url(BUCKET)>.object-<b64url(KEY)>.internal.json` (s3s-fs's
+/// `get_internal_info_path` and `checksum::load_e_tag`); `None` without one.
+fn stored_e_tag(root: &std::path::Path, bucket: &str, key: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let path = root.join(format!(
+        ".bucket-{}.object-{}.internal.json",
+        b64(bucket),
+        b64(key)
+    ));
+    let info: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    info.get("e_tag")?.as_str().map(str::to_owned)
+}
+
+/// Every request but listings (and, with `fast_get`, ranged GETs) goes to s3s-fs unchanged: all
+/// the operations s3s-fs implements, so that nothing answers differently from plain s3s-fs.
 #[async_trait::async_trait]
-impl S3 for FastGet {
+impl S3 for BenchFs {
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
@@ -43,6 +97,13 @@ impl S3 for FastGet {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         self.fs.complete_multipart_upload(req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.fs.copy_object(req).await
     }
 
     async fn create_bucket(
@@ -59,11 +120,32 @@ impl S3 for FastGet {
         self.fs.create_multipart_upload(req).await
     }
 
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.fs.delete_bucket(req).await
+    }
+
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.fs.delete_object(req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.fs.get_bucket_location(req).await
     }
 
     async fn head_bucket(
@@ -80,11 +162,40 @@ impl S3 for FastGet {
         self.fs.head_object(req).await
     }
 
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.fs.list_buckets(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let bucket = req.input.bucket.clone();
+        let mut resp = self.fs.list_objects(req).await?;
+        self.add_e_tags(&bucket, resp.output.contents.as_mut())
+            .await?;
+        Ok(resp)
+    }
+
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.fs.list_objects_v2(req).await
+        let bucket = req.input.bucket.clone();
+        let mut resp = self.fs.list_objects_v2(req).await?;
+        self.add_e_tags(&bucket, resp.output.contents.as_mut())
+            .await?;
+        Ok(resp)
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.fs.list_parts(req).await
     }
 
     async fn put_object(
@@ -101,11 +212,18 @@ impl S3 for FastGet {
         self.fs.upload_part(req).await
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.fs.upload_part_copy(req).await
+    }
+
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        let Some(Range::Int { first, last }) = req.input.range else {
+        let (true, Some(Range::Int { first, last })) = (self.fast_get, req.input.range) else {
             return self.fs.get_object(req).await;
         };
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
@@ -177,12 +295,13 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let fs = s3s_fs::FileSystem::new(root).unwrap();
-        let mut b = if std::env::var_os("SBK_BENCH_FAST_GET").is_some_and(|v| v == "1") {
-            let root = std::fs::canonicalize(root).unwrap();
-            s3s::service::S3ServiceBuilder::new(FastGet { fs, root })
-        } else {
-            s3s::service::S3ServiceBuilder::new(fs)
-        };
+        let flag = |name| std::env::var_os(name).is_some_and(|v| v == "1");
+        let mut b = s3s::service::S3ServiceBuilder::new(BenchFs {
+            fs,
+            root: std::fs::canonicalize(root).unwrap(),
+            fast_get: flag("SBK_BENCH_FAST_GET"),
+            list_e_tags: !flag("SBK_BENCH_LIST_NO_ETAG"),
+        });
         b.set_auth(s3s::auth::SimpleAuth::from_single(key, secret));
         let service = Counting {
             inner: b.build(),

@@ -29,7 +29,7 @@ use crate::supabase::api::ApiClient;
 use crate::supabase::manifest::*;
 use crate::supabase::names::{decode_component, path_to_key};
 use crate::supabase::project::Project;
-use crate::supabase::storage::{ObjectMeta, StorageClient, StorageOptions};
+use crate::supabase::storage::{ObjectMeta, StorageClient};
 use crate::supabase::toc::{plan, Plan, Skip, TargetFacts};
 
 use super::restore_postgres::{find_pg_restore, pg_restore_into, RestoreDbOptions};
@@ -478,9 +478,10 @@ fn restore_functions(
     Ok(())
 }
 
-/// Puts back `storage.objects` owners and user metadata that the uploads replaced.
-fn restore_owners(db: &Client) -> Result<u64> {
-    let cols: Vec<String> = db
+/// The `storage.objects` columns an upload through Storage replaces and a restore puts back
+/// (older projects lack some).
+fn owner_columns(db: &Client) -> Result<Vec<String>> {
+    Ok(db
         .query(
             "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'storage' \
              AND table_name = 'objects' AND column_name IN ('owner', 'owner_id', 'user_metadata')",
@@ -488,7 +489,12 @@ fn restore_owners(db: &Client) -> Result<u64> {
         )?
         .iter()
         .map(|r| r.get(0))
-        .collect();
+        .collect())
+}
+
+/// Puts back `storage.objects` owners and user metadata that the uploads replaced.
+fn restore_owners(db: &Client) -> Result<u64> {
+    let cols = owner_columns(db)?;
     if cols.is_empty() {
         return Ok(0);
     }
@@ -522,15 +528,7 @@ fn save_owners(db: &Client) -> Result<bool> {
     if !has {
         return Ok(false);
     }
-    let cols: Vec<String> = db
-        .query(
-            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'storage' \
-             AND table_name = 'objects' AND column_name IN ('owner', 'owner_id', 'user_metadata')",
-            &[],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let cols = owner_columns(db)?;
     if cols.is_empty() {
         return Ok(false);
     }
@@ -578,21 +576,13 @@ pub fn restore_to_supabase(
             crate::supabase::storage::credentials_from_env(),
             &project.storage_endpoint,
         ) {
-            (Some((key, secret)), Some(endpoint)) => {
-                let c = StorageClient::new(
-                    &StorageOptions {
-                        endpoint: endpoint.clone(),
-                        region: project.storage_region.clone(),
-                        ca_cert: opts.ca_cert.clone(),
-                        deadline: opts.retry_deadline,
-                        io_timeout: crate::backend::s3::READ_TIMEOUT,
-                    },
-                    &key,
-                    &secret,
-                )?;
-                c.list_buckets()?;
-                Some(c)
-            }
+            (Some(keys), Some(endpoint)) => Some(StorageClient::connect(
+                endpoint,
+                &project.storage_region,
+                &keys,
+                opts.ca_cert.clone(),
+                opts.retry_deadline,
+            )?),
             _ => {
                 return Err(Error::Invalid(format!(
                     "restoring storage needs {} and {} for the target and its --project-url or \

@@ -38,7 +38,7 @@ use crate::supabase::api::{ApiClient, FunctionInfo};
 use crate::supabase::manifest::*;
 use crate::supabase::names::{encode_component, key_to_path};
 use crate::supabase::project::Project;
-use crate::supabase::storage::{ObjectInfo, ObjectMeta, StorageClient, StorageOptions};
+use crate::supabase::storage::{ObjectInfo, ObjectMeta, StorageClient};
 
 use super::snapshot::{save_snapshot_with_folders, SnapshotMeta};
 use super::snapshot_postgres::{dump_one, PostgresOptions};
@@ -887,21 +887,13 @@ pub fn snapshot_supabase(
             .clone()
             .or_else(crate::supabase::storage::credentials_from_env);
         match (keys, &project.storage_endpoint) {
-            (Some((id, secret)), Some(endpoint)) => {
-                let c = StorageClient::new(
-                    &StorageOptions {
-                        endpoint: endpoint.clone(),
-                        region: project.storage_region.clone(),
-                        ca_cert: opts.ca_cert.clone(),
-                        deadline: opts.retry_deadline,
-                        io_timeout: crate::backend::s3::READ_TIMEOUT,
-                    },
-                    &id,
-                    &secret,
-                )?;
-                c.list_buckets()?;
-                Some(c)
-            }
+            (Some(keys), Some(endpoint)) => Some(StorageClient::connect(
+                endpoint,
+                &project.storage_region,
+                &keys,
+                opts.ca_cert.clone(),
+                opts.retry_deadline,
+            )?),
             (creds, endpoint) => {
                 let why = if creds.is_none() {
                     format!(

@@ -123,6 +123,30 @@ impl StorageClient {
         })
     }
 
+    /// A client for `endpoint` whose keys are checked at once (by listing the buckets), so that
+    /// a wrong key stops a run before anything is stored or changed.
+    pub fn connect(
+        endpoint: &str,
+        region: &str,
+        keys: &(String, zeroize::Zeroizing<String>),
+        ca_cert: Option<PathBuf>,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let c = StorageClient::new(
+            &StorageOptions {
+                endpoint: endpoint.to_string(),
+                region: region.to_string(),
+                ca_cert,
+                deadline,
+                io_timeout: crate::backend::s3::READ_TIMEOUT,
+            },
+            &keys.0,
+            &keys.1,
+        )?;
+        c.list_buckets()?;
+        Ok(c)
+    }
+
     fn err<E>(
         &self,
         op: &str,
@@ -355,24 +379,9 @@ impl StorageClient {
 
     /// Uploads an object with its content type, cache control and user metadata.
     pub fn put(&self, bucket: &str, key: &str, meta: &ObjectMeta, body: &[u8]) -> Result<()> {
-        Ok(self.retry(|| async {
-            self.client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .set_content_type(meta.content_type.clone())
-                .set_cache_control(meta.cache_control.clone())
-                .set_metadata(if meta.metadata.is_empty() {
-                    None
-                } else {
-                    Some(meta.metadata.clone().into_iter().collect())
-                })
-                .body(ByteStream::from(body.to_vec()))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err("upload", &format!("{bucket}/{key}"), e))
-        })?)
+        self.put_with(bucket, key, meta, || async {
+            Ok(ByteStream::from(body.to_vec()))
+        })
     }
 
     /// Uploads an object from a file (a large one, staged by a restore).
@@ -383,25 +392,33 @@ impl StorageClient {
         meta: &ObjectMeta,
         path: &std::path::Path,
     ) -> Result<()> {
-        Ok(self.retry(|| async {
-            let body = ByteStream::from_path(path).await.map_err(|e| {
+        self.put_with(bucket, key, meta, || async {
+            ByteStream::from_path(path).await.map_err(|e| {
                 BackendError::new(
                     ErrorKind::Permanent,
                     format!("read {}: {e}", path.display()),
                 )
-            })?;
+            })
+        })
+    }
+
+    /// One PUT with retries; `body` makes the request body afresh for each attempt.
+    fn put_with<F, Fut>(&self, bucket: &str, key: &str, meta: &ObjectMeta, body: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<ByteStream, BackendError>>,
+    {
+        let metadata =
+            (!meta.metadata.is_empty()).then(|| meta.metadata.clone().into_iter().collect());
+        Ok(self.retry(|| async {
             self.client
                 .put_object()
                 .bucket(bucket)
                 .key(key)
                 .set_content_type(meta.content_type.clone())
                 .set_cache_control(meta.cache_control.clone())
-                .set_metadata(if meta.metadata.is_empty() {
-                    None
-                } else {
-                    Some(meta.metadata.clone().into_iter().collect())
-                })
-                .body(body)
+                .set_metadata(metadata.clone())
+                .body(body().await?)
                 .send()
                 .await
                 .map(|_| ())
