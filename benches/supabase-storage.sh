@@ -17,9 +17,10 @@
 #      lists the buckets as folders, as sbk takes every bucket in one run): wall time and peak RSS.
 #   3. after CHANGED (10) small objects get new content (re-uploaded by rclone, same size, new
 #      time), a second `sbk snapshot supabase` into the same repository: wall time, objects
-#      downloaded and reused, the GETs and HEADs the server saw (its listings carry no ETag, so
-#      sbk sends a HEAD for each object whose size and time match the parent snapshot), and its
-#      time as a share of the first snapshot's.
+#      downloaded and reused, the GETs and HEADs the server saw (its listings carry ETags, as
+#      S3's and MinIO's do, so sbk reuses an unchanged object from the listing alone; without
+#      them it sends a HEAD for each object whose size and time match the parent snapshot), and
+#      its time as a share of the first snapshot's.
 # Also printed: CPU seconds (user+sys) of the client and of the S3 server per step, since on a
 # small machine the two share the cores.
 # Targets: sbk no slower than rclone, sbk's peak RSS under 200 MiB, the second snapshot under
@@ -30,7 +31,10 @@
 #
 # Usage: [RUNS=3] [CONNECTIONS=8] [SMALL=10000] [LARGE=20] [LARGE_MIB=50] [CHANGED=10]
 #        benches/supabase-storage.sh
-# CONNECTIONS is sbk's --s3-connections (parallel GETs); rclone keeps --transfers 8.
+# CONNECTIONS is sbk's --s3-connections (parallel GETs); rclone keeps --transfers 8. The server
+# takes its settings from the environment (examples/s3_server.rs): SBK_BENCH_LIST_NO_ETAG=1 for
+# listings without ETags, SBK_BENCH_S3S_FS_LIST=1 for s3s-fs's own listing (every page stats the
+# whole bucket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
