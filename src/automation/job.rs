@@ -716,10 +716,13 @@ impl Runner<'_> {
         Ok(commands::snapshot_supabase::snapshot_supabase(repo, &opts, Default::default())?.view)
     }
 
-    fn snapshot(&mut self) -> Result<String> {
-        let src = self.source()?.clone();
-        let opts = commands::snapshot_postgres::PostgresOptions {
-            conn: source_conn(&src)?,
+    /// A PostgreSQL source's snapshot options.
+    fn postgres_options(
+        &self,
+        src: &SourceConfig,
+    ) -> Result<commands::snapshot_postgres::PostgresOptions> {
+        Ok(commands::snapshot_postgres::PostgresOptions {
+            conn: source_conn(src)?,
             databases: src.databases.clone(),
             all_databases: src.all_databases,
             dump: DumpOptions {
@@ -738,13 +741,18 @@ impl Runner<'_> {
             parent: None,
             no_delta: self.job.no_delta,
             stop: Some(Arc::clone(&self.ctx.stop)),
-        };
+        })
+    }
+
+    fn snapshot(&mut self) -> Result<String> {
+        let src = self.source()?.clone();
         self.repository(true)?;
         let written_before = self.timed.as_ref().map_or(0.0, |t| t.write_secs());
         let repo = self.repo.as_ref().expect("opened");
         let view = match &src.supabase {
             Some(sb) => self.snapshot_supabase(&src, sb, repo)?,
             None => {
+                let opts = self.postgres_options(&src)?;
                 commands::snapshot_postgres::snapshot_postgres(repo, &opts, Default::default())?
             }
         };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::folders::{walk, Visit};
+use crate::folders::{find_file, walk, Visit};
 use crate::format::tree::FileNode;
 use crate::id::Id;
 use crate::postgres::archive::TocReader;
@@ -33,8 +33,7 @@ use crate::supabase::storage::{ObjectMeta, StorageClient};
 use crate::supabase::toc::{plan, Plan, Skip, TargetFacts};
 
 use super::restore_postgres::{find_pg_restore, pg_restore_into, RestoreDbOptions};
-use super::snapshot_postgres::load_manifest;
-use super::snapshot_supabase::{load_supabase_manifest, SMALL_OBJECT};
+use super::snapshot_supabase::SMALL_OBJECT;
 
 /// A part of a project.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -204,14 +203,60 @@ fn roles(c: &Client, script: &str, dry_run: bool, out: &mut SupabaseRestoreOutco
     }
 }
 
+/// The snapshot being restored, with the index loaded once for every part.
+struct Snap<'r> {
+    repo: &'r Repository,
+    index: crate::index::Index,
+    id: Id,
+    root: crate::format::tree::Tree,
+    tree: Id,
+}
+
+impl<'r> Snap<'r> {
+    fn open(repo: &'r Repository, spec: &str) -> Result<Self> {
+        let (id, snap) = repo.find_snapshot(spec)?;
+        let index = repo.load_index()?;
+        let root = repo.load_tree(&index, &snap.tree)?;
+        Ok(Snap {
+            repo,
+            index,
+            id,
+            root,
+            tree: snap.tree,
+        })
+    }
+
+    /// Writes the file at `path` (verified) to `out`.
+    fn write_to(&self, path: &str, out: &mut dyn Write) -> Result<()> {
+        let node = find_file(self.repo, &self.index, &self.tree, path)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "snapshot {} is not a Supabase snapshot (it has no {path})",
+                self.id.short()
+            ))
+        })?;
+        write_file(self.repo, &self.index, &node, out).map(|_| ())
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.write_to(path, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        serde_json::from_slice(&self.read(path)?).map_err(|e| {
+            Error::damaged(
+                format!("{path} of snapshot {}", self.id.short()),
+                e.to_string(),
+            )
+        })
+    }
+}
+
 /// Reads the dump's table of contents from the repository (only its first bytes).
-fn read_toc(
-    repo: &Repository,
-    id: &Id,
-    file: &str,
-) -> Result<Vec<crate::postgres::archive::TocEntry>> {
+fn read_toc(snap: &Snap<'_>, file: &str) -> Result<Vec<crate::postgres::archive::TocEntry>> {
     let mut reader = TocReader::new();
-    let dumped = super::restore::dump(repo, &id.to_string(), Some(file), &mut reader);
+    let dumped = snap.write_to(file, &mut reader);
     let _ = reader.flush();
     match reader.finish() {
         Some(entries) => Ok(entries),
@@ -237,18 +282,15 @@ fn login_roles(script: &str) -> Vec<String> {
 /// The storage part: buckets and objects. `db` is the target's database session, when the
 /// database is reachable.
 fn restore_storage(
-    repo: &Repository,
-    id: &Id,
+    snap: &Snap<'_>,
     sb: &SupabaseManifest,
     client: Option<&StorageClient>,
     db: Option<&Client>,
     opts: &SupabaseRestoreOptions,
     out: &mut SupabaseRestoreOutcome,
 ) -> Result<()> {
-    let index = repo.load_index()?;
-    let (_, snap) = repo.find_snapshot(&id.to_string())?;
-    let root = repo.load_tree(&index, &snap.tree)?;
-    let Some(storage) = root.dir(STORAGE_DIR) else {
+    let (repo, index) = (snap.repo, &snap.index);
+    let Some(storage) = snap.root.dir(STORAGE_DIR) else {
         out.skipped_parts
             .push("storage: the snapshot holds none".into());
         return Ok(());
@@ -285,7 +327,7 @@ fn restore_storage(
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..opts.connections.max(1) {
             let rx = rx.clone();
-            let (index, uploaded, bytes, error) = (&index, &uploaded, &bytes, &error);
+            let (uploaded, bytes, error) = (&uploaded, &bytes, &error);
             s.spawn(move || {
                 for (bucket, key, node) in rx {
                     let r = upload_object(repo, index, client, &bucket, &key, &node, opts.dry_run);
@@ -309,7 +351,7 @@ fn restore_storage(
         }
         drop(rx);
         for page in &storage.trees {
-            walk(repo, &index, page, None, &mut |v| {
+            walk(repo, index, page, None, &mut |v| {
                 if failed() {
                     return Err(Error::Source("upload stopped".into()));
                 }
@@ -387,20 +429,18 @@ fn upload_object(
 type Files = Vec<(String, Vec<u8>)>;
 
 /// Collects each function's files from the snapshot: slug -> [(path, bytes)].
-fn function_files(repo: &Repository, id: &Id) -> Result<BTreeMap<String, Files>> {
-    let index = repo.load_index()?;
-    let (_, snap) = repo.find_snapshot(&id.to_string())?;
-    let root = repo.load_tree(&index, &snap.tree)?;
+fn function_files(snap: &Snap<'_>) -> Result<BTreeMap<String, Files>> {
+    let (repo, index) = (snap.repo, &snap.index);
     let mut out: BTreeMap<String, Files> = BTreeMap::new();
-    let Some(dir) = root.dir(FUNCTIONS_DIR) else {
+    let Some(dir) = snap.root.dir(FUNCTIONS_DIR) else {
         return Ok(out);
     };
     for page in &dir.trees {
-        walk(repo, &index, page, None, &mut |v| {
+        walk(repo, index, page, None, &mut |v| {
             if let Visit::File(dirs, f) = v {
                 if let Some((slug, rest)) = dirs.split_first() {
                     let mut data = Vec::new();
-                    write_file(repo, &index, f, &mut data)?;
+                    write_file(repo, index, f, &mut data)?;
                     out.entry(decode_component(slug))
                         .or_default()
                         .push((path_to_key(rest, &f.name), data));
@@ -413,8 +453,7 @@ fn function_files(repo: &Repository, id: &Id) -> Result<BTreeMap<String, Files>>
 }
 
 fn restore_functions(
-    repo: &Repository,
-    id: &Id,
+    snap: &Snap<'_>,
     sb: &SupabaseManifest,
     api: Option<&ApiClient>,
     opts: &SupabaseRestoreOptions,
@@ -425,7 +464,7 @@ fn restore_functions(
             .push("functions: the snapshot holds none".into());
         return Ok(());
     };
-    let files = function_files(repo, id)?;
+    let files = function_files(snap)?;
     if let Some(dir) = &opts.functions_dir {
         out.functions_to = Some(dir.display().to_string());
         for e in entries {
@@ -559,8 +598,11 @@ pub fn restore_to_supabase(
     opts: &SupabaseRestoreOptions,
 ) -> Result<SupabaseRestoreOutcome> {
     let clock = Instant::now();
-    let (id, _snap, manifest) = load_manifest(repo, spec)?;
-    let sb = load_supabase_manifest(repo, &id)?;
+    let snap = Snap::open(repo, spec)?;
+    let id = snap.id;
+    let sb: SupabaseManifest = snap.json(SUPABASE_FILE)?;
+    let manifest: crate::postgres::manifest::Manifest =
+        snap.json(crate::postgres::manifest::MANIFEST_FILE)?;
     let mut out = SupabaseRestoreOutcome {
         snapshot: id.to_string(),
         dry_run: opts.dry_run,
@@ -614,16 +656,12 @@ pub fn restore_to_supabase(
         }
     }
 
-    let roles_script = {
-        let mut buf = Vec::new();
-        super::restore::dump(repo, &id.to_string(), Some(ROLES_FILE), &mut buf)?;
-        String::from_utf8_lossy(&buf).into_owned()
-    };
+    let roles_script = String::from_utf8_lossy(&snap.read(ROLES_FILE)?).into_owned();
     let mut owners_saved = false;
     if opts.wants(Part::Database) {
         out.extensions_created = extensions(&db, &sb.extensions, opts.dry_run)?;
         roles(&db, &roles_script, opts.dry_run, &mut out);
-        let entries = read_toc(repo, &id, &sb.database_file)?;
+        let entries = read_toc(&snap, &sb.database_file)?;
         let facts = target_facts(&db)?;
         let p = plan(&entries, &facts);
         if !opts.dry_run {
@@ -667,7 +705,7 @@ pub fn restore_to_supabase(
             out.skipped_parts
                 .push("storage: the snapshot holds no buckets".into());
         } else {
-            restore_storage(repo, &id, &sb, storage.as_ref(), Some(&db), opts, &mut out)?;
+            restore_storage(&snap, &sb, storage.as_ref(), Some(&db), opts, &mut out)?;
             if owners_saved {
                 out.owners_restored = restore_owners(&db)?;
             }
@@ -677,7 +715,7 @@ pub fn restore_to_supabase(
     }
 
     if opts.wants(Part::Functions) {
-        restore_functions(repo, &id, &sb, api.as_ref(), opts, &mut out)?;
+        restore_functions(&snap, &sb, api.as_ref(), opts, &mut out)?;
     } else {
         out.skipped_parts.push("functions: not in --only".into());
     }
@@ -723,13 +761,7 @@ pub fn restore_to_supabase(
                 "storage.json" => "/config/storage",
                 _ => continue,
             };
-            let mut buf = Vec::new();
-            super::restore::dump(
-                repo,
-                &id.to_string(),
-                Some(&format!("{SETTINGS_DIR}/{name}")),
-                &mut buf,
-            )?;
+            let buf = snap.read(&format!("{SETTINGS_DIR}/{name}"))?;
             let Ok(ours) = serde_json::from_slice::<serde_json::Value>(&buf) else {
                 continue;
             };

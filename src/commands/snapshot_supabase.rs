@@ -323,8 +323,8 @@ struct Results {
 
 #[derive(Default)]
 struct ResultsState {
-    /// (bucket, object path, outcome) by sequence number.
-    ready: BTreeMap<u64, (String, Vec<String>, String, Done)>,
+    /// (bucket, object folders, outcome) by sequence number.
+    ready: BTreeMap<u64, (String, Vec<String>, Done)>,
     /// Sequence numbers the builder has taken.
     taken: u64,
     /// Total, once the planner has listed everything.
@@ -339,12 +339,12 @@ impl Results {
     }
 
     fn put(&self, seq: u64, bucket: String, info: &ObjectInfo, done: Done) {
-        let (dirs, name) = key_to_path(&info.key);
+        let (dirs, _) = key_to_path(&info.key);
         self.done
             .lock()
             .expect("results")
             .ready
-            .insert(seq, (bucket, dirs, name, done));
+            .insert(seq, (bucket, dirs, done));
         self.changed.notify_all();
     }
 }
@@ -678,7 +678,7 @@ fn snapshot_storage(
                 }
             };
             results.changed.notify_all();
-            let Some((bucket, mut dirs, _name, done)) = item else {
+            let Some((bucket, mut dirs, done)) = item else {
                 break;
             };
             next += 1;
@@ -894,15 +894,14 @@ pub fn snapshot_supabase(
                 opts.ca_cert.clone(),
                 opts.retry_deadline,
             )?),
-            (creds, endpoint) => {
-                let why = if creds.is_none() {
+            (keys, _) => {
+                let why = if keys.is_none() {
                     format!(
                         "storage: {} and {} are not set",
                         crate::supabase::storage::ACCESS_KEY_VAR,
                         crate::supabase::storage::SECRET_KEY_VAR
                     )
                 } else {
-                    let _ = endpoint;
                     "storage: no --storage-endpoint or --project-url".to_string()
                 };
                 if opts.require.storage {
@@ -973,13 +972,12 @@ pub fn snapshot_supabase(
         skipped.push(why);
         None
     };
-    if api.is_none() && opts.functions_dir.is_some() {
+    if api.is_none() {
         skipped.push(format!(
-            "settings and secret names: {} or the project ref is missing",
+            "settings and secret names: no Management API access ({} and a project ref \
+             are needed)",
             crate::supabase::api::TOKEN_VAR
         ));
-    } else if api.is_none() && !skipped.iter().any(|s| s.starts_with("functions")) {
-        skipped.push("settings and secret names: no Management API access".into());
     }
 
     // 2. The database.
@@ -1149,24 +1147,4 @@ pub fn snapshot_supabase(
     };
     let view = save_snapshot_with_folders(repo, main, files, folders, &other, meta)?;
     Ok(SupabaseOutcome { view, supabase })
-}
-
-/// Reads a Supabase snapshot's `supabase.json`.
-pub fn load_supabase_manifest(repo: &Repository, id: &Id) -> Result<SupabaseManifest> {
-    let mut buf = Vec::new();
-    super::restore::dump(repo, &id.to_string(), Some(SUPABASE_FILE), &mut buf).map_err(
-        |e| match e {
-            Error::NotFound(_) => Error::NotFound(format!(
-                "snapshot {} is not a Supabase snapshot (it has no {SUPABASE_FILE})",
-                id.short()
-            )),
-            e => e,
-        },
-    )?;
-    serde_json::from_slice(&buf).map_err(|e| {
-        Error::damaged(
-            format!("{SUPABASE_FILE} of snapshot {}", id.short()),
-            e.to_string(),
-        )
-    })
 }
