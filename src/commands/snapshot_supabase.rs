@@ -11,8 +11,9 @@
 //! snapshot's `storage/` folder (in the same order, one tree page per level in memory) and takes
 //! an object whose size, ETag and last-modified time match its parent entry without
 //! downloading it; `connections` download threads fetch the others (small objects whole, large
-//! ones streamed); one archiver per core stores them (small objects share packs); this thread
-//! adds the results, in order, to the folder's tree pages.
+//! ones streamed); one archiver per core stores the small ones (they share packs) and a few
+//! more archivers stream large ones, several at once; this thread adds the results, in order,
+//! to the folder's tree pages.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,12 @@ pub const SOURCE_KIND: &str = "supabase";
 /// Objects up to this size are downloaded whole and stored on the archiver's thread; larger
 /// ones stream through the pipeline.
 pub const SMALL_OBJECT: u64 = 8 << 20;
+/// Large objects read at once: a single S3 stream is slow (about 100 MB/s), so several are
+/// read side by side, each through its own streaming pipeline (chunker buffer and chunks in
+/// flight: up to ~40 MiB each), hence the cap.
+fn large_streams(connections: usize) -> usize {
+    connections.div_ceil(2).clamp(1, 4)
+}
 /// How far the planner may run ahead of the tree builder (entries).
 const WINDOW: u64 = 4096;
 
@@ -458,8 +465,10 @@ fn snapshot_storage(
     let archivers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 4);
+    let streams = large_streams(connections);
     let (work_tx, work_rx) = bounded::<Work>(connections * 2);
     let (fetch_tx, fetch_rx) = bounded::<Fetched>(archivers * 2);
+    let (large_tx, large_rx) = bounded::<Fetched>(0);
     let bucket_ids: Vec<String> = buckets.iter().map(|b| b.id.clone()).collect();
     let mut builder = TreeBuilder::new(STORAGE_DIR);
     let mut summary = StorageSummary::default();
@@ -557,7 +566,8 @@ fn snapshot_storage(
         };
         // Downloaders.
         for _ in 0..connections {
-            let (rx, tx, results) = (work_rx.clone(), fetch_tx.clone(), &results);
+            let (rx, results) = (work_rx.clone(), &results);
+            let (tx, large_tx) = (fetch_tx.clone(), large_tx.clone());
             s.spawn(move || {
                 for mut w in rx {
                     if results.failed.load(Ordering::SeqCst) {
@@ -598,18 +608,27 @@ fn snapshot_storage(
                         Err(e) => return results.fail(e),
                     };
                     results.downloaded.fetch_add(1, Ordering::Relaxed);
-                    if tx.send(fetched).is_err() {
+                    let lane = match fetched {
+                        Fetched::Small(..) => &tx,
+                        Fetched::Large(..) => &large_tx,
+                    };
+                    if lane.send(fetched).is_err() {
                         return;
                     }
                 }
             });
         }
         drop(fetch_tx);
+        drop(large_tx);
         drop(work_rx);
-        // Archivers.
+        // Archivers: one per core for small objects, `streams` for large ones (each of those
+        // runs the streaming pipeline with its own seal workers, so it is not bound to a core;
+        // it is there so that several large bodies are read at once).
         let mut archiver_handles = Vec::new();
-        for _ in 0..archivers {
-            let (rx, results, progress) = (fetch_rx.clone(), &results, Arc::clone(progress));
+        let lanes = std::iter::repeat_n(&fetch_rx, archivers)
+            .chain(std::iter::repeat_n(&large_rx, streams));
+        for rx in lanes {
+            let (rx, results, progress) = (rx.clone(), &results, Arc::clone(progress));
             archiver_handles.push(s.spawn(move || -> Result<ArchiveStats> {
                 let mut ar = Archiver::new(repo, index, progress);
                 for f in rx {
@@ -654,6 +673,7 @@ fn snapshot_storage(
             }));
         }
         drop(fetch_rx);
+        drop(large_rx);
         // Builder: results in order.
         let mut next = 0u64;
         loop {
