@@ -227,8 +227,10 @@ fn sample_objects() -> Vec<Obj> {
         ("a-c.txt", 10, "text/plain"),
         ("a/b.txt", 20, "text/plain"),
         ("reports/2026/q1.pdf", 70_000, "application/pdf"),
-        // Above the small-object size: streamed, never held whole.
+        // Above the small-object size: streamed, never held whole, several at once.
         ("big.bin", 9 << 20, "application/octet-stream"),
+        ("big2.bin", (9 << 20) + 17, "application/octet-stream"),
+        ("videos/clip.mp4", 10 << 20, "video/mp4"),
     ] {
         v.push(Obj {
             bucket: "docs",
