@@ -62,6 +62,11 @@ pub struct IndexFiles {
     pub files: Vec<(Id, IndexFile)>,
     /// Index files still stored that a file in `files` supersedes.
     pub superseded: Vec<Id>,
+    /// Effective index files that failed to load (passed over: see [`Repository::damage`]).
+    pub damaged: Vec<Id>,
+    /// When some are damaged: the packs no intact file names, from their own headers (which
+    /// carry the same entries), so that reading and writing go on.
+    pub recovered: Vec<IndexPack>,
 }
 
 impl IndexFiles {
@@ -73,12 +78,18 @@ impl IndexFiles {
                 .add_file(f)
                 .map_err(|e| damaged(FileType::Index, id, e))?;
         }
+        for p in &self.recovered {
+            index
+                .add_pack(p.id, &p.blobs)
+                .map_err(|e| Error::damaged(format!("pack {}", p.id), e))?;
+        }
         index.finalize();
         index.set_loaded_files(
             self.files
                 .iter()
                 .map(|(id, _)| *id)
                 .chain(self.superseded.iter().copied())
+                .chain(self.damaged.iter().copied())
                 .collect(),
         );
         Ok(index)
@@ -93,6 +104,38 @@ pub struct Repository {
     key_id: Id,
     cache: Option<BlobCache>,
     spool: Option<Arc<SpoolBackend>>,
+    damage: DamageLog,
+}
+
+/// The damaged files a repository handle passed over; clones share the list, so a caller can
+/// keep one to report after the handle is gone.
+#[derive(Clone, Debug, Default)]
+pub struct DamageLog(Arc<std::sync::Mutex<Vec<Damage>>>);
+
+impl DamageLog {
+    /// Records a file (once).
+    pub fn note(&self, d: Damage) {
+        let mut all = self.0.lock().expect("damage");
+        if !all.iter().any(|x| x.kind == d.kind && x.id == d.id) {
+            all.push(d);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Damage> {
+        self.0.lock().expect("damage").clone()
+    }
+}
+
+/// A repository file that failed to load and was passed over so that the work could go on
+/// (a backup must not stop for good over one bad file), with the command that repairs it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// `snapshot` or `index`.
+    pub kind: &'static str,
+    pub id: Id,
+    pub message: String,
+    /// What the operator runs.
+    pub remedy: String,
 }
 
 fn damaged(t: FileType, id: &Id, reason: impl std::fmt::Display) -> Error {
@@ -199,6 +242,7 @@ impl Repository {
             key_id,
             cache: None,
             spool: None,
+            damage: Default::default(),
         })
     }
 
@@ -231,6 +275,7 @@ impl Repository {
             key_id,
             cache: None,
             spool: None,
+            damage: Default::default(),
         })
     }
 
@@ -336,6 +381,21 @@ impl Repository {
     /// The key file that unlocked this repository.
     pub fn key_id(&self) -> Id {
         self.key_id
+    }
+
+    /// Records a file passed over as damaged (once per file).
+    pub fn note_damage(&self, d: Damage) {
+        self.damage.note(d);
+    }
+
+    /// The files passed over as damaged so far, for the caller to report.
+    pub fn damage(&self) -> Vec<Damage> {
+        self.damage.all()
+    }
+
+    /// A handle on the damage list that outlives this repository handle.
+    pub fn damage_log(&self) -> DamageLog {
+        self.damage.clone()
     }
 
     /// Seals and writes a file named by the hash of its bytes.
@@ -448,18 +508,75 @@ impl Repository {
             .collect();
         let mut files = Vec::with_capacity(loaded.len());
         let mut stored = Vec::new();
+        let mut damaged_files = Vec::new();
         for (id, f) in loaded {
             if superseded.contains(&id) {
                 stored.push(id);
-            } else {
-                files.push((id, f?));
+                continue;
+            }
+            match f {
+                Ok(f) => files.push((id, f)),
+                // Passed over: backups and restores go on with the packs' own headers.
+                Err(e @ Error::Damaged { .. }) => {
+                    self.note_damage(Damage {
+                        kind: "index",
+                        id,
+                        message: e.to_string(),
+                        remedy: "`sbk repair index` rebuilds the index from the packs".into(),
+                    });
+                    damaged_files.push(id);
+                }
+                Err(e) => return Err(e),
             }
         }
         stored.sort();
+        let recovered = if damaged_files.is_empty() {
+            Vec::new()
+        } else {
+            self.recover_index(&mut files)?
+        };
         Ok(IndexFiles {
             files,
             superseded: stored,
+            damaged: damaged_files,
+            recovered,
         })
+    }
+
+    /// Covers damaged index files: the packs no intact file names, read from their headers. A
+    /// damaged file may have superseded others, which then count again: their entries for
+    /// packs no longer stored are dropped, so that no read is sent to a deleted pack.
+    pub(crate) fn recover_index(&self, files: &mut [(Id, IndexFile)]) -> Result<Vec<IndexPack>> {
+        use rayon::prelude::*;
+        let stored = self.stored_packs()?;
+        for (_, f) in files.iter_mut() {
+            f.packs.retain(|p| stored.contains_key(&p.id));
+            f.marked.retain(|m| stored.contains_key(&m.pack.id));
+        }
+        let named: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| {
+                f.packs
+                    .iter()
+                    .map(|p| p.id)
+                    .chain(f.marked.iter().map(|m| m.pack.id))
+            })
+            .collect();
+        let unnamed: Vec<(Id, u64)> = stored
+            .into_iter()
+            .filter(|(id, _)| !named.contains(id))
+            .collect();
+        // A pack whose header cannot be read is left out: `check` names it.
+        let mut packs: Vec<IndexPack> = unnamed
+            .par_iter()
+            .filter_map(|(id, size)| {
+                self.read_pack_header(id, *size)
+                    .ok()
+                    .map(|blobs| IndexPack { id: *id, blobs })
+            })
+            .collect();
+        packs.sort_by_key(|p| p.id);
+        Ok(packs)
     }
 
     /// Loads every effective index file into the in-memory index.
@@ -540,6 +657,19 @@ impl Repository {
                 Ok(s) => Ok(Some((*id, s))),
                 // Listed, then removed by a concurrent `forget`.
                 Err(Error::Backend(e)) if e.kind == ErrorKind::NotFound => Ok(None),
+                // Passed over, so that backups and the other snapshots go on.
+                Err(e @ Error::Damaged { .. }) => {
+                    self.note_damage(Damage {
+                        kind: "snapshot",
+                        id: *id,
+                        message: e.to_string(),
+                        remedy: format!(
+                            "`sbk forget {}` removes it (`sbk check` tells whether its data is whole)",
+                            id.short()
+                        ),
+                    });
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             })
             .collect::<Result<_>>()?;

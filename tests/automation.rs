@@ -783,3 +783,78 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_running_one_otherwise() {
     let st = wait_exit(&mut daemon, Duration::from_secs(60));
     assert!(st.success(), "daemon exit: {st}");
 }
+
+/// A damaged snapshot file stops no run: the job snapshots, forgets and prunes (keeping
+/// everything) around it, the status and metrics show the damage, and one alert names it once.
+#[test]
+fn a_damaged_snapshot_is_passed_over_shown_and_alerted_once() {
+    let (hook_port, hooks) = http_sink();
+    let s = Setup::new(
+        r#"
+[alert.hook]
+type = "webhook"
+url = { env = "SBK_TEST_WEBHOOK_URL" }
+
+[job.app]
+source = "app"
+repository = "main"
+schedule = "@daily"
+retention = { keep_last = 5 }
+prune = true
+alerts = ["hook"]
+"#,
+    );
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hook");
+    let run = |round: u32| {
+        let metrics = s.dir.path().join("sbk.prom");
+        let out = s
+            .sbk(&["run", "app", "--json", "--metrics-file"])
+            .arg(&metrics)
+            .env(HOOK_VAR, &hook_url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (r, std::fs::read_to_string(&metrics).unwrap())
+    };
+    let (r, metrics) = run(0);
+    assert!(r["repository"].get("damaged").is_none(), "{r:#}");
+    assert!(
+        metrics.contains("sbk_repository_damaged_files{job=\"app\",repository=\"main\"} 0"),
+        "{metrics}"
+    );
+    let snap = s.repo.files("snapshots").pop().unwrap();
+    let mut b = std::fs::read(&snap).unwrap();
+    b[60] ^= 1;
+    std::fs::write(&snap, b).unwrap();
+    for round in 1..3 {
+        let (r, metrics) = run(round);
+        assert_eq!(r["outcome"], "success", "{r:#}");
+        for name in ["snapshot", "forget", "prune"] {
+            assert_eq!(step(&r, name)["outcome"], "success", "{name}: {r:#}");
+        }
+        let damaged = r["repository"]["damaged"].to_string();
+        let name = snap.file_name().unwrap().to_str().unwrap();
+        assert!(
+            damaged.contains(&name[..8]) && damaged.contains("sbk forget"),
+            "{r:#}"
+        );
+        assert!(
+            metrics.contains("sbk_repository_damaged_files{job=\"app\",repository=\"main\"} 1"),
+            "{metrics}"
+        );
+    }
+    // One alert for the two runs that saw the same damage.
+    let alert = hooks.recv_timeout(Duration::from_secs(10)).unwrap();
+    let body = String::from_utf8_lossy(&alert.body).into_owned();
+    assert!(body.contains("found repository damage"), "{body}");
+    assert!(hooks.recv_timeout(Duration::from_secs(2)).is_err());
+    let status = s.run(&["status"]);
+    let text = common::pg::text(&status.stdout);
+    assert!(
+        text.contains("DAMAGE") && text.contains("1 damaged"),
+        "{text}"
+    );
+    // Only the intact snapshots are counted: the damaged one is kept, not judged.
+    assert_eq!(s.repo.snapshots().len(), 2);
+}

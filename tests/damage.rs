@@ -79,25 +79,123 @@ fn damaged_pack_is_detected_and_named() {
     }
 }
 
-#[test]
-fn damaged_index_is_detected_and_named() {
-    let (repo, _) = repo_with_snapshot();
-    let index = only(repo.files("index"));
-    flip(&index, 40);
-    assert_clean_failure(&repo, &["dump", "latest"], &name_of(&index));
-    let (repo, _) = repo_with_snapshot();
-    let index = only(repo.files("index"));
-    truncate(&index, 30);
-    assert_clean_failure(&repo, &["dump", "latest"], &name_of(&index));
+/// Runs a command that must succeed on a damaged repository and warn once about `file`, naming
+/// the command that repairs it.
+fn assert_goes_on(repo: &TestRepo, args: &[&str], file: &str, remedy: &str) -> Vec<u8> {
+    assert_goes_on_with(repo, args, b"", file, remedy)
 }
 
+fn assert_goes_on_with(
+    repo: &TestRepo,
+    args: &[&str],
+    input: &[u8],
+    file: &str,
+    remedy: &str,
+) -> Vec<u8> {
+    let out = repo.run_with_input(args, input);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{args:?} stopped on damage: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains(file)).collect();
+    assert_eq!(warnings.len(), 1, "{args:?}: {err}");
+    assert!(
+        warnings[0].starts_with("sbk: warning:") && warnings[0].contains(remedy),
+        "{args:?}: {err}"
+    );
+    out.stdout
+}
+
+/// One damaged index file (flipped or truncated) stops neither restores nor new snapshots: the
+/// packs' headers stand in for it; `check` names it and `repair index` fixes it for good.
 #[test]
-fn damaged_snapshot_is_detected_and_named() {
-    let (repo, _) = repo_with_snapshot();
+fn damaged_index_is_named_and_passed_over() {
+    for damage in [flip as fn(&Path, usize), truncate] {
+        let (repo, data) = repo_with_snapshot();
+        let index = only(repo.files("index"));
+        damage(&index, 40);
+        let got = assert_goes_on(&repo, &["dump", "latest"], &name_of(&index), "repair index");
+        assert!(got == data, "wrong bytes through a damaged index");
+        // A new snapshot deduplicates against the packs the damaged file named.
+        let packs = repo.files("data").len();
+        let more = [data.clone(), dump_like(6, 1 << 20)].concat();
+        assert_goes_on_with(
+            &repo,
+            &["snapshot", "stdin", "--name", "db.dump"],
+            &more,
+            &name_of(&index),
+            "repair index",
+        );
+        assert!(
+            repo.files("data").len() <= packs + 1,
+            "the known chunks were stored again"
+        );
+        assert_goes_on(&repo, &["prune"], &name_of(&index), "repair index");
+        // check fails, names the file and the way out.
+        let out = repo.run(&["--json", "check"]);
+        assert!(!out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.to_string().contains(&name_of(&index)), "{v:#}");
+        assert!(v["notes"].to_string().contains("repair index"), "{v:#}");
+        assert!(!v["notes"].to_string().contains("lost their base"), "{v:#}");
+        assert!(
+            v["damaged_snapshots"].as_array().unwrap().is_empty(),
+            "{v:#}"
+        );
+        let out = repo.run(&["repair", "index"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = repo.run(&["check", "--read-data"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let snaps = repo.snapshots();
+        let ids: Vec<&str> = snaps.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert!(repo.dump(ids[0]) == data && repo.dump(ids[1]) == more);
+        let out = repo.run(&["dump", "latest"]);
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    }
+}
+
+/// One damaged snapshot file stops nothing else: it is listed as damaged and passed over by
+/// `snapshots`, `dump latest`, new snapshots and `forget`'s policy; `prune` keeps everything
+/// while it exists; `forget ID` removes it.
+#[test]
+fn damaged_snapshot_is_named_and_passed_over() {
+    let (repo, first) = repo_with_snapshot();
     let snap = only(repo.files("snapshots"));
+    let second = drift(&first, 1);
+    repo.snapshot("db.dump", &second);
     flip(&snap, 50);
-    assert_clean_failure(&repo, &["snapshots"], &name_of(&snap));
-    assert_clean_failure(&repo, &["dump", "latest"], &name_of(&snap));
+    let bad = name_of(&snap);
+    let listed = assert_goes_on(&repo, &["--json", "snapshots"], &bad, "sbk forget");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed.len(), 1);
+    let good = listed[0]["id"].as_str().unwrap().to_string();
+    assert!(assert_goes_on(&repo, &["dump", "latest"], &bad, "sbk forget") == second);
+    assert_goes_on_with(
+        &repo,
+        &["snapshot", "stdin", "--name", "db.dump"],
+        &drift(&first, 2),
+        &bad,
+        "sbk forget",
+    );
+    assert_goes_on(
+        &repo,
+        &["forget", "--keep-last", "1", "--dry-run"],
+        &bad,
+        "sbk forget",
+    );
+    let out = assert_goes_on(&repo, &["--json", "prune"], &bad, "sbk forget");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["held_for_damage"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(v["packs_marked"], 0, "{v:#}");
+    // Its way out.
+    let out = repo.run(&["forget", &bad[..8]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!snap.exists());
+    let out = repo.run(&["--json", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let out = repo.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(repo.dump(&good) == second);
 }
 
 #[test]

@@ -110,6 +110,8 @@ pub enum AlertKind {
     Recovery,
     /// The periodic summary.
     Digest,
+    /// A run found damaged repository files it had to pass over (sent with failures).
+    Damage,
 }
 
 /// One alert, independent of the channel it goes to.
@@ -142,6 +144,10 @@ impl Alert {
                 None => format!("sbk: job {} FAILED on {}", self.job, self.host),
             },
             AlertKind::Recovery => format!("sbk: job {} recovered on {}", self.job, self.host),
+            AlertKind::Damage => format!(
+                "sbk: job {} found repository damage on {}",
+                self.job, self.host
+            ),
             AlertKind::Digest => format!("sbk: daily digest from {}", self.host),
         };
         let one_line: String = s
@@ -159,6 +165,7 @@ impl Alert {
             AlertKind::Failure => "FAILED",
             AlertKind::Recovery => "recovered",
             AlertKind::Digest => "digest",
+            AlertKind::Damage => "succeeded, repository damaged",
         };
         let mut line = |label: &str, value: &str| {
             let mut lines = value.lines();

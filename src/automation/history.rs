@@ -117,6 +117,9 @@ pub struct RepositoryFacts {
     /// Stored bytes of every indexed pack.
     pub size_bytes: u64,
     pub snapshots: u64,
+    /// Damaged files the run passed over ("snapshot 1a2b3c4d: … — `sbk forget 1a2b3c4d` …").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
 }
 
 /// One step's result.
@@ -342,6 +345,7 @@ mod tests {
             repository: Some(RepositoryFacts {
                 size_bytes: 10,
                 snapshots: 1,
+                damaged: vec!["snapshot 1a2b3c4d: damaged (`sbk forget 1a2b3c4d`)".into()],
             }),
             failed_attempts: 0,
         }

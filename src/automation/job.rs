@@ -258,6 +258,8 @@ struct Past {
     failing: bool,
     /// When each step last succeeded.
     step_success: std::collections::HashMap<Step, DateTime<Utc>>,
+    /// The damaged files the last finished run reported (alerted then: not again).
+    damaged: Vec<String>,
 }
 
 fn past(history: &History, job: &str) -> Result<Past> {
@@ -265,10 +267,14 @@ fn past(history: &History, job: &str) -> Result<Past> {
         last_success: None,
         failing: false,
         step_success: Default::default(),
+        damaged: Vec::new(),
     };
     for e in history.entries()? {
         match e {
             Entry::Finish(r) if r.job == job => {
+                if let Some(facts) = &r.repository {
+                    p.damaged = facts.damaged.clone();
+                }
                 match r.outcome {
                     Outcome::Success => {
                         p.last_success = Some(r.finished);
@@ -287,7 +293,7 @@ fn past(history: &History, job: &str) -> Result<Past> {
             Entry::Alert { job: j, kind, .. } if j == job => match kind {
                 AlertKind::Failure => p.failing = true,
                 AlertKind::Recovery => p.failing = false,
-                AlertKind::Digest => {}
+                AlertKind::Digest | AlertKind::Damage => {}
             },
             _ => {}
         }
@@ -314,7 +320,7 @@ impl Alerts<'_> {
             .get_or_insert_with(|| channels(config, names))
             .iter()
             .filter(|(_, ev)| match alert.kind {
-                AlertKind::Failure => ev.failure,
+                AlertKind::Failure | AlertKind::Damage => ev.failure,
                 AlertKind::Recovery => ev.recovery,
                 AlertKind::Digest => true,
             })
@@ -511,6 +517,31 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
             error = %record.failure().and_then(|s| s.error.as_deref()).unwrap_or(""),
             "job did not succeed"
         ),
+    }
+    let damaged = record
+        .repository
+        .as_ref()
+        .map(|r| r.damaged.clone())
+        .unwrap_or_default();
+    if !damaged.is_empty() {
+        tracing::warn!(job = %name, files = damaged.len(), "damaged repository files were passed over: {}", damaged.join("; "));
+    }
+    // New damage is alerted once; it stays in the status and metrics until repaired.
+    if !damaged.is_empty() && damaged != before.damaged {
+        alerts.send(Alert {
+            kind: AlertKind::Damage,
+            job: name.to_owned(),
+            host: Actor::current().host,
+            step: None,
+            error: None,
+            duration_secs: record.duration_secs(),
+            last_success: before.last_success,
+            at: record.finished,
+            details: Some(format!(
+                "The run went on without these files:\n{}",
+                damaged.join("\n")
+            )),
+        });
     }
     if let Some(path) = &config.metrics_file {
         if let Err(e) = super::metrics::write_textfile(config, path) {
@@ -911,6 +942,11 @@ impl Runner<'_> {
             self.record.repository = Some(RepositoryFacts {
                 size_bytes: packs.iter().map(|p| p.size).sum(),
                 snapshots: snaps.len() as u64,
+                damaged: repo
+                    .damage()
+                    .iter()
+                    .map(|d| format!("{} {}: {} ({})", d.kind, d.id.short(), d.message, d.remedy))
+                    .collect(),
             });
         }
     }

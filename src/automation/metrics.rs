@@ -121,6 +121,12 @@ const FAMILIES: &[Family<'static>] = &[
         value: |s| s.repository_facts.as_ref().map(|r| r.snapshots as f64),
     },
     Family {
+        name: "sbk_repository_damaged_files",
+        help: "Damaged repository files the job's last run passed over (0: none).",
+        kind: "gauge",
+        value: |s| s.repository_facts.as_ref().map(|r| r.damaged.len() as f64),
+    },
+    Family {
         name: "sbk_job_runs_total",
         help: "Runs of the job recorded in the history.",
         kind: "counter",

@@ -178,18 +178,26 @@ pub fn status_line(s: &JobStatus) -> String {
         .next_run
         .map(|t| format!("next {}", t.format("%Y-%m-%d %H:%M")))
         .unwrap_or_else(|| "no next run".into());
+    let damaged = s.repository_facts.as_ref().map_or(0, |r| r.damaged.len());
     format!(
-        "{:<20} {:<8} {last}; {newest}; {next}{}",
+        "{:<20} {:<8} {last}; {newest}; {next}{}{}",
         s.job,
         if s.running {
             "RUNNING"
         } else if s.overdue {
             "OVERDUE"
+        } else if damaged > 0 {
+            "DAMAGE"
         } else {
             "ok"
         },
         if s.overdue {
             format!(" (allowed age {})", age_text(s.max_age_secs as i64))
+        } else {
+            String::new()
+        },
+        if damaged > 0 {
+            format!("; {damaged} damaged repository file(s) passed over: `sbk check` names them")
         } else {
             String::new()
         }

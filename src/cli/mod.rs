@@ -39,7 +39,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
-    match run(cli) {
+    let result = run(cli);
+    report_damage();
+    match result {
         Ok(()) | Err(Error::BrokenPipe) => 0,
         Err(Error::Silent(code)) => code,
         Err(e) => {
@@ -128,6 +130,26 @@ fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::backend::Backend>, Error> {
     open_options(g, false).backend()
 }
 
+/// The damage lists of the repositories this run opened, reported as it ends.
+static DAMAGE: std::sync::Mutex<Vec<sbk::repository::DamageLog>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// One warning per damaged file a command passed over, with the command that repairs it;
+/// printed even with `-q`, since the repository needs the operator.
+fn report_damage() {
+    let logs = std::mem::take(&mut *DAMAGE.lock().expect("damage"));
+    let mut seen = std::collections::HashSet::new();
+    for d in logs.iter().flat_map(|l| l.all()) {
+        if seen.insert((d.kind, d.id)) {
+            eprintln!(
+                "sbk: warning: {}; it was passed over: {}",
+                sbk::automation::secret::redact(&d.message),
+                d.remedy
+            );
+        }
+    }
+}
+
 fn open(g: &GlobalArgs) -> Result<Repository, Error> {
     open_with(g, false)
 }
@@ -140,7 +162,9 @@ fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
     // The location is checked before a password is asked for.
     opts.backend()?;
     let password = password::repository_password(g)?;
-    opts.open(&password)
+    let repo = opts.open(&password)?;
+    DAMAGE.lock().expect("damage").push(repo.damage_log());
+    Ok(repo)
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
@@ -824,6 +848,14 @@ fn print_forget(g: &GlobalArgs, r: &commands::forget::ForgetReport) -> Result<()
 fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> Result<(), Error> {
     if g.json {
         return print_json(r);
+    }
+    if !r.held_for_damage.is_empty() {
+        say!(
+            g,
+            "kept everything: nothing can be judged unused while these files are damaged: {}",
+            r.held_for_damage.join(", ")
+        );
+        return Ok(());
     }
     let b = |n: u64| HumanBytes(n).to_string();
     say!(

@@ -212,6 +212,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             packs.entry(m.pack.id).or_insert((&m.pack, false));
         }
     }
+    for p in &files.recovered {
+        packs.insert(p.id, (p, true));
+    }
     let mut marked = 0;
     for (id, (p, live)) in &packs {
         if !live {
@@ -241,6 +244,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         ));
     }
     let unindexed = stored.keys().filter(|id| !packs.contains_key(id)).count();
+    let index_damaged = found.problems.iter().any(|p| p.kind == "index");
+    if index_damaged {
+        report.notes.push(
+            "an index file is damaged: sbk reads the packs' own headers in its place meanwhile; \
+             `sbk repair index` rebuilds the index from the packs for good"
+                .into(),
+        );
+    }
     if unindexed > 0 {
         report.notes.push(format!(
             "{unindexed} packs are in no index (left by an interrupted or running snapshot); \
@@ -311,7 +322,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    if orphans > 0 {
+    if orphans > 0 && !index_damaged {
         report.notes.push(format!(
             "{orphans} delta blobs that no snapshot needs have lost their base to a prune \
              (unused data, not damage; prune repacks it away)"
@@ -362,17 +373,27 @@ fn load_index_files(repo: &Repository, found: &mut Findings) -> Result<IndexFile
         .flat_map(|(_, f)| f.supersedes.iter().copied())
         .collect();
     // A damaged file that another supersedes is out of use (`repair index` leaves it for prune).
+    let mut damaged = Vec::new();
     for (id, e) in failed {
         if !superseded.contains(&id) {
             found.file("index", id, e.to_string());
+            damaged.push(id);
         }
     }
-    let (gone, files): (Vec<_>, Vec<_>) = loaded
+    let (gone, mut files): (Vec<_>, Vec<_>) = loaded
         .into_iter()
         .partition(|(id, _)| superseded.contains(id));
+    // As every other command does: the packs' headers stand in for the damaged files, so the
+    // snapshots are judged by what is stored.
+    let recovered = match damaged.is_empty() {
+        true => Vec::new(),
+        false => repo.recover_index(&mut files)?,
+    };
     Ok(IndexFiles {
         files,
         superseded: gone.into_iter().map(|(id, _)| id).collect(),
+        damaged,
+        recovered,
     })
 }
 

@@ -185,7 +185,16 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             ));
         }
         for spec in &opts.ids {
-            let (id, _) = repo.find_snapshot(spec)?;
+            let id = if spec == "latest" {
+                repo.find_snapshot(spec)?.0
+            } else {
+                // A damaged snapshot can be forgotten by its ID: that is its way out.
+                let id = repo.resolve(FileType::Snapshot, spec)?;
+                match repo.load_snapshot(&id) {
+                    Ok(_) | Err(Error::Damaged { .. }) => id,
+                    Err(e) => return Err(e),
+                }
+            };
             if !report.removed.contains(&id) {
                 report.removed.push(id);
             }

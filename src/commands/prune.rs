@@ -151,6 +151,10 @@ pub struct PruneReport {
     pub index_files_written: usize,
     pub index_files_removed: usize,
     pub grace_secs: u64,
+    /// Damaged files (`snapshot <id>`, `index <id>`) for which this run kept everything:
+    /// marked and deleted nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_for_damage: Vec<String>,
     /// Earliest time (Unix seconds) at which a later prune can delete the packs marked now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delete_after: Option<i64>,
@@ -188,6 +192,21 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // Snapshots, then index files, then packs: see the module documentation.
     let snapshots = repo.list_snapshots()?;
     let files = repo.load_index_files()?;
+    let damage = repo.damage();
+    if !damage.is_empty() {
+        // A damaged snapshot may need any blob, and a damaged index file may have held marks,
+        // revivals or tombstones: nothing can be judged unused, so nothing is marked or
+        // deleted until the damage is repaired.
+        return Ok(PruneReport {
+            dry_run: opts.dry_run,
+            snapshots: snapshots.len(),
+            held_for_damage: damage
+                .iter()
+                .map(|d| format!("{} {}", d.kind, d.id.short()))
+                .collect(),
+            ..Default::default()
+        });
+    }
     let index = files.to_index()?;
     let stored: HashMap<Id, u64> = repo.stored_packs()?;
 

@@ -207,8 +207,16 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
                 .collect::<Vec<MarkedPack>>(),
         );
     }
+    live.extend(
+        files
+            .recovered
+            .iter()
+            .filter(|p| !bad.contains(&p.id))
+            .cloned(),
+    );
     let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
     supersedes.extend_from_slice(&files.superseded);
+    supersedes.extend_from_slice(&files.damaged);
     let deleted = files
         .files
         .iter()
