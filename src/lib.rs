@@ -22,6 +22,7 @@ pub mod automation;
 pub mod backend;
 pub mod cache;
 pub mod chunker;
+pub mod cleanup;
 pub mod commands;
 pub mod crypto;
 pub mod error;

@@ -11,6 +11,8 @@ use crate::id::Id;
 /// A pack being written.
 pub struct PackWriter {
     file: tempfile::NamedTempFile,
+    /// Removed should the run be interrupted.
+    tracked: crate::cleanup::TrackedPath,
     hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
     len: u64,
@@ -22,16 +24,25 @@ pub struct FinishedPack {
     pub file: tempfile::NamedTempFile,
     pub entries: Vec<PackEntry>,
     pub len: u64,
+    /// Unregistered once the file is written (dropped after `file` is moved out).
+    pub tracked: crate::cleanup::TrackedPath,
 }
 
 impl PackWriter {
     /// Starts a pack in `dir` (or the system temp folder).
     pub fn new(dir: Option<&Path>) -> std::io::Result<Self> {
-        let file = match dir {
-            Some(d) => tempfile::Builder::new().prefix("pack-").tempfile_in(d)?,
-            None => tempfile::Builder::new().prefix("sbk-pack-").tempfile()?,
+        let (file, tracked) = match dir {
+            Some(d) => {
+                let f = tempfile::Builder::new().prefix("pack-").tempfile_in(d)?;
+                let t = crate::cleanup::track_path(f.path());
+                (f, t)
+            }
+            // Named for this process in sbk's scratch folder, so that the next run sweeps it
+            // should this one be killed.
+            None => crate::cleanup::scratch_file("pack").map_err(std::io::Error::other)?,
         };
         Ok(PackWriter {
+            tracked,
             file,
             hasher: blake3::Hasher::new(),
             entries: Vec::new(),
@@ -88,6 +99,7 @@ impl PackWriter {
             file: self.file,
             entries: self.entries,
             len: self.len,
+            tracked: self.tracked,
         })
     }
 }

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 /// A running command whose standard output is the stream.
 pub struct CommandSource {
     child: Arc<Mutex<Child>>,
+    /// Ended with its process group should sbk be interrupted (dropped after the reaping).
+    _tracked: crate::cleanup::TrackedChild,
     stdout: Option<ChildStdout>,
     stderr_thread: Option<std::thread::JoinHandle<Vec<u8>>>,
     program: String,
@@ -67,11 +69,13 @@ impl CommandSource {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Source(format!("cannot run {name}: {e}")))?;
+        let tracked = crate::cleanup::track_child(child.id());
         let stdout = child.stdout.take();
         let stderr = child.stderr.take().expect("stderr piped");
         let stderr_thread = Some(std::thread::spawn(move || collect_stderr(stderr)));
         Ok(CommandSource {
             child: Arc::new(Mutex::new(child)),
+            _tracked: tracked,
             stdout,
             stderr_thread,
             program: name.to_string(),

@@ -208,6 +208,7 @@ impl Backend for LocalBackend {
         let tmp = self.tmp_dir();
         let mut f = tempfile::NamedTempFile::new_in(&tmp)
             .map_err(|e| err("create temp file in", &tmp, e))?;
+        let _tracked = crate::cleanup::track_path(f.path());
         f.write_all(data).map_err(|e| err("write", f.path(), e))?;
         self.persist(t, name, f)
     }
@@ -224,6 +225,29 @@ impl Backend for LocalBackend {
 
     fn staging_dir(&self) -> Option<PathBuf> {
         Some(self.tmp_dir())
+    }
+
+    fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
+        let tmp = self.tmp_dir();
+        let entries = match std::fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(err("list", &tmp, e)),
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a >= age);
+            if old && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn is_local(&self) -> bool {

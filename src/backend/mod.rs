@@ -186,6 +186,13 @@ pub trait Backend: Send + Sync {
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, t: FileType, name: &str) -> BResult<()>;
 
+    /// Removes the backend's own temporary files older than `age` (left by runs that were
+    /// killed); returns how many. Backends without such files remove nothing.
+    fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
+        let _ = age;
+        Ok(0)
+    }
+
     /// Whether reads are as cheap as a local disk's (then no blob cache is used by default).
     fn is_local(&self) -> bool {
         false

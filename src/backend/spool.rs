@@ -366,6 +366,10 @@ impl Backend for SpoolBackend {
         self.remote.is_local()
     }
 
+    fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
+        Ok(self.remote.sweep_tmp(age)? + self.local.sweep_tmp(age)?)
+    }
+
     fn concurrency(&self) -> usize {
         self.remote.concurrency()
     }

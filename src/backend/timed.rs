@@ -85,6 +85,10 @@ impl Backend for TimedBackend {
         self.inner.is_local()
     }
 
+    fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
+        self.inner.sweep_tmp(age)
+    }
+
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }

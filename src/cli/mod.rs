@@ -169,6 +169,10 @@ fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
 
 fn run(cli: Cli) -> Result<(), Error> {
     let g = &cli.global;
+    // `run` and `daemon` stop their jobs themselves on these signals (and record it).
+    if !matches!(cli.command, Command::Run { .. } | Command::Daemon { .. }) {
+        sbk::cleanup::exit_on_signals()?;
+    }
     match cli.command {
         Command::Config(c) => automation::config(g, c)?,
         Command::Run { job, auto } => automation::run_job(g, &job, &auto)?,

@@ -151,6 +151,9 @@ pub struct PruneReport {
     pub index_files_written: usize,
     pub index_files_removed: usize,
     pub grace_secs: u64,
+    /// Temporary files of killed runs removed from the repository's `tmp/` (older than the
+    /// grace period).
+    pub tmp_files_removed: usize,
     /// Damaged files (`snapshot <id>`, `index <id>`) for which this run kept everything:
     /// marked and deleted nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -190,6 +193,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let now = chrono::Utc::now().timestamp();
     let grace = opts.grace.as_secs().min(i64::MAX as u64) as i64;
     // Snapshots, then index files, then packs: see the module documentation.
+    // First, what killed runs left in the repository's `tmp/`: it frees space before this
+    // run writes anything (a full disk's way out).
+    let tmp_files_removed = match opts.dry_run {
+        true => 0,
+        false => repo.backend().sweep_tmp(opts.grace)?,
+    };
     let snapshots = repo.list_snapshots()?;
     let files = repo.load_index_files()?;
     let damage = repo.damage();
@@ -204,6 +213,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 .iter()
                 .map(|d| format!("{} {}", d.kind, d.id.short()))
                 .collect(),
+            tmp_files_removed,
             ..Default::default()
         });
     }
@@ -212,6 +222,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     let used = mark_used(repo, &index, &snapshots)?;
     let mut report = PruneReport {
+        tmp_files_removed,
         dry_run: opts.dry_run,
         snapshots: snapshots.len(),
         blobs_used: used.count(),

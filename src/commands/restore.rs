@@ -116,6 +116,7 @@ fn restore_file(
         .suffix(".sbk-partial")
         .tempfile_in(folder)
         .map_err(|e| Error::io("create file in", folder, e))?;
+    let _tracked = crate::cleanup::track_path(tmp.path());
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         write_file(repo, index, f, &mut w).map_err(|e| in_snapshot(e, id))?;

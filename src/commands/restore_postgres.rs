@@ -186,11 +186,7 @@ pub fn pg_restore_into(
     let spec = id.to_string();
     if opts.jobs > 1 {
         // Parallel restore seeks in the archive: stage it (decrypted; private to this user).
-        let mut staged = tempfile::Builder::new()
-            .prefix("sbk-restore-")
-            .suffix(".pgdump")
-            .tempfile()
-            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        let (mut staged, _tracked) = crate::cleanup::scratch_file("restore")?;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, staged.as_file_mut());
             super::restore::dump(repo, &spec, Some(file), &mut w)?;

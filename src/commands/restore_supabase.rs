@@ -411,10 +411,7 @@ fn upload_object(
         client.put(bucket, key, &meta, &buf)
     } else {
         // Staged in a private temporary file: a large object is never held in memory.
-        let mut tmp = tempfile::Builder::new()
-            .prefix("sbk-object-")
-            .tempfile()
-            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        let (mut tmp, _tracked) = crate::cleanup::scratch_file("object")?;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             write_file(repo, index, node, &mut w)?;

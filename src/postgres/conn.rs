@@ -252,16 +252,20 @@ impl ConnParams {
                 None
             }
             Some(pw) => {
+                // In sbk's private folder, named by this process: a run killed with SIGKILL
+                // leaves it only until the next run sweeps it.
+                let dir = crate::cleanup::private_dir()?;
                 let mut f = tempfile::Builder::new()
-                    .prefix("sbk-pgpass-")
-                    .tempfile()
-                    .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+                    .prefix(&crate::cleanup::private_prefix("pgpass"))
+                    .tempfile_in(&dir)
+                    .map_err(|e| Error::io("create", &dir, e))?;
+                let tracked = crate::cleanup::track_path(f.path());
                 // tempfile creates the file readable by its owner only (0600), as libpq demands.
                 writeln!(f, "*:*:*:*:{}", escape_passfile(pw))
                     .and_then(|_| f.flush())
                     .map_err(|e| Error::io("write", f.path(), e))?;
                 cmd.env("PGPASSFILE", f.path());
-                Some(f)
+                Some((f, tracked))
             }
         };
         Ok(ChildAuth {
@@ -272,7 +276,7 @@ impl ConnParams {
 
 /// Keeps a child's private password file until dropped.
 pub struct ChildAuth {
-    _passfile: Option<tempfile::NamedTempFile>,
+    _passfile: Option<(tempfile::NamedTempFile, crate::cleanup::TrackedPath)>,
 }
 
 /// libpq's compiled-in default on Debian is the socket folder `/var/run/postgresql`.
