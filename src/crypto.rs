@@ -163,10 +163,16 @@ pub const DEFAULT_M_COST_KIB: u32 = 32 * 1024;
 /// Default Argon2id passes.
 pub const DEFAULT_T_COST: u32 = 3;
 
-/// Largest Argon2id memory a key file may ask for (4 GiB), in KiB.
-pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
+/// Largest Argon2id memory a key file may ask for (1 GiB), in KiB: key files are stored in
+/// clear, and a planted one must not exhaust a small backup host's memory.
+pub const MAX_M_COST_KIB: u32 = 1024 * 1024;
 /// Most Argon2id passes a key file may ask for.
-pub const MAX_T_COST: u32 = 100;
+pub const MAX_T_COST: u32 = 16;
+/// Most memory × passes a key file may ask for (KiB × passes: 1 GiB × 4, 256 MiB × 16), so
+/// that a planted key file stalls an unlock by seconds, not minutes.
+pub const MAX_COST_PRODUCT: u64 = 4 * 1024 * 1024;
+/// Most salt bytes a key file may carry.
+pub const MAX_SALT_LEN: usize = 64;
 
 /// Argon2id parameters stored in a key file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -218,11 +224,17 @@ impl KdfParams {
         // Key files are stored in clear: refuse costs that would exhaust memory or time.
         if self.m_cost > MAX_M_COST_KIB
             || self.t_cost > MAX_T_COST
+            || self.m_cost as u64 * self.t_cost as u64 > MAX_COST_PRODUCT
             || !(1..=16).contains(&self.p_cost)
+            || self.salt.len() > MAX_SALT_LEN
         {
             return Err(format!(
-                "Argon2id cost out of range (m={} KiB, t={}, p={})",
-                self.m_cost, self.t_cost, self.p_cost
+                "Argon2id cost out of range (m={} KiB, t={}, p={}, salt {} bytes; at most \
+                 1 GiB, 16 passes, 4 GiB x passes, 16 lanes, 64 bytes)",
+                self.m_cost,
+                self.t_cost,
+                self.p_cost,
+                self.salt.len()
             ));
         }
         let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
@@ -279,6 +291,30 @@ pub mod b64_vec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planted_kdf_costs_are_refused_before_any_work() {
+        let with = |m_cost, t_cost, p_cost, salt_len| KdfParams {
+            algorithm: "argon2id".into(),
+            version: 0x13,
+            m_cost,
+            t_cost,
+            p_cost,
+            salt: vec![1; salt_len],
+        };
+        for bad in [
+            with(MAX_M_COST_KIB + 1, 1, 1, 16),
+            with(1024, MAX_T_COST + 1, 1, 16),
+            // Each within its own bound, too much together.
+            with(MAX_M_COST_KIB, 5, 1, 16),
+            with(1024, 1, 17, 16),
+            with(1024, 1, 1, MAX_SALT_LEN + 1),
+        ] {
+            let e = bad.derive(b"pw").unwrap_err();
+            assert!(e.contains("out of range"), "{e}");
+        }
+        assert!(with(1024, 1, 1, 16).derive(b"pw").is_ok());
+    }
 
     #[test]
     fn seal_open_round_trip_and_tamper() {

@@ -106,6 +106,21 @@ fn computed() -> BTreeMap<&'static str, String> {
         salt: b"saltsaltsaltsalt".to_vec(),
     };
     v.insert("argon2id", hex::encode(kdf.derive(b"password").unwrap()));
+    let key_file = sbk::format::key::KeyFile {
+        version: 2,
+        role: "full".into(),
+        created: chrono::DateTime::parse_from_rfc3339("2026-12-04T02:00:00.5+01:00").unwrap(),
+        host: "db1".into(),
+        username: "postgres".into(),
+        kdf: kdf.clone(),
+        master_key: Vec::new(),
+    };
+    v.insert(
+        "key-v2-aad",
+        String::from_utf8(key_file.aad())
+            .unwrap()
+            .replace('\0', "\\0"),
+    );
     v.insert("config-header", hex::encode(config::join(1, b"")));
     v.insert("pack-header", hex::encode(encode_header(&entries())));
     let index = IndexFile {

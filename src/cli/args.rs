@@ -597,6 +597,25 @@ pub enum KeyCommand {
     },
     /// Remove a key (not the last one)
     Remove { id: String },
+    /// Print the master key as a paper recovery sheet (anyone holding it can read every backup)
+    Export {
+        /// The paper recovery sheet (the only export there is)
+        #[arg(long, required = true)]
+        recovery: bool,
+    },
+    /// Add a key for a new password from a recovery sheet, when every password is lost
+    Import {
+        /// Read a recovery sheet (the only import there is)
+        #[arg(long, required = true)]
+        recovery: bool,
+        /// The sheet's text [default: standard input]
+        file: Option<PathBuf>,
+        /// Read the new password from this file
+        #[arg(long, env = "SBK_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
 }
 
 fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {

@@ -96,6 +96,10 @@ fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
     }
 }
 
+/// Said where a repository may have a single key.
+const SECOND_KEY_HINT: &str = "hint: one lost password loses a repository with one key: add a \
+     second with `sbk key add`, or print a paper recovery sheet with `sbk key export --recovery`";
+
 fn say_err(g: &GlobalArgs, msg: &str) {
     if !g.quiet {
         eprintln!("sbk: {msg}");
@@ -197,6 +201,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     g,
                     "Keep the password safe: without it the repository cannot be read."
                 );
+                say_err(g, SECOND_KEY_HINT);
             }
         }
         Command::Snapshot(sc) => {
@@ -678,6 +683,36 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             print_json(&commands::cat::cat(&repo, &target)?)?;
         }
+        Command::Key {
+            action:
+                KeyCommand::Import {
+                    file,
+                    new_password_file,
+                    kdf: k,
+                    ..
+                },
+        } => {
+            // No password opens the repository here: the sheet does.
+            let backend = backend(g)?;
+            let sheet = match &file {
+                Some(f) => std::fs::read_to_string(f).map_err(|e| Error::io("read", f, e))?,
+                None => {
+                    if !g.quiet {
+                        eprintln!("sbk: type or paste the recovery sheet's lines, then Ctrl-D:");
+                    }
+                    let mut t = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                        .map_err(|e| Error::io("read", "standard input", e))?;
+                    t
+                }
+            };
+            let sheet = zeroize::Zeroizing::new(sheet);
+            // The sheet is checked before a new password is asked for.
+            commands::key::parse_recovery_sheet(&sheet)?;
+            let pw = password::new_password(new_password_file.as_deref(), None)?;
+            let id = commands::key::import_recovery(backend, &sheet, &pw, kdf(&k))?;
+            key_done(g, "added key from the recovery sheet", id)?;
+        }
         Command::Key { action } => {
             let repo = open(g)?;
             match action {
@@ -715,6 +750,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                     let pw = password::new_password(new_password_file.as_deref(), None)?;
                     let id = commands::key::add(&repo, &pw, kdf(&k))?;
                     key_done(g, "added key", id)?;
+                    say_err(
+                        g,
+                        "hint: a paper recovery sheet (`sbk key export --recovery`) outlives \
+                         every password",
+                    );
                 }
                 KeyCommand::Passwd {
                     new_password_file,
@@ -728,6 +768,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                     let id = commands::key::remove(&repo, &id)?;
                     key_done(g, "removed key", id)?;
                 }
+                KeyCommand::Export { .. } => {
+                    let sheet = zeroize::Zeroizing::new(commands::key::recovery_sheet(&repo));
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(sheet.as_bytes()).map_err(stdout_err)?;
+                }
+                KeyCommand::Import { .. } => unreachable!("handled before the password"),
             }
         }
     }

@@ -33,6 +33,10 @@ use crate::repository::Repository;
 /// runs.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+/// The youngest a `tmp/` file must be left alone, whatever the grace period: running writers
+/// stage their packs there and touch them every few seconds.
+pub const TMP_MIN_AGE: Duration = Duration::from_secs(3600);
+
 /// How long tombstones of deleted packs are kept in the index: a snapshot still running that
 /// long after a deletion it relied on is refused at its end rather than saved damaged.
 pub const TOMBSTONE_SECS: i64 = 30 * 24 * 3600;
@@ -152,7 +156,7 @@ pub struct PruneReport {
     pub index_files_removed: usize,
     pub grace_secs: u64,
     /// Temporary files of killed runs removed from the repository's `tmp/` (older than the
-    /// grace period).
+    /// grace period, and than an hour).
     pub tmp_files_removed: usize,
     /// Damaged files (`snapshot <id>`, `index <id>`) for which this run kept everything:
     /// marked and deleted nothing.
@@ -197,7 +201,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // run writes anything (a full disk's way out).
     let tmp_files_removed = match opts.dry_run {
         true => 0,
-        false => repo.backend().sweep_tmp(opts.grace)?,
+        false => repo.backend().sweep_tmp(opts.grace.max(TMP_MIN_AGE))?,
     };
     let snapshots = repo.list_snapshots()?;
     let files = repo.load_index_files()?;

@@ -10,6 +10,13 @@ use crate::crypto::KdfParams;
 /// role (a host that can add data but not read it back), which older readers will refuse.
 pub const ROLE_FULL: &str = "full";
 
+/// The key-file version written now: its clear fields are authenticated with the sealed key
+/// (see [`KeyFile::aad`]). Version 1 files (fields not bound) are still read.
+pub const KEY_VERSION: u32 = 2;
+
+/// Largest key file read (a planted file must not exhaust memory).
+pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
+
 /// A key file as stored.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyFile {
@@ -28,6 +35,40 @@ pub struct KeyFile {
     /// The master key JSON, sealed with the derived key (`nonce || ct || tag`, base64).
     #[serde(with = "crate::crypto::b64_vec")]
     pub master_key: Vec<u8>,
+}
+
+/// The clear fields of a key file, in the order they are bound.
+#[derive(Serialize)]
+struct BoundFields<'a> {
+    version: u32,
+    role: &'a str,
+    created: &'a DateTime<FixedOffset>,
+    host: &'a str,
+    username: &'a str,
+    kdf: &'a KdfParams,
+}
+
+impl KeyFile {
+    /// The associated data the master key is sealed with: for version 2, `sbk:master-key`, a
+    /// zero byte and the compact JSON of the clear fields (version, role, created, host,
+    /// username, kdf, in that order), so that changing any of them makes the key fail to open;
+    /// for version 1, the label alone.
+    pub fn aad(&self) -> Vec<u8> {
+        let mut aad = crate::crypto::aad::MASTER_KEY.to_vec();
+        if self.version >= 2 {
+            aad.push(0);
+            let fields = BoundFields {
+                version: self.version,
+                role: &self.role,
+                created: &self.created,
+                host: &self.host,
+                username: &self.username,
+                kdf: &self.kdf,
+            };
+            aad.extend(serde_json::to_vec(&fields).expect("key fields serialize"));
+        }
+        aad
+    }
 }
 
 #[cfg(test)]
