@@ -186,6 +186,13 @@ fn read_config(backend: &dyn Backend) -> Result<Vec<u8>> {
         Err(e) if e.kind == ErrorKind::NotFound => {
             return Err(Error::NoRepository(backend.location()))
         }
+        // `-r` naming a file.
+        Err(_) if backend.is_local() && std::path::Path::new(&backend.location()).is_file() => {
+            return Err(Error::NoRepository(format!(
+                "{} (a file, not a repository)",
+                backend.location()
+            )))
+        }
         Err(e) => return Err(e.into()),
     };
     let (version, _) =

@@ -163,6 +163,44 @@ fn config_check_explains_each_broken_file_with_its_line() {
     }
 }
 
+/// Problems of every kind in one file are all reported in one run, in line order; the file
+/// may also be given as `config check FILE`.
+#[test]
+fn config_check_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "bogus = 1\n\n[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\nextra = 2\n\n\
+         [source.app]\nurl = \"postgresql://db/app\"\ndatabases = 5\n\n\
+         [job.a]\nsource = \"nosuch\"\nrepository = \"main\"\nschedule = \"@daily\"\n\
+         retention = { keep_lastt = 2 }\n",
+    )
+    .unwrap();
+    let out = Command::new(sbk_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let p = path.display().to_string();
+    let want = [
+        format!("{p}:1:1: unknown field `bogus`"),
+        format!("{p}:6:1: unknown field `extra`"),
+        format!("{p}:10:13: invalid type: integer `5`"),
+        format!("{p}:13:10: no source \"nosuch\""),
+        format!("{p}:16:15: unknown field `keep_lastt`"),
+    ];
+    let mut at = 0;
+    for w in &want {
+        let found = err[at..].find(w.as_str());
+        assert!(found.is_some(), "want {w:?} (in order) in:\n{err}");
+        at += found.unwrap();
+    }
+    assert!(err.contains("5 problem(s)"), "{err}");
+}
+
 #[test]
 fn config_init_writes_the_seed_that_check_accepts() {
     let dir = tempfile::tempdir().unwrap();

@@ -128,3 +128,18 @@ fn removing_a_key_needs_another_intact_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("last key"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_repository_flag_naming_a_file_exits_10_saying_not_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("some-file");
+    std::fs::write(&file, b"not a repository").unwrap();
+    let out = std::process::Command::new(sbk_bin())
+        .args(["-r", file.to_str().unwrap(), "snapshots"])
+        .env("SBK_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(err.contains("not a repository"), "{err}");
+}

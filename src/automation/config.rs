@@ -714,20 +714,48 @@ impl Config {
             path: path.to_owned(),
             problems,
         };
-        let raw: RawFile = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-                return Err(fail(vec![Problem {
-                    line,
-                    column,
-                    message: e.message().trim().to_owned(),
-                }]));
+        // Structure first. serde stops at the first problem; to report every one at once,
+        // the lines of each problem are blanked and the text read again, as long as that
+        // cannot change what the remaining lines mean (never a table header).
+        let mut cleaned = text.to_owned();
+        let mut structural = Vec::new();
+        let raw: Option<RawFile> = loop {
+            let e = match toml::from_str::<RawFile>(&cleaned) {
+                Ok(r) => break Some(r),
+                Err(e) => e,
+            };
+            let span = e.span();
+            let (line, column) = span.as_ref().map_or((0, 0), |s| line_col(text, s.start));
+            structural.push(Problem {
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            });
+            let Some(span) = span else { break None };
+            let (first, _) = line_col(&cleaned, span.start);
+            let (last, _) = line_col(&cleaned, span.end.saturating_sub(1).max(span.start));
+            let lines: Vec<&str> = cleaned.split('\n').collect();
+            let hit = &lines[first - 1..last.min(lines.len())];
+            if structural.len() >= 50 || hit.iter().any(|l| l.trim_start().starts_with('[')) {
+                break None;
             }
+            // Blank, keeping every offset (and so every line and column) in place.
+            let blanked: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| match (first - 1..last).contains(&i) {
+                    true => " ".repeat(l.len()),
+                    false => (*l).to_owned(),
+                })
+                .collect();
+            cleaned = blanked.join("\n");
+        };
+        let Some(raw) = raw else {
+            return Err(fail(structural));
         };
         let mut c = Checker {
             text,
-            problems: Vec::new(),
+            problems: structural,
         };
         let daemon = DaemonConfig {
             listen: match &raw.daemon.listen {

@@ -640,8 +640,9 @@ pub struct AutomationArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Validate the configuration file; every problem is reported with its line
-    Check,
+    /// Validate the configuration file (FILE, else --config or the default); every problem
+    /// is reported with its line
+    Check { file: Option<PathBuf> },
     /// Write a commented example configuration (the seed schedule) to FILE, or to stdout
     Init { file: Option<PathBuf> },
 }

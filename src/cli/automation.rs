@@ -54,8 +54,9 @@ fn metrics_option(a: &AutomationArgs, config: &mut Config) {
 
 pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
     match c {
-        ConfigCommand::Check => {
-            let path = Config::locate(g.config.as_deref()).map_err(Error::Invalid)?;
+        ConfigCommand::Check { file } => {
+            let path =
+                Config::locate(file.as_deref().or(g.config.as_deref())).map_err(Error::Invalid)?;
             match Config::load(&path) {
                 Ok(c) => {
                     if !g.quiet {
