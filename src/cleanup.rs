@@ -125,6 +125,27 @@ pub fn exit_on_signals() -> Result<()> {
     Ok(())
 }
 
+/// Makes what sbk creates from now on private to its user (files 0600, folders 0700): logs,
+/// the run history, the metrics file, the spool, the cache, staged files. Called first thing.
+pub fn private_umask() {
+    // SAFETY: umask(2) only sets the process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
+}
+
+/// Takes group and other permissions off a file or folder that an older sbk (or another
+/// program) created more open; a missing path is left alone.
+pub fn tighten(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode();
+    if meta.is_symlink() || mode & 0o077 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+        .map_err(|e| Error::io("make private", path, e))
+}
+
 /// The controlling terminal's settings, when there is one.
 fn terminal_settings() -> Option<(std::fs::File, libc::termios)> {
     use std::os::fd::AsRawFd;

@@ -27,6 +27,7 @@ fn tune_allocator() {
 fn tune_allocator() {}
 
 fn main() {
+    sbk::cleanup::private_umask();
     tune_allocator();
     std::process::exit(cli::main());
 }

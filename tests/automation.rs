@@ -896,3 +896,111 @@ alerts = ["hook"]
     // Only the intact snapshots are counted: the damaged one is kept, not judged.
     assert_eq!(s.repo.snapshots().len(), 2);
 }
+
+/// Kills a spawned daemon when the test ends, even by a panic.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A GET with headers: the status line.
+fn http_get_with(port: u16, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    c.read_to_string(&mut buf).unwrap();
+    buf.lines().next().unwrap_or_default().to_owned()
+}
+
+/// The status pages: a bearer token on every path but /healthz when one is set; a listen
+/// address off loopback without one is refused by `config check` and by the daemon; a client
+/// that never sends its request is cut off.
+#[test]
+fn the_daemon_requires_its_token_off_loopback_and_cuts_off_slow_clients() {
+    let s = Setup::new("[daemon]\nlisten = \"0.0.0.0:9187\"\n");
+    let out = s.run(&["config", "check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("reachable from other machines"), "{err}");
+    let out = s.run(&["daemon", "--listen", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let port = free_port();
+    s.write_config(&format!(
+        "[daemon]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"SBK_TEST_TOKEN\" }}\n"
+    ));
+    assert!(s.run(&["config", "check"]).status.success());
+    let _daemon = Reaped(
+        s.sbk(&["daemon"])
+            .env("SBK_TEST_TOKEN", "token-for-the-tests")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the daemon", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(http_get_with(port, "/healthz", "").contains("200"));
+    for path in ["/metrics", "/api/status", "/"] {
+        assert!(http_get_with(port, path, "").contains("401"), "{path}");
+        let wrong = "Authorization: Bearer token-for-the-testz\r\n";
+        assert!(http_get_with(port, path, wrong).contains("401"), "{path}");
+        let right = "Authorization: Bearer token-for-the-tests\r\n";
+        assert!(http_get_with(port, path, right).contains("200"), "{path}");
+    }
+    // A connection that sends nothing is closed by the server (header timeout).
+    use std::io::Read;
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = idle
+        .read(&mut buf)
+        .expect("closed by the server before 40 s");
+    let _ = n;
+}
+
+/// Logs, the run history and the metrics file name hosts, users and databases: 0600 in 0700
+/// folders, even where an older sbk left them readable.
+#[test]
+fn what_a_job_writes_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let s =
+        Setup::new("[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n");
+    // An older history, world-readable.
+    std::fs::create_dir_all(s.state()).unwrap();
+    std::fs::set_permissions(s.state(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let history = s.state().join("history.jsonl");
+    std::fs::write(&history, b"").unwrap();
+    std::fs::set_permissions(&history, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let logs = s.dir.path().join("logs");
+    let metrics = s.dir.path().join("metrics/sbk.prom");
+    let out = s
+        .sbk(&["run", "app", "--log-dir"])
+        .arg(&logs)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for f in [history.clone(), logs.join("sbk.log"), metrics.clone()] {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    for d in [
+        s.state(),
+        logs.clone(),
+        metrics.parent().unwrap().to_path_buf(),
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+}

@@ -576,3 +576,47 @@ fn tls_modes_follow_libpq() {
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
+
+/// `pg_dump` and `pg_dumpall` inherit only what a client program needs: not sbk's secrets
+/// (a daemon's configured secret variables, cloud credentials).
+#[test]
+fn client_programs_get_only_the_variables_they_need() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    let repo = TestRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let wrap = dir.path().join("bin");
+    std::fs::create_dir_all(&wrap).unwrap();
+    for prog in ["pg_restore", "psql"] {
+        std::os::unix::fs::symlink(pg.bin.join(prog), wrap.join(prog)).unwrap();
+    }
+    for prog in ["pg_dump", "pg_dumpall"] {
+        let script = format!(
+            "#!/bin/sh\nenv > '{out}'\nexec '{real}' \"$@\"\n",
+            out = dir.path().join(format!("{prog}.env")).display(),
+            real = pg.bin.join(prog).display()
+        );
+        let p = wrap.join(prog);
+        std::fs::write(&p, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = repo
+        .cmd(&["snapshot", "postgres", &pg.url("app")])
+        .env("SBK_PG_BIN", &wrap)
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-not-for-pg")
+        .env("MY_WEBHOOK_TOKEN", "hook-secret-not-for-pg")
+        .env("LC_TIME", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    for prog in ["pg_dump", "pg_dumpall"] {
+        let env = std::fs::read_to_string(dir.path().join(format!("{prog}.env"))).unwrap();
+        for secret in ["aws-secret", "hook-secret", "SBK_PASSWORD"] {
+            assert!(!env.contains(secret), "{prog} got {secret}:\n{env}");
+        }
+        for needed in ["PATH=", "PGHOST=", "PGPASSFILE=", "LC_TIME=C"] {
+            assert!(env.contains(needed), "{prog} lacks {needed}:\n{env}");
+        }
+    }
+}

@@ -181,6 +181,7 @@ struct RawFile {
     state_dir: Option<PathBuf>,
     log_dir: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
+    metrics_file_readable: Option<bool>,
     #[serde(default)]
     daemon: RawDaemon,
     #[serde(default)]
@@ -197,6 +198,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     listen: Option<Spanned<String>>,
+    token: Option<Spanned<SecretField>>,
     stop_timeout: Option<Spanned<String>>,
     catch_up: Option<Spanned<String>>,
 }
@@ -353,6 +355,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub log_dir: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
+    /// Make the metrics file readable by all (0644) for a node_exporter running as another
+    /// user; by default it is 0600 like everything sbk writes (it names jobs and repositories).
+    pub metrics_file_readable: bool,
     pub daemon: DaemonConfig,
     pub repositories: BTreeMap<String, RepositoryConfig>,
     pub sources: BTreeMap<String, SourceConfig>,
@@ -363,6 +368,9 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
+    /// The bearer token every HTTP path but `/healthz` requires; mandatory when `listen` is
+    /// not a loopback address.
+    pub token: Option<SecretSource>,
     /// How long a stopping daemon waits for running jobs to end after asking them to stop.
     pub stop_timeout: Duration,
     /// Missed runs no older than this run once when the daemon starts ([`super::schedule::missed_run`]).
@@ -774,6 +782,7 @@ impl Config {
                     }
                 },
             },
+            token: raw.daemon.token.as_ref().and_then(|t| c.secret("token", t)),
             stop_timeout: c
                 .duration("stop_timeout", &raw.daemon.stop_timeout)
                 .unwrap_or(Duration::from_secs(60)),
@@ -782,6 +791,19 @@ impl Config {
                 .unwrap_or(Duration::from_secs(24 * 3600)),
         };
 
+        if let (Some(l), None) = (&raw.daemon.listen, &raw.daemon.token) {
+            if !daemon.listen.ip().is_loopback() {
+                c.at(
+                    l.span(),
+                    format!(
+                        "`listen`: {} is reachable from other machines, and the status pages \
+                         name hosts, databases and errors: give a bearer token in [daemon] \
+                         (token = {{ env = \"VARIABLE\" }}) or listen on 127.0.0.1",
+                        daemon.listen
+                    ),
+                );
+            }
+        }
         let mut repositories = BTreeMap::new();
         for (name, r) in &raw.repository {
             let password = match &r.password {
@@ -1274,6 +1296,7 @@ impl Config {
                 state_dir: raw.state_dir.unwrap_or_else(default_state_dir),
                 log_dir: raw.log_dir,
                 metrics_file: raw.metrics_file,
+                metrics_file_readable: raw.metrics_file_readable.unwrap_or(false),
                 daemon,
                 repositories,
                 sources,

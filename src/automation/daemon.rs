@@ -112,6 +112,17 @@ pub fn run(
 ) -> Result<()> {
     let mut config = Arc::new(config);
     let addr = listen.unwrap_or(config.daemon.listen);
+    // Resolved once: the HTTP server must not run a secret's command per request.
+    let token = match &config.daemon.token {
+        Some(t) => Some(t.resolve("the daemon's token")?),
+        None if !addr.ip().is_loopback() => {
+            return Err(Error::Refused(format!(
+                "refusing to serve the status pages on {addr}, reachable from other machines, \
+                 without a bearer token: set token in [daemon] or listen on 127.0.0.1"
+            )))
+        }
+        None => None,
+    };
     let std_listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::io("listen on", addr.to_string(), e))?;
     std_listener
@@ -125,7 +136,7 @@ pub fn run(
     let shared = Arc::new(RwLock::new(Arc::clone(&config)));
     let server = {
         let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
-        std::thread::spawn(move || serve(std_listener, shared, stop))
+        std::thread::spawn(move || serve(std_listener, shared, token, stop))
     };
 
     let history = History::new(&config.state_dir);
@@ -282,7 +293,21 @@ fn send_digest(config: &Config, name: &str, stop: &AtomicBool) {
     alert::deliver(&channels, &alert, &alert::RetryPolicy::default(), stop);
 }
 
-fn serve(listener: std::net::TcpListener, config: Arc<RwLock<Arc<Config>>>, stop: Arc<AtomicBool>) {
+/// Connections served at once; more are closed at once (a scraper and a browser need few).
+const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay open, answers included.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn serve(
+    listener: std::net::TcpListener,
+    config: Arc<RwLock<Arc<Config>>>,
+    token: Option<zeroize::Zeroizing<String>>,
+    stop: Arc<AtomicBool>,
+) {
+    let token = Arc::new(token);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -310,15 +335,26 @@ fn serve(listener: std::net::TcpListener, config: Arc<RwLock<Arc<Config>>>, stop
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    let config = Arc::clone(&config);
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        drop(stream);
+                        continue;
+                    };
+                    let (config, token) = (Arc::clone(&config), Arc::clone(&token));
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
                             let config = Arc::clone(&config.read().expect("lock"));
-                            async move { Ok::<_, Infallible>(respond(&config, &req)) }
+                            let token = Arc::clone(&token);
+                            async move {
+                                Ok::<_, Infallible>(respond(&config, token.as_deref().map(|t| t.as_str()), &req))
+                            }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .keep_alive(false)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+                        drop(permit);
                     });
                 }
                 _ = tick.tick() => {
@@ -340,14 +376,38 @@ fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<By
         .expect("valid response")
 }
 
-/// Answers one request.
-pub fn respond<B>(config: &Config, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
+fn authorized<B>(token: &str, req: &Request<B>) -> bool {
+    use subtle::ConstantTimeEq;
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())))
+}
+
+/// Answers one request; with a `token`, every path but `/healthz` requires it.
+pub fn respond<B>(config: &Config, token: Option<&str>, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "only GET\n".into(),
         );
+    }
+    if let Some(t) = token {
+        if req.uri().path() != "/healthz" && !authorized(t, req) {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "a bearer token is required\n".into(),
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
     }
     let result = match req.uri().path() {
         "/healthz" => Ok(reply(StatusCode::OK, "text/plain", "ok\n".into())),

@@ -214,7 +214,9 @@ impl History {
     pub fn append(&self, entry: &Entry) -> Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            crate::cleanup::tighten(dir)?;
         }
+        crate::cleanup::tighten(&self.path)?;
         let mut line = serde_json::to_vec(entry).expect("history entries serialize");
         line.push(b'\n');
         let mut f = OpenOptions::new()

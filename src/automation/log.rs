@@ -59,7 +59,13 @@ fn rotating(path: &Path) -> Redacting<FileRotate<AppendCount>> {
             AppendCount::new(ROTATE_KEEP),
             ContentLimit::BytesSurpassed(ROTATE_BYTES),
             Compression::None,
-            None,
+            // Private whatever the umask (rotated files are made with these options too).
+            Some({
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut o = std::fs::OpenOptions::new();
+                o.read(true).create(true).append(true).mode(0o600);
+                o
+            }),
         ))),
     }
 }
@@ -79,6 +85,11 @@ pub fn init(terminal: LevelFilter, log_dir: Option<&Path>) -> Result<()> {
         None => None,
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            // Logs name hosts, users and databases: private, even when an older sbk made them.
+            crate::cleanup::tighten(dir)?;
+            for f in ["sbk.log", "sbk-errors.log"] {
+                crate::cleanup::tighten(&dir.join(f))?;
+            }
             let all = tracing_subscriber::fmt::layer()
                 .json()
                 .with_ansi(false)

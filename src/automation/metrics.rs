@@ -185,10 +185,13 @@ pub fn write_textfile(config: &Config, path: &Path) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io("create", dir, e))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes())
         .map_err(|e| Error::io("write", tmp.path().to_owned(), e))?;
-    // node_exporter often runs as another user: world-readable, as metrics hold no secret.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::io("chmod", tmp.path().to_owned(), e))?;
+    // Private (0600, as tempfile makes it) unless the configuration opens it to a
+    // node_exporter that runs as another user.
+    if config.metrics_file_readable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io("chmod", tmp.path().to_owned(), e))?;
+    }
     tmp.persist(path)
         .map_err(|e| Error::io("rename to", path, e.error))?;
     Ok(())

@@ -209,13 +209,18 @@ impl ConnParams {
         }
     }
 
-    /// Sets up `cmd` (a PostgreSQL client program) to connect with these parameters: every
-    /// inherited `PG*` variable is replaced by the resolved ones, and the password goes into a
+    /// Sets up `cmd` (a PostgreSQL client program) to connect with these parameters: it
+    /// inherits only [`CHILD_ENV`] and `LC_*`, the `PG*` variables are the resolved ones, and
+    /// the password goes into a
     /// private password file that must outlive the program (keep the returned guard).
     pub fn configure_command(&self, cmd: &mut Command) -> Result<ChildAuth> {
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("PG") {
-                cmd.env_remove(name);
+        // Only what a client program needs: sbk's own environment may hold secrets (a
+        // daemon's configured secret variables, cloud credentials), which are not its business.
+        cmd.env_clear();
+        for (name, value) in std::env::vars_os() {
+            let n = name.to_string_lossy();
+            if CHILD_ENV.contains(&n.as_ref()) || n.starts_with("LC_") {
+                cmd.env(&name, value);
             }
         }
         cmd.env("PGHOST", &self.host)
@@ -273,6 +278,12 @@ impl ConnParams {
         })
     }
 }
+
+/// The variables a PostgreSQL client program inherits (besides `LC_*` and the `PG*` ones sbk
+/// sets): finding programs and files, the locale, time zone, and temporary folder.
+const CHILD_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
 
 /// Keeps a child's private password file until dropped.
 pub struct ChildAuth {
