@@ -145,20 +145,17 @@ impl CommandSource {
     }
 }
 
-/// Whether a `key=value` key names a secret.
+/// Whether a `key=value` key (or a `--flag`) names a secret: `password`, `PGPASSWORD`,
+/// `AWS_SECRET_ACCESS_KEY`, `API_KEY`, `MYSQL_PWD`, `auth-token`...
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "sslpassword",
-        "apikey",
-        "api_key",
+        "password", "passwd", "pwd", "secret", "token", "apikey", "key",
     ]
     .iter()
     .any(|s| k.ends_with(s))
+        || k.contains("secret")
+        || k.contains("password")
 }
 
 /// Redacts one whitespace-free token: a URL's user password and secret query parameters, or a
@@ -189,18 +186,62 @@ fn redact_token(tok: &str) -> String {
 fn redact_pair(pair: &str) -> String {
     match pair.split_once('=') {
         Some((k, _)) if is_secret_key(k.trim_start_matches('-')) => format!("{k}=***"),
+        _ if pair.starts_with("-p") && pair.len() > 2 && !pair.starts_with("--") => {
+            // `-pSECRET`, a password glued to its flag (mysql's way; for pg tools a port,
+            // masked all the same).
+            "-p***".to_string()
+        }
         _ => pair.to_string(),
     }
 }
 
+/// Splits on spaces, keeping a quoted value (`password='a b'`, `key="x y"`) in its token.
+fn tokens(arg: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quote, mut escaped) = (0, None::<char>, false);
+    for (i, c) in arg.char_indices() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (Some(_), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, ' ') => {
+                out.push(&arg[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&arg[start..]);
+    out
+}
+
 /// Removes secrets from a command-line argument before it is recorded: URL passwords
-/// (`postgres://user:pw@host`), secret query parameters (`?password=`), and secret `key=value`
-/// pairs, also inside libpq connection strings (`"host=db password=pw"`).
+/// (`postgres://user:pw@host`), secret query parameters (`?password=`), secret `key=value`
+/// pairs, also inside libpq connection strings (`"host=db password='p w'"`), and `-pSECRET`.
 pub fn redact_arg(arg: &str) -> String {
-    arg.split(' ')
+    tokens(arg)
+        .into_iter()
         .map(redact_token)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// [`redact_arg`] over a whole command line, and the value after a secret flag given as two
+/// arguments (`--password X`, `--api-key X`).
+pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide_next = false;
+    for a in argv {
+        if hide_next {
+            out.push("***".to_string());
+            hide_next = false;
+            continue;
+        }
+        hide_next = a.starts_with("--") && !a.contains('=') && is_secret_key(&a[2..]);
+        out.push(redact_arg(a));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -225,5 +266,33 @@ mod tests {
             "postgresql://db/x?sslmode=require&password=***"
         );
         assert_eq!(redact_arg("PGPASSWORD=x"), "PGPASSWORD=***");
+    }
+
+    #[test]
+    fn redacts_flags_env_style_keys_and_quoted_values() {
+        let argv: Vec<String> = [
+            "tool",
+            "--password",
+            "hunter2",
+            "--api-key",
+            "k-123",
+            "-phunter3",
+            "AWS_SECRET_ACCESS_KEY=abc",
+            "API_KEY=def",
+            "MYSQL_PWD=ghi",
+            "host=db password='p w x' user=app",
+            "--verbose",
+            "file",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let got = redact_argv(&argv).join(" ");
+        for secret in ["hunter", "k-123", "abc", "def", "ghi", "p w", " x'"] {
+            assert!(!got.contains(secret), "{secret} in {got}");
+        }
+        for kept in ["tool", "--verbose", "file", "host=db", "user=app"] {
+            assert!(got.contains(kept), "{kept} lost in {got}");
+        }
     }
 }

@@ -37,6 +37,7 @@ fn email(smtp: &Smtp, password: &str) -> Channel {
         ],
         ca_file: Some(smtp.cert.clone()),
         timeout: Duration::from_secs(5),
+        insecure: false,
     })
 }
 
@@ -127,6 +128,7 @@ fn email_over_implicit_tls_arrives() {
         to: vec!["ops@example.com".into()],
         ca_file: Some(cert),
         timeout: Duration::from_secs(5),
+        insecure: false,
     });
     send(&channel, &failure()).unwrap();
     let got = smtp.got.lock().unwrap().clone();
@@ -149,6 +151,7 @@ fn plain_smtp_without_tls_arrives() {
         to: vec!["ops@example.com".into()],
         ca_file: None,
         timeout: Duration::from_secs(5),
+        insecure: false,
     });
     send(&ch, &failure()).unwrap();
     let got = smtp.got.lock().unwrap().clone();
@@ -189,6 +192,7 @@ fn invalid_recipient_is_a_clear_error() {
         to: vec!["not-an-address".into()],
         ca_file: None,
         timeout: Duration::from_secs(1),
+        insecure: false,
     });
     let e = send(&ch, &failure()).unwrap_err();
     assert!(matches!(e, AlertError::Config { .. }), "{e:?}");
@@ -228,6 +232,7 @@ fn webhook(port: u16) -> Channel {
         url: Zeroizing::new(format!("http://127.0.0.1:{port}{HOOK_PATH}")),
         ca_file: None,
         timeout: Duration::from_secs(5),
+        insecure: false,
     })
 }
 
@@ -371,6 +376,7 @@ fn https_webhook_trusts_its_ca_file_only() {
         url: Zeroizing::new(format!("https://localhost:{port}{HOOK_PATH}")),
         ca_file: None,
         timeout: Duration::from_secs(5),
+        insecure: false,
     };
 
     // The self-signed certificate is not trusted without `ca_file`.
@@ -384,4 +390,39 @@ fn https_webhook_trusts_its_ca_file_only() {
     assert!(req.head.starts_with("POST /services/"), "{}", req.head);
     let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(v["job"], "app-daily");
+}
+
+/// Plain HTTP to a webhook on another machine, and SMTP AUTH without TLS to another machine,
+/// are refused before anything is sent, unless the channel says `insecure`.
+#[test]
+fn cleartext_channels_off_loopback_are_refused() {
+    // TEST-NET-1: nothing answers there, so a refusal that came from trying would time out.
+    let hook = Channel::Webhook(WebhookChannel {
+        name: "chat".into(),
+        url: Zeroizing::new(format!("http://192.0.2.1:9{HOOK_PATH}")),
+        ca_file: None,
+        timeout: Duration::from_secs(30),
+        insecure: false,
+    });
+    let t = Instant::now();
+    let e = send(&hook, &failure()).unwrap_err().to_string();
+    assert!(e.contains("plain http://"), "{e}");
+    assert!(!e.contains("Hook-T0ken"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let mail = Channel::Email(EmailChannel {
+        name: "ops".into(),
+        server: "192.0.2.1".into(),
+        port: 25,
+        security: SmtpSecurity::None,
+        username: Some(SMTP_USER.into()),
+        password: Some(Zeroizing::new(SMTP_PASSWORD.into())),
+        from: "sbk@example.com".into(),
+        to: vec!["ops@example.com".into()],
+        ca_file: None,
+        timeout: Duration::from_secs(30),
+        insecure: false,
+    });
+    let e = send(&mail, &failure()).unwrap_err().to_string();
+    assert!(e.contains("in clear"), "{e}");
+    assert!(!e.contains(SMTP_PASSWORD), "{e}");
 }

@@ -143,3 +143,54 @@ fn a_repository_flag_naming_a_file_exits_10_saying_not_a_repository() {
     assert_eq!(out.status.code(), Some(10), "{err}");
     assert!(err.contains("not a repository"), "{err}");
 }
+
+#[test]
+fn a_plain_http_s3_endpoint_off_this_machine_is_refused_without_insecure() {
+    let out = std::process::Command::new(sbk_bin())
+        .args(["-r", "s3:http://192.0.2.1:9000/backups", "snapshots"])
+        .env("SBK_PASSWORD", PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", "test-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-not-real")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("plain http://") && err.contains("--insecure"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_connection_off_this_machine_without_verify_full_is_warned_about() {
+    let repo = TestRepo::new();
+    // Nothing listens there; the warning comes before the connection is tried.
+    let out = repo
+        .cmd(&[
+            "snapshot",
+            "postgres",
+            "postgresql://postgres@192.0.2.1:1/app?sslmode=require&connect_timeout=1",
+        ])
+        .env("PGPASSWORD", "test-password-not-real")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not verify the server's certificate") && err.contains("sslmode=require"),
+        "{err}"
+    );
+    let out = repo
+        .cmd(&[
+            "snapshot",
+            "postgres",
+            "postgresql://postgres@127.0.0.1:1/app",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&out).contains("does not verify"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -56,6 +56,8 @@ pub struct EmailChannel {
     pub ca_file: Option<PathBuf>,
     /// Applied to connecting and to every read and write.
     pub timeout: Duration,
+    /// Allow AUTH without TLS to a server off loopback.
+    pub insecure: bool,
 }
 
 /// A webhook channel: a JSON POST (Slack-compatible `text` field).
@@ -68,6 +70,8 @@ pub struct WebhookChannel {
     pub ca_file: Option<PathBuf>,
     /// Applied to the whole request, connection and answer included.
     pub timeout: Duration,
+    /// Allow plain `http://` to a host off loopback.
+    pub insecure: bool,
 }
 
 /// Where alerts go.
@@ -396,6 +400,17 @@ fn send_email(
         .body(alert.text())
         .map_err(|e| config(format!("cannot build the message: {}", scrub.chain(&e))))?;
 
+    if c.security == SmtpSecurity::None
+        && c.username.is_some()
+        && !c.insecure
+        && !crate::backend::is_loopback_host(Some(&c.server))
+    {
+        return Err(config(
+            "security \"none\" would send the SMTP password in clear to another machine: use \
+             starttls or tls, or set insecure = true"
+                .to_owned(),
+        ));
+    }
     let mut transport = SmtpTransport::builder_dangerous(c.server.as_str())
         .port(c.port)
         .timeout(Some(c.timeout));
@@ -458,6 +473,13 @@ fn send_webhook(
     };
     if uri.host().is_none() {
         return Err(config("the URL has no host".to_owned()));
+    }
+    if !https && !c.insecure && !crate::backend::is_loopback_host(uri.host()) {
+        return Err(config(
+            "the URL is plain http:// to another machine, which would send the alert and the \
+             URL's token in clear: use https://, or set insecure = true"
+                .to_owned(),
+        ));
     }
     let tls = client_tls(https, c.ca_file.as_deref()).map_err(config)?;
     let body = serde_json::to_vec(&alert.webhook_json())
@@ -829,6 +851,7 @@ mod tests {
             url: Zeroizing::new("https://hooks.example.com/services/T0/B0/abcDEF".into()),
             ca_file: None,
             timeout: Duration::from_secs(1),
+            insecure: false,
         });
         let s = Scrubber::for_channel(&ch);
         assert_eq!(
@@ -847,6 +870,7 @@ mod tests {
             url: Zeroizing::new("ftp://example.com/tok3n-value".into()),
             ca_file: None,
             timeout: Duration::from_secs(1),
+            insecure: false,
         });
         let e = send(&ch, &failure()).unwrap_err();
         assert!(!e.is_retryable());
@@ -864,6 +888,7 @@ mod tests {
             to: vec!["ops@example.com".into()],
             ca_file: None,
             timeout: Duration::from_secs(1),
+            insecure: false,
         });
         let e = send(&mail, &failure()).unwrap_err();
         assert!(!e.is_retryable());

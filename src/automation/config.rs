@@ -219,6 +219,8 @@ struct RawRepository {
     s3_region: Option<String>,
     s3_timeout: Option<Spanned<String>>,
     retry_deadline: Option<Spanned<String>>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +300,8 @@ struct RawAlert {
     timeout: Option<Spanned<String>>,
     on: Option<Spanned<Vec<String>>>,
     digest: Option<Spanned<String>>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Deserialize)]
@@ -392,6 +396,8 @@ pub struct RepositoryConfig {
     pub s3_region: Option<String>,
     pub s3_timeout: Option<Duration>,
     pub retry_deadline: Option<Duration>,
+    /// Allow a plain `http://` S3 endpoint off loopback.
+    pub insecure: bool,
 }
 
 /// What a `type = "supabase"` source adds (`docs/supabase.md`).
@@ -457,6 +463,8 @@ pub struct AlertConfig {
     pub channel: ChannelConfig,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// Allow a plain `http://` webhook or SMTP AUTH without TLS off loopback.
+    pub insecure: bool,
     pub events: AlertEvents,
     /// A daily digest, sent by the daemon at these times.
     pub digest: Option<Schedule>,
@@ -868,6 +876,7 @@ impl Config {
                         s3_region: r.s3_region.clone(),
                         s3_timeout,
                         retry_deadline,
+                        insecure: r.insecure,
                     },
                 );
             }
@@ -1048,6 +1057,20 @@ impl Config {
                         c.at(name.span(), "a `password` needs a `username`");
                     }
                     let security = a.security.unwrap_or(SmtpSecurity::Starttls);
+                    if let Some(s) = &server {
+                        if security == SmtpSecurity::None
+                            && a.username.is_some()
+                            && !a.insecure
+                            && !crate::backend::is_loopback_host(Some(s.as_str()))
+                        {
+                            c.at(
+                                name.span(),
+                                "security = \"none\" would send the SMTP password in clear to \
+                                 another machine: use \"starttls\" or \"tls\", or set insecure = \
+                                 true",
+                            );
+                        }
+                    }
                     let port = a.port.unwrap_or(match security {
                         SmtpSecurity::Tls => 465,
                         SmtpSecurity::Starttls => 587,
@@ -1136,6 +1159,7 @@ impl Config {
                         channel,
                         ca_file: a.ca_file.clone(),
                         timeout,
+                        insecure: a.insecure,
                         events,
                         digest,
                     },

@@ -107,6 +107,7 @@ pub fn open_repository(
         remote.connections = n as usize;
     }
     remote.ca_cert = r.s3_ca_cert.clone();
+    remote.insecure = r.insecure;
     remote.region = r.s3_region.clone();
     if let Some(t) = r.s3_timeout {
         remote.io_timeout = t;
@@ -145,7 +146,11 @@ pub fn source_conn(s: &SourceConfig) -> Result<ConnParams> {
             _ => process_env(var),
         }
     };
-    ConnParams::resolve(Some(&s.url), &lookup)
+    let conn = ConnParams::resolve(Some(&s.url), &lookup)?;
+    if let Some(w) = conn.tls_warning() {
+        tracing::warn!(source = %s.name, "{w}");
+    }
+    Ok(conn)
 }
 
 /// The snapshots a source's retention and drill apply to: a PostgreSQL server (whatever its
@@ -193,6 +198,7 @@ pub fn channels(config: &Config, names: &[String]) -> Vec<(Channel, super::confi
                         to: to.clone(),
                         ca_file: a.ca_file.clone(),
                         timeout: a.timeout,
+                        insecure: a.insecure,
                     })
                 }),
             ChannelConfig::Webhook { url } => url
@@ -203,6 +209,7 @@ pub fn channels(config: &Config, names: &[String]) -> Vec<(Channel, super::confi
                         url,
                         ca_file: a.ca_file.clone(),
                         timeout: a.timeout,
+                        insecure: a.insecure,
                     })
                 }),
         };

@@ -219,6 +219,9 @@ pub struct RemoteOptions {
     pub io_timeout: std::time::Duration,
     /// Credentials to use instead of the standard AWS chain (for programs embedding sbk).
     pub credentials: Option<s3::StaticCredentials>,
+    /// Allow a plain `http://` endpoint off loopback (requests and keys would cross the
+    /// network in clear; only when asked for explicitly).
+    pub insecure: bool,
 }
 
 impl Default for RemoteOptions {
@@ -230,7 +233,21 @@ impl Default for RemoteOptions {
             retry_deadline: retry::DEFAULT_DEADLINE,
             credentials: None,
             io_timeout: s3::READ_TIMEOUT,
+            insecure: false,
         }
+    }
+}
+
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_loopback_host(host: Option<&str>) -> bool {
+    match host {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -246,6 +263,16 @@ pub fn from_url(
         ));
     }
     if url.starts_with("s3:") {
+        let parsed = s3::S3Url::parse(url).map_err(crate::Error::Invalid)?;
+        if let Ok(e) = url::Url::parse(&parsed.endpoint) {
+            if e.scheme() == "http" && !remote.insecure && !is_loopback_host(e.host_str()) {
+                return Err(crate::Error::Refused(format!(
+                    "{parsed}: plain http:// off this machine would send every request in \
+                     clear: use https:// (with --s3-ca-cert for a private CA), or --insecure \
+                     (insecure = true in a configuration) to allow it"
+                )));
+            }
+        }
         let s3 = s3::S3Backend::open(url, remote)?;
         return Ok(std::sync::Arc::new(retry::RetryBackend::new(
             std::sync::Arc::new(s3),

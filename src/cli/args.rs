@@ -56,6 +56,9 @@ pub struct GlobalArgs {
     /// S3: region, when AWS_REGION and the profile set none [default: us-east-1]
     #[arg(long, global = true)]
     pub s3_region: Option<String>,
+    /// S3: allow a plain http:// endpoint that is not on this machine (sends requests in clear)
+    #[arg(long, env = "SBK_INSECURE", global = true)]
+    pub insecure: bool,
     /// S3: a request that receives nothing for this long is abandoned and retried
     #[arg(long, env = "SBK_S3_TIMEOUT", global = true, default_value = "60s", value_parser = humantime::parse_duration)]
     pub s3_timeout: std::time::Duration,

@@ -121,6 +121,7 @@ fn open_options(g: &GlobalArgs, offline_start: bool) -> sbk::open::OpenOptions {
             retry_deadline: g.retry_deadline,
             credentials: None,
             io_timeout: g.s3_timeout,
+            insecure: g.insecure,
         },
         cache_dir: g.cache_dir.clone(),
         spool_dir: g.spool_dir.clone(),
@@ -1087,7 +1088,11 @@ fn print_check(g: &GlobalArgs, r: &commands::check::CheckReport) -> Result<(), E
 }
 
 fn pg_conn(spec: Option<&str>) -> Result<ConnParams, Error> {
-    ConnParams::resolve(spec, &sbk::postgres::conn::process_env)
+    let conn = ConnParams::resolve(spec, &sbk::postgres::conn::process_env)?;
+    if let Some(w) = conn.tls_warning() {
+        eprintln!("sbk: {w}");
+    }
+    Ok(conn)
 }
 
 fn tools(a: &PgBinArgs) -> Tools {

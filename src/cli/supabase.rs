@@ -26,6 +26,16 @@ pub(super) fn project(a: &SupabaseProjectArgs) -> Result<Project, Error> {
         functions_dir: a.functions_dir.clone(),
     }
     .resolve()
+    .inspect(|p| {
+        // The password is not needed to judge the TLS settings.
+        let conn = sbk::postgres::conn::ConnParams::resolve(
+            Some(&p.db),
+            &sbk::postgres::conn::process_env,
+        );
+        if let Some(w) = conn.ok().and_then(|c| c.tls_warning()) {
+            eprintln!("sbk: {w}");
+        }
+    })
 }
 
 /// What `snapshot supabase` was asked for.

@@ -15,7 +15,7 @@ use crate::format::BlobKind;
 use crate::index::Index;
 use crate::repository::{Actor, Repository};
 use crate::similarity::ParentFile;
-use crate::source::{redact_arg, CommandSource};
+use crate::source::{redact_argv, CommandSource};
 
 use super::SnapshotView;
 
@@ -256,10 +256,9 @@ pub fn snapshot_command(
     if opts.source.kind.is_empty() || opts.source.kind == "stdin" {
         opts.source.kind = "command".into();
     }
-    opts.source.details.insert(
-        "command".into(),
-        serde_json::Value::from(argv.iter().map(|a| redact_arg(a)).collect::<Vec<_>>()),
-    );
+    opts.source
+        .details
+        .insert("command".into(), serde_json::Value::from(redact_argv(argv)));
     let mut cmd = CommandSource::spawn(argv)?;
     let stdout = cmd.stdout();
     let killer = cmd.killer();

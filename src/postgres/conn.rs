@@ -209,6 +209,24 @@ impl ConnParams {
         }
     }
 
+    /// A warning when the connection leaves this machine without checking whose server it
+    /// reaches (`sslmode` below `verify-full`): a machine in the middle could read the dump or
+    /// serve a forged one. `None` on loopback and Unix sockets.
+    pub fn tls_warning(&self) -> Option<String> {
+        let local =
+            self.host.starts_with('/') || crate::backend::is_loopback_host(Some(&self.host));
+        if local || self.sslmode == SslMode::VerifyFull {
+            return None;
+        }
+        Some(format!(
+            "warning: the connection to {} does not verify the server's certificate \
+             (sslmode={}): use sslmode=verify-full with sslrootcert (docs/postgres.md, \
+             \"Verifying the server\")",
+            self.host,
+            self.sslmode.as_str()
+        ))
+    }
+
     /// Sets up `cmd` (a PostgreSQL client program) to connect with these parameters: it
     /// inherits only [`CHILD_ENV`] and `LC_*`, the `PG*` variables are the resolved ones, and
     /// the password goes into a
