@@ -659,6 +659,7 @@ impl<'a> Archiver<'a> {
     }
 
     fn save_index_group(&self, packs: Vec<IndexPack>) -> Result<Id> {
+        crate::cleanup::crash_point("snapshot:packs-written");
         self.shared.repo.save_index(&IndexFile {
             packs,
             ..Default::default()

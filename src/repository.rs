@@ -1131,6 +1131,7 @@ impl Repository {
         }
         let bytes = self.backend.read(FileType::Key, &id.to_hex())?;
         self.backend.remove(FileType::Key, &id.to_hex())?;
+        crate::cleanup::crash_point("key-remove:deleted");
         if self.usable_keys(id)? == 0 {
             self.backend.write(FileType::Key, &id.to_hex(), &bytes)?;
             return Err(Error::Refused(

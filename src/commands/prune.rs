@@ -446,6 +446,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }));
     let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
     supersedes.extend_from_slice(&files.superseded);
+    crate::cleanup::crash_point("prune:planned");
     let new_files =
         repo.replace_index(live.clone(), marked.clone(), deleted.clone(), &supersedes)?;
     report.index_files_written = new_files.len();
@@ -471,6 +472,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .copied()
             .collect();
         for (id, _) in doomed.iter().filter(|d| !spared.contains(d)) {
+            crate::cleanup::crash_point("prune:deleting");
             repo.backend().remove(FileType::Pack, &id.to_hex())?;
         }
         report.packs_deleted -= spared.len();

@@ -89,6 +89,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         }
     }
     report.packs_indexed = live.len();
+    crate::cleanup::crash_point("repair-index:planned");
     report.index_files_written = repo
         .replace_index(live, Vec::new(), Vec::new(), &old)?
         .len();
@@ -223,6 +224,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
         .flat_map(|(_, f)| f.deleted.iter().cloned())
         .collect();
     repo.replace_index(live, marked, deleted, &supersedes)?;
+    crate::cleanup::crash_point("repair-packs:indexed");
 
     // Move the damaged packs aside: a copy in quarantine/, then out of data/.
     for pid in &damaged {

@@ -187,7 +187,9 @@ pub(crate) fn save_snapshot_with_folders(
             duration_secs: meta.clock.elapsed().as_secs_f64(),
         },
     };
+    crate::cleanup::crash_point("snapshot:index-written");
     let id = repo.save_snapshot(&snapshot)?;
+    crate::cleanup::crash_point("snapshot:saved");
     if let Some(cache) = repo.cache() {
         cache.trim();
     }
