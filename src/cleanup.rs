@@ -247,6 +247,19 @@ fn alive(pid: i32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Named moments where the fault tests (`tests/faults.rs`) kill sbk with SIGKILL: when the
+/// environment variable `SBK_TEST_CRASH_AT` names this point, the process kills itself here,
+/// exactly as `kill -9` from outside would, but at a chosen step instead of a random time.
+/// Nothing in normal use sets the variable; it is read once.
+pub fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("SBK_TEST_CRASH_AT").ok());
+    if at.as_deref() == Some(name) {
+        // SAFETY: kill(2) on this process; it does not return.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,18 +292,5 @@ mod tests {
         drop(track_path(&b));
         clean_up_now();
         assert!(!a.exists() && b.exists());
-    }
-}
-
-/// Named moments where the fault tests (`tests/faults.rs`) kill sbk with SIGKILL: when the
-/// environment variable `SBK_TEST_CRASH_AT` names this point, the process kills itself here,
-/// exactly as `kill -9` from outside would, but at a chosen step instead of a random time.
-/// Nothing in normal use sets the variable; it is read once.
-pub fn crash_point(name: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("SBK_TEST_CRASH_AT").ok());
-    if at.as_deref() == Some(name) {
-        // SAFETY: kill(2) on this process; it does not return.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
