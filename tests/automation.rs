@@ -505,18 +505,19 @@ retry_delay = "1s"
     s.pg.kill();
     let hook_url = format!("http://127.0.0.1:{hook_port}/hook/secret-token-123");
     let logs = s.dir.path().join("logs");
-    let mut daemon = s
-        .sbk(&["daemon", "--log-dir"])
-        .arg(&logs)
-        .env(HOOK_VAR, &hook_url)
-        .env(
-            "SBK_TEST_DIGEST_URL",
-            format!("http://127.0.0.1:{digest_port}/digest"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = Reaped(
+        s.sbk(&["daemon", "--log-dir"])
+            .arg(&logs)
+            .env(HOOK_VAR, &hook_url)
+            .env(
+                "SBK_TEST_DIGEST_URL",
+                format!("http://127.0.0.1:{digest_port}/digest"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mails = || smtp.got.lock().unwrap().clone();
     wait_for("the failure mail", Duration::from_secs(60), || {
         !mails().is_empty()
@@ -582,14 +583,22 @@ retry_delay = "1s"
         .samples
         .iter()
         .any(|x| x.metric == "sbk_job_last_success_timestamp_seconds"));
-    // The status page, rendered by a real browser.
-    let dom = chromium_dom(&format!("http://127.0.0.1:{web_port}/"));
+    // The status page, rendered by a real browser. The job runs every 2 s: its last result
+    // reads "running" while a run is under way, so wait for a moment between runs.
+    let mut dom = String::new();
+    wait_for(
+        "a rendered page between runs",
+        Duration::from_secs(60),
+        || {
+            dom = chromium_dom(&format!("http://127.0.0.1:{web_port}/"));
+            dom.contains("success")
+        },
+    );
     assert!(dom.contains("data-job=\"app-2s\""), "{dom}");
     assert!(dom.contains("Recent failures"));
-    assert!(dom.contains("success"), "{dom}");
 
-    sigterm(&daemon);
-    let st = wait_exit(&mut daemon, Duration::from_secs(60));
+    sigterm(&daemon.0);
+    let st = wait_exit(&mut daemon.0, Duration::from_secs(60));
     assert!(st.success(), "daemon exit: {st}");
     let check = s.repo.run(&["check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));
@@ -679,12 +688,13 @@ fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
         )
         .replace("schedule = \"@daily\"", "schedule = \"*/1 * * * * *\"");
     std::fs::write(&s.config, text).unwrap();
-    let mut daemon = s
-        .sbk(&["daemon", "--listen", &format!("127.0.0.1:{}", free_port())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Reaped(
+        s.sbk(&["daemon", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Wait until the dump has run and sbk waits for the end of its output.
     wait_for("the slow dump", Duration::from_secs(60), || {
         Command::new("pgrep")
@@ -694,8 +704,8 @@ fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let stopped_at = Instant::now();
-    sigterm(&daemon);
-    let st = wait_exit(&mut daemon, Duration::from_secs(30));
+    sigterm(&daemon.0);
+    let st = wait_exit(&mut daemon.0, Duration::from_secs(30));
     assert!(st.success(), "daemon exit: {st}");
     assert!(
         stopped_at.elapsed() < Duration::from_secs(20),
@@ -767,8 +777,8 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_running_one_otherwise() {
     let s = Setup::new(yearly);
     let port = free_port();
     let logs = s.dir.path().join("logs");
-    let mut daemon = s
-        .sbk(&[
+    let mut daemon = Reaped(
+        s.sbk(&[
             "daemon",
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -778,13 +788,14 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_running_one_otherwise() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     wait_for("the daemon's endpoint", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
 
     std::fs::write(&s.config, "state_dir = = \"broken\"\n").unwrap();
-    sighup(&daemon);
+    sighup(&daemon.0);
     wait_for("the reload error", Duration::from_secs(30), || {
         std::fs::read_to_string(logs.join("sbk-errors.log"))
             .is_ok_and(|l| l.contains("configuration not reloaded"))
@@ -796,14 +807,14 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_running_one_otherwise() {
         "the running jobs are kept: {body}"
     );
     assert!(
-        daemon.try_wait().unwrap().is_none(),
+        daemon.0.try_wait().unwrap().is_none(),
         "the daemon kept running"
     );
 
     s.write_config(&format!(
         "{yearly}\n[job.often]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"*/1 * * * * *\"\n"
     ));
-    sighup(&daemon);
+    sighup(&daemon.0);
     wait_for("a run of the added job", Duration::from_secs(60), || {
         std::fs::read_to_string(s.state().join("history.jsonl")).is_ok_and(|h| {
             h.lines().any(|l| {
@@ -817,8 +828,8 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_running_one_otherwise() {
     assert!(body.contains("\"often\""), "{body}");
     let log = std::fs::read_to_string(logs.join("sbk.log")).unwrap();
     assert!(log.contains("configuration reloaded"), "{log}");
-    sigterm(&daemon);
-    let st = wait_exit(&mut daemon, Duration::from_secs(60));
+    sigterm(&daemon.0);
+    let st = wait_exit(&mut daemon.0, Duration::from_secs(60));
     assert!(st.success(), "daemon exit: {st}");
 }
 
