@@ -596,6 +596,16 @@ fn a_snapshot_outlasting_the_grace_period_fails_instead_of_naming_deleted_packs(
     .to_string();
     assert!(err.contains("by a prune"), "{err}");
     assert!(repo.list_snapshots().unwrap().is_empty());
+    // The failed snapshot's index file lists packs the prune deleted: no snapshot needs them,
+    // so check reports no damage (a note), and the next prune drops them from the index.
+    let opts = sbk::commands::check::CheckOptions {
+        read_data: sbk::commands::check::ReadData::All,
+    };
+    let c = sbk::commands::check::check(&repo, &opts).unwrap();
+    assert!(c.ok, "{c:?}");
+    prune_lib(&repo, Duration::ZERO, false);
+    let c = sbk::commands::check::check(&repo, &opts).unwrap();
+    assert!(c.ok && c.notes.iter().all(|n| !n.contains("gone")), "{c:?}");
 }
 
 fn noise(len: usize) -> Vec<u8> {
