@@ -620,3 +620,68 @@ fn client_programs_get_only_the_variables_they_need() {
         }
     }
 }
+
+/// A restore with `--create` that fails half-way (a damaged pack) names the tables left
+/// empty, and drops the half-made database unless `--keep-partial`.
+#[test]
+fn a_failed_restore_with_create_names_empty_tables_and_drops_the_database() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    for t in ["alpha", "beta", "gamma", "delta"] {
+        pg.psql(
+            "app",
+            &format!(
+                "CREATE TABLE {t} AS SELECT i, md5(i::text) || md5((i * 7)::text) AS h \
+                 FROM generate_series(1, 60000) i"
+            ),
+        );
+    }
+    let repo = TestRepo::new();
+    let out = repo
+        .cmd(&["snapshot", "postgres", &pg.url("app"), "--count-rows"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // Damage the middle of the dump's data.
+    let pack = repo
+        .files("data")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = std::fs::read(&pack).unwrap();
+    let at = b.len() * 3 / 5;
+    b[at] ^= 0x10;
+    std::fs::write(&pack, b).unwrap();
+    let exists = |db: &str| {
+        pg.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+        )
+        .trim()
+            == "1"
+    };
+    for keep in [false, true] {
+        let target = if keep { "kept" } else { "dropped" };
+        let mut args = vec!["restore", "latest", "--to-database"];
+        let url = pg.url(target);
+        args.push(&url);
+        args.push("--create");
+        if keep {
+            args.push("--keep-partial");
+        }
+        let out = repo.cmd(&args).output().unwrap();
+        let err = common::stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("damaged"), "{err}");
+        assert!(err.contains("tables are empty or missing"), "{err}");
+        assert!(
+            err.contains("public.delta") || err.contains("public.gamma"),
+            "{err}"
+        );
+        if keep {
+            assert!(err.contains("was kept") && exists(target), "{err}");
+        } else {
+            assert!(err.contains("was dropped") && !exists(target), "{err}");
+        }
+    }
+}

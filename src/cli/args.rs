@@ -520,6 +520,9 @@ pub struct RestoreDbArgs {
     /// Create the target database first (it must not exist)
     #[arg(long, requires = "to_database")]
     pub create: bool,
+    /// With --create: keep the half-made database when the restore fails (default: drop it)
+    #[arg(long, requires = "create")]
+    pub keep_partial: bool,
     /// Drop existing objects before restoring them
     #[arg(long, requires = "to_database")]
     pub clean: bool,

@@ -399,6 +399,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let opts = RestoreDbOptions {
                 database: db.database,
                 create: db.create,
+                keep_partial: db.keep_partial,
                 clean: db.clean,
                 jobs: db.jobs as usize,
                 tables: db.tables,

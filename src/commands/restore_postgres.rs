@@ -26,6 +26,8 @@ pub struct RestoreDbOptions {
     pub database: Option<String>,
     /// Create the target database first (it must not exist).
     pub create: bool,
+    /// With `create`: keep the half-made database when the restore fails (else it is dropped).
+    pub keep_partial: bool,
     /// Drop objects before recreating them (`pg_restore --clean --if-exists`).
     pub clean: bool,
     pub jobs: usize,
@@ -336,7 +338,11 @@ pub fn restore_to_database(
         create_database(conn, &conn.dbname)?;
     }
     let pg_restore = find_pg_restore(&opts.tools, conn, &manifest)?;
-    let restored = pg_restore_into(repo, &id, &db.file, conn, &pg_restore, opts, &[])?;
+    let restored = match pg_restore_into(repo, &id, &db.file, conn, &pg_restore, opts, &[]) {
+        Ok(r) => r,
+        Err(e) if opts.create => return Err(failed_create(conn, db, opts.keep_partial, e)),
+        Err(e) => return Err(e),
+    };
     let staged = restored.staged;
     let tables = restored_counts(&Client::connect(conn)?, restored.counted, opts)?;
     Ok(RestoreDbOutcome {
@@ -349,6 +355,60 @@ pub fn restore_to_database(
         tables,
         duration_secs: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// A restore into a database it created failed: say which of the dump's tables are left
+/// empty (or missing), and drop the half-made database unless asked to keep it, so that a
+/// failed restore never leaves a database that looks restored.
+fn failed_create(conn: &ConnParams, db: &DatabaseManifest, keep: bool, e: Error) -> Error {
+    let have: Option<std::collections::HashMap<(String, String), i64>> = Client::connect(conn)
+        .and_then(|c| table_counts(&c))
+        .ok()
+        .map(|t| {
+            t.into_iter()
+                .map(|t| ((t.schema, t.name), t.rows))
+                .collect()
+        });
+    let tables = match &have {
+        Some(have) => {
+            let empty: Vec<String> = db
+                .tables
+                .iter()
+                // Tables that had rows at the source (or may have had).
+                .filter(|t| t.kind == "table" && t.rows.or(t.row_estimate).unwrap_or(1) > 0)
+                .filter(|t| {
+                    have.get(&(t.schema.clone(), t.name.clone()))
+                        .is_none_or(|&n| n == 0)
+                })
+                .map(|t| format!("{}.{}", t.schema, t.name))
+                .collect();
+            match empty.len() {
+                0 => "every table of the dump has rows".to_string(),
+                n if n <= 20 => format!("{n} tables are empty or missing: {}", empty.join(", ")),
+                n => format!(
+                    "{n} tables are empty or missing: {}, and {} more",
+                    empty[..20].join(", "),
+                    n - 20
+                ),
+            }
+        }
+        None => "its tables could not be listed".to_string(),
+    };
+    let fate = if keep {
+        format!(
+            "database {:?} was kept as it is (--keep-partial)",
+            conn.dbname
+        )
+    } else {
+        match drop_database(conn, &conn.dbname) {
+            Ok(()) => format!(
+                "database {:?} was dropped (--keep-partial keeps it)",
+                conn.dbname
+            ),
+            Err(d) => format!("database {:?} could not be dropped: {d}", conn.dbname),
+        }
+    };
+    Error::Source(format!("the restore failed: {e}; {tables}; {fate}"))
 }
 
 /// Globals are applied through the server's `postgres` database: the target may not exist yet.
