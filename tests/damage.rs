@@ -76,6 +76,11 @@ fn damaged_pack_is_detected_and_named() {
         // Nothing unverified was written under the file's name.
         assert!(!target.join("db.dump").exists());
         assert_clean_failure(&repo, &["dump", "latest"], &name_of(&pack));
+        let err = stderr(&repo.run(&["dump", "latest"]));
+        assert!(
+            err.contains("sbk: hint:") && err.contains("repair packs"),
+            "{err}"
+        );
     }
 }
 

@@ -49,8 +49,37 @@ pub fn main() -> i32 {
                 "sbk: error: {}",
                 sbk::automation::secret::redact(&e.to_string())
             );
+            if let Some(hint) = remedy(&e) {
+                eprintln!("sbk: hint: {hint}");
+            }
             e.exit_code()
         }
+    }
+}
+
+/// The way out of a damage error, when there is one.
+fn remedy(e: &Error) -> Option<&'static str> {
+    let what = e.to_string();
+    // A pack cut short reads as a short read from the backend.
+    let truncated_pack = what.contains("truncated") && what.contains("/data/");
+    if !matches!(e, Error::Damaged { .. }) && !truncated_pack {
+        return None;
+    }
+    if truncated_pack
+        || what.contains(" in pack ")
+        || what.contains("pack file")
+        || what.starts_with("pack")
+    {
+        Some(
+            "`sbk check --read-data` names the snapshots this affects; `sbk repair packs` \
+             salvages the intact blobs and moves the damaged pack aside",
+        )
+    } else if what.contains("index file") {
+        Some("`sbk repair index` rebuilds the index from the packs")
+    } else if what.contains("tree ") {
+        Some("`sbk check` names the snapshots this affects; `sbk forget` them, then `sbk prune`")
+    } else {
+        None
     }
 }
 
