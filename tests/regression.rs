@@ -194,3 +194,25 @@ fn a_connection_off_this_machine_without_verify_full_is_warned_about() {
         stderr(&out)
     );
 }
+
+#[test]
+fn prune_collects_unreadable_unindexed_packs_after_the_grace_period() {
+    let repo = TestRepo::new();
+    repo.snapshot("db.dump", &dump_like(4, 1 << 20));
+    // A file in data/ with a pack's name whose header is garbage (damage, or a stray copy).
+    let name = "ab".repeat(32);
+    let planted = repo.path.join("data").join(&name[..2]).join(&name);
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::fs::write(&planted, vec![7u8; 5000]).unwrap();
+    let out = repo.run(&["--json", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packs_unreadable"], 1, "{v:#}");
+    assert!(planted.exists(), "deleted before the grace period");
+    let out = repo.run(&["--json", "prune", "--grace", "0s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!planted.exists(), "left after the grace period");
+    let out = repo.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(repo.dump("latest") == dump_like(4, 1 << 20));
+}

@@ -143,6 +143,9 @@ pub struct PruneReport {
     pub bytes_marked: u64,
     /// Of those, packs that no index listed (left by an interrupted run).
     pub packs_unindexed: usize,
+    /// Of the unindexed packs, those whose header fails authentication (marked and deleted
+    /// like the others).
+    pub packs_unreadable: usize,
     /// Packs marked by an earlier run whose grace period is not over.
     pub packs_waiting: usize,
     pub bytes_waiting: u64,
@@ -257,10 +260,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     unindexed.sort();
     for id in &unindexed {
-        // A pack whose header cannot be read now (a transient failure, a pack being written, or
-        // damage) is left alone: `check` reports it and `repair packs` moves it aside.
-        let Ok(entries) = repo.read_pack_header(id, stored[id]) else {
-            continue;
+        // A pack whose header fails authentication (damage, a pack of another repository)
+        // holds nothing any index can use: marked like any unused pack, deleted after the
+        // grace period. One that cannot be read now (a transient failure) is left alone.
+        let entries = match repo.read_pack_header(id, stored[id]) {
+            Ok(e) => e,
+            Err(Error::Damaged { .. }) => {
+                report.packs_unreadable += 1;
+                Vec::new()
+            }
+            Err(_) => continue,
         };
         packs.insert(
             *id,
