@@ -10,7 +10,11 @@ command -v openssl >/dev/null || need+=(openssl)
 # The daemon's status page is loaded in headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing with apt-get: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
+if ! rustup component list --installed 2>/dev/null | grep -q clippy; then
+  echo "== installing the Rust components clippy and rustfmt"
+  rustup component add clippy rustfmt
+fi

@@ -1,18 +1,7 @@
-//! The repository config's clear part: `config::split`.
+//! Fuzz target: see `../checks/config.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use sbk::format::config::{join, split, MAGIC};
+#[path = "../checks/config.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    match split(data) {
-        Ok((version, sealed)) => {
-            assert!(data.len() >= 12);
-            assert_eq!(&data[..8], MAGIC);
-            assert_eq!(version, u32::from_le_bytes(data[8..12].try_into().unwrap()));
-            assert_eq!(sealed, &data[12..]);
-            assert_eq!(join(version, sealed), data);
-        }
-        Err(_) => assert!(data.len() < 12 || &data[..8] != MAGIC),
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check(data));
