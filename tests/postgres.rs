@@ -685,3 +685,39 @@ fn a_failed_restore_with_create_names_empty_tables_and_drops_the_database() {
         }
     }
 }
+
+/// No database named: sbk refuses to dump only libpq's default (`postgres`, the user's name)
+/// while the server holds others, and names them.
+#[test]
+fn no_database_named_is_refused_when_others_exist() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql("postgres", "CREATE DATABASE billing");
+    let repo = TestRepo::new();
+    let bare = format!("postgresql://postgres@127.0.0.1:{}", pg.port);
+    let out = repo
+        .cmd(&["snapshot", "postgres", &bare])
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("app, billing") && err.contains("--all-databases"),
+        "{err}"
+    );
+    assert!(repo.snapshots().is_empty());
+    // Naming it, even the default, is what the user asked for.
+    let out = repo
+        .cmd(&["snapshot", "postgres", &bare, "-d", "postgres"])
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = repo
+        .cmd(&["snapshot", "postgres", &bare, "--all-databases"])
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}

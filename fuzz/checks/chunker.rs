@@ -39,15 +39,17 @@ pub fn check(data: &[u8]) {
     };
     params.validate().unwrap();
 
-    let chunks: Vec<Vec<u8>> = Chunker::new(stream, params)
-        .map(|c| c.unwrap())
-        .collect();
+    let chunks: Vec<Vec<u8>> = Chunker::new(stream, params).map(|c| c.unwrap()).collect();
     assert_eq!(chunks.concat(), stream);
     if let Some((last, rest)) = chunks.split_last() {
         for c in rest {
             assert!((MIN..=MAX).contains(&c.len()), "chunk of {} bytes", c.len());
         }
-        assert!((1..=MAX).contains(&last.len()), "last chunk of {} bytes", last.len());
+        assert!(
+            (1..=MAX).contains(&last.len()),
+            "last chunk of {} bytes",
+            last.len()
+        );
     }
 
     let trickled: Vec<Vec<u8>> = Chunker::new(
@@ -59,5 +61,10 @@ pub fn check(data: &[u8]) {
     )
     .map(|c| c.unwrap())
     .collect();
-    assert_eq!(trickled, chunks, "cuts depend on read sizes ({} per read)", step as usize + 1);
+    assert_eq!(
+        trickled,
+        chunks,
+        "cuts depend on read sizes ({} per read)",
+        step as usize + 1
+    );
 }

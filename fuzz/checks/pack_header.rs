@@ -31,7 +31,10 @@ fn check_split(pack: &[u8]) {
         Err(_) => {
             if pack.len() >= 4 {
                 let hlen = u32::from_le_bytes(pack[pack.len() - 4..].try_into().unwrap());
-                assert!(hlen as usize > pack.len() - 4, "split refused a well-formed pack");
+                assert!(
+                    hlen as usize > pack.len() - 4,
+                    "split refused a well-formed pack"
+                );
             }
         }
     }

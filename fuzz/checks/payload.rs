@@ -16,7 +16,11 @@ pub fn check(data: &[u8]) {
     // Hostile payloads: never more than `limit` bytes out, raw payloads come back as they are.
     let loose = decode(payload, limit);
     if let Ok(out) = &loose {
-        assert!(out.len() <= limit, "{} bytes out with limit {limit}", out.len());
+        assert!(
+            out.len() <= limit,
+            "{} bytes out with limit {limit}",
+            out.len()
+        );
         if payload[0] == RAW {
             assert_eq!(out, &payload[1..]);
         }
@@ -35,7 +39,10 @@ pub fn check(data: &[u8]) {
     assert!(enc.len() <= payload.len() + 1);
     assert_eq!(decode(&enc, payload.len()).unwrap(), payload);
     if !payload.is_empty() {
-        assert!(decode(&enc, payload.len() - 1).is_err(), "limit not enforced");
+        assert!(
+            decode(&enc, payload.len() - 1).is_err(),
+            "limit not enforced"
+        );
     }
     // `encode_with` leaves `room` zero bytes in front and `tail` bytes of spare capacity, for
     // sealing in place.
@@ -45,5 +52,8 @@ pub fn check(data: &[u8]) {
     assert!(enc.len() <= room + payload.len() + 1);
     assert!(enc[..room].iter().all(|&b| b == 0));
     assert!(enc.capacity() - enc.len() >= tail);
-    assert_eq!(decode_exact(&mut dec, &enc[room..], payload.len()).unwrap(), payload);
+    assert_eq!(
+        decode_exact(&mut dec, &enc[room..], payload.len()).unwrap(),
+        payload
+    );
 }

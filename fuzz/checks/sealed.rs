@@ -48,11 +48,17 @@ pub fn check(data: &[u8]) {
     let ours = seal_with_nonce(&KEY, nonce, label, sealed);
     assert_eq!(ours.len(), sealed.len() + SEAL_OVERHEAD);
     assert_eq!(open_with_key(&KEY, label, &ours).as_deref(), Ok(sealed));
-    assert_eq!(open_with_key(&KEY, other, &ours), Err(OpenError::Unauthentic));
+    assert_eq!(
+        open_with_key(&KEY, other, &ours),
+        Err(OpenError::Unauthentic)
+    );
     let mut tampered = ours.clone();
     let i = (sel as usize).wrapping_mul(7919).wrapping_add(sealed.len()) % tampered.len();
     tampered[i] ^= 1 << (sel % 8);
-    assert_eq!(open_with_key(&KEY, label, &tampered), Err(OpenError::Unauthentic));
+    assert_eq!(
+        open_with_key(&KEY, label, &tampered),
+        Err(OpenError::Unauthentic)
+    );
     assert!(open_with_key(&KEY, label, &ours[..ours.len() - 1]).is_err());
 
     // Sealing in place (random nonce) opens to the same plaintext.

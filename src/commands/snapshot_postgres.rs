@@ -53,6 +53,32 @@ pub struct PostgresOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
+/// No database was named, so libpq's default (the user's name) would be dumped alone: refused
+/// when the server holds other databases, which the user most likely meant to back up.
+fn refuse_default_database(client: &Client, default: &str) -> Result<()> {
+    let others: Vec<String> = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate \
+             AND datname <> $1 ORDER BY 1",
+            &[&default],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let shown = match others.len() {
+        n if n <= 10 => others.join(", "),
+        n => format!("{}, and {} more", others[..10].join(", "), n - 10),
+    };
+    Err(Error::Invalid(format!(
+        "no database named: that would dump only {default:?} (libpq's default, the user name), \
+         but the server also holds {shown}; name the database (-d NAME, or in the URL: \
+         postgresql://host/NAME) or take every one with --all-databases"
+    )))
+}
+
 /// The snapshots of the server `conn` reaches, whatever their databases: what a configured
 /// job's retention applies to.
 pub fn server_filter(conn: &ConnParams) -> Source {
@@ -336,6 +362,9 @@ pub fn snapshot_postgres(
             .map(|r| r.get(0))
             .collect()
     } else if opts.databases.is_empty() {
+        if !opts.conn.dbname_given {
+            refuse_default_database(&first, &opts.conn.dbname)?;
+        }
         vec![opts.conn.dbname.clone()]
     } else {
         let mut d = opts.databases.clone();

@@ -73,6 +73,9 @@ pub struct ConnParams {
     pub port: u16,
     pub user: String,
     pub dbname: String,
+    /// Whether the database was named (URL, conninfo or `PGDATABASE`) rather than libpq's
+    /// default, the user name.
+    pub dbname_given: bool,
     password: Option<Zeroizing<String>>,
     pub sslmode: SslMode,
     pub sslrootcert: Option<String>,
@@ -149,6 +152,7 @@ impl ConnParams {
             .or_else(|| env("USER"))
             .or_else(|| env("LOGNAME"))
             .unwrap_or_else(|| "postgres".into());
+        let dbname_given = get("dbname").is_some();
         let dbname = get("dbname").unwrap_or_else(|| user.clone());
         let sslmode = SslMode::parse(&get("sslmode").unwrap_or_else(|| "prefer".into()))?;
         let connect_timeout = match get("connect_timeout") {
@@ -162,6 +166,7 @@ impl ConnParams {
             port,
             user,
             dbname,
+            dbname_given,
             password: get("password").map(Zeroizing::new),
             sslmode,
             sslrootcert: get("sslrootcert"),
@@ -186,6 +191,7 @@ impl ConnParams {
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut p = self.clone();
         p.dbname = dbname.to_string();
+        p.dbname_given = true;
         p
     }
 
