@@ -721,3 +721,23 @@ fn no_database_named_is_refused_when_others_exist() {
         .unwrap();
     assert!(out.status.success(), "{}", common::stderr(&out));
 }
+
+/// A server that wants a password when none was given: the message says where one goes.
+#[test]
+fn a_missing_password_names_where_it_goes() {
+    let pg = Cluster::start();
+    let repo = TestRepo::new();
+    let home = tempfile::tempdir().unwrap();
+    let out = repo
+        .cmd(&["snapshot", "postgres", &pg.url_without_password("postgres")])
+        .env_remove("PGPASSWORD")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("PGPASSWORD") && err.contains("pgpass"),
+        "{err}"
+    );
+}

@@ -216,3 +216,56 @@ fn prune_collects_unreadable_unindexed_packs_after_the_grace_period() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(repo.dump("latest") == dump_like(4, 1 << 20));
 }
+
+#[test]
+fn restore_without_a_destination_names_all_three() {
+    let repo = TestRepo::new();
+    let out = repo.run(&["restore", "latest"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0));
+    for d in ["--target", "--to-database", "--to-supabase"] {
+        assert!(err.contains(d), "{d} missing from: {err}");
+    }
+}
+
+#[test]
+fn dump_refuses_a_terminal_unless_forced() {
+    let repo = TestRepo::new();
+    repo.snapshot("db.dump", b"binary\x00dump");
+    // `script` gives the command a pseudo-terminal as standard output.
+    let run = |extra: &str| {
+        std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} dump latest {extra}", sbk_bin()),
+                "/dev/null",
+            ])
+            .env("SBK_REPOSITORY", &repo.path)
+            .env("SBK_PASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let out = run("");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("standard output is a terminal"), "{text}");
+    assert!(!text.contains("binary"), "{text}");
+    let out = run("--force");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("binary"), "{text}");
+}
+
+#[test]
+fn a_password_in_the_connection_url_is_warned_about() {
+    let repo = TestRepo::new();
+    let out = repo
+        .cmd(&[
+            "snapshot",
+            "postgres",
+            "postgresql://postgres:visible-secret@127.0.0.1:1/app",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("password is on the command line"), "{err}");
+    assert!(!err.contains("visible-secret"), "{err}");
+}

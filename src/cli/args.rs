@@ -136,17 +136,19 @@ pub enum Command {
     Snapshots,
     /// Upload snapshots that wait in the local spool (kept there while S3 was unreachable)
     Sync,
-    /// Restore a snapshot's files into a folder, or a PostgreSQL snapshot into a database
+    /// Restore a snapshot: its files into a folder (--target), a PostgreSQL dump into a
+    /// database (--to-database), or a Supabase snapshot into a project (--to-supabase)
+    #[command(group(
+        clap::ArgGroup::new("destination")
+            .required(true)
+            .multiple(false)
+            .args(["target", "to_database", "to_supabase"])
+    ))]
     Restore {
         /// Snapshot ID, unique prefix, or `latest`
         snapshot: String,
-        /// Folder to write into (created if missing)
-        #[arg(
-            long,
-            short = 't',
-            required_unless_present_any = ["to_database", "to_supabase"],
-            conflicts_with_all = ["to_database", "to_supabase"]
-        )]
+        /// Folder to write the snapshot's files into (created if missing)
+        #[arg(long, short = 't')]
         target: Option<PathBuf>,
         /// Replace files that exist in the target
         #[arg(long)]
@@ -187,6 +189,9 @@ pub enum Command {
         snapshot: String,
         /// File name (may be omitted when the snapshot holds one file)
         file: Option<String>,
+        /// Write to standard output even when it is a terminal
+        #[arg(long)]
+        force: bool,
     },
     /// Show a decrypted repository object as JSON
     Cat {

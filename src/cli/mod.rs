@@ -695,7 +695,20 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
-        Command::Dump { snapshot, file } => {
+        Command::Dump {
+            snapshot,
+            file,
+            force,
+        } => {
+            // A dump is binary: on a terminal it would garble the screen, and it is most often
+            // a forgotten `> file` or `| pg_restore`.
+            if !force && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                return Err(Error::Invalid(
+                    "standard output is a terminal: redirect it (`sbk dump ID > FILE`, \
+                     `sbk dump ID | pg_restore ...`), or give --force"
+                        .into(),
+                ));
+            }
             let repo = open(g)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -1119,6 +1132,16 @@ fn print_check(g: &GlobalArgs, r: &commands::check::CheckReport) -> Result<(), E
 
 fn pg_conn(spec: Option<&str>) -> Result<ConnParams, Error> {
     let conn = ConnParams::resolve(spec, &sbk::postgres::conn::process_env)?;
+    let in_url = spec.is_some_and(|s| {
+        url::Url::parse(s).is_ok_and(|u| u.password().is_some())
+            || s.split_whitespace().any(|kv| kv.starts_with("password="))
+    });
+    if in_url {
+        eprintln!(
+            "sbk: warning: the password is on the command line, where any user of this machine \
+             can read it (ps, /proc): use PGPASSWORD, ~/.pgpass or a configured secret instead"
+        );
+    }
     if let Some(w) = conn.tls_warning() {
         eprintln!("sbk: {w}");
     }

@@ -80,6 +80,13 @@ impl Client {
             {
                 why = format!("{why} (sslmode={} requires TLS)", p.sslmode.as_str());
             }
+            if why.contains("password missing") {
+                why = format!(
+                    "{why}: the server wants a password and none was given: set PGPASSWORD, \
+                     add a line to ~/.pgpass (or the file PGPASSFILE names), or give the \
+                     source's `password` in the configuration"
+                );
+            }
             Error::Postgres(format!("cannot connect to {target}: {why}"))
         })?;
         Ok(Client { rt, client, target })
