@@ -187,6 +187,40 @@ fn kill_9_at_every_step_of_every_writing_command() {
         f.assert_check(point);
     }
 
+    // A prune frees the space of packs whose grace period is over before it writes any pack
+    // (a nearly full disk's way out): killed as it starts repacking, they are already gone.
+    let f = Fixture::new();
+    let a = f.id_of("a");
+    f.run_ok(&["forget", &a], b"", "prune frees first");
+    f.run_ok(
+        &["prune", "--grace", "0s", "--max-unused", "0%"],
+        b"",
+        "prune frees first",
+    );
+    let before: std::collections::HashSet<PathBuf> = f.repo.files("data").into_iter().collect();
+    f.crash(
+        "prune:repacking",
+        &["prune", "--grace", "0s", "--max-unused", "0%"],
+        b"",
+    );
+    let after: std::collections::HashSet<PathBuf> = f.repo.files("data").into_iter().collect();
+    assert!(
+        after.is_subset(&before),
+        "a pack was written before the space was freed"
+    );
+    assert!(
+        after.len() < before.len(),
+        "nothing was freed before repacking"
+    );
+    f.assert_all_whole("prune frees first");
+    f.assert_check("prune frees first");
+    f.run_ok(
+        &["prune", "--grace", "0s", "--max-unused", "0%"],
+        b"",
+        "prune frees first",
+    );
+    f.assert_check("prune frees first");
+
     let f = Fixture::new();
     let out = f
         .repo

@@ -233,7 +233,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     "pack {} was marked for deletion and is gone",
                     id.short()
                 ));
-                found.bad_blobs.extend(p.blobs.iter().map(|b| b.id));
+                // Only blobs read from there: a copy in a live pack (a repacked one) is the
+                // one read.
+                found.bad_blobs.extend(
+                    p.blobs
+                        .iter()
+                        .filter(|b| index.get(&b.id).is_some_and(|r| r.pack == *id))
+                        .map(|b| b.id),
+                );
             }
         }
     }

@@ -9,8 +9,10 @@
 //!
 //! Order of a run: list snapshots, then index files, then packs (each listing sees everything the
 //! previous one refers to, as writers make packs durable before the index and the index before
-//! the snapshot); plan; write repacked packs; write the new index, superseding every index file
-//! read; delete; remove the superseded index files. A crash at any point leaves a repository that
+//! the snapshot); plan; delete the packs whose grace period is over (after a small index file
+//! with their tombstones: space is freed before anything large is written); write repacked
+//! packs; write the new index, superseding every index file read; delete what this run
+//! decided; remove the superseded index files. A crash at any point leaves a repository that
 //! `check` passes and that the next prune completes.
 
 use std::collections::{HashMap, HashSet};
@@ -401,7 +403,50 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     }
 
+    // 0. Free space first: packs an earlier run marked whose grace period is over are deleted
+    //    before this run writes packs (a nearly full disk's way out). Same order as step 3: a
+    //    small index file with their tombstones, a fresh look for files reviving them, then the
+    //    deletions; a revived one is spared and marked again by the new index.
+    let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
+    supersedes.extend_from_slice(&files.superseded);
+    let mut gone_early: HashSet<Id> = HashSet::new();
+    let early: Vec<Id> = ids
+        .iter()
+        .filter(|id| matches!(fates[*id], Fate::Delete) && packs[*id].marked_at.is_some())
+        .copied()
+        .collect();
+    if !early.is_empty() {
+        let at = chrono::Utc::now().timestamp();
+        let tombstones = repo.save_index(&crate::format::index::IndexFile {
+            deleted: early
+                .iter()
+                .map(|id| DeletedPack {
+                    id: *id,
+                    deleted_at: at,
+                })
+                .collect(),
+            ..Default::default()
+        })?;
+        report.index_files_written += 1;
+        let known: HashSet<Id> = supersedes.iter().chain([&tombstones]).copied().collect();
+        let (revived, unsure) = revived_since(repo, &known)?;
+        for id in &early {
+            if unsure || revived.contains(id) {
+                fates.insert(*id, Fate::Wait(packs[id].marked_at.unwrap_or(at)));
+                report.packs_deleted -= 1;
+                report.bytes_deleted -= packs[id].size.unwrap_or(0);
+                continue;
+            }
+            crate::cleanup::crash_point("prune:deleting");
+            repo.backend().remove(FileType::Pack, &id.to_hex())?;
+            gone_early.insert(*id);
+        }
+        // The new index carries these tombstones and supersedes this file.
+        supersedes.push(tombstones);
+    }
+
     // 1. Repack.
+    crate::cleanup::crash_point("prune:repacking");
     let written = repack(repo, &index, &used, &packs, &to_repack)?;
     report.packs_written = written.len();
 
@@ -432,6 +477,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 marked_at: mark_time,
                 pack: pack(),
             }),
+            // Deleted in step 0: only its tombstone is left to write.
+            Fate::Delete if gone_early.contains(id) => {}
             Fate::Repack | Fate::Delete => doomed.push((*id, info.marked_at)),
             Fate::Drop => {}
         }
@@ -449,32 +496,26 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     deleted.sort_by_key(|d| d.id);
     deleted.dedup_by_key(|d| d.id);
-    deleted.extend(doomed.iter().map(|(id, _)| DeletedPack {
-        id: *id,
-        deleted_at: mark_time,
-    }));
-    let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
-    supersedes.extend_from_slice(&files.superseded);
+    deleted.extend(
+        doomed
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(gone_early.iter().copied())
+            .map(|id| DeletedPack {
+                id,
+                deleted_at: mark_time,
+            }),
+    );
     crate::cleanup::crash_point("prune:planned");
     let new_files =
         repo.replace_index(live.clone(), marked.clone(), deleted.clone(), &supersedes)?;
-    report.index_files_written = new_files.len();
+    report.index_files_written += new_files.len();
 
     // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again (a
     //    snapshot reviving it); an index file that cannot be read spares them all.
     if !doomed.is_empty() {
         let known: HashSet<Id> = supersedes.iter().chain(&new_files).copied().collect();
-        let mut revived = HashSet::new();
-        let mut unsure = false;
-        for id in repo.list_ids(FileType::Index)? {
-            if known.contains(&id) {
-                continue;
-            }
-            match repo.load_index_file(&id) {
-                Ok(f) => revived.extend(f.packs.iter().map(|p| p.id)),
-                Err(_) => unsure = true,
-            }
-        }
+        let (revived, unsure) = revived_since(repo, &known)?;
         let spared: Vec<(Id, Option<i64>)> = doomed
             .iter()
             .filter(|(id, _)| unsure || revived.contains(id))
@@ -584,6 +625,24 @@ fn mark_used<'a>(
 
 /// Copies the used blobs of `ids` into new packs (sealed bytes as they are, each authenticated
 /// first), makes them durable and returns their index entries.
+/// Packs listed live by index files other than `known` (written since this run listed them:
+/// snapshots reviving packs), and whether one of those files could not be read (then every
+/// pack must be counted as revived).
+fn revived_since(repo: &Repository, known: &HashSet<Id>) -> Result<(HashSet<Id>, bool)> {
+    let mut revived = HashSet::new();
+    let mut unsure = false;
+    for id in repo.list_ids(FileType::Index)? {
+        if known.contains(&id) {
+            continue;
+        }
+        match repo.load_index_file(&id) {
+            Ok(f) => revived.extend(f.packs.iter().map(|p| p.id)),
+            Err(_) => unsure = true,
+        }
+    }
+    Ok((revived, unsure))
+}
+
 fn repack(
     repo: &Repository,
     index: &Index,
