@@ -197,7 +197,8 @@ fn base_cache_serves_bases_and_is_safe_to_delete_or_damage() {
     std::fs::remove_dir_all(&cache).unwrap();
     data = drift(&data, 3);
     let s = snapshot_with(&repo, &c, &data);
+    // (A base two changed chunks share is read from the repository once, then from the cache
+    // this run refilled: `bases_from_cache` may be above 0, depending on the random key's cuts.)
     assert!(u64_of(&s, &["summary", "bases_from_repository"]) > 0, "{s}");
-    assert_eq!(u64_of(&s, &["summary", "bases_from_cache"]), 0);
     assert_eq!(repo.dump("latest"), data);
 }
