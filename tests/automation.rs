@@ -381,8 +381,10 @@ drill_scratch = "SCRATCH"
 
 #[test]
 fn a_second_run_of_a_running_job_is_refused() {
-    let s =
-        Setup::new("[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n");
+    // No retry: the default waits an hour before it.
+    let s = Setup::new(
+        "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nretries = 0\n",
+    );
     let locks = s.state().join("locks");
     std::fs::create_dir_all(&locks).unwrap();
     let held = std::fs::File::create(locks.join("app.lock")).unwrap();
@@ -726,8 +728,10 @@ fn sigterm_during_a_snapshot_stops_cleanly_and_the_repository_passes_check() {
 fn a_job_on_s3_takes_its_credentials_from_the_configured_secrets() {
     let server = common::s3::S3Server::start();
     let s3repo = TestRepo::on_s3(&server, "jobs/sbk");
-    let s =
-        Setup::new("[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n");
+    // No retry: the default waits an hour before it.
+    let s = Setup::new(
+        "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nretries = 0\n",
+    );
     let text = std::fs::read_to_string(&s.config).unwrap().replace(
         &format!("url = \"{}\"", s.repo.path.display()),
         &format!(
@@ -985,8 +989,10 @@ fn the_daemon_requires_its_token_off_loopback_and_cuts_off_slow_clients() {
 #[test]
 fn what_a_job_writes_is_private_to_its_user() {
     use std::os::unix::fs::PermissionsExt;
-    let s =
-        Setup::new("[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\n");
+    // No retry: the default waits an hour before it.
+    let s = Setup::new(
+        "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nretries = 0\n",
+    );
     // An older history, world-readable.
     std::fs::create_dir_all(s.state()).unwrap();
     std::fs::set_permissions(s.state(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1014,4 +1020,28 @@ fn what_a_job_writes_is_private_to_its_user() {
     ] {
         assert_eq!(mode(&d), 0o700, "{}", d.display());
     }
+}
+
+/// A failed last run is news even while an older snapshot is recent enough: `status` says
+/// FAILED and warns (exit 0), and `--strict` exits 1.
+#[test]
+fn status_reports_a_failed_last_run_and_strict_exits_1() {
+    // No retry: the default waits an hour before it.
+    let s = Setup::new(
+        "[job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nretries = 0\n",
+    );
+    assert!(s.run(&["run", "app"]).status.success());
+    s.pg.kill();
+    assert!(!s.run(&["run", "app"]).status.success());
+    let out = s.run(&["status"]);
+    let text = common::pg::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(text.contains("FAILED"), "{text}");
+    assert!(
+        stderr(&out).contains("last run failed for: app"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.run(&["status", "--strict"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }

@@ -44,6 +44,16 @@ pub struct JobStatus {
     pub recent_failures: Vec<(DateTime<Utc>, String, String)>,
 }
 
+impl JobStatus {
+    /// Whether the job's last finished run failed (whatever the age of its newest good
+    /// snapshot: a failure is news even while an older snapshot is still recent enough).
+    pub fn last_run_failed(&self) -> bool {
+        self.last_run
+            .as_ref()
+            .is_some_and(|r| r.outcome == super::history::Outcome::Failure)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LastRun {
     pub started: DateTime<Utc>,
@@ -186,6 +196,8 @@ pub fn status_line(s: &JobStatus) -> String {
             "RUNNING"
         } else if s.overdue {
             "OVERDUE"
+        } else if s.last_run_failed() {
+            "FAILED"
         } else if damaged > 0 {
             "DAMAGE"
         } else {

@@ -114,8 +114,13 @@ pub enum Command {
     /// Print the jobs' schedules as crontab lines or systemd units
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// One line per job; exit 1 when a job's newest good snapshot is older than allowed
-    Status,
+    /// One line per job; exit 1 when a job's newest good snapshot is older than allowed (with
+    /// --strict, also when a job's last run failed)
+    Status {
+        /// Also exit 1 when the last run of a job failed
+        #[arg(long)]
+        strict: bool,
+    },
     /// Success rate, durations, sizes, growth and restore drills over a period
     Report {
         /// Period to cover, back from now (e.g. 24h, 7d, 4w)

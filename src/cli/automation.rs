@@ -270,7 +270,7 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand) -> Result<(), Error> {
     out(&text)
 }
 
-pub fn status(g: &GlobalArgs) -> Result<(), Error> {
+pub fn status(g: &GlobalArgs, strict: bool) -> Result<(), Error> {
     let config = load(g)?;
     let list = st::status(&config, chrono::Utc::now())?;
     if g.json {
@@ -282,6 +282,20 @@ pub fn status(g: &GlobalArgs) -> Result<(), Error> {
             text.push('\n');
         }
         out(&text)?;
+    }
+    let failed: Vec<&str> = list
+        .iter()
+        .filter(|s| s.last_run_failed())
+        .map(|s| s.job.as_str())
+        .collect();
+    if !failed.is_empty() && !g.json {
+        eprintln!(
+            "sbk: warning: the last run failed for: {} (`sbk report` and the logs say why)",
+            failed.join(", ")
+        );
+    }
+    if strict && !failed.is_empty() && !list.iter().any(|s| s.overdue) {
+        return Err(Error::Silent(1));
     }
     if list.iter().any(|s| s.overdue) {
         if !g.json {

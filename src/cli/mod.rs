@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Run { job, auto } => automation::run_job(g, &job, &auto)?,
         Command::Daemon { listen, auto } => automation::daemon(g, listen, &auto)?,
         Command::Schedule(c) => automation::schedule(g, c)?,
-        Command::Status => automation::status(g)?,
+        Command::Status { strict } => automation::status(g, strict)?,
         Command::Report { since, format } => automation::report(g, since, format)?,
         Command::Init { kdf: k } => {
             let backend = backend(g)?;
