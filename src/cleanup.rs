@@ -17,9 +17,41 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 
+/// What an interrupt must clean up: one registry per kind, entries keyed by a process-wide
+/// counter so that a guard removes exactly its own.
+struct Registry<T>(Mutex<Option<HashMap<u64, T>>>);
+
 static NEXT: AtomicU64 = AtomicU64::new(1);
-static CHILDREN: Mutex<Option<HashMap<u64, i32>>> = Mutex::new(None);
-static PATHS: Mutex<Option<HashMap<u64, PathBuf>>> = Mutex::new(None);
+static CHILDREN: Registry<i32> = Registry(Mutex::new(None));
+static PATHS: Registry<PathBuf> = Registry(Mutex::new(None));
+
+impl<T: Clone> Registry<T> {
+    fn map(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, T>>> {
+        // A panic elsewhere must not stop the cleanup: the map itself stays consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, value: T) -> u64 {
+        let key = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.map()
+            .get_or_insert_with(HashMap::new)
+            .insert(key, value);
+        key
+    }
+
+    fn remove(&self, key: u64) {
+        if let Some(m) = self.map().as_mut() {
+            m.remove(&key);
+        }
+    }
+
+    fn all(&self) -> Vec<T> {
+        self.map()
+            .as_ref()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
 
 /// A registered child process group; unregistered on drop (after the child is reaped).
 #[must_use = "the child is unregistered when this is dropped"]
@@ -27,22 +59,14 @@ pub struct TrackedChild(u64);
 
 impl Drop for TrackedChild {
     fn drop(&mut self) {
-        if let Some(m) = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            m.remove(&self.0);
-        }
+        CHILDREN.remove(self.0);
     }
 }
 
 /// Registers a child that leads its own process group (`Command::process_group(0)`), so that
 /// an interrupt ends it and everything it started.
 pub fn track_child(pid: u32) -> TrackedChild {
-    let key = NEXT.fetch_add(1, Ordering::Relaxed);
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .insert(key, pid as i32);
-    TrackedChild(key)
+    TrackedChild(CHILDREN.add(pid as i32))
 }
 
 /// A registered temporary file; unregistered on drop (the owner removes or renames it).
@@ -51,45 +75,25 @@ pub struct TrackedPath(u64);
 
 impl Drop for TrackedPath {
     fn drop(&mut self) {
-        if let Some(m) = PATHS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            m.remove(&self.0);
-        }
+        PATHS.remove(self.0);
     }
 }
 
 /// Registers a temporary file for removal should the run be interrupted.
 pub fn track_path(path: &Path) -> TrackedPath {
-    let key = NEXT.fetch_add(1, Ordering::Relaxed);
-    PATHS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .insert(key, path.to_path_buf());
-    TrackedPath(key)
+    TrackedPath(PATHS.add(path.to_path_buf()))
 }
 
 /// Ends every registered child's process group and removes every registered file.
 pub fn clean_up_now() {
-    let children: Vec<i32> = CHILDREN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|m| m.values().copied().collect())
-        .unwrap_or_default();
-    for pid in children {
+    for pid in CHILDREN.all() {
         if pid > 0 {
             // SAFETY: kill(2) on a process group; no memory is touched. The child is still
             // registered, so not reaped yet, so its group ID cannot have been reused.
             unsafe { libc::kill(-pid, libc::SIGTERM) };
         }
     }
-    let paths: Vec<PathBuf> = PATHS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|m| m.values().cloned().collect())
-        .unwrap_or_default();
-    for p in paths {
+    for p in PATHS.all() {
         let _ = std::fs::remove_file(p);
     }
 }

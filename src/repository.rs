@@ -379,7 +379,12 @@ impl Repository {
             })
         };
         for id in ids.iter().take(MAX_KEYS_TRIED) {
-            let bytes = backend.read(FileType::Key, &id.to_hex())?;
+            let bytes = match backend.read(FileType::Key, &id.to_hex()) {
+                Ok(b) => b,
+                // Listed, then removed by a `key remove` meanwhile.
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
             if bytes.len() > MAX_KEY_FILE_LEN {
                 note(&mut damage, id, format!("{} bytes, too large", bytes.len()));
                 continue;

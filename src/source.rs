@@ -238,7 +238,11 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
             hide_next = false;
             continue;
         }
-        hide_next = a.starts_with("--") && !a.contains('=') && is_secret_key(&a[2..]);
+        // `--password X` hides X; `--no-password` is a switch and takes no value.
+        hide_next = a.starts_with("--")
+            && !a.starts_with("--no-")
+            && !a.contains('=')
+            && is_secret_key(&a[2..]);
         out.push(redact_arg(a));
     }
     out
@@ -282,6 +286,7 @@ mod tests {
             "MYSQL_PWD=ghi",
             "host=db password='p w x' user=app",
             "--verbose",
+            "--no-password",
             "file",
         ]
         .iter()

@@ -74,6 +74,27 @@ struct Setup {
     tmp: tempfile::TempDir,
     slow: PathBuf,
     pidfile: PathBuf,
+    /// sbk processes started, killed when the test ends however it ends.
+    spawned: std::cell::RefCell<Vec<i32>>,
+}
+
+impl Drop for Setup {
+    /// A test that panics must not leave its `sbk` or its held dump running.
+    fn drop(&mut self) {
+        let dump = std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        for pid in self.spawned.borrow().iter().copied() {
+            if alive(pid) {
+                // SAFETY: kill(2) on a process this test started and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Some(pid) = dump.filter(|p| alive(*p)) {
+            // SAFETY: kill(2) on the dump's process group, which this test made.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
 }
 
 impl Setup {
@@ -94,6 +115,7 @@ impl Setup {
             tmp,
             slow,
             pidfile,
+            spawned: Default::default(),
         }
     }
 
@@ -107,7 +129,8 @@ impl Setup {
     /// `sbk snapshot postgres` with the password in PGPASSWORD, so that a passfile is made.
     fn snapshot(&self, bin: &Path) -> Child {
         let _ = std::fs::remove_file(&self.pidfile);
-        self.repo
+        let child = self
+            .repo
             .cmd(&["snapshot", "postgres", &self.pg.url_without_password("app")])
             .env("SBK_PG_BIN", bin)
             .env("PGPASSWORD", &self.pg.password)
@@ -116,7 +139,9 @@ impl Setup {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        self.spawned.borrow_mut().push(child.id() as i32);
+        child
     }
 
     /// Starts a snapshot and waits until its dump is done and held open.

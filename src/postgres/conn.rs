@@ -304,9 +304,19 @@ impl ConnParams {
 }
 
 /// The variables a PostgreSQL client program inherits (besides `LC_*` and the `PG*` ones sbk
-/// sets): finding programs and files, the locale, time zone, and temporary folder.
+/// sets): finding programs and files, the locale, time zone, temporary folder, and Kerberos's
+/// credential cache and configuration (GSSAPI authentication).
 const CHILD_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "KRB5CCNAME",
+    "KRB5_CONFIG",
 ];
 
 /// Keeps a child's private password file until dropped.
