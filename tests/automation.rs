@@ -135,6 +135,14 @@ fn config_check_explains_each_broken_file_with_its_line() {
         ),
         ("[job.a\n", "1:7:"),
         (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.app]\nurl = \"postgresql://db/app\"\n[job.a]\nsource = \"app\"\nrepository = \"main\"\nsnapshot = false\nschedule = \"@daily\"\nretention = { keep_last = 3 }\n",
+            "11:13: job \"a\" takes no snapshots, so a retention of its own snapshots has nothing to forget: set retention_scope = \"source\"",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.app]\nurl = \"postgresql://db/app\"\n[job.a]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nretention_scope = \"mine\"\n",
+            "10:19: `retention_scope` \"mine\": \"job\" or \"source\"",
+        ),
+        (
             "[alert.ops]\ntype = \"email\"\nserver = \"smtp\"\nfrom = \"sbk@example.com\"\nto = [\"not an address\"]\n",
             "5:6: \"not an address\" is not an e-mail address",
         ),
@@ -377,6 +385,115 @@ drill_scratch = "SCRATCH"
         assert!(!history.contains(secret));
         assert!(!prom.contains(secret));
     }
+}
+
+/// Each job forgets only the snapshots it made: another job's and a person's snapshots of the
+/// same database stay. The person's snapshot came over the Unix socket and the jobs' over TCP,
+/// and all are one source (the cluster's system identifier), shown with host and database.
+/// A `retention_scope = "source"` job takes the whole series, and `config check` notes that.
+#[test]
+fn jobs_forget_only_the_snapshots_they_made() {
+    let jobs = r#"
+[job.app]
+source = "app"
+repository = "main"
+schedule = "@daily"
+retries = 0
+retention = { keep_last = 1 }
+
+[job.other]
+source = "app"
+repository = "main"
+schedule = "@hourly"
+retries = 0
+retention = { keep_last = 2 }
+"#;
+    let s = Setup::new(jobs);
+    let socket_url = format!(
+        "postgresql://postgres@/app?host={}&port={}",
+        s.pg.dir.path().display(),
+        s.pg.port
+    );
+    let manual = s
+        .repo
+        .cmd(&["snapshot", "postgres", &socket_url, "--json"])
+        .env("PGPASSWORD", &s.pg.password)
+        .output()
+        .unwrap();
+    assert!(manual.status.success(), "{}", stderr(&manual));
+    let manual: serde_json::Value = serde_json::from_slice(&manual.stdout).unwrap();
+    assert_eq!(manual["dumped"][0]["name"], "app", "{manual:#}");
+    assert!(manual["dumped"][0]["dump_bytes"].as_u64().unwrap() > 100_000);
+    for job in ["app", "app", "other", "other", "other", "app"] {
+        let out = s.run(&["run", job]);
+        assert!(out.status.success(), "{job}: {}", stderr(&out));
+    }
+    let tagged = |tag: &str| {
+        s.repo
+            .snapshots()
+            .iter()
+            .filter(|x| x["tags"].as_array().unwrap().iter().any(|t| t == tag))
+            .count()
+    };
+    assert_eq!(tagged("job:app"), 1, "{:#?}", s.repo.snapshots());
+    assert_eq!(tagged("job:other"), 2);
+    assert_eq!(s.repo.snapshots().len(), 4, "the manual snapshot stays");
+
+    // One source, however reached: a policy over everything sees one group.
+    let dry = s
+        .repo
+        .run(&["forget", "--keep-last", "1", "--dry-run", "--json"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let groups: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups:#}");
+    assert!(groups[0]["source"]
+        .as_str()
+        .unwrap()
+        .contains("system_identifier"));
+    // `forget --tag` narrows a policy to one job's snapshots.
+    let dry = s.repo.run(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--tag",
+        "job:other",
+        "--dry-run",
+        "--json",
+    ]);
+    let groups: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(
+        groups[0]["remove"].as_array().unwrap().len(),
+        1,
+        "{groups:#}"
+    );
+    let table = common::pg::text(&s.repo.run(&["snapshots"]).stdout);
+    assert!(
+        table.contains(&format!("postgres app @ 127.0.0.1:{}", s.pg.port)),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!(
+            "postgres app @ {}:{}",
+            s.pg.dir.path().display(),
+            s.pg.port
+        )),
+        "{table}"
+    );
+
+    // Scoped to the source, the job's retention takes every snapshot of it, and check says so.
+    s.write_config(&jobs.replace(
+        "retention = { keep_last = 1 }",
+        "retention = { keep_last = 1 }\nretention_scope = \"source\"",
+    ));
+    let check = s.run(&["config", "check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("job \"app\"'s retention (retention_scope = \"source\") also forgets the snapshots of source \"app\" that job(s) \"other\" take"),
+        "{}",
+        stderr(&check)
+    );
+    assert!(s.run(&["run", "app"]).status.success());
+    assert_eq!(s.repo.snapshots().len(), 1);
 }
 
 #[test]

@@ -335,6 +335,7 @@ struct RawJob {
     #[serde(default)]
     no_delta: bool,
     retention: Option<Spanned<RawRetention>>,
+    retention_scope: Option<Spanned<String>>,
     prune: Option<Spanned<StepWhenRaw>>,
     prune_max_unused: Option<Spanned<String>>,
     prune_grace: Option<Spanned<String>>,
@@ -485,6 +486,30 @@ impl StepWhen {
     }
 }
 
+/// Which snapshots a job's retention considers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetentionScope {
+    /// Only those the job made (tagged [`job_tag`]): the default, so that two jobs, or a job and
+    /// a person, sharing a repository never forget each other's snapshots.
+    Job,
+    /// Every snapshot of the job's source taken from this machine, whoever made it.
+    Source,
+}
+
+impl std::fmt::Display for RetentionScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RetentionScope::Job => "job",
+            RetentionScope::Source => "source",
+        })
+    }
+}
+
+/// The tag a job puts on every snapshot it takes: what its retention is scoped to.
+pub fn job_tag(job: &str) -> String {
+    format!("job:{job}")
+}
+
 #[derive(Clone, Debug)]
 pub struct JobConfig {
     pub name: String,
@@ -497,6 +522,7 @@ pub struct JobConfig {
     pub no_delta: bool,
     /// Forget by this policy after each run.
     pub retention: Option<Policy>,
+    pub retention_scope: RetentionScope,
     pub prune: StepWhen,
     pub prune_max_unused: MaxUnused,
     pub prune_grace: Option<Duration>,
@@ -689,6 +715,39 @@ fn has_inline_password(url: &str) -> Result<bool, String> {
 }
 
 impl Config {
+    /// Things worth knowing that are not errors: jobs whose retention can forget snapshots
+    /// another job takes (`retention_scope = "source"` over a source another job also backs
+    /// up into the same repository).
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for a in self.jobs.values() {
+            if a.retention.is_none() || a.retention_scope != RetentionScope::Source {
+                continue;
+            }
+            let others: Vec<String> = self
+                .jobs
+                .values()
+                .filter(|b| {
+                    b.name != a.name
+                        && b.snapshot
+                        && b.source == a.source
+                        && b.repository == a.repository
+                })
+                .map(|b| format!("{:?}", b.name))
+                .collect();
+            if !others.is_empty() {
+                notes.push(format!(
+                    "job {:?}'s retention (retention_scope = \"source\") also forgets the \
+                     snapshots of source {:?} that job(s) {} take",
+                    a.name,
+                    a.source.as_deref().unwrap_or_default(),
+                    others.join(", ")
+                ));
+            }
+        }
+        notes
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -1224,6 +1283,30 @@ impl Config {
                     "`retention` needs the job's `source`: it forgets that source's snapshots",
                 );
             }
+            let retention_scope = match &j.retention_scope {
+                None => RetentionScope::Job,
+                Some(v) => match v.get_ref().as_str() {
+                    "job" => RetentionScope::Job,
+                    "source" => RetentionScope::Source,
+                    other => {
+                        c.at(
+                            v.span(),
+                            format!("`retention_scope` {other:?}: \"job\" or \"source\""),
+                        );
+                        RetentionScope::Job
+                    }
+                },
+            };
+            if retention.is_some() && !snapshot && retention_scope == RetentionScope::Job {
+                c.at(
+                    j.retention.as_ref().map_or(name.span(), |r| r.span()),
+                    format!(
+                        "job {job_name:?} takes no snapshots, so a retention of its own \
+                         snapshots has nothing to forget: set retention_scope = \"source\" to \
+                         apply it to every snapshot of its source"
+                    ),
+                );
+            }
             let prune = c.step_when("prune", &j.prune);
             let check = c.step_when("check", &j.check);
             let drill = c.step_when("drill", &j.drill);
@@ -1299,6 +1382,7 @@ impl Config {
                     tags: j.tags.clone(),
                     no_delta: j.no_delta,
                     retention,
+                    retention_scope,
                     prune,
                     prune_max_unused,
                     prune_grace,

@@ -16,7 +16,10 @@ use chrono::{DateTime, Local, Utc};
 use zeroize::Zeroizing;
 
 use super::alert::{self, Alert, AlertKind, Channel, EmailChannel, RetryPolicy, WebhookChannel};
-use super::config::{ChannelConfig, Config, JobConfig, RepositoryConfig, SourceConfig, StepWhen};
+use super::config::{
+    job_tag, ChannelConfig, Config, JobConfig, RepositoryConfig, RetentionScope, SourceConfig,
+    StepWhen,
+};
 use super::history::{
     new_run_id, DrillFacts, Entry, History, Outcome, RepositoryFacts, RunRecord, SnapshotFacts,
     Step, StepRecord, Trigger,
@@ -163,6 +166,29 @@ pub fn source_filter(s: &SourceConfig) -> Result<crate::format::snapshot::Source
         }
         None => Ok(commands::snapshot_postgres::server_filter(&source_conn(s)?)),
     }
+}
+
+/// `filter` widened from how a PostgreSQL server is reached (host and port) to the cluster
+/// its snapshots name, so that snapshots taken over another route (the socket, another host
+/// name) count as the same source. Unchanged when no snapshot of it names its cluster.
+fn cluster_filter(
+    repo: &Repository,
+    filter: crate::format::snapshot::Source,
+) -> Result<crate::format::snapshot::Source> {
+    use commands::snapshot_postgres::SYSTEM_IDENTIFIER;
+    let cluster = repo
+        .list_snapshots()?
+        .into_iter()
+        .rev()
+        .filter(|(_, s)| commands::forget::matches_source(s, &filter))
+        .find_map(|(_, s)| s.source.details.get(SYSTEM_IDENTIFIER).cloned());
+    Ok(match cluster {
+        Some(id) => crate::format::snapshot::Source {
+            kind: filter.kind,
+            details: [(SYSTEM_IDENTIFIER.to_owned(), id)].into_iter().collect(),
+        },
+        None => filter,
+    })
 }
 
 /// The alert channels of a job, their secrets resolved (a channel whose secret cannot be read
@@ -745,7 +771,7 @@ impl Runner<'_> {
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
             },
-            tags: self.job.tags.clone(),
+            tags: self.job_tags(),
             host: None,
             time: None,
             parent: None,
@@ -773,7 +799,7 @@ impl Runner<'_> {
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
             },
-            tags: self.job.tags.clone(),
+            tags: self.job_tags(),
             host: None,
             time: None,
             parent: None,
@@ -822,17 +848,33 @@ impl Runner<'_> {
         ))
     }
 
+    /// The job's tags, and the one naming the job that scopes its retention.
+    fn job_tags(&self) -> Vec<String> {
+        let mut tags = self.job.tags.clone();
+        tags.push(job_tag(&self.job.name));
+        tags
+    }
+
     fn forget(&mut self) -> Result<String> {
         let filter = source_filter(self.source()?)?;
+        let tags = match self.job.retention_scope {
+            RetentionScope::Job => vec![job_tag(&self.job.name)],
+            RetentionScope::Source => Vec::new(),
+        };
         let opts = commands::forget::ForgetOptions {
             policy: self.job.retention.clone().unwrap_or_default(),
             group_by: commands::forget::DEFAULT_GROUP_BY.to_vec(),
             ids: Vec::new(),
             hosts: vec![Actor::current().host],
-            source: Some(filter),
+            tags,
+            source: None,
             dry_run: false,
         };
         let repo = self.repository(false)?;
+        let opts = commands::forget::ForgetOptions {
+            source: Some(cluster_filter(repo, filter)?),
+            ..opts
+        };
         let report = commands::forget::forget(repo, &opts)?;
         let kept: usize = report.groups.iter().map(|g| g.keep.len()).sum();
         Ok(format!(
@@ -897,6 +939,7 @@ impl Runner<'_> {
         };
         let scratch = ConnParams::resolve(Some(&scratch_url), &lookup)?;
         let repo = self.repository(false)?;
+        let filter = cluster_filter(repo, filter)?;
         let newest = repo
             .list_snapshots()?
             .into_iter()

@@ -320,6 +320,10 @@ pub struct ForgetArgs {
     /// Only consider snapshots of this host (repeatable)
     #[arg(long = "host")]
     pub hosts: Vec<String>,
+    /// Only consider snapshots carrying this tag (repeatable: every one), e.g. job:nightly for
+    /// the snapshots a configured job made
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
     /// Show what would be removed, change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,

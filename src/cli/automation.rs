@@ -69,6 +69,9 @@ pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
                             c.jobs.len()
                         ))?;
                     }
+                    for n in c.notes() {
+                        eprintln!("sbk: note: {n}");
+                    }
                     Ok(())
                 }
                 Err(e) => {

@@ -360,6 +360,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                     s.blobs_delta,
                     s.duration_secs
                 );
+                for d in &view.dumped {
+                    say!(
+                        g,
+                        "  database {}: {} dump (database size {})",
+                        d.name,
+                        HumanBytes(d.dump_bytes),
+                        HumanBytes(d.database_bytes)
+                    );
+                }
             }
             if let (Some(spool), Some(reason)) = (repo.spool(), spooled) {
                 {
@@ -908,6 +917,7 @@ fn forget_options(a: &args::ForgetArgs) -> commands::forget::ForgetOptions {
         group_by: a.group_by.0.clone(),
         ids: a.ids.clone(),
         hosts: a.hosts.clone(),
+        tags: a.tags.clone(),
         source: None,
         dry_run: a.dry_run,
     }
@@ -1155,9 +1165,27 @@ fn tools(a: &PgBinArgs) -> Tools {
 }
 
 fn print_snapshot_table(g: &GlobalArgs, list: &[SnapshotView]) -> Result<(), Error> {
+    // The source column is as wide as its longest entry, up to a point.
+    const MAX_SOURCE: usize = 60;
+    let sources: Vec<String> = list
+        .iter()
+        .map(|v| {
+            let d = commands::describe_source(&v.snapshot);
+            match d.char_indices().nth(MAX_SOURCE - 1) {
+                Some((i, _)) => format!("{}…", &d[..i]),
+                None => d,
+            }
+        })
+        .collect();
+    let w = sources
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     say!(
         g,
-        "{:<8}  {:<25}  {:<16}  {:<10}  {:>10}  {:>10}  tags",
+        "{:<8}  {:<25}  {:<16}  {:<w$}  {:>10}  {:>10}  tags",
         "ID",
         "time",
         "host",
@@ -1165,15 +1193,15 @@ fn print_snapshot_table(g: &GlobalArgs, list: &[SnapshotView]) -> Result<(), Err
         "size",
         "added"
     );
-    for v in list {
+    for (v, source) in list.iter().zip(&sources) {
         let s = &v.snapshot;
         say!(
             g,
-            "{:<8}  {:<25}  {:<16}  {:<10}  {:>10}  {:>10}  {}",
+            "{:<8}  {:<25}  {:<16}  {:<w$}  {:>10}  {:>10}  {}",
             v.short_id,
             s.time.format("%Y-%m-%d %H:%M:%S %:z"),
             s.host,
-            s.source.kind,
+            source,
             HumanBytes(s.summary.bytes_in).to_string(),
             HumanBytes(s.summary.bytes_added).to_string(),
             if v.spooled {

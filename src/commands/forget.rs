@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::SnapshotView;
 use crate::backend::FileType;
+use crate::commands::snapshot_postgres::SYSTEM_IDENTIFIER;
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Snapshot, Source};
 use crate::id::Id;
@@ -55,6 +56,9 @@ pub struct ForgetOptions {
     pub ids: Vec<String>,
     /// Only consider snapshots of these hosts (all when empty).
     pub hosts: Vec<String>,
+    /// Only consider snapshots carrying every one of these tags (all when empty): a job's
+    /// retention considers only the snapshots it made.
+    pub tags: Vec<String>,
     /// Only consider snapshots of this source: same kind, and these values among its details
     /// (a configured job forgets only its own server's snapshots).
     pub source: Option<Source>,
@@ -133,11 +137,15 @@ pub struct ForgetReport {
     pub removed: Vec<Id>,
 }
 
-/// The source without its databases, unambiguous: kind, then each detail as JSON.
+/// The source without its databases, unambiguous: kind, then each detail as JSON. A
+/// PostgreSQL cluster that names its system identifier is that identifier alone, however it
+/// was reached (socket or TCP, another host name).
 fn source_key(s: &Snapshot) -> String {
     let mut out = s.source.kind.clone();
+    let cluster = s.source.details.get(SYSTEM_IDENTIFIER);
     for (k, v) in &s.source.details {
-        if k != "databases" {
+        let reach = k == "host" || k == "port";
+        if k != "databases" && !(cluster.is_some() && reach) {
             out.push_str(&format!(" {k}={v}"));
         }
     }
@@ -213,6 +221,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             if repo.is_spooled(&id)
                 || (!opts.hosts.is_empty() && !opts.hosts.contains(&s.host))
                 || opts.source.as_ref().is_some_and(|f| !matches_source(&s, f))
+                || !opts.tags.iter().all(|t| s.tags.contains(t))
             {
                 continue;
             }

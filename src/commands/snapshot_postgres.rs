@@ -79,10 +79,10 @@ fn refuse_default_database(client: &Client, default: &str) -> Result<()> {
     )))
 }
 
-/// The snapshots of the server `conn` reaches, whatever their databases: what a configured
-/// job's retention applies to.
+/// The snapshots of the server `conn` reaches, whatever their databases: what a drill
+/// restores and what a job's retention with `retention_scope = "source"` applies to.
 pub fn server_filter(conn: &ConnParams) -> Source {
-    let mut s = source_of(conn, &[]);
+    let mut s = source_of(conn, None, &[]);
     s.details.remove("databases");
     s
 }
@@ -90,11 +90,20 @@ pub fn server_filter(conn: &ConnParams) -> Source {
 /// Snapshot kind recorded in [`Source::kind`].
 pub const SOURCE_KIND: &str = "postgres";
 
-/// The snapshot's source: server and databases, so retention can group by them.
-fn source_of(conn: &ConnParams, databases: &[String]) -> Source {
+/// Source detail naming the cluster: `pg_control_system().system_identifier`, as a decimal
+/// string (a JSON number above 2^53 loses digits in many readers).
+pub const SYSTEM_IDENTIFIER: &str = "system_identifier";
+
+/// The snapshot's source: server and databases, so retention can group by them. The cluster's
+/// system identifier, when the server tells it, is what identifies the server; host and port
+/// are kept for people to read (the same cluster over its socket and over TCP is one source).
+fn source_of(conn: &ConnParams, system_identifier: Option<&str>, databases: &[String]) -> Source {
     let mut details = serde_json::Map::new();
     details.insert("host".into(), conn.host.clone().into());
     details.insert("port".into(), conn.port.into());
+    if let Some(id) = system_identifier {
+        details.insert(SYSTEM_IDENTIFIER.into(), id.into());
+    }
     details.insert("databases".into(), databases.to_vec().into());
     Source {
         kind: SOURCE_KIND.into(),
@@ -102,11 +111,30 @@ fn source_of(conn: &ConnParams, databases: &[String]) -> Source {
     }
 }
 
-/// Whether `s` is a snapshot of the same server (any databases).
+/// Whether `s` is a snapshot of the same server (any databases): the same cluster when both
+/// name one, else the same host and port.
 fn same_server(s: &Snapshot, src: &Source) -> bool {
+    let d = &s.source.details;
     s.source.kind == SOURCE_KIND
-        && s.source.details.get("host") == src.details.get("host")
-        && s.source.details.get("port") == src.details.get("port")
+        && match (d.get(SYSTEM_IDENTIFIER), src.details.get(SYSTEM_IDENTIFIER)) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                d.get("host") == src.details.get("host") && d.get("port") == src.details.get("port")
+            }
+        }
+}
+
+/// The cluster's system identifier (PostgreSQL 9.6 and later; `None` when the server does not
+/// tell it, and then host and port identify it).
+fn system_identifier(client: &Client) -> Option<String> {
+    client
+        .query(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .ok()?
+        .first()
+        .map(|r| r.get(0))
 }
 
 /// Snapshots whose files can serve as delta parents: `--parent`, or the newest few of the same
@@ -352,6 +380,7 @@ pub fn snapshot_postgres(
         .first()
         .map(|r| (r.get(0), r.get(1)))
         .ok_or_else(|| Error::Postgres("the server did not report its version".into()))?;
+    let cluster = system_identifier(&first);
     let databases: Vec<String> = if opts.all_databases {
         first
             .query(
@@ -389,7 +418,7 @@ pub fn snapshot_postgres(
 
     let index = repo.load_index()?;
     let host = opts.host.clone().unwrap_or(actor.host);
-    let source = source_of(&opts.conn, &databases);
+    let source = source_of(&opts.conn, cluster.as_deref(), &databases);
     let candidates = parent_candidates(repo, opts, &host, &source)?;
     let ctx = Ctx {
         repo,
@@ -529,7 +558,17 @@ pub fn snapshot_postgres(
         started,
         clock,
     };
-    save_snapshot(repo, main, files, &job_stats, meta)
+    let mut view = save_snapshot(repo, main, files, &job_stats, meta)?;
+    view.dumped = manifest
+        .databases
+        .iter()
+        .map(|d| super::DumpedDatabase {
+            name: d.name.clone(),
+            dump_bytes: d.dump_bytes,
+            database_bytes: d.size_bytes.max(0) as u64,
+        })
+        .collect();
+    Ok(view)
 }
 
 /// Reads a snapshot's manifest.

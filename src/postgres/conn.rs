@@ -343,10 +343,31 @@ fn decode(s: &str) -> Result<String> {
 
 fn parse_url(s: &str) -> Result<BTreeMap<String, String>> {
     // The error never echoes the URL: it may hold a password.
-    let url = url::Url::parse(s)
-        .map_err(|e| Error::Invalid(format!("the connection URL cannot be parsed: {e}")))?;
+    // libpq takes a user with no host (`postgresql://user@/db?host=/run/postgresql`), which a
+    // URL parser refuses: parse it with a placeholder host, then drop that.
+    const NO_HOST: &str = "sbk-no-host.invalid";
+    let parsed = match url::Url::parse(s) {
+        Err(url::ParseError::EmptyHost) => s
+            .split_once("://")
+            .and_then(|(scheme, rest)| {
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let (auth, tail) = rest.split_at(end);
+                let (user, hostport) = match auth.rsplit_once('@') {
+                    Some((user, hostport)) => (format!("{user}@"), hostport),
+                    None => (String::new(), auth),
+                };
+                if !(hostport.is_empty() || hostport.starts_with(':')) {
+                    return None;
+                }
+                url::Url::parse(&format!("{scheme}://{user}{NO_HOST}{hostport}{tail}")).ok()
+            })
+            .ok_or(url::ParseError::EmptyHost),
+        other => other,
+    };
+    let url =
+        parsed.map_err(|e| Error::Invalid(format!("the connection URL cannot be parsed: {e}")))?;
     let mut out = BTreeMap::new();
-    if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
+    if let Some(host) = url.host_str().filter(|h| !h.is_empty() && *h != NO_HOST) {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         out.insert("host".into(), decode(host)?);
     }
@@ -538,6 +559,14 @@ mod tests {
         assert_eq!(p.sslmode, SslMode::VerifyFull);
         let p = ConnParams::resolve(None, &env).unwrap();
         assert_eq!(p.dbname, "u");
+        let p = ConnParams::resolve(Some("postgresql://alice@/app?host=/run/postgresql"), &env)
+            .unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.user.as_str(), p.dbname.as_str()),
+            ("/run/postgresql", "alice", "app")
+        );
+        let p = ConnParams::resolve(Some("postgresql://alice:pw@:5433/app"), &env).unwrap();
+        assert_eq!((p.port, p.user.as_str()), (5433, "alice"));
         let p = ConnParams::resolve(Some("postgresql:///x?host=/run/pg"), &env).unwrap();
         assert!(p.is_socket());
         assert_eq!(p.dbname, "x");
