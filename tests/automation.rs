@@ -496,6 +496,80 @@ retention = { keep_last = 2 }
     assert_eq!(s.repo.snapshots().len(), 1);
 }
 
+/// `status` says what is known and no more: a maintenance job is judged by its own runs (never
+/// run: waiting, not overdue), next run times only while a daemon runs to start them, and a
+/// report over a period without runs says so instead of 0%.
+#[test]
+fn status_and_report_are_honest_about_maintenance_jobs_daemons_and_no_runs() {
+    let port = free_port();
+    let s = Setup::new(&format!(
+        "[daemon]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [job.app]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nretries = 0\n\n\
+         [job.tidy]\nsource = \"app\"\nrepository = \"main\"\nsnapshot = false\n\
+         schedule = \"@weekly\"\nretries = 0\ncheck = true\ncheck_read_data = \"1%\"\n"
+    ));
+    let md = common::pg::text(&s.run(&["report", "--format", "markdown"]).stdout);
+    assert!(md.contains("| tidy | 0 | no runs yet |"), "{md}");
+    let json = s.run(&["report", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(r["jobs"][0]["success_rate"].is_null(), "{r:#}");
+
+    assert!(s.run(&["run", "app"]).status.success());
+    let out = s.run(&["status"]);
+    let text = common::pg::text(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let tidy = text.lines().find(|l| l.starts_with("tidy ")).unwrap();
+    assert!(
+        tidy.contains("waiting") && tidy.contains("no good run yet"),
+        "{tidy}"
+    );
+    assert!(!text.contains("OVERDUE"), "{text}");
+    assert!(text.contains("no daemon running"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.run(&["status", "--json"]).stdout).unwrap();
+    assert!(v[0]["next_run"].is_null(), "{v:#}");
+
+    // A maintenance run reads at least one pack at 1% and says how many.
+    let run = s.run(&["run", "tidy", "--json"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let check = step(&r, "check");
+    assert!(
+        check["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("read 1 of them"),
+        "{check:#}"
+    );
+    let text = common::pg::text(&s.run(&["status"]).stdout);
+    let tidy = text.lines().find(|l| l.starts_with("tidy ")).unwrap();
+    assert!(
+        tidy.contains(" ok ") && tidy.contains("newest good run"),
+        "{tidy}"
+    );
+
+    let _daemon = Reaped(
+        s.sbk(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the daemon", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.run(&["status", "--json"]).stdout).unwrap();
+    assert!(v[0]["next_run"].is_string(), "{v:#}");
+    let second = s.run(&["daemon", "--listen", &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("a daemon is already running"),
+        "{}",
+        stderr(&second)
+    );
+}
+
 #[test]
 fn a_second_run_of_a_running_job_is_refused() {
     // No retry: the default waits an hour before it.

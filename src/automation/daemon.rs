@@ -110,6 +110,8 @@ pub fn run(
     stop: Arc<AtomicBool>,
     reload: Option<Reload<'_>>,
 ) -> Result<()> {
+    // Held until the daemon stops: `status` shows next runs only while it is held.
+    let _lock = super::job::lock_daemon(&config.state_dir)?;
     let mut config = Arc::new(config);
     let addr = listen.unwrap_or(config.daemon.listen);
     // Resolved once: the HTTP server must not run a secret's command per request.

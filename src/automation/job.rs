@@ -45,16 +45,54 @@ fn locks_dir(state_dir: &Path) -> PathBuf {
 
 /// Takes the lock of `job`, or says who holds it.
 pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
-    let dir = locks_dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let path = dir.join(format!("{job}.lock"));
+    let path = locks_dir(state_dir).join(format!("{job}.lock"));
+    lock_file(
+        &path,
+        &format!("job {job:?} is already running"),
+        "this run was not started",
+    )
+}
+
+/// The daemon's lock file: held while a daemon serves this state folder, so that `status`
+/// shows next run times only when something will start those runs (and two daemons of one
+/// configuration cannot both run the jobs).
+fn daemon_lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("daemon.lock")
+}
+
+/// Takes the daemon's lock, or says who holds it.
+pub fn lock_daemon(state_dir: &Path) -> Result<JobLock> {
+    lock_file(
+        &daemon_lock_path(state_dir),
+        "a daemon is already running for this state folder",
+        "this one was not started",
+    )
+}
+
+/// Whether a daemon is running for `state_dir`.
+pub fn daemon_running(state_dir: &Path) -> bool {
+    held(&daemon_lock_path(state_dir))
+}
+
+/// Whether someone holds the lock at `path` (a shared probe: two probes never see each other).
+fn held(path: &Path) -> bool {
+    match File::open(path) {
+        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+/// Takes the lock at `path`, writing who holds it; refused with `busy (holder); consequence`.
+fn lock_file(path: &Path, busy: &str, consequence: &str) -> Result<JobLock> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
     // A status probe ([`is_running`]) holds the lock for an instant: try a few times.
     let mut tries = 0;
     let locked = loop {
@@ -69,13 +107,13 @@ pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
     match locked {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
             return Err(Error::Refused(format!(
-                "job {job:?} is already running ({}); this run was not started",
+                "{busy} ({}); {consequence}",
                 holder.trim()
             )));
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
     }
     // Who holds it, for the message above: informative only, the lock is the flock.
     let _ = file.set_len(0).and_then(|()| {
@@ -91,12 +129,7 @@ pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
 
 /// Whether `job` is running now (its lock is held by someone).
 pub fn is_running(state_dir: &Path, job: &str) -> bool {
-    let path = locks_dir(state_dir).join(format!("{job}.lock"));
-    match File::open(&path) {
-        // A shared probe: two probes never see each other as the job.
-        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
+    held(&locks_dir(state_dir).join(format!("{job}.lock")))
 }
 
 /// Opens a configured repository; `offline_start` for runs that snapshot (see
@@ -918,7 +951,7 @@ impl Runner<'_> {
             });
         }
         Ok(format!(
-            "{} snapshots, {} packs, {} packs read",
+            "{} snapshots, {} packs, read {} of them",
             r.snapshots, r.packs, r.packs_read
         ))
     }

@@ -27,9 +27,15 @@ pub struct JobStatus {
     pub newest_good: Option<DateTime<Utc>>,
     pub newest_good_age_secs: Option<i64>,
     pub max_age_secs: u64,
-    /// The newest good snapshot is older than `max_age` (or there is none).
+    /// The newest good snapshot (maintenance jobs: successful run) is older than `max_age`, or
+    /// there is none (a maintenance job that never ran is not overdue).
     pub overdue: bool,
+    /// The job takes snapshots (else it only maintains its repository).
+    pub snapshots: bool,
+    /// The next scheduled run, when a daemon is running to start it.
     pub next_run: Option<DateTime<Local>>,
+    /// A daemon serves this configuration's state folder.
+    pub daemon: bool,
     pub last_success: Option<DateTime<Utc>>,
     /// Failed attempts over the whole history.
     pub failures: u64,
@@ -75,6 +81,7 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
     for r in &runs {
         by_job.entry(r.job.as_str()).or_default().push(r);
     }
+    let daemon = super::job::daemon_running(&config.state_dir);
     let mut out = Vec::new();
     for (name, job) in &config.jobs {
         let list = by_job.remove(name.as_str()).unwrap_or_default();
@@ -130,8 +137,19 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
             newest_good,
             newest_good_age_secs: age,
             max_age_secs: max_age,
-            overdue: age.is_none_or(|a| a > max_age as i64),
-            next_run: schedule::next_of(&job.schedules, now.with_timezone(&Local)),
+            // A snapshot job without a good snapshot is overdue; a maintenance job that never
+            // ran is only waiting (the data it maintains is safe meanwhile).
+            overdue: match age {
+                Some(a) => a > max_age as i64,
+                None => job.snapshot || !list.is_empty(),
+            },
+            snapshots: job.snapshot,
+            // Without a daemon nothing starts the next run (cron or systemd may: their times
+            // are theirs, `schedule print`).
+            next_run: daemon
+                .then(|| schedule::next_of(&job.schedules, now.with_timezone(&Local)))
+                .flatten(),
+            daemon,
             last_success: list
                 .iter()
                 .rev()
@@ -176,24 +194,28 @@ pub fn status_line(s: &JobStatus) -> String {
                 .unwrap_or_default()
         ),
     };
+    let good = if s.snapshots { "snapshot" } else { "run" };
     let newest = match (s.newest_good, s.newest_good_age_secs) {
         (Some(t), Some(age)) => format!(
-            "newest good {} ({} old)",
+            "newest good {good} {} ({} old)",
             t.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
             age_text(age)
         ),
-        _ => "no good snapshot".to_owned(),
+        _ => format!("no good {good} yet"),
     };
-    let next = s
-        .next_run
-        .map(|t| format!("next {}", t.format("%Y-%m-%d %H:%M")))
-        .unwrap_or_else(|| "no next run".into());
+    let next = match s.next_run {
+        Some(t) => format!("next {}", t.format("%Y-%m-%d %H:%M")),
+        None if s.daemon => "no next run".into(),
+        None => "no daemon running (cron or systemd may start it)".into(),
+    };
     let damaged = s.repository_facts.as_ref().map_or(0, |r| r.damaged.len());
     format!(
         "{:<20} {:<8} {last}; {newest}; {next}{}{}",
         s.job,
         if s.running {
             "RUNNING"
+        } else if s.last_run.is_none() && !s.overdue {
+            "waiting"
         } else if s.overdue {
             "OVERDUE"
         } else if s.last_run_failed() {
@@ -224,7 +246,8 @@ pub struct JobReport {
     pub successes: u64,
     pub failures: u64,
     pub interrupted: u64,
-    pub success_rate: f64,
+    /// Successes over runs; `None` (JSON null) when the period holds no run.
+    pub success_rate: Option<f64>,
     pub duration_min_secs: f64,
     pub duration_avg_secs: f64,
     pub duration_max_secs: f64,
@@ -284,7 +307,7 @@ pub fn report(config: &Config, from: DateTime<Utc>, to: DateTime<Utc>) -> Result
             }
         }
         if !durations.is_empty() {
-            j.success_rate = j.successes as f64 / j.runs as f64;
+            j.success_rate = Some(j.successes as f64 / j.runs as f64);
             j.duration_min_secs = durations.iter().cloned().fold(f64::INFINITY, f64::min);
             j.duration_max_secs = durations.iter().cloned().fold(0.0, f64::max);
             j.duration_avg_secs = durations.iter().sum::<f64>() / durations.len() as f64;
@@ -326,15 +349,21 @@ const REPORT_COLUMNS: [&str; 11] = [
 ];
 
 fn report_cells(j: &JobReport) -> [String; 11] {
+    let none = || "–".to_owned();
     [
         j.job.clone(),
         j.runs.to_string(),
-        format!("{:.0}%", j.success_rate * 100.0),
+        j.success_rate
+            .map_or_else(|| "no runs yet".into(), |r| format!("{:.0}%", r * 100.0)),
         (j.failures + j.interrupted).to_string(),
-        format!(
-            "{:.1}s / {:.1}s / {:.1}s",
-            j.duration_min_secs, j.duration_avg_secs, j.duration_max_secs
-        ),
+        if j.runs == 0 {
+            none()
+        } else {
+            format!(
+                "{:.1}s / {:.1}s / {:.1}s",
+                j.duration_min_secs, j.duration_avg_secs, j.duration_max_secs
+            )
+        },
         bytes(j.bytes_read),
         bytes(j.bytes_added),
         j.repository_size_last.map_or("–".into(), bytes),

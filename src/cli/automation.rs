@@ -308,7 +308,7 @@ pub fn status(g: &GlobalArgs, strict: bool) -> Result<(), Error> {
                 .map(|s| s.job.as_str())
                 .collect();
             eprintln!(
-                "sbk: the newest good snapshot is older than allowed for: {}",
+                "sbk: the newest good snapshot (of a maintenance job: successful run) is older than allowed for: {}",
                 names.join(", ")
             );
         }

@@ -1094,8 +1094,9 @@ fn print_check(g: &GlobalArgs, r: &commands::check::CheckReport) -> Result<(), E
         r.blobs,
         if r.packs_read > 0 {
             format!(
-                "; read {} packs ({}), {} blobs re-hashed",
+                "; read {} of {} packs ({}), {} blobs re-hashed",
                 r.packs_read,
+                r.packs,
                 HumanBytes(r.bytes_read),
                 r.blobs_read
             )

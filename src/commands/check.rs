@@ -81,11 +81,31 @@ impl ReadData {
                 let v = u32::from_le_bytes(pack.0[..4].try_into().expect("4 bytes"));
                 v % m == n - 1
             }
+            // Chosen in `select`: a share of a count, not a coin per pack.
+            ReadData::Percent(_) => false,
+        }
+    }
+
+    /// The packs of `ids` to read. A percentage reads that share of the packs, rounded up, at
+    /// least one and chosen at random: a coin per pack would read none of 30 packs at 10% once
+    /// in 25 runs, and claim success.
+    pub fn select(&self, ids: &[Id]) -> HashSet<Id> {
+        match *self {
             ReadData::Percent(p) => {
-                let mut b = [0u8; 8];
-                crate::crypto::getrandom(&mut b);
-                (u64::from_le_bytes(b) as f64 / u64::MAX as f64) * 100.0 < p
+                let want =
+                    ((ids.len() as f64 * p / 100.0).ceil() as usize).clamp(1, ids.len().max(1));
+                let mut keyed: Vec<(u64, Id)> = ids
+                    .iter()
+                    .map(|id| {
+                        let mut b = [0u8; 8];
+                        crate::crypto::getrandom(&mut b);
+                        (u64::from_le_bytes(b), *id)
+                    })
+                    .collect();
+                keyed.sort_unstable();
+                keyed.into_iter().take(want).map(|(_, id)| id).collect()
             }
+            _ => ids.iter().filter(|id| self.selects(id)).copied().collect(),
         }
     }
 }
@@ -310,11 +330,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             ));
         }
     }
-    let selected: HashSet<Id> = present
-        .iter()
-        .map(|(id, _, _)| *id)
-        .filter(|id| opts.read_data.selects(id))
-        .collect();
+    let ids: Vec<Id> = present.iter().map(|(id, _, _)| *id).collect();
+    let selected = opts.read_data.select(&ids);
+    if selected.is_empty() && !ids.is_empty() && opts.read_data != ReadData::None {
+        report.notes.push(format!(
+            "the read-data subset selected none of the {} packs: no pack data was read this \
+             time (a group N/M holds the packs whose ID falls in it; other groups hold the rest)",
+            ids.len()
+        ));
+    }
     let ctx = ReadCtx::new(repo, &index, &used, &selected);
     let results: Vec<PackResult> = pool.install(|| {
         use rayon::prelude::*;
