@@ -27,56 +27,92 @@ pub struct GlobalArgs {
         long = "repo",
         env = "SBK_REPOSITORY",
         global = true,
-        default_value = ""
+        help_heading = "Repository options"
     )]
-    pub repo: String,
+    pub repo: Option<String>,
     /// Read the password from this file (first line)
-    #[arg(long, env = "SBK_PASSWORD_FILE", global = true)]
+    #[arg(
+        long,
+        env = "SBK_PASSWORD_FILE",
+        global = true,
+        help_heading = "Repository options"
+    )]
     pub password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password
-    #[arg(long, env = "SBK_PASSWORD_COMMAND", global = true)]
+    #[arg(
+        long,
+        env = "SBK_PASSWORD_COMMAND",
+        global = true,
+        help_heading = "Repository options"
+    )]
     pub password_command: Option<String>,
     /// Keep a local cache of blobs (delta bases) in this folder [default for remote
     /// repositories: $XDG_CACHE_HOME/sbk or ~/.cache/sbk]
-    #[arg(long, env = "SBK_CACHE_DIR", global = true)]
+    #[arg(
+        long,
+        env = "SBK_CACHE_DIR",
+        global = true,
+        help_heading = "Repository options"
+    )]
     pub cache_dir: Option<PathBuf>,
     /// Remote repositories: where snapshots finished during an outage wait for `sbk sync`
     /// [default: the cache folder's spool/]
-    #[arg(long, env = "SBK_SPOOL_DIR", global = true)]
+    #[arg(
+        long,
+        env = "SBK_SPOOL_DIR",
+        global = true,
+        help_heading = "Repository options"
+    )]
     pub spool_dir: Option<PathBuf>,
     /// Use no local blob cache (wins over --cache-dir and SBK_CACHE_DIR)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Repository options")]
     pub no_cache: bool,
     /// S3: requests in flight at once (uploads, ranged reads)
-    #[arg(long, env = "SBK_S3_CONNECTIONS", global = true, default_value_t = sbk::backend::s3::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "SBK_S3_CONNECTIONS", global = true, help_heading = "S3 options", default_value_t = sbk::backend::s3::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub s3_connections: u16,
     /// S3: also trust this CA certificate (PEM), for a self-hosted MinIO
-    #[arg(long, env = "SBK_S3_CA_CERT", global = true)]
+    #[arg(
+        long,
+        env = "SBK_S3_CA_CERT",
+        global = true,
+        help_heading = "S3 options"
+    )]
     pub s3_ca_cert: Option<PathBuf>,
     /// S3: region, when AWS_REGION and the profile set none [default: us-east-1]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "S3 options")]
     pub s3_region: Option<String>,
     /// S3: allow a plain http:// endpoint that is not on this machine (sends requests in clear)
-    #[arg(long, env = "SBK_INSECURE", global = true)]
+    #[arg(long, env = "SBK_INSECURE", global = true, help_heading = "S3 options")]
     pub insecure: bool,
     /// S3: a request that receives nothing for this long is abandoned and retried
-    #[arg(long, env = "SBK_S3_TIMEOUT", global = true, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SBK_S3_TIMEOUT", global = true, help_heading = "S3 options", default_value = "60s", value_parser = humantime::parse_duration)]
     pub s3_timeout: std::time::Duration,
     /// How long a remote repository may keep failing transiently (time-outs, 5xx, throttling)
     /// before a command gives up, e.g. 30s, 10m, 1h
-    #[arg(long, env = "SBK_RETRY_DEADLINE", global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "SBK_RETRY_DEADLINE", global = true, help_heading = "S3 options", default_value = "10m", value_parser = humantime::parse_duration)]
     pub retry_deadline: std::time::Duration,
     /// Configuration file of jobs [default: /etc/sbk/sbk.toml, then ~/.config/sbk/sbk.toml]
-    #[arg(long = "config", env = "SBK_CONFIG", global = true)]
+    #[arg(
+        long = "config",
+        env = "SBK_CONFIG",
+        global = true,
+        help_heading = "Global options"
+    )]
     pub config: Option<PathBuf>,
     /// Print results as JSON
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     /// Print nothing but errors
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "verbose"
+    )]
     pub quiet: bool,
     /// Print more detail
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub verbose: bool,
 }
 
@@ -159,15 +195,15 @@ pub enum Command {
         #[arg(long)]
         overwrite: bool,
         /// Restore into this database (a postgresql:// URL or conninfo string) with pg_restore
-        #[arg(long, conflicts_with = "to_supabase")]
+        #[arg(long, conflicts_with = "to_supabase", help_heading = "Into a database")]
         to_database: Option<String>,
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = "Into a database")]
         db: RestoreDbArgs,
         /// Restore a Supabase snapshot into the project given by --project-url (or --db and
         /// the other parts' options): extensions, roles, database, storage, functions
-        #[arg(long)]
+        #[arg(long, help_heading = "Into a Supabase project")]
         to_supabase: bool,
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = "Into a Supabase project")]
         supabase: RestoreSupabaseArgs,
     },
     /// Restore drill: restore a PostgreSQL snapshot into a scratch database, compare it with

@@ -142,7 +142,7 @@ fn kdf(a: &KdfArgs) -> KdfParams {
 /// How to open the repository the command line names.
 fn open_options(g: &GlobalArgs, offline_start: bool) -> sbk::open::OpenOptions {
     sbk::open::OpenOptions {
-        location: g.repo.clone(),
+        location: g.repo.clone().unwrap_or_default(),
         remote: sbk::backend::RemoteOptions {
             connections: g.s3_connections as usize,
             ca_cert: g.s3_ca_cert.clone(),
@@ -384,7 +384,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Sync => {
             let repo = open(g)?;
             let Some(spool) = repo.spool() else {
-                say!(g, "nothing to sync: {} needs no spool", g.repo);
+                say!(
+                    g,
+                    "nothing to sync: {} needs no spool",
+                    g.repo.as_deref().unwrap_or_default()
+                );
                 return Ok(());
             };
             sbk::liveness::secure_spooled(&repo)?;
