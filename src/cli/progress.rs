@@ -6,7 +6,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sbk::progress::ActivitySample;
 
 use super::args::GlobalArgs;
@@ -108,12 +108,16 @@ impl Reporter {
         }
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::spawn(move || {
-            let bar = (mode == Mode::Bar).then(ProgressBar::new_spinner);
+            // Set up hidden, then shown: no half-configured frame reaches the terminal.
+            let bar = (mode == Mode::Bar)
+                .then(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()));
             let mut known: Option<bool> = None;
             let mut last_json = Instant::now();
             // A first frame at once: even a short command shows what it did on a terminal.
             if let Some(bar) = &bar {
                 draw(bar, &read(), &mut rate, &mut known);
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar.tick();
             }
             loop {
                 let stopped = !matches!(
@@ -234,7 +238,7 @@ fn json_line(command: &str, event: &str, s: &Sample, rate: &mut Rate, started: I
     }
 }
 
-/// A JSON progress line, its fields in this order (`docs/cli.md` lists them).
+/// A JSON progress line, its fields in this order (the README's "Progress" lists them).
 #[derive(serde::Serialize)]
 struct JsonLine<'a> {
     progress: &'a str,
