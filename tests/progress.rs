@@ -216,15 +216,15 @@ fn on_a_terminal(repo: &TestRepo, args: &[&str]) -> String {
         .map(quote)
         .collect();
     let mut c = Command::new("script");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SBK_") {
-            c.env_remove(k);
-        }
+    // The environment `repo.cmd` gives sbk (repository, password, no stray SBK_ variables).
+    for (k, v) in repo.cmd(&[]).get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
     }
     let out = c
         .args(["-qec", &line.join(" "), "/dev/null"])
-        .env("SBK_REPOSITORY", &repo.path)
-        .env("SBK_PASSWORD", PASSWORD)
         .env("TERM", "xterm")
         .stdin(std::process::Stdio::null())
         .output()
