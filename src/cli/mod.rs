@@ -220,7 +220,7 @@ fn snapshot_progress(g: &GlobalArgs, p: Arc<Progress>) -> progress::Reporter {
         let (read, added) = (p.bytes_in.load(Relaxed), p.bytes_added.load(Relaxed));
         let expected = p.bytes_expected.load(Relaxed);
         let of = if expected > 0 {
-            format!(" of ~{} (database size)", HumanBytes(expected))
+            format!("; the database holds ~{}", HumanBytes(expected))
         } else {
             String::new()
         };
@@ -231,7 +231,7 @@ fn snapshot_progress(g: &GlobalArgs, p: Arc<Progress>) -> progress::Reporter {
                 ..Default::default()
             },
             extra: vec![("bytes_added", added), ("bytes_expected", expected)],
-            detail: format!("{of}, added {}", HumanBytes(added)),
+            detail: format!(", added {}{of}", HumanBytes(added)),
         }
     })
 }

@@ -188,8 +188,11 @@ fn draw(bar: &ProgressBar, s: &Sample, rate: &mut Rate, known: &mut Option<bool>
             HumanBytes(c.bytes_total),
             HumanBytes(per_sec)
         )
-    } else {
+    } else if c.bytes_done > 0 {
         format!("{}, {}/s", HumanBytes(c.bytes_done), HumanBytes(per_sec))
+    } else {
+        // A phase that counts only items (pack headers read): no bytes to speak of.
+        String::new()
     };
     if let Some(eta) = eta.filter(|_| c.bytes_done < c.bytes_total) {
         msg.push_str(&format!(
