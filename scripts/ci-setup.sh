@@ -7,6 +7,8 @@ command -v cc >/dev/null || need+=(build-essential)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The TLS test makes its certificates with openssl.
 command -v openssl >/dev/null || need+=(openssl)
+# The progress bar test runs sbk on a pseudo-terminal with `script` (util-linux).
+command -v script >/dev/null || need+=(bsdutils)
 # The daemon's status page is loaded in headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

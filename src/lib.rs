@@ -34,6 +34,7 @@ pub mod liveness;
 pub mod open;
 pub mod packer;
 pub mod postgres;
+pub mod progress;
 pub mod repository;
 pub mod restorer;
 pub mod retention;

@@ -97,7 +97,7 @@ pub fn sync_spool_first(repo: &Repository) -> Option<Result<usize>> {
         return None;
     }
     let r = crate::liveness::secure_spooled(repo)
-        .and_then(|()| Ok(spool.sync()?))
+        .and_then(|()| Ok(spool.sync(repo.activity())?))
         .map(|r| r.snapshots.len());
     if let Err(e) = &r {
         spool.start_spooling(format!("earlier snapshots wait in the spool ({e})"));

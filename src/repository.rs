@@ -105,6 +105,8 @@ pub struct Repository {
     cache: Option<BlobCache>,
     spool: Option<Arc<SpoolBackend>>,
     damage: DamageLog,
+    /// Progress of the command using this handle, for a display to read.
+    activity: Arc<crate::progress::Activity>,
 }
 
 /// The damaged files a repository handle passed over; clones share the list, so a caller can
@@ -281,6 +283,7 @@ impl Repository {
             cache: None,
             spool: None,
             damage: Default::default(),
+            activity: Default::default(),
         })
     }
 
@@ -343,6 +346,7 @@ impl Repository {
             cache: None,
             spool: None,
             damage: Default::default(),
+            activity: Default::default(),
         })
     }
 
@@ -518,6 +522,12 @@ impl Repository {
     /// A handle on the damage list that outlives this repository handle.
     pub fn damage_log(&self) -> DamageLog {
         self.damage.clone()
+    }
+
+    /// The progress counters commands on this handle update; a display keeps a clone to read
+    /// them from another thread.
+    pub fn activity(&self) -> &Arc<crate::progress::Activity> {
+        &self.activity
     }
 
     /// Seals and writes a file named by the hash of its bytes.

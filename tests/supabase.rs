@@ -329,11 +329,23 @@ fn project_round_trip_into_a_fresh_project() {
     );
     assert!(dst.api.state.lock().unwrap().deployed.is_empty());
 
-    let restored = json(&sbk(
+    let out = sbk(
         &repo,
         &dst,
         &["--json", "restore", "latest", "--to-supabase"],
-    ));
+    );
+    let restored = json(&out);
+    // Progress on stderr: the dump's bytes, then every object's, all counted by the end line.
+    let end: serde_json::Value = stderr(&out)
+        .lines()
+        .rfind(|l| l.starts_with("{\"progress\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("no progress lines: {}", stderr(&out)));
+    assert_eq!(end["event"], "end", "{end}");
+    assert_eq!(end["phase"], "restore storage", "{end}");
+    assert_eq!(end["items_done"], objects.len() as u64, "{end}");
+    assert!(end["bytes_total"].as_u64().unwrap() > 0, "{end}");
+    assert_eq!(end["bytes_done"], end["bytes_total"], "{end}");
     let skipped = &restored["database"]["skipped"];
     let names = |k: &str| -> Vec<String> {
         skipped[k]

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use super::local::LocalBackend;
 use super::{BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
+use crate::progress::Activity;
 
 /// Spooled file types in upload order.
 pub const SYNC_ORDER: [FileType; 3] = [FileType::Pack, FileType::Index, FileType::Snapshot];
@@ -151,8 +152,9 @@ impl SpoolBackend {
         Ok(true)
     }
 
-    /// Uploads every spooled file in the safe order and empties the spool.
-    pub fn sync(&self) -> BResult<SyncReport> {
+    /// Uploads every spooled file in the safe order and empties the spool; `activity` counts
+    /// the files and bytes uploaded.
+    pub fn sync(&self, activity: &Activity) -> BResult<SyncReport> {
         let mut report = SyncReport::default();
         // Listed newest-first (snapshots, then index files, then packs): a process spooling
         // right now writes in the opposite order, so everything a listed snapshot or index
@@ -162,10 +164,14 @@ impl SpoolBackend {
             listed.push((*t, self.spooled(*t)?));
         }
         listed.reverse();
+        let all = || listed.iter().flat_map(|(_, files)| files);
+        activity.start("upload", all().map(|f| f.size).sum(), all().count() as u64);
         for (t, files) in listed {
             for f in &files {
                 self.remote
                     .write_path(t, &f.name, &self.local.file_path(t, &f.name))?;
+                activity.add_bytes(f.size);
+                activity.add_items(1);
                 report.bytes += f.size;
                 match t {
                     FileType::Pack => report.packs += 1,

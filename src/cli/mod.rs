@@ -201,6 +201,41 @@ fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
     Ok(repo)
 }
 
+/// Shows the progress of the command working on `repo` until dropped (see [`progress`]); drop
+/// it before printing the result, which clears the terminal line.
+fn watch(g: &GlobalArgs, command: &'static str, repo: &Repository) -> progress::Reporter {
+    let activity = Arc::clone(repo.activity());
+    progress::Reporter::start(command, progress::Mode::of(g), move || progress::Sample {
+        counters: activity.sample(),
+        ..Default::default()
+    })
+}
+
+/// A snapshot's progress: bytes read from the source, and bytes added. Its total is only the
+/// database's size, a guide to the dump's (no indexes, no bloat), so it is shown, not used for
+/// a bar or an ETA.
+fn snapshot_progress(g: &GlobalArgs, p: Arc<Progress>) -> progress::Reporter {
+    use std::sync::atomic::Ordering::Relaxed;
+    progress::Reporter::start("snapshot", progress::Mode::of(g), move || {
+        let (read, added) = (p.bytes_in.load(Relaxed), p.bytes_added.load(Relaxed));
+        let expected = p.bytes_expected.load(Relaxed);
+        let of = if expected > 0 {
+            format!("; the database holds ~{}", HumanBytes(expected))
+        } else {
+            String::new()
+        };
+        progress::Sample {
+            counters: sbk::progress::ActivitySample {
+                phase: "read",
+                bytes_done: read,
+                ..Default::default()
+            },
+            extra: vec![("bytes_added", added), ("bytes_expected", expected)],
+            detail: format!(", added {}{of}", HumanBytes(added)),
+        }
+    })
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     let g = &cli.global;
     // `run` and `daemon` stop their jobs themselves on these signals (and record it).
@@ -238,7 +273,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let repo = open_with(g, true)?;
             sync_spool_first(g, &repo);
             let progress = Arc::new(Progress::default());
-            let line = progress::ProgressLine::start(Arc::clone(&progress), !g.quiet && !g.json);
+            let line = snapshot_progress(g, Arc::clone(&progress));
             let mut supabase_manifest = None;
             let result = match sc {
                 SnapshotCommand::Supabase {
@@ -392,7 +427,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 return Ok(());
             };
             sbk::liveness::secure_spooled(&repo)?;
-            let report = spool.sync()?;
+            let report = {
+                let _p = watch(g, "sync", &repo);
+                spool.sync(repo.activity())?
+            };
             if g.json {
                 print_json(&report)?;
             } else if report.packs + report.index_files + report.snapshots.len() == 0 {
@@ -454,8 +492,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             if opts.jobs > 1 && !g.quiet {
                 eprintln!("sbk: --jobs {} needs a seekable file: the dump is staged in a temporary file first", opts.jobs);
             }
-            let out =
-                commands::restore_postgres::restore_to_database(&repo, &snapshot, &conn, &opts)?;
+            let out = {
+                let _p = watch(g, "restore", &repo);
+                commands::restore_postgres::restore_to_database(&repo, &snapshot, &conn, &opts)?
+            };
             if g.json {
                 print_json(&out)?;
             } else {
@@ -494,14 +534,17 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let repo = open(g)?;
             let scratch = pg_conn(Some(&scratch))?;
-            let out = commands::verify::verify(
-                &repo,
-                &snapshot,
-                &scratch,
-                database.as_deref(),
-                jobs as usize,
-                &tools(&pg),
-            )?;
+            let out = {
+                let _p = watch(g, "verify", &repo);
+                commands::verify::verify(
+                    &repo,
+                    &snapshot,
+                    &scratch,
+                    database.as_deref(),
+                    jobs as usize,
+                    &tools(&pg),
+                )?
+            };
             if g.json {
                 print_json(&out)?;
             } else {
@@ -551,7 +594,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let target = target.expect("clap requires --target without --to-database");
             let repo = open(g)?;
-            let out = commands::restore::restore(&repo, &snapshot, &target, overwrite)?;
+            let out = {
+                let _p = watch(g, "restore", &repo);
+                commands::restore::restore(&repo, &snapshot, &target, overwrite)?
+            };
             if g.json {
                 print_json(&out)?;
             } else {
@@ -572,17 +618,23 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Prune { args, dry_run } => {
             let repo = open(g)?;
-            let report = commands::prune::prune(&repo, &prune_options(&args, dry_run))?;
+            let report = {
+                let _p = watch(g, "prune", &repo);
+                commands::prune::prune(&repo, &prune_options(&args, dry_run))?
+            };
             print_prune(g, &report)?;
         }
         Command::Forget { args } => {
             let repo = open(g)?;
             let report = commands::forget::forget(&repo, &forget_options(&args))?;
             let pruned = match args.prune {
-                true => Some(commands::prune::prune(
-                    &repo,
-                    &prune_options(&args.prune_args, args.dry_run),
-                )?),
+                true => {
+                    let _p = watch(g, "prune", &repo);
+                    Some(commands::prune::prune(
+                        &repo,
+                        &prune_options(&args.prune_args, args.dry_run),
+                    )?)
+                }
                 false => None,
             };
             if g.json {
@@ -617,7 +669,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                     (false, None) => commands::check::ReadData::None,
                 },
             };
-            let report = commands::check::check(&repo, &opts)?;
+            let report = {
+                let _p = watch(g, "check", &repo);
+                commands::check::check(&repo, &opts)?
+            };
             if g.json {
                 print_json(&report)?;
             } else {
@@ -638,7 +693,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Repair(RepairCommand::Index) => {
             let repo = open(g)?;
-            let r = commands::repair::repair_index(&repo)?;
+            let r = {
+                let _p = watch(g, "repair", &repo);
+                commands::repair::repair_index(&repo)?
+            };
             if g.json {
                 print_json(&r)?;
             } else {
@@ -670,13 +728,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 .iter()
                 .map(|p| resolve_pack(&repo, p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let r = commands::repair::repair_packs(
-                &repo,
-                &commands::repair::RepairPacksOptions {
-                    packs,
-                    forget_damaged,
-                },
-            )?;
+            let r = {
+                let _p = watch(g, "repair", &repo);
+                commands::repair::repair_packs(
+                    &repo,
+                    &commands::repair::RepairPacksOptions {
+                        packs,
+                        forget_damaged,
+                    },
+                )?
+            };
             if g.json {
                 print_json(&r)?;
             } else {

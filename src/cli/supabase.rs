@@ -132,7 +132,10 @@ pub(super) fn restore(
         retry_deadline: g.retry_deadline,
         tools: tools(pg),
     };
-    let out = restore_to_supabase(&repo, snapshot, &opts)?;
+    let out = {
+        let _p = super::watch(g, "restore", &repo);
+        restore_to_supabase(&repo, snapshot, &opts)?
+    };
     if g.json {
         return print_json(&out);
     }

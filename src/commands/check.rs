@@ -340,16 +340,35 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         ));
     }
     let ctx = ReadCtx::new(repo, &index, &used, &selected);
+    // Bytes: the stored size of the packs read whole, each counted once it is done.
+    let activity = repo.activity();
+    activity.start(
+        if selected.is_empty() {
+            "read headers"
+        } else {
+            "read packs"
+        },
+        present
+            .iter()
+            .filter(|(id, _, _)| selected.contains(id))
+            .map(|(_, _, size)| size)
+            .sum(),
+        present.len() as u64,
+    );
     let results: Vec<PackResult> = pool.install(|| {
         use rayon::prelude::*;
         present
             .par_iter()
             .map(|(id, p, size)| {
-                if selected.contains(id) {
-                    ctx.read_pack(id, p)
+                let r = if selected.contains(id) {
+                    let r = ctx.read_pack(id, p);
+                    activity.add_bytes(*size);
+                    r
                 } else {
                     PackResult::header(compare_header(repo, id, *size, p))
-                }
+                };
+                activity.add_items(1);
+                r
             })
             .collect()
     });

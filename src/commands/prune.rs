@@ -201,6 +201,8 @@ enum Fate {
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let now = chrono::Utc::now().timestamp();
     let grace = opts.grace.as_secs().min(i64::MAX as u64) as i64;
+    let activity = repo.activity();
+    activity.start("plan", 0, 0);
     // Snapshots, then index files, then packs: see the module documentation.
     // First, what killed runs left in the repository's `tmp/`: it frees space before this
     // run writes anything (a full disk's way out).
@@ -415,6 +417,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|id| matches!(fates[*id], Fate::Delete) && packs[*id].marked_at.is_some())
         .copied()
         .collect();
+    // Bytes: what repacking copies; items: the packs of each phase.
+    activity.start("delete packs", report.bytes_repacked, early.len() as u64);
     if !early.is_empty() {
         let at = chrono::Utc::now().timestamp();
         let tombstones = repo.save_index(&crate::format::index::IndexFile {
@@ -435,10 +439,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 fates.insert(*id, Fate::Wait(packs[id].marked_at.unwrap_or(at)));
                 report.packs_deleted -= 1;
                 report.bytes_deleted -= packs[id].size.unwrap_or(0);
+                activity.add_items(1);
                 continue;
             }
             crate::cleanup::crash_point("prune:deleting");
             repo.backend().remove(FileType::Pack, &id.to_hex())?;
+            activity.add_items(1);
             gone_early.insert(*id);
         }
         // The new index carries these tombstones and supersedes this file.
@@ -447,6 +453,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 1. Repack.
     crate::cleanup::crash_point("prune:repacking");
+    activity.next_phase("repack", to_repack.len() as u64);
     let written = repack(repo, &index, &used, &packs, &to_repack)?;
     report.packs_written = written.len();
 
@@ -513,6 +520,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again (a
     //    snapshot reviving it); an index file that cannot be read spares them all.
+    activity.next_phase("delete packs", doomed.len() as u64);
     if !doomed.is_empty() {
         let known: HashSet<Id> = supersedes.iter().chain(&new_files).copied().collect();
         let (revived, unsure) = revived_since(repo, &known)?;
@@ -524,7 +532,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         for (id, _) in doomed.iter().filter(|d| !spared.contains(d)) {
             crate::cleanup::crash_point("prune:deleting");
             repo.backend().remove(FileType::Pack, &id.to_hex())?;
+            activity.add_items(1);
         }
+        activity.add_items(spared.len() as u64);
         report.packs_deleted -= spared.len();
         report.bytes_deleted -= spared
             .iter()
@@ -679,7 +689,9 @@ fn repack(
                 )
             })?;
             out.add(e, sealed)?;
+            repo.activity().add_bytes(e.stored_len as u64);
         }
+        repo.activity().add_items(1);
     }
     out.finish()
 }

@@ -46,9 +46,15 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     use rayon::prelude::*;
     let old = repo.list_ids(FileType::Index)?;
     let packs: Vec<(Id, u64)> = repo.stored_packs()?.into_iter().collect();
+    let activity = repo.activity();
+    activity.start("read pack headers", 0, packs.len() as u64);
     let headers: Vec<(Id, Result<Vec<_>>)> = packs
         .par_iter()
-        .map(|(id, size)| (*id, repo.read_pack_header(id, *size)))
+        .map(|(id, size)| {
+            let h = repo.read_pack_header(id, *size);
+            activity.add_items(1);
+            (*id, h)
+        })
         .collect();
     let mut report = RepairIndexReport {
         packs: packs.len(),
@@ -153,8 +159,24 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     }
     let mut copier = PackCopier::new(repo);
     let mut bytes_of: HashMap<Id, Vec<u8>> = HashMap::new();
+    // Bytes: the stored size of the damaged packs, each counted once it is salvaged.
+    let stored = repo.stored_packs()?;
+    let size = |pid: &Id| stored.get(pid).copied().unwrap_or(0);
+    let activity = repo.activity();
+    activity.start(
+        "salvage",
+        damaged.iter().map(size).sum(),
+        damaged.len() as u64,
+    );
+    let done = |pid: &Id| {
+        activity.add_bytes(size(pid));
+        activity.add_items(1);
+    };
     for pid in &damaged {
-        let Some(p) = listed.get(pid) else { continue };
+        let Some(p) = listed.get(pid) else {
+            done(pid);
+            continue;
+        };
         let bytes = match repo.backend().read(FileType::Pack, &pid.to_hex()) {
             Ok(b) => b,
             // Gone: its blobs are lost. Any other failure may pass: stop before changing anything.
@@ -164,6 +186,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
                     id: *pid,
                     message: e.to_string(),
                 });
+                done(pid);
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -191,6 +214,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
             }
         }
         bytes_of.insert(*pid, bytes);
+        done(pid);
     }
     let salvaged = copier.finish()?;
     report.packs_written = salvaged.len();

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::folders::{find_file, walk, Visit};
 use crate::format::tree::FileNode;
 use crate::id::Id;
+use crate::progress::Counted;
 use crate::repository::Repository;
 use crate::restorer::write_file;
 
@@ -48,20 +49,25 @@ pub fn restore(
         p.push(name);
         p
     };
-    if !overwrite {
-        walk(repo, &index, &snap.tree, None, &mut |v| {
-            if let Visit::File(dirs, f) = v {
-                let p = place(dirs, &f.name);
-                if p.exists() {
-                    return Err(Error::Invalid(format!(
-                        "{} exists; remove it or pass --overwrite",
-                        p.display()
-                    )));
-                }
+    // A first pass: nothing is written when a file is in the way, and the total is known
+    // for the progress display.
+    let (mut total_bytes, mut total_files) = (0, 0);
+    walk(repo, &index, &snap.tree, None, &mut |v| {
+        if let Visit::File(dirs, f) = v {
+            total_bytes += f.size;
+            total_files += 1;
+            let p = place(dirs, &f.name);
+            if !overwrite && p.exists() {
+                return Err(Error::Invalid(format!(
+                    "{} exists; remove it or pass --overwrite",
+                    p.display()
+                )));
             }
-            Ok(())
-        })?;
-    }
+        }
+        Ok(())
+    })?;
+    let activity = repo.activity();
+    activity.start("restore", total_bytes, total_files);
     let mut files = Vec::new();
     let mut bytes = 0;
     let mut folders = std::collections::BTreeSet::new();
@@ -76,6 +82,7 @@ pub fn restore(
         }
         restore_file(repo, &index, &id, f, &folder, &dest, overwrite)?;
         bytes += f.size;
+        activity.add_items(1);
         let mut name = dirs.join("/");
         if !name.is_empty() {
             name.push('/');
@@ -118,7 +125,11 @@ fn restore_file(
         .map_err(|e| Error::io("create file in", folder, e))?;
     let _tracked = crate::cleanup::track_path(tmp.path());
     {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let mut counted = Counted {
+            inner: tmp.as_file_mut(),
+            activity: repo.activity(),
+        };
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut counted);
         write_file(repo, index, f, &mut w).map_err(|e| in_snapshot(e, id))?;
         w.flush().map_err(|e| Error::io("write", dest, e))?;
     }
@@ -163,6 +174,21 @@ pub fn dump(repo: &Repository, spec: &str, file: Option<&str>, out: &mut dyn Wri
         }
     };
     write_file(repo, &index, &node, out).map_err(|e| in_snapshot(e, &id))
+}
+
+/// [`dump`], counting the bytes written as done bytes of the repository's activity (a restore
+/// into a database, whose caller set the total).
+pub fn dump_counted(
+    repo: &Repository,
+    spec: &str,
+    file: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut counted = Counted {
+        inner: out,
+        activity: repo.activity(),
+    };
+    dump(repo, spec, file, &mut counted)
 }
 
 /// Names the snapshot in a damage report, so the user knows which backup is affected.

@@ -158,7 +158,8 @@ pub struct Restored {
     pub counted: Option<Vec<(String, String, u64)>>,
 }
 
-/// Restores the dump `file` of snapshot `id` into the database `conn` names.
+/// Restores the dump `file` of snapshot `id` into the database `conn` names; its bytes count as
+/// done bytes of the repository's activity, whose total the caller sets.
 #[allow(clippy::too_many_arguments)]
 pub fn pg_restore_into(
     repo: &Repository,
@@ -191,7 +192,7 @@ pub fn pg_restore_into(
         let (mut staged, _tracked) = crate::cleanup::scratch_file("restore")?;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, staged.as_file_mut());
-            super::restore::dump(repo, &spec, Some(file), &mut w)?;
+            super::restore::dump_counted(repo, &spec, Some(file), &mut w)?;
             w.flush()
                 .map_err(|e| Error::io("write", std::env::temp_dir(), e))?;
         }
@@ -209,7 +210,7 @@ pub fn pg_restore_into(
             counter: RowCounter::new(),
         };
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut counting);
-        super::restore::dump(repo, &spec, Some(file), &mut w)?;
+        super::restore::dump_counted(repo, &spec, Some(file), &mut w)?;
         w.flush().map_err(|e| {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 Error::BrokenPipe
@@ -324,6 +325,7 @@ pub fn restore_to_database(
     let clock = Instant::now();
     let (id, _snap, manifest) = load_manifest(repo, spec)?;
     let db = pick_database(&manifest, opts.database.as_deref(), &id)?;
+    repo.activity().start("restore", db.dump_bytes, 1);
     let globals_errors = if opts.globals {
         Some(apply_globals(
             repo,
@@ -343,6 +345,7 @@ pub fn restore_to_database(
         Err(e) if opts.create => return Err(failed_create(conn, db, opts.keep_partial, e)),
         Err(e) => return Err(e),
     };
+    repo.activity().add_items(1);
     let staged = restored.staged;
     let tables = restored_counts(&Client::connect(conn)?, restored.counted, opts)?;
     Ok(RestoreDbOutcome {

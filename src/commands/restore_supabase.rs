@@ -320,6 +320,8 @@ fn restore_storage(
     }
     // Objects: a bounded queue to `connections` upload threads.
     let (tx, rx) = crossbeam_channel::bounded::<(String, String, FileNode)>(opts.connections * 2);
+    let activity = repo.activity();
+    activity.next_phase("restore storage", 0);
     let uploaded = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let error: Mutex<Option<Error>> = Mutex::new(None);
@@ -335,6 +337,8 @@ fn restore_storage(
                         Ok(()) => {
                             uploaded.fetch_add(1, Ordering::Relaxed);
                             bytes.fetch_add(node.size, Ordering::Relaxed);
+                            activity.add_bytes(if opts.dry_run { 0 } else { node.size });
+                            activity.add_items(1);
                         }
                         Err(e) => {
                             error
@@ -360,6 +364,9 @@ fn restore_storage(
                         return Ok(());
                     };
                     let key = path_to_key(rest, &f.name);
+                    if !opts.dry_run {
+                        activity.add_bytes_total(f.size);
+                    }
                     if tx.send((decode_component(bucket), key, f.clone())).is_err() {
                         return Err(Error::Source("upload stopped".into()));
                     }
@@ -654,6 +661,18 @@ pub fn restore_to_supabase(
     }
 
     let roles_script = String::from_utf8_lossy(&snap.read(ROLES_FILE)?).into_owned();
+    // The dump's bytes are known; storage objects add theirs as the walk finds them.
+    let dump_bytes = manifest
+        .databases
+        .iter()
+        .find(|d| d.file == sb.database_file)
+        .map_or(0, |d| d.dump_bytes);
+    let restores_database = opts.wants(Part::Database) && !opts.dry_run;
+    repo.activity().start(
+        "restore database",
+        if restores_database { dump_bytes } else { 0 },
+        0,
+    );
     let mut owners_saved = false;
     if opts.wants(Part::Database) {
         out.extensions_created = extensions(&db, &sb.extensions, opts.dry_run)?;

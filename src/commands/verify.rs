@@ -190,9 +190,18 @@ pub fn verify(
         )?],
         None => manifest.databases.iter().collect(),
     };
+    repo.activity().start(
+        "restore",
+        dbs.iter().map(|d| d.dump_bytes).sum(),
+        dbs.len() as u64,
+    );
     let databases: Vec<DatabaseCheck> = dbs
         .into_iter()
-        .map(|db| check_database(repo, &id, db, scratch, &pg_restore, jobs))
+        .map(|db| {
+            let c = check_database(repo, &id, db, scratch, &pg_restore, jobs);
+            repo.activity().add_items(1);
+            c
+        })
         .collect();
     Ok(VerifyOutcome {
         snapshot: id,
