@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod error;
 pub mod folders;
 pub mod format;
+pub mod human;
 pub mod id;
 pub mod index;
 pub mod liveness;

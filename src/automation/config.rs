@@ -75,14 +75,18 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.path.display(),
-                p.line,
-                p.column,
-                p.message
-            )?;
+            // Line 0: about the file as a whole (it cannot be read), no position to give.
+            match p.line {
+                0 => write!(f, "{}: {}", self.path.display(), p.message)?,
+                _ => write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.path.display(),
+                    p.line,
+                    p.column,
+                    p.message
+                )?,
+            }
         }
         Ok(())
     }
@@ -755,7 +759,12 @@ impl Config {
             problems: vec![Problem {
                 line: 0,
                 column: 0,
-                message: format!("cannot read the file: {e}"),
+                message: match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "no such file: `sbk config init FILE` writes an example".to_owned()
+                    }
+                    _ => format!("cannot read the file: {e}"),
+                },
             }],
         })?;
         Config::parse(path, &text)

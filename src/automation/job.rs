@@ -693,7 +693,7 @@ impl Runner<'_> {
                             details: (attempts <= self.job.retries).then(|| {
                                 format!(
                                     "sbk retries in {}.",
-                                    humantime::format_duration(self.retry_delay(attempts))
+                                    crate::human::duration(self.retry_delay(attempts))
                                 )
                             }),
                         });

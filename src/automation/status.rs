@@ -169,15 +169,9 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
     Ok(out)
 }
 
-/// "3h 12m", "2d 4h": an age for people.
+/// "3h 12m", "2d 4h": an age for people ([`crate::human::duration`]).
 pub fn age_text(secs: i64) -> String {
-    let s = secs.max(0);
-    let (d, h, m) = (s / 86400, (s % 86400) / 3600, (s % 3600) / 60);
-    match (d, h) {
-        (0, 0) => format!("{m}m"),
-        (0, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
+    crate::human::duration(std::time::Duration::from_secs(secs.max(0) as u64))
 }
 
 /// The `sbk status` line of a job.

@@ -1093,7 +1093,7 @@ fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> Result<(), E
             } else {
                 String::new()
             },
-            humantime::format_duration(std::time::Duration::from_secs(r.grace_secs))
+            sbk::human::duration(std::time::Duration::from_secs(r.grace_secs))
         );
     }
     if r.packs_waiting > 0 {

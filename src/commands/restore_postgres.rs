@@ -118,6 +118,17 @@ fn maintenance(conn: &ConnParams, avoid: &str) -> Result<Client> {
 /// Creates the database `name` on `conn`'s server.
 pub fn create_database(conn: &ConnParams, name: &str) -> Result<()> {
     let c = maintenance(conn, name)?;
+    let exists = !c
+        .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+        .is_empty();
+    if exists {
+        return Err(Error::Refused(format!(
+            "database {name:?} already exists on {}: --create makes a new database; to restore \
+             into the existing one, leave out --create and add --clean (drops and recreates the \
+             objects the dump holds), or restore under another name",
+            conn.server()
+        )));
+    }
     c.batch(&format!("CREATE DATABASE {}", quote_ident(name)))
 }
 
