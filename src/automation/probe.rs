@@ -605,7 +605,11 @@ fn alert_task(
             };
             let login = username.is_some();
             tasks.push(Task::new("smtp", target, move || {
-                alert::probe_email(&channel).map_err(|e| e.to_string())?;
+                alert::probe_email(&channel).map_err(|e| match e {
+                    // The target names the channel, and nothing was being delivered.
+                    alert::AlertError::Smtp { message, .. } => message,
+                    e => e.to_string(),
+                })?;
                 Ok(match login {
                     true => "connected and logged in; nothing sent".to_owned(),
                     false => "connected; nothing sent".to_owned(),
