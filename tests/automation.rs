@@ -258,7 +258,8 @@ fn config_init_writes_the_seed_that_check_accepts() {
         .unwrap();
     let cron = common::pg::text(&cron.stdout);
     assert!(
-        cron.contains("0 2 * * * /usr/bin/sbk --config ")
+        cron.contains("0 2 * * * set -a; . ")
+            && cron.contains("; set +a; exec /usr/bin/sbk --config ")
             && cron.contains(" run app-daily --quiet"),
         "{cron}"
     );
@@ -1235,4 +1236,340 @@ fn status_reports_a_failed_last_run_and_strict_exits_1() {
     );
     let out = s.run(&["status", "--strict"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+/// `rest` of a configuration naming an S3 repository, an SMTP channel, a webhook and the
+/// daemon's token, all of which exist; `extra` adds more sections.
+struct ProbeWorld {
+    s3: common::s3::S3Server,
+    _s3repo: TestRepo,
+    smtp: common::mail::Smtp,
+    /// Accepts the webhook probe's connection (the kernel's backlog does; nothing is read).
+    hook: std::net::TcpListener,
+}
+
+const S3_KEY_VAR: &str = "SBK_TEST_S3_KEY";
+/// The webhook URL's token: a secret that must not appear in any output.
+const HOOK_TOKEN: &str = "T0KEN-in-the-webhook-url-77";
+
+impl ProbeWorld {
+    fn start(dir: &Path) -> Self {
+        let s3 = common::s3::S3Server::start();
+        let s3repo = TestRepo::on_s3(&s3, "probe/sbk");
+        ProbeWorld {
+            _s3repo: s3repo,
+            smtp: start_smtp(dir, true),
+            hook: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            s3,
+        }
+    }
+
+    fn rest(&self, dir: &Path, extra: &str) -> String {
+        std::fs::write(dir.join("s3-secret"), format!("{}\n", self.s3.secret_key)).unwrap();
+        std::fs::write(dir.join("s3-password"), format!("{PASSWORD}\n")).unwrap();
+        format!(
+            r#"[daemon]
+token = {{ file = "{token}" }}
+
+[repository.s3]
+url = "{s3url}"
+password = {{ file = "{s3password}" }}
+access_key_id = {{ env = "{S3_KEY_VAR}" }}
+secret_access_key = {{ file = "{s3secret}" }}
+s3_region = "us-east-1"
+
+[alert.mail]
+type = "email"
+server = "localhost"
+port = {smtp_port}
+security = "starttls"
+username = "{SMTP_USER}"
+password = {{ env = "{SMTP_PW_VAR}" }}
+from = "sbk <sbk@example.com>"
+to = ["ops@example.com"]
+ca_file = "{cert}"
+
+[alert.hook]
+type = "webhook"
+url = {{ env = "{HOOK_VAR}" }}
+
+[job.app-daily]
+source = "app"
+repository = "main"
+schedule = "0 2 * * *"
+
+{extra}
+"#,
+            token = dir.join("token").display(),
+            s3url = self.s3.url("probe/sbk"),
+            s3secret = dir.join("s3-secret").display(),
+            s3password = dir.join("s3-password").display(),
+            smtp_port = self.smtp.port,
+            cert = self.smtp.cert.display(),
+        )
+    }
+
+    /// `sbk config check --probe` with every environment secret set, and no AWS set-up of
+    /// the host's.
+    fn probe(&self, s: &Setup, args: &[&str]) -> Output {
+        self.probe_with(s, args, &[])
+    }
+
+    /// [`ProbeWorld::probe`] with some variables set otherwise.
+    fn probe_with(&self, s: &Setup, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut c = s.sbk(&["config", "check", "--probe", "--timeout", "5s"]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                c.env_remove(k);
+            }
+        }
+        c.args(args)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env(S3_KEY_VAR, &self.s3.access_key)
+            .env(
+                HOOK_VAR,
+                format!(
+                    "http://127.0.0.1:{}/hooks/{HOOK_TOKEN}",
+                    self.hook.local_addr().unwrap().port()
+                ),
+            )
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    }
+}
+
+fn lines_of(out: &Output) -> Vec<String> {
+    common::pg::text(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn config_check_probe_tries_every_secret_repository_source_and_channel() {
+    let s = Setup::new("");
+    let w = ProbeWorld::start(s.dir.path());
+    std::fs::write(s.dir.path().join("token"), "daemon-token-value-123\n").unwrap();
+    s.write_config(&w.rest(s.dir.path(), ""));
+    let secrets = [
+        PASSWORD,
+        SMTP_PASSWORD,
+        HOOK_TOKEN,
+        "daemon-token-value-123",
+        s.pg.password.as_str(),
+        w.s3.secret_key.as_str(),
+    ];
+
+    // Everything exists: one ok line per check, exit 0.
+    let out = w.probe(&s, &[]);
+    let all = format!("{}{}", common::pg::text(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{all}");
+    let lines = lines_of(&out);
+    for want in [
+        "ok   secret token of the daemon (file ",
+        &format!("ok   secret password of repository main (environment variable {REPO_PW_VAR})"),
+        "ok   secret secret_access_key of repository s3 (file ",
+        "ok   secret password of repository s3 (file ",
+        "ok   secret password of source app (environment variable",
+        "ok   secret password of alert channel mail (environment variable",
+        &format!("ok   secret url of alert channel hook (environment variable {HOOK_VAR})"),
+        "ok   repository main (",
+        "ok   repository s3 (s3:http://",
+        &format!(
+            "ok   source app (127.0.0.1:{}, database app): PostgreSQL ",
+            s.pg.port
+        ),
+        &format!(
+            "ok   smtp mail (localhost:{}, starttls): connected and logged in",
+            w.smtp.port
+        ),
+        "ok   webhook hook (127.0.0.1:",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "{want:?} in\n{all}"
+        );
+    }
+    assert!(!lines.iter().any(|l| l.starts_with("FAIL")), "{all}");
+    // Nothing was mailed.
+    assert!(w.smtp.got.lock().unwrap().is_empty());
+    for secret in secrets {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+
+    // JSON: the same checks as {check, target, ok, detail}.
+    let out = w.probe(&s, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), lines.len() - 1, "{v:#}"); // less the "valid; probing" line
+    assert!(list
+        .iter()
+        .all(|c| c["ok"] == true && c["check"].is_string() && c["detail"].is_string()));
+
+    // A missing secret file, a wrong repository password, a dead PostgreSQL port and an
+    // SMTP port nobody listens on: one FAIL line each, every other check still made, exit 1.
+    std::fs::remove_file(s.dir.path().join("token")).unwrap();
+    let dead_pg = free_port();
+    let dead_smtp = free_port();
+    let extra = format!(
+        r#"[source.dead]
+url = "postgresql://postgres@127.0.0.1:{dead_pg}/app"
+password = {{ env = "{PG_PW_VAR}" }}
+
+[alert.deadmail]
+type = "email"
+server = "127.0.0.1"
+port = {dead_smtp}
+security = "none"
+from = "sbk@example.com"
+to = ["ops@example.com"]
+"#
+    );
+    s.write_config(&w.rest(s.dir.path(), &extra));
+    let out = w.probe_with(&s, &[], &[(REPO_PW_VAR, "Wr0ng-repo-password-999")]);
+    let all = format!("{}{}", common::pg::text(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let lines = lines_of(&out);
+    let fails: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 4, "{all}");
+    for want in [
+        "FAIL secret token of the daemon (file ",
+        "FAIL repository main (",
+        &format!("FAIL source dead (127.0.0.1:{dead_pg}, database app): "),
+        &format!("FAIL smtp deadmail (127.0.0.1:{dead_smtp}, no TLS): "),
+    ] {
+        assert!(
+            fails.iter().any(|l| l.starts_with(want)),
+            "{want:?} in\n{all}"
+        );
+    }
+    assert!(fails.iter().any(|l| l.contains("wrong password")), "{all}");
+    // The rest still probed fine.
+    for want in [
+        "ok   repository s3 ",
+        "ok   source app ",
+        "ok   smtp mail ",
+        "ok   webhook hook ",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "{want:?} in\n{all}"
+        );
+    }
+    assert!(stderr(&out).contains("4 of"), "{all}");
+    for secret in secrets.iter().chain(&["Wr0ng-repo-password-999"]) {
+        assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+    }
+}
+
+#[test]
+fn schedule_print_hands_the_jobs_their_secrets_through_an_environment_file() {
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let smtp = start_smtp(smtp_dir.path(), true);
+    let s = Setup::new(&format!(
+        r#"[alert.mail]
+type = "email"
+server = "localhost"
+port = {}
+username = "{SMTP_USER}"
+password = {{ env = "{SMTP_PW_VAR}" }}
+from = "sbk@example.com"
+to = ["ops@example.com"]
+ca_file = "{}"
+
+[job.app-daily]
+source = "app"
+repository = "main"
+schedule = "0 2 * * *"
+retries = 0
+"#,
+        smtp.port,
+        smtp.cert.display()
+    ));
+    let env_file = std::fs::canonicalize(&s.config)
+        .unwrap()
+        .with_extension("env");
+    // The values a careless printer would show.
+    let sentinels = [
+        (REPO_PW_VAR, "SENTINEL-repo-pw-4711"),
+        (PG_PW_VAR, "SENTINEL-pg-pw-4712"),
+        (SMTP_PW_VAR, "SENTINEL-smtp-pw-4713"),
+    ];
+    let print = |form: &str, extra: &[&str]| {
+        let out = s
+            .sbk(&["schedule", "print", form, "--sbk", sbk_bin()])
+            .args(extra)
+            .envs(sentinels.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        common::pg::text(&out.stdout)
+    };
+
+    let systemd = print("--systemd", &[]);
+    assert!(
+        systemd.contains(&format!("\nEnvironmentFile={}\n", env_file.display())),
+        "{systemd}"
+    );
+    let cron = print("--cron", &[]);
+    for text in [&systemd, &cron] {
+        for (name, value) in sentinels {
+            assert!(
+                text.contains(&format!("#   {name}  (")),
+                "{name} in\n{text}"
+            );
+            assert!(!text.contains(value), "{value} leaked:\n{text}");
+        }
+        assert!(text.contains("password of repository main"), "{text}");
+    }
+    let custom = print("--systemd", &["--env-file", "/etc/sbk/other.env"]);
+    assert!(
+        custom.contains("\nEnvironmentFile=/etc/sbk/other.env\n"),
+        "{custom}"
+    );
+
+    // The crontab line, run as cron runs it: sh, an almost empty environment.
+    let line = cron
+        .lines()
+        .find(|l| l.starts_with("0 2 * * * ") && l.contains(" run app-daily"))
+        .unwrap_or_else(|| panic!("no line for app-daily in\n{cron}"));
+    let command = line.splitn(6, ' ').nth(5).unwrap().to_owned();
+    assert!(
+        command.starts_with(&format!("set -a; . {}; set +a; exec ", env_file.display())),
+        "{command}"
+    );
+    let cron_run = || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", s.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Without the file the job does not start at all.
+    let out = cron_run();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(s.repo.snapshots().is_empty());
+    // With it, the job has its secrets and succeeds.
+    let q = |v: &str| format!("'{}'", v.replace('\'', "'\\''"));
+    std::fs::write(
+        &env_file,
+        format!(
+            "# sbk secrets\n{REPO_PW_VAR}={}\n{PG_PW_VAR}={}\n{SMTP_PW_VAR}={}\n",
+            q(PASSWORD),
+            q(&s.pg.password),
+            q(SMTP_PASSWORD)
+        ),
+    )
+    .unwrap();
+    let out = cron_run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.repo.snapshots().len(), 1);
 }

@@ -371,9 +371,7 @@ fn send_email(
 ) -> Result<(), AlertError> {
     use lettre::message::header::ContentType;
     use lettre::message::Mailbox;
-    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-    use lettre::{Message, SmtpTransport, Transport};
+    use lettre::{Message, Transport};
 
     let config = |message: String| AlertError::Config {
         channel: label.to_owned(),
@@ -400,6 +398,30 @@ fn send_email(
         .body(alert.text())
         .map_err(|e| config(format!("cannot build the message: {}", scrub.chain(&e))))?;
 
+    let transport = smtp_transport(c, label, scrub)?;
+    transport
+        .send(&message)
+        .map(|_| ())
+        .map_err(|e| AlertError::Smtp {
+            channel: label.to_owned(),
+            message: format!("{}:{}: {}", c.server, c.port, scrub.chain(&e)),
+        })
+}
+
+/// The SMTP transport of a channel: TLS as configured, AUTH when a username is set.
+fn smtp_transport(
+    c: &EmailChannel,
+    label: &str,
+    scrub: &Scrubber,
+) -> Result<lettre::SmtpTransport, AlertError> {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::SmtpTransport;
+
+    let config = |message: String| AlertError::Config {
+        channel: label.to_owned(),
+        message: scrub.scrub(&message),
+    };
     if c.security == SmtpSecurity::None
         && c.username.is_some()
         && !c.insecure
@@ -437,14 +459,26 @@ fn send_email(
             .credentials(Credentials::new(user.clone(), password.to_owned()))
             .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
-    let transport = transport.build();
-    transport
-        .send(&message)
-        .map(|_| ())
-        .map_err(|e| AlertError::Smtp {
-            channel: label.to_owned(),
-            message: format!("{}:{}: {}", c.server, c.port, scrub.chain(&e)),
-        })
+    Ok(transport.build())
+}
+
+/// Connects to a channel's SMTP server as a delivery would (TLS, EHLO, AUTH when a username
+/// is set), says NOOP and QUIT, and sends nothing: `config check --probe` proves the channel
+/// can deliver without mailing anyone.
+pub fn probe_email(c: &EmailChannel) -> Result<(), AlertError> {
+    let channel = Channel::Email(c.clone());
+    let scrub = Scrubber::for_channel(&channel);
+    let label = channel.label();
+    let transport = smtp_transport(c, &label, &scrub)?;
+    let failed = |message: String| AlertError::Smtp {
+        channel: label.clone(),
+        message: format!("{}:{}: {message}", c.server, c.port),
+    };
+    match transport.test_connection() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(failed("the server did not answer NOOP".to_owned())),
+        Err(e) => Err(failed(scrub.chain(&e))),
+    }
 }
 
 fn send_webhook(

@@ -132,12 +132,9 @@ pub fn is_running(state_dir: &Path, job: &str) -> bool {
     held(&locks_dir(state_dir).join(format!("{job}.lock")))
 }
 
-/// Opens a configured repository; `offline_start` for runs that snapshot (see
-/// [`crate::open::OpenOptions::offline_start`]).
-pub fn open_repository(
-    r: &RepositoryConfig,
-    offline_start: bool,
-) -> Result<(Repository, Arc<crate::backend::timed::TimedBackend>)> {
+/// How a configured repository is reached, without credentials (shared with
+/// [`super::probe`], which supplies its own already-resolved keys).
+pub fn remote_options(r: &RepositoryConfig) -> crate::backend::RemoteOptions {
     let mut remote = crate::backend::RemoteOptions::default();
     if let Some(n) = r.s3_connections {
         remote.connections = n as usize;
@@ -151,6 +148,16 @@ pub fn open_repository(
     if let Some(d) = r.retry_deadline {
         remote.retry_deadline = d;
     }
+    remote
+}
+
+/// Opens a configured repository; `offline_start` for runs that snapshot (see
+/// [`crate::open::OpenOptions::offline_start`]).
+pub fn open_repository(
+    r: &RepositoryConfig,
+    offline_start: bool,
+) -> Result<(Repository, Arc<crate::backend::timed::TimedBackend>)> {
+    let mut remote = remote_options(r);
     let what = |field: &str| format!("{field} of repository {}", r.name);
     if let (Some(id), Some(secret)) = (&r.access_key_id, &r.secret_access_key) {
         remote.credentials = Some(crate::backend::s3::StaticCredentials {
@@ -176,9 +183,14 @@ pub fn source_conn(s: &SourceConfig) -> Result<ConnParams> {
         Some(p) => Some(p.resolve(&format!("password of source {}", s.name))?),
         None => None,
     };
+    source_conn_with(s, password.as_deref().map(String::as_str))
+}
+
+/// Connection parameters of a source with its password already read (or none configured).
+pub fn source_conn_with(s: &SourceConfig, password: Option<&str>) -> Result<ConnParams> {
     let lookup = |var: &str| -> Option<String> {
-        match (&password, var) {
-            (Some(p), "PGPASSWORD") => Some(p.to_string()),
+        match (password, var) {
+            (Some(p), "PGPASSWORD") => Some(p.to_owned()),
             _ => process_env(var),
         }
     };

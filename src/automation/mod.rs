@@ -7,6 +7,7 @@
 //! - [`history`]: the append-only run history that survives crashes.
 //! - [`job`]: one run of a job: snapshot, forget, prune, check, drill, with retries.
 //! - [`alert`]: e-mail (SMTP) and webhook delivery.
+//! - [`probe`]: `config check --probe`: every secret, repository, source and alert channel tried.
 //! - [`metrics`], [`status`]: Prometheus text, status lines and reports from the history.
 //! - [`daemon`]: the scheduler and its HTTP endpoints.
 
@@ -17,6 +18,7 @@ pub mod history;
 pub mod job;
 pub mod log;
 pub mod metrics;
+pub mod probe;
 pub mod schedule;
 pub mod secret;
 pub mod status;

@@ -1,10 +1,16 @@
 //! When jobs run: cron expressions (five fields, or six with seconds first, and the `@daily`
 //! names) evaluated in local time by `croner`, the rule for runs missed while nothing was
-//! running, and the same schedules written out as crontab lines or systemd timers.
+//! running, and the same schedules written out as crontab lines or systemd timers, with the
+//! environment file that hands the jobs their secrets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local};
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
+
+use super::config::Config;
 
 /// One parsed cron expression.
 #[derive(Clone, Debug)]
@@ -123,7 +129,8 @@ pub fn missed_run(
 }
 
 /// A crontab line running `command` on `schedule`; `None` when cron cannot express it
-/// (seconds, or croner's `L`, `W`, `#` and `+`).
+/// (seconds, or croner's `L`, `W`, `#` and `+`). A `%` in `command` is escaped: cron would
+/// read it as the end of the command.
 pub fn crontab_line(schedule: &Schedule, command: &str) -> Option<String> {
     let p = &schedule.cron.pattern;
     let portable = !schedule.has_seconds()
@@ -131,7 +138,7 @@ pub fn crontab_line(schedule: &Schedule, command: &str) -> Option<String> {
         && ![&p.minutes, &p.hours, &p.days, &p.months, &p.days_of_week]
             .iter()
             .any(|c| c.has_modifiers());
-    portable.then(|| format!("{} {command}", schedule.expr))
+    portable.then(|| format!("{} {}", schedule.expr, command.replace('%', "\\%")))
 }
 
 const DOW_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -194,6 +201,128 @@ pub fn on_calendar(schedule: &Schedule) -> Result<Vec<String>, String> {
             format!("{dow}*-{months}-* {time}"),
         ],
     })
+}
+
+/// What the jobs read from outside the configuration file, for the units and crontab lines
+/// `sbk schedule print` writes: cron and systemd start jobs with an almost empty environment,
+/// so a secret taken from a variable must be handed over in an environment file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobEnvironment {
+    /// Variables secrets are read from, each with its uses ("password of repository main").
+    pub required: BTreeMap<String, Vec<String>>,
+    /// Variables read when set (a source without `password` falls back to `PGPASSWORD`), each
+    /// with why.
+    pub optional: BTreeMap<String, Vec<String>>,
+    /// Files secrets are read from, with their uses.
+    pub files: BTreeMap<PathBuf, Vec<String>>,
+    /// Uses of secrets read from a command.
+    pub commands: Vec<String>,
+}
+
+impl JobEnvironment {
+    /// Collects what the configured jobs read (see [`super::probe::job_secrets`]).
+    pub fn of(config: &Config) -> Self {
+        let mut env = JobEnvironment::default();
+        for s in super::probe::job_secrets(config) {
+            match (&s.source.env, &s.source.file, &s.source.command) {
+                (Some(v), _, _) => env.required.entry(v.clone()).or_default().push(s.what),
+                (_, Some(p), _) => env.files.entry(p.clone()).or_default().push(s.what),
+                (_, _, Some(_)) => env.commands.push(s.what),
+                _ => {}
+            }
+        }
+        let mut optional = |var: &str, why: String| {
+            let list = env.optional.entry(var.to_owned()).or_default();
+            if !list.contains(&why) {
+                list.push(why);
+            }
+        };
+        for j in config.jobs.values() {
+            if let Some(r) = config.repositories.get(&j.repository) {
+                if r.url.starts_with("s3:") && r.access_key_id.is_none() {
+                    let why = format!("repository {} has no access_key_id", r.name);
+                    for v in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"] {
+                        optional(v, why.clone());
+                    }
+                }
+            }
+            let Some(s) = j.source.as_ref().and_then(|s| config.sources.get(s)) else {
+                continue;
+            };
+            if s.password.is_none() {
+                optional(
+                    "PGPASSWORD",
+                    format!(
+                        "source {} has no `password` (or a ~/.pgpass of the user the jobs run as)",
+                        s.name
+                    ),
+                );
+            }
+            if let Some(sb) = &s.supabase {
+                if !sb.no_storage && sb.storage_access_key_id.is_none() {
+                    let why = format!("source {} has no storage_access_key_id", s.name);
+                    optional(crate::supabase::storage::ACCESS_KEY_VAR, why.clone());
+                    optional(crate::supabase::storage::SECRET_KEY_VAR, why);
+                }
+                if !sb.no_functions
+                    && sb.project.functions_dir.is_none()
+                    && sb.access_token.is_none()
+                {
+                    optional(
+                        crate::supabase::api::TOKEN_VAR,
+                        format!("source {} has no access_token", s.name),
+                    );
+                }
+            }
+        }
+        env
+    }
+
+    /// Whether a job cannot run without the environment file.
+    pub fn needs_file(&self) -> bool {
+        !self.required.is_empty()
+    }
+
+    /// Comment lines (each starting with `#`) saying what `env_file` must and may define, and
+    /// which secret files and commands the jobs' user must be able to use, and how to check
+    /// it all with `config` (the configuration file). Names only: no value is ever printed.
+    pub fn comment(&self, env_file: &Path, check: &str) -> String {
+        let mut t = format!(
+            "# Environment file {}: create it owned by the user the jobs run as, mode 0600, one\n\
+             # NAME=value line per variable (single-quote a value with spaces or shell characters;\n\
+             # no `export`, no $-expansion). sbk never prints the values.\n",
+            env_file.display()
+        );
+        let list = |t: &mut String, map: &BTreeMap<String, Vec<String>>| {
+            for (name, uses) in map {
+                t.push_str(&format!("#   {name}  ({})\n", uses.join("; ")));
+            }
+        };
+        if self.required.is_empty() {
+            t.push_str("# No secret is read from the environment: the file is optional.\n");
+        } else {
+            t.push_str("# It must define:\n");
+            list(&mut t, &self.required);
+        }
+        if !self.optional.is_empty() {
+            t.push_str("# It may define (read when set):\n");
+            list(&mut t, &self.optional);
+        }
+        if !self.files.is_empty() {
+            t.push_str("# Secret files, which the user the jobs run as must be able to read:\n");
+            for (path, uses) in &self.files {
+                t.push_str(&format!("#   {}  ({})\n", path.display(), uses.join("; ")));
+            }
+        }
+        if !self.commands.is_empty() {
+            t.push_str(&format!(
+                "# Secret commands, run as that user with this environment: {}\n",
+                self.commands.join("; ")
+            ));
+        }
+        t.push_str(&format!("# Check it all as that user: {check}\n"));
+        t
+    }
 }
 
 #[cfg(test)]

@@ -698,7 +698,17 @@ pub struct AutomationArgs {
 pub enum ConfigCommand {
     /// Validate the configuration file (FILE, else --config or the default); every problem
     /// is reported with its line
-    Check { file: Option<PathBuf> },
+    Check {
+        file: Option<PathBuf>,
+        /// Then try everything it names: read every secret, open every repository, connect to
+        /// every source, SMTP server and webhook host (nothing is written, mailed or posted);
+        /// one line per check, exit 1 if any fails
+        #[arg(long)]
+        probe: bool,
+        /// Longest wait for each probe
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, requires = "probe")]
+        timeout: std::time::Duration,
+    },
     /// Write a commented example configuration (the seed schedule) to FILE, or to stdout
     Init { file: Option<PathBuf> },
 }
@@ -716,6 +726,10 @@ pub enum ScheduleCommand {
         /// The sbk program the entries run [default: this one]
         #[arg(long)]
         sbk: Option<PathBuf>,
+        /// The environment file that hands the jobs the secrets read from variables
+        /// [default: the configuration file's path ending in .env, e.g. /etc/sbk/sbk.env]
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sbk::automation::config::{Config, EXAMPLE};
 use sbk::automation::history::{Outcome, Trigger};
 use sbk::automation::job::RunContext;
-use sbk::automation::{daemon, log, schedule, status as st};
+use sbk::automation::{daemon, log, probe, schedule, status as st};
 use sbk::Error;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -54,10 +54,15 @@ fn metrics_option(a: &AutomationArgs, config: &mut Config) {
 
 pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
     match c {
-        ConfigCommand::Check { file } => {
+        ConfigCommand::Check {
+            file,
+            probe,
+            timeout,
+        } => {
             let path =
                 Config::locate(file.as_deref().or(g.config.as_deref())).map_err(Error::Invalid)?;
             match Config::load(&path) {
+                Ok(c) if probe => probe_config(g, &c, timeout),
                 Ok(c) => {
                     if !g.quiet {
                         out(&format!(
@@ -105,6 +110,36 @@ pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `config check --probe`: one line per check (failures only with `--quiet`), or JSON.
+fn probe_config(g: &GlobalArgs, c: &Config, timeout: std::time::Duration) -> Result<(), Error> {
+    if !g.quiet && !g.json {
+        out(&format!(
+            "{}: valid; probing with a {}s timeout\n",
+            c.path.display(),
+            timeout.as_secs_f64()
+        ))?;
+    }
+    let checks = probe::probe(c, &probe::ProbeOptions { timeout });
+    if g.json {
+        out(&(serde_json::to_string_pretty(&checks).expect("serializes") + "\n"))?;
+    } else {
+        let mut text = String::new();
+        for ch in checks.iter().filter(|ch| !g.quiet || ch.failed()) {
+            text.push_str(&ch.line());
+            text.push('\n');
+        }
+        out(&text)?;
+    }
+    let failed = checks.iter().filter(|ch| ch.failed()).count();
+    if failed > 0 {
+        if !g.json {
+            eprintln!("sbk: {failed} of {} checks failed", checks.len());
+        }
+        return Err(Error::Silent(1));
+    }
+    Ok(())
 }
 
 pub fn run_job(g: &GlobalArgs, job: &str, a: &AutomationArgs) -> Result<(), Error> {
@@ -207,10 +242,27 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand) -> Result<(), Error> {
         cron,
         systemd: _,
         sbk,
+        env_file,
     } = c;
     let cfg = load(g)?;
     let program = this_program(sbk);
     let config_path = std::fs::canonicalize(&cfg.path).unwrap_or(cfg.path.clone());
+    // Next to the configuration by default (/etc/sbk/sbk.toml: /etc/sbk/sbk.env); absolute,
+    // because cron and systemd start jobs elsewhere.
+    let env_file = match env_file {
+        Some(p) if p.is_relative() => std::env::current_dir()
+            .map_err(|e| Error::io("read the current folder", &p, e))?
+            .join(p),
+        Some(p) => p,
+        None => config_path.with_extension("env"),
+    };
+    let env = schedule::JobEnvironment::of(&cfg);
+    let check = format!(
+        "set -a; . {}; set +a; {} --config {} config check --probe",
+        shell_quote(&env_file),
+        shell_quote(&program),
+        shell_quote(&config_path)
+    );
     let command = |job: &str| {
         format!(
             "{} --config {} run {job}",
@@ -224,9 +276,18 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand) -> Result<(), Error> {
             "# sbk jobs from {} (crontab -e; cron mails what a job prints)\n",
             config_path.display()
         ));
+        text.push_str(&env.comment(&env_file, &check));
+        // cron gives jobs no secrets: each line reads the environment file first (and fails
+        // at once when a needed file is missing, rather than running without its secrets).
+        let q = shell_quote(&env_file);
+        let source = if env.needs_file() {
+            format!("set -a; . {q}; set +a; exec ")
+        } else {
+            format!("set -a; [ ! -r {q} ] || . {q}; set +a; exec ")
+        };
         for (name, job) in &cfg.jobs {
             for s in &job.schedules {
-                match schedule::crontab_line(s, &format!("{} --quiet", command(name))) {
+                match schedule::crontab_line(s, &format!("{source}{} --quiet", command(name))) {
                     Some(line) => text.push_str(&format!("{line}\n")),
                     None => text.push_str(&format!(
                         "# {name}: {:?} has seconds, which cron cannot express; use `sbk daemon`\n",
@@ -236,11 +297,19 @@ pub fn schedule(g: &GlobalArgs, c: ScheduleCommand) -> Result<(), Error> {
             }
         }
     } else {
+        text.push_str(&env.comment(&env_file, &check));
+        text.push('\n');
+        // A leading '-': the file may be missing when no secret comes from a variable.
+        let env_line = format!(
+            "EnvironmentFile={}{}",
+            if env.needs_file() { "" } else { "-" },
+            env_file.display()
+        );
         for (name, job) in &cfg.jobs {
             text.push_str(&format!(
                 "# --- /etc/systemd/system/sbk-{name}.service\n\
                  [Unit]\nDescription=sbk backup job {name}\nWants=network-online.target\n\
-                 After=network-online.target\n\n[Service]\nType=oneshot\nExecStart={}\n\
+                 After=network-online.target\n\n[Service]\nType=oneshot\n{env_line}\nExecStart={}\n\
                  # SIGTERM stops a run cleanly: nothing half-done is saved.\nKillMode=mixed\n\
                  TimeoutStopSec=5min\nNice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n\n",
                 command(name)
