@@ -172,10 +172,26 @@ fn config_check_explains_each_broken_file_with_its_line() {
 }
 
 /// Problems of every kind in one file are all reported in one run, in line order; the file
-/// may also be given as `config check FILE`.
+/// may also be given as `config check FILE`; a missing file is named without a position.
 #[test]
 fn config_check_reports_every_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexist.toml");
+    let out = Command::new(sbk_bin())
+        .args(["config", "check"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: no such file: `sbk config init FILE`",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(":0:0"), "{err}");
     let path = dir.path().join("many.toml");
     std::fs::write(
         &path,

@@ -146,10 +146,26 @@ fn many_types_round_trip_verify_and_tamper() {
     let out = repo.run(&["restore", &id, "--to-database", &pg.url("copy")]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("pg_restore failed"),
+        text(&out.stderr).contains("pg_restore failed")
+            && text(&out.stderr).contains("add --clean to drop and recreate them"),
         "{}",
         text(&out.stderr)
     );
+    // --create into it is refused before anything is done, with the usual fix.
+    let out = repo.run(&["restore", &id, "--to-database", &pg.url("copy"), "--create"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("database \"copy\" already exists")
+            && text(&out.stderr).contains("add --clean"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(pg
+        .psql(
+            "postgres",
+            "SELECT 1 FROM pg_database WHERE datname = 'copy'"
+        )
+        .contains('1'));
     // --clean replaces it; --jobs stages the dump and still restores it whole.
     ok(
         repo.run(&[

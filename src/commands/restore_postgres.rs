@@ -208,7 +208,7 @@ pub fn pg_restore_into(
                 .map_err(|e| Error::io("write", std::env::temp_dir(), e))?;
         }
         cmd.arg(format!("--jobs={}", opts.jobs)).arg(staged.path());
-        feed::run(cmd, "pg_restore", None)?;
+        feed::run(cmd, "pg_restore", None).map_err(|e| already_there(e, opts))?;
         return Ok(Restored {
             staged: true,
             counted: None,
@@ -233,11 +233,25 @@ pub fn pg_restore_into(
         counter = Some(counting.counter);
         Ok(())
     };
-    feed::run(cmd, "pg_restore", Some(&mut feed_fn))?;
+    feed::run(cmd, "pg_restore", Some(&mut feed_fn)).map_err(|e| already_there(e, opts))?;
     Ok(Restored {
         staged: false,
         counted: counter.and_then(RowCounter::finish),
     })
+}
+
+/// pg_restore's failure, with the usual fix when it met objects that already exist and
+/// `--clean` was not given.
+fn already_there(e: Error, opts: &RestoreDbOptions) -> Error {
+    match e {
+        Error::Postgres(m) if !opts.clean && m.contains("already exists") => {
+            Error::Postgres(format!(
+                "{m}\nthe database already holds objects of the dump: add --clean to drop and \
+                 recreate them, or restore into a new database with --create"
+            ))
+        }
+        other => other,
+    }
 }
 
 /// Row counts for the restore report: from the archive when it was counted as it streamed and
