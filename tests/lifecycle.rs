@@ -689,4 +689,30 @@ fn stats_show_dedup_deltas_and_compression_per_source() {
     let sources = v["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 1, "{v:#}");
     assert_eq!(sources[0]["snapshots"], 5);
+    // Compression counts whole chunks only; deltas have their own ratio.
+    let full = u64_of(&v, &["full_raw_bytes"]) as f64 / u64_of(&v, &["full_stored_bytes"]) as f64;
+    assert!(
+        (v["compression_ratio"].as_f64().unwrap() - full).abs() < 1e-9,
+        "{v:#}"
+    );
+    assert!(v["delta_ratio"].as_f64().unwrap() > 10.0, "{v:#}");
+
+    // With the first version forgotten (not pruned), its chunks stay as bases of the second's
+    // deltas: they are not "distinct data" of what is left, which never exceeds what a restore
+    // writes (plus the small tree blobs).
+    ok(&repo.run(&["forget", &versions[0].0]));
+    let v = json(&repo.run(&["--json", "stats"]));
+    assert!(u64_of(&v, &["base_only_bytes"]) > 1 << 20, "{v:#}");
+    assert!(
+        u64_of(&v, &["unique_bytes"]) <= u64_of(&v, &["logical_bytes"]) + 64 * 1024,
+        "{v:#}"
+    );
+    assert_eq!(
+        u64_of(&v, &["unique_bytes"]) + u64_of(&v, &["base_only_bytes"]),
+        u64_of(&v, &["full_raw_bytes"]) + u64_of(&v, &["delta_raw_bytes"]),
+        "{v:#}"
+    );
+    let text = String::from_utf8_lossy(&repo.run(&["stats"]).stdout).into_owned();
+    assert!(text.contains("kept only as bases of deltas"), "{text}");
+    assert!(text.contains("of changed chunks"), "{text}");
 }

@@ -1121,20 +1121,35 @@ fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> Result<(), E
 fn print_stats(g: &GlobalArgs, st: &commands::stats::Stats) -> Result<(), Error> {
     let b = |n: u64| HumanBytes(n).to_string();
     let line = |f: &commands::stats::Figures| {
-        format!(
-            "{} snapshots, {} restored size, {} unique, {} stored: dedup {:.1}x, compression {:.1}x, \
-             total {:.1}x; {} delta blobs store {} for {}",
+        let mut t = format!(
+            "{} snapshots restore to {}; deduplicated, {} of distinct data ({:.1}x); stored in \
+             {} ({:.1}x overall): {} compressed from {} of whole chunks ({:.1}x)",
             f.snapshots,
             b(f.logical_bytes),
             b(f.unique_bytes),
-            b(f.stored_bytes),
             f.dedup_ratio,
-            f.compression_ratio,
+            b(f.stored_bytes),
             f.total_ratio,
-            f.delta_blobs,
-            b(f.delta_stored_bytes),
-            b(f.delta_raw_bytes)
-        )
+            b(f.full_stored_bytes),
+            b(f.full_raw_bytes),
+            f.compression_ratio,
+        );
+        if f.delta_blobs > 0 {
+            t.push_str(&format!(
+                ", {} as {} deltas for {} of changed chunks ({:.1}x)",
+                b(f.delta_stored_bytes),
+                f.delta_blobs,
+                b(f.delta_raw_bytes),
+                f.delta_ratio
+            ));
+        }
+        if f.base_only_stored_bytes > 0 {
+            t.push_str(&format!(
+                "; {} of it kept only as bases of deltas",
+                b(f.base_only_stored_bytes)
+            ));
+        }
+        t
     };
     say!(
         g,

@@ -14,25 +14,38 @@ use crate::index::Index;
 use crate::liveness::UsedSet;
 use crate::repository::Repository;
 
-/// Figures for a set of snapshots.
+/// Figures for a set of snapshots, in the order a DBA reads them: what a restore writes, what
+/// deduplication leaves, and how that is stored (compressed whole chunks, deltas).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Figures {
     pub snapshots: usize,
     /// Bytes a restore of every snapshot would write.
     pub logical_bytes: u64,
-    /// Distinct blobs the snapshots need (with delta bases), and their plaintext bytes.
+    /// Distinct blobs the snapshots need (with delta bases).
     pub blobs: usize,
+    /// Plaintext of the distinct blobs the snapshots reference, a delta counted as the chunk it
+    /// rebuilds: what deduplication leaves of `logical_bytes` (bases needed only by deltas are
+    /// in `base_only_bytes`).
     pub unique_bytes: u64,
-    /// Stored (compressed, encrypted) bytes of those blobs.
+    /// Stored (compressed, encrypted) bytes of every blob needed, bases included.
     pub stored_bytes: u64,
-    /// Of those, delta blobs: how many, their stored bytes, and the plaintext they rebuild.
+    /// Blobs stored whole: their plaintext and stored bytes (`compression_ratio`).
+    pub full_raw_bytes: u64,
+    pub full_stored_bytes: u64,
+    /// Delta blobs: how many, their stored bytes, and the plaintext they rebuild
+    /// (`delta_ratio`).
     pub delta_blobs: usize,
     pub delta_stored_bytes: u64,
     pub delta_raw_bytes: u64,
+    /// Blobs kept only as delta bases (their own snapshots forgotten): plaintext and stored.
+    pub base_only_bytes: u64,
+    pub base_only_stored_bytes: u64,
     /// `logical_bytes / unique_bytes`.
     pub dedup_ratio: f64,
-    /// `unique_bytes / stored_bytes` (deltas included).
+    /// `full_raw_bytes / full_stored_bytes`: compression alone, deltas not counted.
     pub compression_ratio: f64,
+    /// `delta_raw_bytes / delta_stored_bytes`: what storing changed chunks as deltas saves.
+    pub delta_ratio: f64,
     /// `logical_bytes / stored_bytes`.
     pub total_ratio: f64,
 }
@@ -67,7 +80,11 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// What a set of snapshots needs, gathered one tree at a time.
 struct Tally<'a> {
+    index: &'a Index,
+    /// Every blob needed, delta bases included.
     used: UsedSet<'a>,
+    /// The blobs the snapshots reference themselves (one bit per index entry).
+    direct: Vec<u64>,
     snapshots: usize,
     logical_bytes: u64,
 }
@@ -75,7 +92,9 @@ struct Tally<'a> {
 impl<'a> Tally<'a> {
     fn new(index: &'a Index) -> Self {
         Tally {
+            index,
             used: UsedSet::new(index),
+            direct: vec![0; index.len().div_ceil(64)],
             snapshots: 0,
             logical_bytes: 0,
         }
@@ -87,6 +106,9 @@ impl<'a> Tally<'a> {
         // A missing blob is `check`'s business; stats counts what is there.
         for b in &snapshot.blobs {
             let _ = self.used.mark(b);
+            if let Some(pos) = self.index.position(b) {
+                self.direct[pos / 64] |= 1u64 << (pos % 64);
+            }
         }
     }
 
@@ -101,17 +123,27 @@ impl<'a> Tally<'a> {
             if !self.used.contains_position(pos) {
                 continue;
             }
+            let (raw, stored) = (l.raw_len() as u64, l.stored_len as u64);
             f.blobs += 1;
-            f.unique_bytes += l.raw_len() as u64;
-            f.stored_bytes += l.stored_len as u64;
+            f.stored_bytes += stored;
+            if self.direct[pos / 64] & (1u64 << (pos % 64)) != 0 {
+                f.unique_bytes += raw;
+            } else {
+                f.base_only_bytes += raw;
+                f.base_only_stored_bytes += stored;
+            }
             if l.kind() == BlobKind::Delta {
                 f.delta_blobs += 1;
-                f.delta_stored_bytes += l.stored_len as u64;
-                f.delta_raw_bytes += l.raw_len() as u64;
+                f.delta_stored_bytes += stored;
+                f.delta_raw_bytes += raw;
+            } else {
+                f.full_raw_bytes += raw;
+                f.full_stored_bytes += stored;
             }
         }
         f.dedup_ratio = ratio(f.logical_bytes, f.unique_bytes);
-        f.compression_ratio = ratio(f.unique_bytes, f.stored_bytes);
+        f.compression_ratio = ratio(f.full_raw_bytes, f.full_stored_bytes);
+        f.delta_ratio = ratio(f.delta_raw_bytes, f.delta_stored_bytes);
         f.total_ratio = ratio(f.logical_bytes, f.stored_bytes);
         f
     }
