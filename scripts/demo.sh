@@ -24,8 +24,8 @@ if ! BIN=$(pg_bindir); then
   fi
 fi
 
-echo "== building sbk"
-cargo build --locked --quiet
+echo "== building sbk (a first build compiles ~420 crates: 10-25 minutes on 2 cores; cargo shows its progress)"
+cargo build --locked
 SBK=$PWD/target/debug/sbk
 
 WORK=$(mktemp -d /tmp/sbk-demo.XXXXXX)

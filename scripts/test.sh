@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 # Fresh machine: install what is missing (no-op when all is there).
 if [ "$(id -u)" = 0 ]; then bash scripts/ci-setup.sh; fi
-echo "== cargo fmt --check, cargo clippy"
+echo "== cargo fmt --check, cargo clippy (a first run compiles every dependency: 10-15 minutes on 2 cores)"
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets --quiet -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
 if [ -n "${SBK_FUZZ_SECONDS:-}" ]; then fuzz/run-smoke.sh "$SBK_FUZZ_SECONDS"; fi
 echo "== cargo test (every test binary runs, even after a failure)"
 cargo test --locked --no-fail-fast
