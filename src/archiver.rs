@@ -29,7 +29,7 @@ use crate::format::tree::FileNode;
 use crate::format::{delta, payload, BlobKind};
 use crate::id::Id;
 use crate::index::Index;
-use crate::packer::{FinishedPack, PackWriter};
+use crate::repository::packer::{FinishedPack, PackWriter};
 use crate::repository::Repository;
 use crate::similarity::{sketch, ChunkMeta, ParentFile};
 

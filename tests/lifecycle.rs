@@ -661,7 +661,7 @@ fn sync_refuses_a_spooled_snapshot_whose_blobs_a_prune_deleted() {
     assert!(r.packs_deleted > 0, "{r:?}");
     // Back online: the spooled snapshot is refused, and stays in the spool.
     let (online, spool) = open_spooled();
-    let err = sbk::liveness::secure_spooled(&online)
+    let err = sbk::repository::liveness::secure_spooled(&online)
         .unwrap_err()
         .to_string();
     assert!(err.contains("waiting in the spool"), "{err}");

@@ -152,7 +152,7 @@ pub fn remote_options(r: &RepositoryConfig) -> crate::backend::RemoteOptions {
 }
 
 /// Opens a configured repository; `offline_start` for runs that snapshot (see
-/// [`crate::open::OpenOptions::offline_start`]).
+/// [`crate::repository::open::OpenOptions::offline_start`]).
 pub fn open_repository(
     r: &RepositoryConfig,
     offline_start: bool,
@@ -165,7 +165,7 @@ pub fn open_repository(
             secret_access_key: secret.resolve(&what("secret_access_key"))?,
         });
     }
-    let opts = crate::open::OpenOptions {
+    let opts = crate::repository::open::OpenOptions {
         location: r.url.clone(),
         remote,
         cache_dir: r.cache_dir.clone(),
@@ -740,7 +740,7 @@ impl Runner<'_> {
             let r = &self.config.repositories[&self.job.repository];
             let (repo, timed) = open_repository(r, offline_start)?;
             self.timed = Some(timed);
-            if let Some(Err(e)) = crate::open::sync_spool_first(&repo) {
+            if let Some(Err(e)) = crate::repository::open::sync_spool_first(&repo) {
                 tracing::warn!(
                     "snapshots wait in the spool and could not be uploaded yet: {}",
                     redact(&e.to_string())

@@ -112,7 +112,7 @@ mod supabase;
 /// Uploads what an earlier run left in the spool before writing anything new; a repository
 /// still unreachable only earns a warning, since this run may spool too.
 fn sync_spool_first(g: &GlobalArgs, repo: &Repository) {
-    match sbk::open::sync_spool_first(repo) {
+    match sbk::repository::open::sync_spool_first(repo) {
         None => {}
         Some(Ok(n)) => say_err(
             g,
@@ -140,8 +140,8 @@ fn kdf(a: &KdfArgs) -> KdfParams {
 }
 
 /// How to open the repository the command line names.
-fn open_options(g: &GlobalArgs, offline_start: bool) -> sbk::open::OpenOptions {
-    sbk::open::OpenOptions {
+fn open_options(g: &GlobalArgs, offline_start: bool) -> sbk::repository::open::OpenOptions {
+    sbk::repository::open::OpenOptions {
         location: g.repo.clone().unwrap_or_default(),
         remote: sbk::backend::RemoteOptions {
             connections: g.s3_connections as usize,
@@ -426,7 +426,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
                 return Ok(());
             };
-            sbk::liveness::secure_spooled(&repo)?;
+            sbk::repository::liveness::secure_spooled(&repo)?;
             let report = {
                 let _p = watch(g, "sync", &repo);
                 spool.sync(repo.activity())?

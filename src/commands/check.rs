@@ -307,7 +307,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             .entry(s.tree)
             .or_insert_with(|| tree_blobs(repo, &index, &s.tree));
     }
-    let mut used = crate::liveness::UsedSet::new(&index);
+    let mut used = crate::repository::liveness::UsedSet::new(&index);
     for b in trees.values().flatten().flatten() {
         let _ = used.mark(b);
     }
@@ -475,7 +475,7 @@ fn tree_blobs(repo: &Repository, index: &Index, tree: &Id) -> TreeBlobs {
             tree.short()
         ));
     }
-    crate::liveness::snapshot_blobs(repo, index, tree)
+    crate::repository::liveness::snapshot_blobs(repo, index, tree)
         .map_err(|e| format!("its tree cannot be read: {e}"))
 }
 
@@ -568,7 +568,7 @@ fn compare_header(
 struct ReadCtx<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    used: &'a crate::liveness::UsedSet<'a>,
+    used: &'a crate::repository::liveness::UsedSet<'a>,
     bases: BaseCache,
     /// Base blob -> the delta blobs (their indexed copy) verified right after it.
     dependents: HashMap<Id, Vec<BlobRef>>,
@@ -578,7 +578,7 @@ impl<'a> ReadCtx<'a> {
     fn new(
         repo: &'a Repository,
         index: &'a Index,
-        used: &'a crate::liveness::UsedSet<'a>,
+        used: &'a crate::repository::liveness::UsedSet<'a>,
         selected: &HashSet<Id>,
     ) -> Self {
         let mut dependents: HashMap<Id, Vec<BlobRef>> = HashMap::new();

@@ -5,7 +5,7 @@
 //! deletes packs that an earlier run marked more than a grace period ago and that nothing listed
 //! as live again since. A snapshot that was running meanwhile has either committed by then (its
 //! blobs count as used and their packs are revived) or revived the packs itself before writing its
-//! snapshot ([`crate::liveness::secure_references`]).
+//! snapshot ([`crate::repository::liveness::secure_references`]).
 //!
 //! Order of a run: list snapshots, then index files, then packs (each listing sees everything the
 //! previous one refers to, as writers make packs durable before the index and the index before
@@ -27,8 +27,8 @@ use crate::format::index::{DeletedPack, IndexPack, MarkedPack};
 use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::index::Index;
-use crate::liveness::{snapshot_blobs, UsedSet};
-use crate::packer::PackCopier;
+use crate::repository::liveness::{snapshot_blobs, UsedSet};
+use crate::repository::packer::PackCopier;
 use crate::repository::Repository;
 
 /// How long a marked pack waits before a prune deletes it, by default: longer than any snapshot

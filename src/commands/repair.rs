@@ -16,8 +16,8 @@ use crate::error::Result;
 use crate::format::index::{IndexPack, MarkedPack};
 use crate::id::Id;
 use crate::index::BlobRef;
-use crate::liveness::UsedSet;
-use crate::packer::PackCopier;
+use crate::repository::liveness::UsedSet;
+use crate::repository::packer::PackCopier;
 use crate::repository::Repository;
 
 /// What `repair index` found and wrote. Packs with an unreadable header keep the entries an
@@ -281,7 +281,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
         let mut used = UsedSet::new(&index);
         // A snapshot file that cannot be read counts as lost too.
         let whole = repo.load_snapshot(&sid).is_ok_and(|s| {
-            crate::liveness::snapshot_blobs(repo, &index, &s.tree)
+            crate::repository::liveness::snapshot_blobs(repo, &index, &s.tree)
                 .is_ok_and(|blobs| blobs.iter().all(|b| used.mark(b).is_ok()))
         });
         if !whole {

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::format::BlobKind;
 use crate::id::Id;
 use crate::index::Index;
-use crate::liveness::UsedSet;
+use crate::repository::liveness::UsedSet;
 use crate::repository::Repository;
 
 /// Figures for a set of snapshots, in the order a DBA reads them: what a restore writes, what

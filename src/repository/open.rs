@@ -96,7 +96,7 @@ pub fn sync_spool_first(repo: &Repository) -> Option<Result<usize>> {
     if spool.is_empty().unwrap_or(true) {
         return None;
     }
-    let r = crate::liveness::secure_spooled(repo)
+    let r = crate::repository::liveness::secure_spooled(repo)
         .and_then(|()| Ok(spool.sync(repo.activity())?))
         .map(|r| r.snapshots.len());
     if let Err(e) = &r {

@@ -1,0 +1,197 @@
+//! Index files: loading those in force (the supersede rules, damaged files covered by pack
+//! headers), saving and replacing them.
+
+use super::*;
+
+/// The index files in force: see [`Repository::load_index_files`].
+#[derive(Debug, Default)]
+pub struct IndexFiles {
+    pub files: Vec<(Id, IndexFile)>,
+    /// Index files still stored that a file in `files` supersedes.
+    pub superseded: Vec<Id>,
+    /// Effective index files that failed to load (passed over: see [`Repository::damage`]).
+    pub damaged: Vec<Id>,
+    /// When some are damaged: the packs no intact file names, from their own headers (which
+    /// carry the same entries), so that reading and writing go on.
+    pub recovered: Vec<IndexPack>,
+}
+
+impl IndexFiles {
+    /// Builds the in-memory index.
+    pub fn to_index(&self) -> Result<Index> {
+        let mut index = Index::new();
+        for (id, f) in &self.files {
+            index
+                .add_file(f)
+                .map_err(|e| damaged(FileType::Index, id, e))?;
+        }
+        for p in &self.recovered {
+            index
+                .add_pack(p.id, &p.blobs)
+                .map_err(|e| Error::damaged(format!("pack {}", p.id), e))?;
+        }
+        index.finalize();
+        index.set_loaded_files(
+            self.files
+                .iter()
+                .map(|(id, _)| *id)
+                .chain(self.superseded.iter().copied())
+                .chain(self.damaged.iter().copied())
+                .collect(),
+        );
+        Ok(index)
+    }
+}
+
+impl Repository {
+    /// Loads one index file.
+    pub fn load_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let plain = self.load_file(FileType::Index, id, aad::INDEX)?;
+        IndexFile::decode(&plain).map_err(|e| damaged(FileType::Index, id, e))
+    }
+
+    /// Loads the effective index files: every index file except those that another one
+    /// supersedes (a file `prune` replaced; it may still exist for a moment, or be damaged).
+    pub fn load_index_files(&self) -> Result<IndexFiles> {
+        // A file listed but gone when read was superseded and removed by a prune meanwhile:
+        // list again, so that the superseding file is seen.
+        let mut attempt = 0;
+        loop {
+            match self.try_load_index_files() {
+                Err(Error::Backend(e)) if e.kind == ErrorKind::NotFound && attempt < 4 => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_load_index_files(&self) -> Result<IndexFiles> {
+        use rayon::prelude::*;
+        let ids = self.list_ids(FileType::Index)?;
+        let loaded: Vec<(Id, Result<IndexFile>)> = ids
+            .par_iter()
+            .map(|id| (*id, self.load_index_file(id)))
+            .collect();
+        let superseded: std::collections::HashSet<Id> = loaded
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().ok())
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        let mut files = Vec::with_capacity(loaded.len());
+        let mut stored = Vec::new();
+        let mut damaged_files = Vec::new();
+        for (id, f) in loaded {
+            if superseded.contains(&id) {
+                stored.push(id);
+                continue;
+            }
+            match f {
+                Ok(f) => files.push((id, f)),
+                // Passed over: backups and restores go on with the packs' own headers.
+                Err(e @ Error::Damaged { .. }) => {
+                    self.note_damage(Damage {
+                        kind: "index",
+                        id,
+                        message: e.to_string(),
+                        remedy: "`sbk repair index` rebuilds the index from the packs".into(),
+                    });
+                    damaged_files.push(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        stored.sort();
+        let recovered = if damaged_files.is_empty() {
+            Vec::new()
+        } else {
+            self.recover_index(&mut files)?
+        };
+        Ok(IndexFiles {
+            files,
+            superseded: stored,
+            damaged: damaged_files,
+            recovered,
+        })
+    }
+
+    /// Covers damaged index files: the packs no intact file names, read from their headers. A
+    /// damaged file may have superseded others, which then count again: their entries for
+    /// packs no longer stored are dropped, so that no read is sent to a deleted pack.
+    pub(crate) fn recover_index(&self, files: &mut [(Id, IndexFile)]) -> Result<Vec<IndexPack>> {
+        use rayon::prelude::*;
+        let stored = self.stored_packs()?;
+        for (_, f) in files.iter_mut() {
+            f.packs.retain(|p| stored.contains_key(&p.id));
+            f.marked.retain(|m| stored.contains_key(&m.pack.id));
+        }
+        let named: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| {
+                f.packs
+                    .iter()
+                    .map(|p| p.id)
+                    .chain(f.marked.iter().map(|m| m.pack.id))
+            })
+            .collect();
+        let unnamed: Vec<(Id, u64)> = stored
+            .into_iter()
+            .filter(|(id, _)| !named.contains(id))
+            .collect();
+        // A pack whose header cannot be read is left out: `check` names it.
+        let mut packs: Vec<IndexPack> = unnamed
+            .par_iter()
+            .filter_map(|(id, size)| {
+                self.read_pack_header(id, *size)
+                    .ok()
+                    .map(|blobs| IndexPack { id: *id, blobs })
+            })
+            .collect();
+        packs.sort_by_key(|p| p.id);
+        Ok(packs)
+    }
+
+    /// Loads every effective index file into the in-memory index.
+    pub fn load_index(&self) -> Result<Index> {
+        self.load_index_files()?.to_index()
+    }
+
+    /// Saves an index file (after the packs it lists are durable).
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_file(FileType::Index, aad::INDEX, &file.encode())
+    }
+
+    /// Writes a new index in files of at most [`crate::archiver::MAX_BLOBS_PER_INDEX`] blobs,
+    /// the **last** superseding `supersedes`, so that the old files stop counting only once every
+    /// new one is durable (`prune`, `repair`).
+    pub fn replace_index(
+        &self,
+        live: Vec<IndexPack>,
+        marked: Vec<MarkedPack>,
+        deleted: Vec<DeletedPack>,
+        supersedes: &[Id],
+    ) -> Result<Vec<Id>> {
+        let limit = crate::archiver::MAX_BLOBS_PER_INDEX;
+        let mut files = vec![IndexFile::default()];
+        let mut blobs = 0;
+        let mut room = |n: usize, files: &mut Vec<IndexFile>| {
+            if blobs + n > limit && blobs > 0 {
+                files.push(IndexFile::default());
+                blobs = 0;
+            }
+            blobs += n;
+        };
+        for p in live {
+            room(p.blobs.len(), &mut files);
+            files.last_mut().expect("one").packs.push(p);
+        }
+        for m in marked {
+            room(m.pack.blobs.len(), &mut files);
+            files.last_mut().expect("one").marked.push(m);
+        }
+        let last = files.last_mut().expect("one");
+        last.deleted = deleted;
+        last.supersedes = supersedes.to_vec();
+        files.iter().map(|f| self.save_index(f)).collect()
+    }
+}

@@ -1,0 +1,322 @@
+//! The repository: the one way to storage. This file holds the handle ([`Repository`]): creating,
+//! opening and unlocking it, and what it carries (key, config, cache, spool, damage log,
+//! progress). Beside it:
+//!
+//! - `keys`: key files (unlock, add, remove);
+//! - `files`: sealed files (save, load, list, resolve a prefix);
+//! - `index_files`: the index files in force and their supersede rules;
+//! - `snapshots`: snapshot files;
+//! - `blobs` and `packs`: reading blobs (deltas rebuilt) and pack headers;
+//! - `packer`: writing packs; `liveness`: which blobs snapshots need, and a snapshot's commit
+//!   check against a concurrent prune; `open`: a repository from a location (backend stack,
+//!   spool, cache).
+//!
+//! The write order that makes sbk crash-safe: packs are made durable first (by the
+//! [`crate::archiver::Archiver`]), then the index file that lists them, then the snapshot that
+//! references them. A crash at any point leaves only unreferenced files.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::backend::spool::SpoolBackend;
+use crate::backend::{Backend, ErrorKind, FileType};
+use crate::cache::BlobCache;
+use crate::chunker::ChunkerParams;
+use crate::crypto::{aad, open_with_key, seal_with_nonce, KdfParams, MasterKey, OpenError};
+use crate::error::{Error, Result};
+use crate::format::config::{self, Compression, Config, FORMAT_VERSION};
+use crate::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
+use crate::format::key::{KeyFile, KEY_VERSION, MAX_KEY_FILE_LEN, ROLE_FULL};
+use crate::format::pack::PackEntry;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::format::{payload, BlobKind, FormatError};
+use crate::id::Id;
+use crate::index::{BlobRef, Index};
+
+mod blobs;
+mod files;
+mod index_files;
+mod keys;
+pub mod liveness;
+pub mod open;
+pub mod packer;
+mod packs;
+mod snapshots;
+
+use files::read_config;
+use keys::make_key_file;
+
+pub use index_files::IndexFiles;
+pub use keys::MAX_KEYS_TRIED;
+
+/// Upper bound for a decoded index, snapshot or config (a bomb guard, far above real sizes).
+const MAX_FILE_PLAINTEXT: usize = 1 << 30;
+/// Default target pack size: see `docs/format.md` for why.
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Longest chain of delta bases a reader follows (writers stay far below: see `docs/format.md`).
+pub const MAX_CHAIN_DEPTH: usize = 32;
+/// Default zstd level for blobs.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+
+/// Who and when, recorded in key files and snapshots.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub host: String,
+    pub username: String,
+    pub now: DateTime<FixedOffset>,
+}
+
+impl Actor {
+    /// This machine, this user, now.
+    pub fn current() -> Self {
+        Actor {
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            username: std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_default(),
+            now: chrono::Local::now().fixed_offset(),
+        }
+    }
+}
+
+/// An open, unlocked repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    key_id: Id,
+    cache: Option<BlobCache>,
+    spool: Option<Arc<SpoolBackend>>,
+    damage: DamageLog,
+    /// Progress of the command using this handle, for a display to read.
+    activity: Arc<crate::progress::Activity>,
+}
+
+/// The damaged files a repository handle passed over; clones share the list, so a caller can
+/// keep one to report after the handle is gone.
+#[derive(Clone, Debug, Default)]
+pub struct DamageLog(Arc<std::sync::Mutex<Vec<Damage>>>);
+
+impl DamageLog {
+    /// Records a file (once).
+    pub fn note(&self, d: Damage) {
+        let mut all = self.0.lock().expect("damage");
+        if !all.iter().any(|x| x.kind == d.kind && x.id == d.id) {
+            all.push(d);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Damage> {
+        self.0.lock().expect("damage").clone()
+    }
+}
+
+/// A repository file that failed to load and was passed over so that the work could go on
+/// (a backup must not stop for good over one bad file), with the command that repairs it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// `snapshot` or `index`.
+    pub kind: &'static str,
+    pub id: Id,
+    pub message: String,
+    /// What the operator runs.
+    pub remedy: String,
+}
+
+fn damaged(t: FileType, id: &Id, reason: impl std::fmt::Display) -> Error {
+    Error::damaged(format!("{} file {}", t.noun(), id), reason.to_string())
+}
+
+fn open_err(e: OpenError) -> String {
+    match e {
+        OpenError::TooShort(n) => format!("too short to be sealed ({n} bytes)"),
+        OpenError::Unauthentic => "authentication failed: the bytes were changed".into(),
+    }
+}
+
+impl Repository {
+    /// Creates a repository on an empty backend and returns it unlocked.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        kdf: KdfParams,
+        actor: &Actor,
+    ) -> Result<Self> {
+        if password.is_empty() {
+            return Err(Error::Invalid("an empty password is not allowed".into()));
+        }
+        backend.create().map_err(|e| match e.kind {
+            ErrorKind::AlreadyExists => Error::NotEmpty(backend.location()),
+            _ => e.into(),
+        })?;
+        let key = MasterKey::random();
+        let mut rid = [0u8; 32];
+        crate::crypto::getrandom(&mut rid);
+        let mut seed = [0u8; 8];
+        crate::crypto::getrandom(&mut seed);
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id(rid),
+            created: actor.now,
+            chunker: ChunkerParams::default_with_seed(u64::from_le_bytes(seed)),
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: DEFAULT_ZSTD_LEVEL,
+            },
+            pack_size: DEFAULT_PACK_SIZE,
+        };
+        // Key first, then config: a crash in between leaves a folder without config, which
+        // `sbk init` reports as not empty and nothing mistakes for a repository.
+        let (key_id, key_bytes) = make_key_file(&key, password, kdf, actor)?;
+        backend.write(FileType::Key, &key_id.to_hex(), &key_bytes)?;
+        let json = serde_json::to_vec(&config).expect("config serializes");
+        let sealed = key.seal(aad::CONFIG, &payload::encode(&json, DEFAULT_ZSTD_LEVEL));
+        backend.write(
+            FileType::Config,
+            "config",
+            &config::join(FORMAT_VERSION, &sealed),
+        )?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+            cache: None,
+            spool: None,
+            damage: Default::default(),
+            activity: Default::default(),
+        })
+    }
+
+    /// Opens a repository with a password.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let config_bytes = read_config(backend.as_ref())?;
+        let (key, key_id, key_damage) = Self::unlock(backend.as_ref(), password)?;
+        let repo = Self::open_config(backend, key, key_id, &config_bytes)?;
+        for d in key_damage {
+            repo.note_damage(d);
+        }
+        Ok(repo)
+    }
+
+    /// Opens a repository with its master key itself (a recovery sheet), no key file needed:
+    /// a wrong key is told apart from a damaged config by nothing, so both read "does not
+    /// belong to this repository".
+    pub fn open_with_master_key(backend: Arc<dyn Backend>, key: MasterKey) -> Result<Self> {
+        let config_bytes = read_config(backend.as_ref())?;
+        let (_, sealed) = config::split(&config_bytes).expect("checked by read_config");
+        if key.open(aad::CONFIG, sealed).is_err() {
+            return Err(Error::Refused(
+                "this recovery sheet does not open this repository's config: it belongs to \
+                 another repository (or the config is damaged)"
+                    .into(),
+            ));
+        }
+        Self::open_config(backend, key, Id([0; 32]), &config_bytes)
+    }
+
+    fn open_config(
+        backend: Arc<dyn Backend>,
+        key: MasterKey,
+        key_id: Id,
+        config_bytes: &[u8],
+    ) -> Result<Self> {
+        let (_, sealed) = config::split(config_bytes).expect("checked by read_config");
+        let plain = key
+            .open(aad::CONFIG, sealed)
+            .map_err(|e| Error::damaged("config", open_err(e)))?;
+        let json = payload::decode(&plain, MAX_FILE_PLAINTEXT)
+            .map_err(|e| Error::damaged("config", e.to_string()))?;
+        let config: Config =
+            serde_json::from_slice(&json).map_err(|e| Error::damaged("config", e.to_string()))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::damaged("config", e))?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_id,
+            cache: None,
+            spool: None,
+            damage: Default::default(),
+            activity: Default::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Uses a local blob cache for delta bases (see [`crate::cache`]).
+    pub fn set_cache(&mut self, cache: BlobCache) {
+        self.cache = Some(cache);
+    }
+
+    /// The blob cache, if one is in use.
+    /// Records the spool this repository was opened through (see [`crate::backend::spool`]);
+    /// `spool` must be the backend given to [`Repository::open`].
+    pub fn attach_spool(&mut self, spool: Arc<SpoolBackend>) {
+        self.spool = Some(spool);
+    }
+
+    /// The spool, when one is enabled.
+    pub fn spool(&self) -> Option<&Arc<SpoolBackend>> {
+        self.spool.as_ref()
+    }
+
+    /// Whether a snapshot is in the spool, not yet uploaded.
+    pub fn is_spooled(&self, id: &Id) -> bool {
+        self.spool.as_ref().is_some_and(|s| {
+            s.spooled(FileType::Snapshot)
+                .is_ok_and(|l| l.iter().any(|f| f.name == id.to_hex()))
+        })
+    }
+
+    pub fn cache(&self) -> Option<&BlobCache> {
+        self.cache.as_ref()
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The key file that unlocked this repository.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// Records a file passed over as damaged (once per file).
+    pub fn note_damage(&self, d: Damage) {
+        self.damage.note(d);
+    }
+
+    /// The files passed over as damaged so far, for the caller to report.
+    pub fn damage(&self) -> Vec<Damage> {
+        self.damage.all()
+    }
+
+    /// A handle on the damage list that outlives this repository handle.
+    pub fn damage_log(&self) -> DamageLog {
+        self.damage.clone()
+    }
+
+    /// The progress counters commands on this handle update; a display keeps a clone to read
+    /// them from another thread.
+    pub fn activity(&self) -> &Arc<crate::progress::Activity> {
+        &self.activity
+    }
+}
