@@ -30,7 +30,7 @@ use crate::format::{delta, payload, BlobKind};
 use crate::id::Id;
 use crate::index::Index;
 use crate::repository::packer::{FinishedPack, PackWriter};
-use crate::repository::Repository;
+use crate::repository::{Repository, MAX_BLOBS_PER_INDEX};
 use crate::similarity::{sketch, ChunkMeta, ParentFile};
 
 /// Chunks in flight between the chunker and the packer.
@@ -316,8 +316,6 @@ fn writer_loop(
 
 /// Most plaintext bytes in one blob (the format's `raw_len` limit).
 pub const MAX_BLOB_LEN: usize = (1 << 29) - 1;
-/// Most blobs listed in one index file, so every index file stays far below the readers' limit.
-pub const MAX_BLOBS_PER_INDEX: usize = 500_000;
 
 impl Sink {
     /// Appends a processed blob to the current pack unless it is already stored.

@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use crate::backend::BackendError;
-
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -97,6 +95,40 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+}
+
+// The storage backends' error, defined here (re-exported by `crate::backend`) so that this
+// module, which every other one uses, depends on none of them.
+
+/// What kind of failure a backend reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    Transient,
+    Permanent,
+}
+
+/// A backend failure: its kind and a message naming the file and the operation.
+#[derive(Debug, thiserror::Error)]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl BackendError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        BackendError {
+            kind,
+            message: message.into(),
         }
     }
 }

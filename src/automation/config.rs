@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::alert::SmtpSecurity;
-use super::schedule::Schedule;
+use super::cron::Schedule;
 use super::secret::SecretSource;
 use crate::commands::check::ReadData;
 use crate::commands::prune::MaxUnused;
@@ -382,7 +382,7 @@ pub struct DaemonConfig {
     pub token: Option<SecretSource>,
     /// How long a stopping daemon waits for running jobs to end after asking them to stop.
     pub stop_timeout: Duration,
-    /// Missed runs no older than this run once when the daemon starts ([`super::schedule::missed_run`]).
+    /// Missed runs no older than this run once when the daemon starts ([`super::cron::missed_run`]).
     pub catch_up: Duration,
 }
 
@@ -1449,12 +1449,12 @@ fn default_max_age(schedules: &[Schedule]) -> Duration {
     let mut t = chrono::Local::now();
     let mut longest = chrono::Duration::zero();
     // The longest gap over the next 64 runs covers monthly and weekday patterns.
-    let Some(mut prev) = super::schedule::next_of(schedules, t) else {
+    let Some(mut prev) = super::cron::next_of(schedules, t) else {
         return Duration::from_secs(26 * 3600);
     };
     for _ in 0..64 {
         t = prev;
-        let Some(next) = super::schedule::next_of(schedules, t) else {
+        let Some(next) = super::cron::next_of(schedules, t) else {
             break;
         };
         longest = longest.max(next - prev);

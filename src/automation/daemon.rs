@@ -4,7 +4,7 @@
 //! - A job never overlaps itself: a scheduled time that comes while the job still runs (its
 //!   retries included) is skipped and logged. The job lock also keeps `sbk run` out.
 //! - Missed runs: at start, a job whose latest scheduled time lies after its latest recorded
-//!   run, and no older than `catch_up`, runs once at once ([`schedule::missed_run`]).
+//!   run, and no older than `catch_up`, runs once at once ([`cron::missed_run`]).
 //! - SIGTERM or SIGINT: no new run starts; running jobs are asked to stop (their dumps are
 //!   killed, nothing half-done is saved: a snapshot only exists once its snapshot file is
 //!   written, which is the last step), and the daemon waits up to `stop_timeout` for them.
@@ -28,9 +28,9 @@ use hyper::{Request, Response, StatusCode};
 
 use super::alert::{self, Alert, AlertKind};
 use super::config::Config;
+use super::cron;
 use super::history::{History, Trigger};
 use super::job::{self, RunContext};
-use super::schedule;
 use super::status::{self, age_text, esc};
 use crate::error::{Error, Result};
 use crate::repository::Actor;
@@ -79,7 +79,7 @@ fn next_times(
             });
             (
                 n.clone(),
-                kept.unwrap_or_else(|| schedule::next_of(&j.schedules, now)),
+                kept.unwrap_or_else(|| cron::next_of(&j.schedules, now)),
             )
         })
         .collect();
@@ -111,7 +111,7 @@ pub fn run(
     reload: Option<Reload<'_>>,
 ) -> Result<()> {
     // Held until the daemon stops: `status` shows next runs only while it is held.
-    let _lock = super::job::lock_daemon(&config.state_dir)?;
+    let _lock = super::lock::lock_daemon(&config.state_dir)?;
     let mut config = Arc::new(config);
     let addr = listen.unwrap_or(config.daemon.listen);
     // Resolved once: the HTTP server must not run a secret's command per request.
@@ -166,7 +166,7 @@ pub fn run(
             .rev()
             .find(|r| &r.job == name)
             .map(|r| r.started.with_timezone(&Local));
-        if let Some(missed) = schedule::missed_run(&j.schedules, last, now, catch_up) {
+        if let Some(missed) = cron::missed_run(&j.schedules, last, now, catch_up) {
             tracing::info!(job = %name, missed = %missed, "running a run missed while the daemon was down");
             start(&config, name, Trigger::CatchUp, &mut running);
         }
@@ -208,12 +208,13 @@ pub fn run(
             if now - t > catch_up {
                 // The machine slept past this time: the missed-run rule applies here too.
                 tracing::warn!(job = %name, scheduled = %t, "skipped: missed by more than catch_up (the machine slept?)");
-            } else if running.contains_key(name) || job::is_running(&config.state_dir, name) {
+            } else if running.contains_key(name) || super::lock::is_running(&config.state_dir, name)
+            {
                 tracing::warn!(job = %name, scheduled = %t, "skipped: the job is still running");
             } else {
                 start(&config, name, Trigger::Schedule, &mut running);
             }
-            *at = schedule::next_of(&config.jobs[name].schedules, now);
+            *at = cron::next_of(&config.jobs[name].schedules, now);
         }
         for (name, at) in next_digest.iter_mut() {
             let Some(t) = *at else { continue };

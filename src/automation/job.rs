@@ -5,9 +5,6 @@
 //! recorded in the [`History`] before it starts and when it ends; alerts go out on the first
 //! failure of a streak and on the recovery that ends it.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +17,11 @@ use super::config::{
     job_tag, ChannelConfig, Config, JobConfig, RepositoryConfig, RetentionScope, SourceConfig,
     StepWhen,
 };
+use super::cron;
 use super::history::{
     new_run_id, DrillFacts, Entry, History, Outcome, RepositoryFacts, RunRecord, SnapshotFacts,
     Step, StepRecord, Trigger,
 };
-use super::schedule;
 use super::secret::redact;
 use crate::backend::FileType;
 use crate::commands;
@@ -33,104 +30,6 @@ use crate::postgres::conn::{process_env, ConnParams};
 use crate::postgres::manifest::DumpOptions;
 use crate::postgres::tools::Tools;
 use crate::repository::{Actor, Repository};
-
-/// Holds a job's lock file locked for as long as it lives.
-pub struct JobLock {
-    _file: File,
-}
-
-fn locks_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("locks")
-}
-
-/// Takes the lock of `job`, or says who holds it.
-pub fn lock_job(state_dir: &Path, job: &str) -> Result<JobLock> {
-    let path = locks_dir(state_dir).join(format!("{job}.lock"));
-    lock_file(
-        &path,
-        &format!("job {job:?} is already running"),
-        "this run was not started",
-    )
-}
-
-/// The daemon's lock file: held while a daemon serves this state folder, so that `status`
-/// shows next run times only when something will start those runs (and two daemons of one
-/// configuration cannot both run the jobs).
-fn daemon_lock_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("daemon.lock")
-}
-
-/// Takes the daemon's lock, or says who holds it.
-pub fn lock_daemon(state_dir: &Path) -> Result<JobLock> {
-    lock_file(
-        &daemon_lock_path(state_dir),
-        "a daemon is already running for this state folder",
-        "this one was not started",
-    )
-}
-
-/// Whether a daemon is running for `state_dir`.
-pub fn daemon_running(state_dir: &Path) -> bool {
-    held(&daemon_lock_path(state_dir))
-}
-
-/// Whether someone holds the lock at `path` (a shared probe: two probes never see each other).
-fn held(path: &Path) -> bool {
-    match File::open(path) {
-        Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}
-
-/// Takes the lock at `path`, writing who holds it; refused with `busy (holder); consequence`.
-fn lock_file(path: &Path, busy: &str, consequence: &str) -> Result<JobLock> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("open", path, e))?;
-    // A status probe ([`is_running`]) holds the lock for an instant: try a few times.
-    let mut tries = 0;
-    let locked = loop {
-        match file.try_lock() {
-            Err(std::fs::TryLockError::WouldBlock) if tries < 5 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(40));
-            }
-            other => break other,
-        }
-    };
-    match locked {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(path).unwrap_or_default();
-            return Err(Error::Refused(format!(
-                "{busy} ({}); {consequence}",
-                holder.trim()
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
-    }
-    // Who holds it, for the message above: informative only, the lock is the flock.
-    let _ = file.set_len(0).and_then(|()| {
-        writeln!(
-            file,
-            "pid {}, since {}",
-            std::process::id(),
-            Local::now().format("%Y-%m-%d %H:%M:%S")
-        )
-    });
-    Ok(JobLock { _file: file })
-}
-
-/// Whether `job` is running now (its lock is held by someone).
-pub fn is_running(state_dir: &Path, job: &str) -> bool {
-    held(&locks_dir(state_dir).join(format!("{job}.lock")))
-}
 
 /// How a configured repository is reached, without credentials (shared with
 /// [`super::probe`], which supplies its own already-resolved keys).
@@ -432,7 +331,7 @@ impl Alerts<'_> {
 /// Runs job `name` of `config` once, now.
 pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecord> {
     let job = config.job(name)?;
-    let lock = lock_job(&config.state_dir, name)?;
+    let lock = super::lock::lock_job(&config.state_dir, name)?;
     let history = History::new(&config.state_dir);
     let host = Actor::current().host;
     let mut alerts = Alerts {
@@ -504,7 +403,7 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
     let due = |w: &StepWhen, step: Step| match w {
         StepWhen::Never => false,
         StepWhen::Always => true,
-        StepWhen::Due(s) => schedule::is_due(
+        StepWhen::Due(s) => cron::is_due(
             s,
             before
                 .step_success

@@ -13,9 +13,11 @@
 
 pub mod alert;
 pub mod config;
+pub mod cron;
 pub mod daemon;
 pub mod history;
 pub mod job;
+pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod probe;

@@ -10,8 +10,8 @@ use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
 use super::config::Config;
+use super::cron;
 use super::history::{History, Outcome, RunRecord, Step};
-use super::schedule;
 use crate::error::Result;
 
 /// One job's state.
@@ -75,13 +75,13 @@ pub struct LastRun {
 /// The status of every job of `config` at `now`.
 pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
     let history = History::new(&config.state_dir);
-    let running = |job: &str, _: &str| super::job::is_running(&config.state_dir, job);
+    let running = |job: &str, _: &str| super::lock::is_running(&config.state_dir, job);
     let runs = history.runs(&running)?;
     let mut by_job: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
     for r in &runs {
         by_job.entry(r.job.as_str()).or_default().push(r);
     }
-    let daemon = super::job::daemon_running(&config.state_dir);
+    let daemon = super::lock::daemon_running(&config.state_dir);
     let mut out = Vec::new();
     for (name, job) in &config.jobs {
         let list = by_job.remove(name.as_str()).unwrap_or_default();
@@ -125,7 +125,7 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
         out.push(JobStatus {
             job: name.clone(),
             repository: job.repository.clone(),
-            running: super::job::is_running(&config.state_dir, name),
+            running: super::lock::is_running(&config.state_dir, name),
             last_run: last.map(|r| LastRun {
                 started: r.started,
                 finished: r.finished,
@@ -147,7 +147,7 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
             // Without a daemon nothing starts the next run (cron or systemd may: their times
             // are theirs, `schedule print`).
             next_run: daemon
-                .then(|| schedule::next_of(&job.schedules, now.with_timezone(&Local)))
+                .then(|| cron::next_of(&job.schedules, now.with_timezone(&Local)))
                 .flatten(),
             daemon,
             last_success: list
@@ -265,7 +265,7 @@ pub struct Report {
 /// The report of runs started in `[from, to]`.
 pub fn report(config: &Config, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Report> {
     let history = History::new(&config.state_dir);
-    let running = |job: &str, _: &str| super::job::is_running(&config.state_dir, job);
+    let running = |job: &str, _: &str| super::lock::is_running(&config.state_dir, job);
     let runs = history.runs(&running)?;
     let mut jobs = Vec::new();
     for name in config.jobs.keys() {

@@ -22,7 +22,6 @@ pub mod s3;
 pub mod spool;
 pub mod timed;
 
-use std::fmt;
 use std::path::PathBuf;
 
 /// The kinds of repository files; [`FileType::dirname`] is the one place that knows the layout.
@@ -93,36 +92,7 @@ pub fn check_name(name: &str) -> BResult<()> {
     Ok(())
 }
 
-/// What kind of failure a backend reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    AlreadyExists,
-    Transient,
-    Permanent,
-}
-
-/// A backend failure: its kind and a message naming the file and the operation.
-#[derive(Debug, thiserror::Error)]
-pub struct BackendError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl fmt::Display for BackendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl BackendError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        BackendError {
-            kind,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::error::{BackendError, ErrorKind};
 
 /// Backend result alias.
 pub type BResult<T> = Result<T, BackendError>;

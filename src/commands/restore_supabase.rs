@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::folders::{find_file, walk, Visit};
 use crate::format::tree::FileNode;
 use crate::id::Id;
 use crate::postgres::archive::TocReader;
 use crate::postgres::client::{quote_ident, Client};
 use crate::postgres::conn::ConnParams;
 use crate::postgres::tools::Tools;
+use crate::repository::trees::{find_file, walk, Visit};
 use crate::repository::Repository;
 use crate::restorer::write_file;
 use crate::supabase::api::ApiClient;

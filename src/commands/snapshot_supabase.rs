@@ -24,7 +24,7 @@ use crossbeam_channel::bounded;
 
 use crate::archiver::{ArchiveStats, Archiver, Progress};
 use crate::error::{Error, Result};
-use crate::folders::{path_order, Folder, TreeBuilder, TreeCursor};
+use crate::folders::{path_order, Folder, TreeBuilder};
 use crate::format::snapshot::{Snapshot, Source};
 use crate::format::tree::FileNode;
 use crate::id::Id;
@@ -33,6 +33,7 @@ use crate::postgres::client::Client;
 use crate::postgres::conn::ConnParams;
 use crate::postgres::manifest::{DumpOptions, Manifest, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::postgres::tools::{server_major, Tools};
+use crate::repository::trees::TreeCursor;
 use crate::repository::{Actor, Repository};
 use crate::similarity::ParentFile;
 use crate::supabase::api::{ApiClient, FunctionInfo};

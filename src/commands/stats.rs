@@ -161,10 +161,10 @@ impl SnapshotFiles {
             blobs: Vec::new(),
             bytes: 0,
         };
-        crate::folders::walk(repo, index, tree, None, &mut |v| {
+        crate::repository::trees::walk(repo, index, tree, None, &mut |v| {
             match v {
-                crate::folders::Visit::Tree(id) => out.blobs.push(*id),
-                crate::folders::Visit::File(_, f) => {
+                crate::repository::trees::Visit::Tree(id) => out.blobs.push(*id),
+                crate::repository::trees::Visit::File(_, f) => {
                     out.bytes += f.size;
                     out.blobs.extend_from_slice(&f.content);
                 }

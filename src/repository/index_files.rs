@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Most blobs listed in one index file, so every index file stays far below the readers' limit.
+pub const MAX_BLOBS_PER_INDEX: usize = 500_000;
+
 /// The index files in force: see [`Repository::load_index_files`].
 #[derive(Debug, Default)]
 pub struct IndexFiles {
@@ -161,7 +164,7 @@ impl Repository {
         self.save_file(FileType::Index, aad::INDEX, &file.encode())
     }
 
-    /// Writes a new index in files of at most [`crate::archiver::MAX_BLOBS_PER_INDEX`] blobs,
+    /// Writes a new index in files of at most [`MAX_BLOBS_PER_INDEX`] blobs,
     /// the **last** superseding `supersedes`, so that the old files stop counting only once every
     /// new one is durable (`prune`, `repair`).
     pub fn replace_index(
@@ -171,7 +174,7 @@ impl Repository {
         deleted: Vec<DeletedPack>,
         supersedes: &[Id],
     ) -> Result<Vec<Id>> {
-        let limit = crate::archiver::MAX_BLOBS_PER_INDEX;
+        let limit = MAX_BLOBS_PER_INDEX;
         let mut files = vec![IndexFile::default()];
         let mut blobs = 0;
         let mut room = |n: usize, files: &mut Vec<IndexFile>| {

@@ -80,10 +80,10 @@ impl<'a> UsedSet<'a> {
 /// (bases follow from the index).
 pub fn snapshot_blobs(repo: &Repository, index: &Index, tree_id: &Id) -> Result<Vec<Id>> {
     let mut out = Vec::new();
-    crate::folders::walk(repo, index, tree_id, None, &mut |v| {
+    crate::repository::trees::walk(repo, index, tree_id, None, &mut |v| {
         match v {
-            crate::folders::Visit::Tree(id) => out.push(*id),
-            crate::folders::Visit::File(_, f) => out.extend_from_slice(&f.content),
+            crate::repository::trees::Visit::Tree(id) => out.push(*id),
+            crate::repository::trees::Visit::File(_, f) => out.extend_from_slice(&f.content),
         }
         Ok(())
     })?;

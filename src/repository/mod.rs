@@ -44,11 +44,12 @@ pub mod open;
 pub mod packer;
 mod packs;
 mod snapshots;
+pub mod trees;
 
 use files::read_config;
 use keys::make_key_file;
 
-pub use index_files::IndexFiles;
+pub use index_files::{IndexFiles, MAX_BLOBS_PER_INDEX};
 pub use keys::MAX_KEYS_TRIED;
 
 /// Upper bound for a decoded index, snapshot or config (a bomb guard, far above real sizes).
