@@ -89,6 +89,11 @@ impl Error {
         }
     }
 
+    /// Whether the storage reported the file missing.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Backend(b) if b.kind == ErrorKind::NotFound)
+    }
+
     /// Shorthand for local I/O errors.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

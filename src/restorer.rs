@@ -87,9 +87,9 @@ pub fn write_file(
         .collect::<Result<Vec<_>>>()?;
     // Reads from a remote backend wait on the network: as many at once as it has connections,
     // on threads of their own rather than the CPU-sized global pool.
-    let concurrency = repo.backend().concurrency();
+    let concurrency = repo.concurrency();
     // Remote reads are coalesced into runs, so a window spans several runs per connection.
-    let local = repo.backend().is_local();
+    let local = repo.is_local();
     let window = if local {
         WINDOW
     } else {

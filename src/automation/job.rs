@@ -23,7 +23,6 @@ use super::history::{
     Step, StepRecord, Trigger,
 };
 use super::secret::redact;
-use crate::backend::FileType;
 use crate::commands;
 use crate::error::{Error, Result};
 use crate::postgres::conn::{process_env, ConnParams};
@@ -707,7 +706,6 @@ impl Runner<'_> {
             no_functions: sb.no_functions,
             reread_storage: false,
             connections: repo
-                .backend()
                 .concurrency()
                 .max(crate::backend::s3::DEFAULT_CONNECTIONS),
             ca_cert: None,
@@ -930,12 +928,10 @@ impl Runner<'_> {
     /// Repository size and snapshot count, when the repository could be opened.
     fn facts(&mut self) {
         let Some(repo) = &self.repo else { return };
-        let size = repo.backend().list(FileType::Pack);
-        let snaps = repo.backend().list(FileType::Snapshot);
-        if let (Ok(packs), Ok(snaps)) = (size, snaps) {
+        if let Ok(size) = repo.storage_size() {
             self.record.repository = Some(RepositoryFacts {
-                size_bytes: packs.iter().map(|p| p.size).sum(),
-                snapshots: snaps.len() as u64,
+                size_bytes: size.pack_bytes,
+                snapshots: size.snapshot_files as u64,
                 damaged: repo
                     .damage()
                     .iter()

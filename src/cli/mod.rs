@@ -418,18 +418,17 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Sync => {
             let repo = open(g)?;
-            let Some(spool) = repo.spool() else {
+            let report = {
+                let _p = watch(g, "sync", &repo);
+                commands::sync::sync(&repo)?
+            };
+            let Some(report) = report else {
                 say!(
                     g,
                     "nothing to sync: {} needs no spool",
                     g.repo.as_deref().unwrap_or_default()
                 );
                 return Ok(());
-            };
-            sbk::repository::liveness::secure_spooled(&repo)?;
-            let report = {
-                let _p = watch(g, "sync", &repo);
-                spool.sync(repo.activity())?
             };
             if g.json {
                 print_json(&report)?;

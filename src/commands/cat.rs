@@ -66,7 +66,7 @@ pub fn cat(repo: &Repository, target: &CatTarget) -> Result<Value> {
         }
         CatTarget::Pack(p) => {
             let id = repo.resolve(FileType::Pack, p)?;
-            let bytes = repo.backend().read(FileType::Pack, &id.to_hex())?;
+            let bytes = repo.read_pack(&id)?;
             let entries = repo.parse_pack(&id, &bytes)?;
             json!({"id": id, "size": bytes.len(), "blobs": entries_json(&entries)})
         }

@@ -193,7 +193,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Keys.
     for id in repo.list_ids(FileType::Key)? {
-        match repo.backend().read(FileType::Key, &id.to_hex()) {
+        match repo.read_key_file(&id) {
             Ok(b) if Id::of_file_bytes(&b) == id => {}
             Ok(_) => found.file(
                 "key",
@@ -288,8 +288,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     // Headers, or whole packs with --read-data.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(
-            repo.backend()
-                .concurrency()
+            repo.concurrency()
                 .max(std::thread::available_parallelism().map_or(2, |n| n.get())),
         )
         .build()
@@ -619,12 +618,10 @@ impl<'a> ReadCtx<'a> {
         }
         for d in deps {
             r.blobs_read += 1;
-            let sealed = match self.repo.backend().read_range(
-                FileType::Pack,
-                &d.pack.to_hex(),
-                d.offset as u64,
-                d.stored_len,
-            ) {
+            let sealed = match self
+                .repo
+                .read_pack_range(&d.pack, d.offset as u64, d.stored_len)
+            {
                 Ok(s) => s,
                 Err(e) => {
                     r.blob_errors.push((d.id, d.pack, e.to_string()));
@@ -646,7 +643,7 @@ impl<'a> ReadCtx<'a> {
             read: true,
             ..Default::default()
         };
-        let bytes = match repo.backend().read(FileType::Pack, &id.to_hex()) {
+        let bytes = match repo.read_pack(id) {
             Ok(b) => b,
             Err(e) => {
                 r.pack_error = Some(e.to_string());

@@ -272,7 +272,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     }
     if !opts.dry_run {
         for id in &report.removed {
-            repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
+            repo.remove_snapshot(id)?;
             crate::cleanup::crash_point("forget:removing");
         }
     }

@@ -97,7 +97,7 @@ pub fn recovery_sheet(repo: &Repository) -> String {
          encrypt  {encrypt}\n\
          id_key   {id_key}\n\
          check    {check}\n",
-        location = repo.backend().location(),
+        location = repo.location(),
         id = repo.config().id,
         now = chrono::Local::now().format("%Y-%m-%d %H:%M %z"),
         encrypt = grouped(&key.encrypt),

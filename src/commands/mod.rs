@@ -16,6 +16,7 @@ pub mod snapshot_postgres;
 pub mod snapshot_supabase;
 pub mod snapshots;
 pub mod stats;
+pub mod sync;
 pub mod verify;
 
 use serde::Serialize;

@@ -208,7 +208,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // run writes anything (a full disk's way out).
     let tmp_files_removed = match opts.dry_run {
         true => 0,
-        false => repo.backend().sweep_tmp(opts.grace.max(TMP_MIN_AGE))?,
+        false => repo.sweep_tmp(opts.grace.max(TMP_MIN_AGE))?,
     };
     let snapshots = repo.list_snapshots()?;
     let files = repo.load_index_files()?;
@@ -443,7 +443,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 continue;
             }
             crate::cleanup::crash_point("prune:deleting");
-            repo.backend().remove(FileType::Pack, &id.to_hex())?;
+            repo.remove_pack(id)?;
             activity.add_items(1);
             gone_early.insert(*id);
         }
@@ -531,7 +531,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .collect();
         for (id, _) in doomed.iter().filter(|d| !spared.contains(d)) {
             crate::cleanup::crash_point("prune:deleting");
-            repo.backend().remove(FileType::Pack, &id.to_hex())?;
+            repo.remove_pack(id)?;
             activity.add_items(1);
         }
         activity.add_items(spared.len() as u64);
@@ -558,14 +558,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             let corrected = repo.replace_index(live, marked, deleted, &again)?;
             report.index_files_written += corrected.len();
             for id in &new_files {
-                repo.backend().remove(FileType::Index, &id.to_hex())?;
+                repo.remove_index_file(id)?;
             }
         }
     }
 
     // 4. The superseded index files.
     for id in &supersedes {
-        repo.backend().remove(FileType::Index, &id.to_hex())?;
+        repo.remove_index_file(id)?;
         report.index_files_removed += 1;
     }
     Ok(report)
@@ -662,7 +662,7 @@ fn repack(
 ) -> Result<Vec<IndexPack>> {
     let mut out = PackCopier::new(repo);
     for pid in ids {
-        let bytes = repo.backend().read(FileType::Pack, &pid.to_hex())?;
+        let bytes = repo.read_pack(pid)?;
         repo.parse_pack(pid, &bytes).map_err(|e| {
             Error::damaged(
                 format!("pack file {pid}"),

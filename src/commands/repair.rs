@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::backend::{ErrorKind, FileType};
+use crate::backend::FileType;
 use crate::error::Result;
 use crate::format::index::{IndexPack, MarkedPack};
 use crate::id::Id;
@@ -177,10 +177,10 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
             done(pid);
             continue;
         };
-        let bytes = match repo.backend().read(FileType::Pack, &pid.to_hex()) {
+        let bytes = match repo.read_pack(pid) {
             Ok(b) => b,
             // Gone: its blobs are lost. Any other failure may pass: stop before changing anything.
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 report.blobs_lost += p.blobs.len();
                 report.not_moved.push(Problem {
                     id: *pid,
@@ -189,7 +189,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
                 done(pid);
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         for e in &p.blobs {
             let blob = BlobRef {
@@ -254,9 +254,9 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     for pid in &damaged {
         let bytes = match bytes_of.remove(pid) {
             Some(b) => b,
-            None => match repo.backend().read(FileType::Pack, &pid.to_hex()) {
+            None => match repo.read_pack(pid) {
                 Ok(b) => b,
-                Err(e) if e.kind != ErrorKind::NotFound => return Err(e.into()),
+                Err(e) if !e.is_not_found() => return Err(e),
                 Err(e) => {
                     if !report.not_moved.iter().any(|p| p.id == *pid) {
                         report.not_moved.push(Problem {
@@ -268,9 +268,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
                 }
             },
         };
-        repo.backend()
-            .write(FileType::Quarantine, &pid.to_hex(), &bytes)?;
-        repo.backend().remove(FileType::Pack, &pid.to_hex())?;
+        repo.quarantine_pack(pid, &bytes)?;
         report.quarantined.push(*pid);
     }
 
@@ -290,7 +288,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     }
     if opts.forget_damaged {
         for sid in &report.damaged_snapshots {
-            repo.backend().remove(FileType::Snapshot, &sid.to_hex())?;
+            repo.remove_snapshot(sid)?;
             report.forgotten.push(*sid);
         }
     }

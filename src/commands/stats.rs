@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::forget::{group_key, GroupKey, DEFAULT_GROUP_BY};
-use crate::backend::FileType;
 use crate::error::Result;
 use crate::format::BlobKind;
 use crate::id::Id;
@@ -179,14 +178,8 @@ impl SnapshotFiles {
 pub fn stats(repo: &Repository) -> Result<Stats> {
     let snapshots = repo.list_snapshots()?;
     let index = repo.load_index()?;
-    let mut repository_bytes = 0;
-    let mut packs = 0;
-    for t in [FileType::Pack, FileType::Index, FileType::Snapshot] {
-        for f in repo.backend().list(t)? {
-            repository_bytes += f.size;
-            packs += (t == FileType::Pack) as usize;
-        }
-    }
+    let size = repo.storage_size()?;
+    let (repository_bytes, packs) = (size.total_bytes, size.packs);
     let mut groups: BTreeMap<GroupKey, Vec<&(Id, crate::format::snapshot::Snapshot)>> =
         BTreeMap::new();
     for s in &snapshots {

@@ -44,6 +44,7 @@ pub mod open;
 pub mod packer;
 mod packs;
 mod snapshots;
+mod storage;
 pub mod trees;
 
 use files::read_config;
@@ -51,6 +52,7 @@ use keys::make_key_file;
 
 pub use index_files::{IndexFiles, MAX_BLOBS_PER_INDEX};
 pub use keys::MAX_KEYS_TRIED;
+pub use storage::StorageSize;
 
 /// Upper bound for a decoded index, snapshot or config (a bomb guard, far above real sizes).
 const MAX_FILE_PLAINTEXT: usize = 1 << 30;

@@ -1,0 +1,93 @@
+//! The raw file operations commands need beyond sealed files, typed so that no command reaches
+//! the backend: whole packs and ranges of them (check, repair, prune, cat), removals in the
+//! order each command documents, quarantine, the sweep of abandoned temporary files, sizes.
+
+use super::*;
+
+/// What the repository stores, by kind of file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageSize {
+    pub packs: usize,
+    pub pack_bytes: u64,
+    pub index_files: usize,
+    pub snapshot_files: usize,
+    /// Packs, index files and snapshot files.
+    pub total_bytes: u64,
+}
+
+impl Repository {
+    /// Where the repository lives (a path or an S3 URL), as given.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// How many requests the storage serves well at once.
+    pub fn concurrency(&self) -> usize {
+        self.backend.concurrency()
+    }
+
+    /// Whether the repository is a local folder (reads are cheap, no request to save).
+    pub fn is_local(&self) -> bool {
+        self.backend.is_local()
+    }
+
+    /// A pack file, whole, as stored.
+    pub fn read_pack(&self, pack: &Id) -> Result<Vec<u8>> {
+        Ok(self.backend.read(FileType::Pack, &pack.to_hex())?)
+    }
+
+    /// `len` bytes of a pack from `offset`.
+    pub fn read_pack_range(&self, pack: &Id, offset: u64, len: u32) -> Result<Vec<u8>> {
+        Ok(self
+            .backend
+            .read_range(FileType::Pack, &pack.to_hex(), offset, len)?)
+    }
+
+    /// A key file's bytes, as stored (check compares them with their name).
+    pub fn read_key_file(&self, id: &Id) -> Result<Vec<u8>> {
+        Ok(self.backend.read(FileType::Key, &id.to_hex())?)
+    }
+
+    /// Removes a snapshot file.
+    pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
+        Ok(self.backend.remove(FileType::Snapshot, &id.to_hex())?)
+    }
+
+    /// Removes an index file (after what supersedes it is saved).
+    pub fn remove_index_file(&self, id: &Id) -> Result<()> {
+        Ok(self.backend.remove(FileType::Index, &id.to_hex())?)
+    }
+
+    /// Removes a pack (after no index file in force lists it).
+    pub fn remove_pack(&self, id: &Id) -> Result<()> {
+        Ok(self.backend.remove(FileType::Pack, &id.to_hex())?)
+    }
+
+    /// Moves a damaged pack's bytes to `quarantine/` and removes the pack.
+    pub fn quarantine_pack(&self, id: &Id, bytes: &[u8]) -> Result<()> {
+        self.backend
+            .write(FileType::Quarantine, &id.to_hex(), bytes)?;
+        self.remove_pack(id)
+    }
+
+    /// Removes temporary files older than `age` that crashed writers left; how many.
+    pub fn sweep_tmp(&self, age: std::time::Duration) -> Result<usize> {
+        Ok(self.backend.sweep_tmp(age)?)
+    }
+
+    /// Counts and sizes of the stored packs, index files and snapshot files.
+    pub fn storage_size(&self) -> Result<StorageSize> {
+        let mut s = StorageSize::default();
+        for t in [FileType::Pack, FileType::Index, FileType::Snapshot] {
+            let files = self.backend.list(t)?;
+            let bytes: u64 = files.iter().map(|f| f.size).sum();
+            s.total_bytes += bytes;
+            match t {
+                FileType::Pack => (s.packs, s.pack_bytes) = (files.len(), bytes),
+                FileType::Index => s.index_files = files.len(),
+                _ => s.snapshot_files = files.len(),
+            }
+        }
+        Ok(s)
+    }
+}
