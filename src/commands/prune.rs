@@ -681,8 +681,7 @@ fn repack(
                     "an index entry runs past its end",
                 )
             })?;
-            let aad = crate::crypto::blob_aad(e.kind as u8, &e.id, e.base.as_ref());
-            repo.key().open(&aad, sealed).map_err(|_| {
+            repo.authenticate_entry(pid, e, sealed).map_err(|_| {
                 Error::damaged(
                     format!("blob {} in pack {pid}", e.id.short()),
                     "authentication failed while repacking: run `sbk check`",

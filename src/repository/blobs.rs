@@ -144,13 +144,21 @@ impl Repository {
         self.open_blob_checked(blob, sealed, base, true)
     }
 
+    /// Authenticates a pack entry's sealed bytes, as read from its pack, without decoding them
+    /// (prune checks what it copies into a new pack).
+    pub fn authenticate_entry(&self, pack: &Id, e: &PackEntry, sealed: &[u8]) -> Result<()> {
+        let aad = sealed_blob_aad(e.kind, &e.id, e.base.as_ref());
+        self.key.open(&aad, sealed).map(|_| ()).map_err(|err| {
+            Error::damaged(
+                format!("blob {} in pack {pack}", e.id.short()),
+                open_err(err),
+            )
+        })
+    }
+
     /// Authenticates a sealed blob without decoding it (a delta whose base is gone).
     pub fn open_sealed(&self, blob: &BlobRef, sealed: &[u8]) -> Result<()> {
-        let aad = crate::crypto::blob_aad(
-            blob.kind as u8,
-            &blob.id,
-            blob.base.as_ref().filter(|_| blob.kind == BlobKind::Delta),
-        );
+        let aad = sealed_blob_aad(blob.kind, &blob.id, blob.base.as_ref());
         self.key.open(&aad, sealed).map(|_| ()).map_err(|e| {
             Error::damaged(
                 format!("blob {} in pack {}", blob.id.short(), blob.pack),
@@ -167,11 +175,7 @@ impl Repository {
         check_id: bool,
     ) -> Result<Vec<u8>> {
         let what = || format!("blob {} in pack {}", blob.id.short(), blob.pack);
-        let aad = crate::crypto::blob_aad(
-            blob.kind as u8,
-            &blob.id,
-            blob.base.as_ref().filter(|_| blob.kind == BlobKind::Delta),
-        );
+        let aad = sealed_blob_aad(blob.kind, &blob.id, blob.base.as_ref());
         let plain = self
             .key
             .open(&aad, sealed)
@@ -214,4 +218,10 @@ pub(crate) fn with_decompressor<T>(
         let d = slot.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("zstd context"));
         f(d)
     })
+}
+
+/// A sealed blob's associated data: its kind, ID and (deltas only) base, so that no sealed
+/// blob can be passed off as another (`docs/format.md`).
+fn sealed_blob_aad(kind: BlobKind, id: &Id, base: Option<&Id>) -> Vec<u8> {
+    crate::crypto::blob_aad(kind as u8, id, base.filter(|_| kind == BlobKind::Delta))
 }
