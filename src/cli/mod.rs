@@ -107,9 +107,12 @@ macro_rules! say {
     };
 }
 
+mod maintain;
 mod options;
 mod render;
+mod restore;
 mod supabase;
+mod take;
 
 use options::*;
 use render::*;
@@ -250,153 +253,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 say_err(g, SECOND_KEY_HINT);
             }
         }
-        Command::Snapshot(sc) => {
-            let repo = open_with(g, true)?;
-            sync_spool_first(g, &repo);
-            let progress = Arc::new(Progress::default());
-            let line = snapshot_progress(g, Arc::clone(&progress));
-            let mut supabase_manifest = None;
-            let result = match sc {
-                SnapshotCommand::Supabase {
-                    project,
-                    buckets,
-                    exclude_table_data,
-                    count_rows,
-                    no_storage,
-                    no_functions,
-                    require,
-                    reread_storage,
-                    pg,
-                    common,
-                } => {
-                    let opts = supabase::snapshot_options(
-                        g,
-                        supabase::SnapshotRequest {
-                            project,
-                            buckets,
-                            exclude_table_data,
-                            count_rows,
-                            no_storage,
-                            no_functions,
-                            require,
-                            reread_storage,
-                            pg,
-                            common,
-                        },
-                    )?;
-                    commands::snapshot_supabase::snapshot_supabase(&repo, &opts, progress).map(
-                        |o| {
-                            supabase_manifest = Some(o.supabase);
-                            o.view
-                        },
-                    )
-                }
-                SnapshotCommand::Stdin { args } => commands::snapshot::snapshot_reader(
-                    &repo,
-                    &snapshot_options(&args),
-                    std::io::stdin(),
-                    progress,
-                ),
-                SnapshotCommand::Command { args, argv } => commands::snapshot::snapshot_command(
-                    &repo,
-                    &snapshot_options(&args),
-                    &argv,
-                    progress,
-                ),
-                SnapshotCommand::Postgres {
-                    url,
-                    dbnames,
-                    all_databases,
-                    exclude_table,
-                    exclude_table_data,
-                    schema,
-                    count_rows,
-                    jobs,
-                    pg,
-                    common,
-                } => {
-                    let opts = PostgresOptions {
-                        conn: pg_conn(url.as_deref())?,
-                        databases: dbnames,
-                        all_databases,
-                        dump: DumpOptions {
-                            schemas: schema,
-                            exclude_tables: exclude_table,
-                            exclude_table_data,
-                            count_rows,
-                        },
-                        jobs: jobs as usize,
-                        tools: tools(&pg),
-                        tags: common.tags,
-                        host: common.host,
-                        time: common.time,
-                        parent: common.parent,
-                        no_delta: common.no_delta,
-                        stop: None,
-                    };
-                    commands::snapshot_postgres::snapshot_postgres(&repo, &opts, progress)
-                }
-            };
-            drop(line);
-            let mut view = result?;
-            if let Some(sb) = &supabase_manifest {
-                supabase::print_snapshot_notes(g, sb)?;
-            }
-            let spooled = repo.spool().and_then(|s| s.spooled_because());
-            view.spooled = spooled.is_some();
-            if view.snapshot.summary.bytes_in == 0 && !g.quiet {
-                eprintln!(
-                    "sbk: warning: the source produced no bytes; the snapshot holds an empty file"
-                );
-            }
-            if g.json {
-                match &supabase_manifest {
-                    Some(sb) => {
-                        let mut v = serde_json::to_value(&view).expect("view serializes");
-                        v["supabase"] = serde_json::to_value(sb).expect("manifest serializes");
-                        print_json(&v)?;
-                    }
-                    None => print_json(&view)?,
-                }
-            } else {
-                let s = &view.snapshot.summary;
-                say!(
-                    g,
-                    "snapshot {} {}: {} read, {} added ({} new blobs of {}, {} as deltas) in {:.1}s",
-                    view.short_id,
-                    if view.spooled {
-                        "stored in the local spool"
-                    } else {
-                        "saved"
-                    },
-                    HumanBytes(s.bytes_in),
-                    HumanBytes(s.bytes_added),
-                    s.blobs_new,
-                    s.blobs_total,
-                    s.blobs_delta,
-                    s.duration_secs
-                );
-                for d in &view.dumped {
-                    say!(
-                        g,
-                        "  database {}: {} dump (database size {})",
-                        d.name,
-                        HumanBytes(d.dump_bytes),
-                        HumanBytes(d.database_bytes)
-                    );
-                }
-            }
-            if let (Some(spool), Some(reason)) = (repo.spool(), spooled) {
-                {
-                    return Err(Error::Spooled(format!(
-                        "snapshot {} is stored locally in {} and not yet uploaded: {reason}; \
-                         run `sbk sync` once the repository is reachable again",
-                        view.short_id,
-                        spool.dir().display()
-                    )));
-                }
-            }
-        }
+        Command::Snapshot(sc) => take::snapshot(g, sc)?,
         Command::Sync => {
             let repo = open(g)?;
             let report = {
@@ -448,257 +305,28 @@ fn run(cli: Cli) -> Result<(), Error> {
             db,
             supabase: sb,
             ..
-        } => {
-            if sb.project.any() {
-                return Err(Error::Invalid(
-                    "--project-url, --db and the other Supabase options need --to-supabase".into(),
-                ));
-            }
-            let repo = open(g)?;
-            let conn = pg_conn(Some(&url))?;
-            let opts = RestoreDbOptions {
-                database: db.database,
-                create: db.create,
-                keep_partial: db.keep_partial,
-                clean: db.clean,
-                jobs: db.jobs as usize,
-                tables: db.tables,
-                schemas: db.schemas,
-                no_owner: db.no_owner,
-                no_privileges: db.no_privileges,
-                globals: db.globals,
-                tools: tools(&db.pg),
-            };
-            if opts.jobs > 1 && !g.quiet {
-                eprintln!("sbk: --jobs {} needs a seekable file: the dump is staged in a temporary file first", opts.jobs);
-            }
-            let out = {
-                let _p = watch(g, "restore", &repo);
-                commands::restore_postgres::restore_to_database(&repo, &snapshot, &conn, &opts)?
-            };
-            if g.json {
-                print_json(&out)?;
-            } else {
-                if let Some(n) = out.globals_errors {
-                    say!(
-                        g,
-                        "globals applied ({n} statements failed, e.g. roles that exist already)"
-                    );
-                }
-                say!(g, "{:<40} {:>12}", "table", "rows");
-                for t in &out.tables {
-                    say!(
-                        g,
-                        "{:<40} {:>12}",
-                        format!("{}.{}", t.schema, t.name),
-                        t.rows
-                    );
-                }
-                say!(
-                    g,
-                    "restored database {:?} of snapshot {} into {:?} on {} in {:.1}s",
-                    out.database,
-                    out.snapshot.short(),
-                    out.target,
-                    out.server,
-                    out.duration_secs
-                );
-            }
-        }
+        } => restore::to_database(g, &snapshot, &url, db, sb)?,
         Command::Verify {
             snapshot,
             scratch,
             database,
             jobs,
             pg,
-        } => {
-            let repo = open(g)?;
-            let scratch = pg_conn(Some(&scratch))?;
-            let out = {
-                let _p = watch(g, "verify", &repo);
-                commands::verify::verify(
-                    &repo,
-                    &snapshot,
-                    &scratch,
-                    database.as_deref(),
-                    jobs as usize,
-                    &tools(&pg),
-                )?
-            };
-            if g.json {
-                print_json(&out)?;
-            } else {
-                for d in &out.databases {
-                    for t in d.tables.iter().filter(|t| !t.ok || g.verbose) {
-                        say!(
-                            g,
-                            "  {} {}.{}: restored {}, expected {}",
-                            if t.ok { "ok " } else { "BAD" },
-                            t.schema,
-                            t.name,
-                            t.restored.map_or("missing".to_string(), |r| r.to_string()),
-                            t.expected.map_or_else(
-                                || format!("~{}", t.estimate.unwrap_or(0)),
-                                |e| e.to_string()
-                            )
-                        );
-                    }
-                    say!(
-                        g,
-                        "{} database {:?}: {} tables, restore {:.1}s, analyze {:.1}s{}",
-                        if d.passed { "PASS" } else { "FAIL" },
-                        d.database,
-                        d.tables.len(),
-                        d.restore_secs,
-                        d.analyze_secs,
-                        d.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
-                    );
-                }
-                say!(
-                    g,
-                    "verify of snapshot {} {} in {:.1}s",
-                    out.snapshot.short(),
-                    if out.passed { "passed" } else { "FAILED" },
-                    out.duration_secs
-                );
-            }
-            if !out.passed {
-                return Err(Error::Silent(1));
-            }
-        }
+        } => restore::verify(g, &snapshot, &scratch, database, jobs, pg)?,
         Command::Restore {
             snapshot,
             target,
             overwrite,
             ..
-        } => {
-            let target = target.expect("clap requires --target without --to-database");
-            let repo = open(g)?;
-            let out = {
-                let _p = watch(g, "restore", &repo);
-                commands::restore::restore(&repo, &snapshot, &target, overwrite)?
-            };
-            if g.json {
-                print_json(&out)?;
-            } else {
-                for f in &out.files {
-                    if g.verbose {
-                        say!(g, "{} ({})", f.path.display(), HumanBytes(f.size));
-                    }
-                }
-                say!(
-                    g,
-                    "restored snapshot {}: {} files, {} verified, in {:.1}s",
-                    out.snapshot.short(),
-                    out.files.len(),
-                    HumanBytes(out.bytes),
-                    out.duration_secs
-                );
-            }
-        }
-        Command::Prune { args, dry_run } => {
-            let repo = open(g)?;
-            let report = {
-                let _p = watch(g, "prune", &repo);
-                commands::prune::prune(&repo, &prune_options(&args, dry_run))?
-            };
-            print_prune(g, &report)?;
-        }
-        Command::Forget { args } => {
-            let repo = open(g)?;
-            let report = commands::forget::forget(&repo, &forget_options(&args))?;
-            let pruned = match args.prune {
-                true => {
-                    let _p = watch(g, "prune", &repo);
-                    Some(commands::prune::prune(
-                        &repo,
-                        &prune_options(&args.prune_args, args.dry_run),
-                    )?)
-                }
-                false => None,
-            };
-            if g.json {
-                #[derive(Serialize)]
-                struct Both<'a> {
-                    forget: &'a [commands::forget::ForgetGroup],
-                    prune: &'a commands::prune::PruneReport,
-                }
-                match &pruned {
-                    Some(p) => print_json(&Both {
-                        forget: &report.groups,
-                        prune: p,
-                    })?,
-                    None => print_json(&report.groups)?,
-                }
-            } else {
-                print_forget(g, &report)?;
-                if let Some(p) = &pruned {
-                    print_prune(g, p)?;
-                }
-            }
-        }
+        } => restore::to_folder(g, &snapshot, target, overwrite)?,
+        Command::Prune { args, dry_run } => maintain::prune(g, args, dry_run)?,
+        Command::Forget { args } => maintain::forget(g, args)?,
         Command::Check {
             read_data,
             read_data_subset,
-        } => {
-            let repo = open(g)?;
-            let opts = commands::check::CheckOptions {
-                read_data: match (read_data, read_data_subset) {
-                    (true, _) => commands::check::ReadData::All,
-                    (false, Some(s)) => s,
-                    (false, None) => commands::check::ReadData::None,
-                },
-            };
-            let report = {
-                let _p = watch(g, "check", &repo);
-                commands::check::check(&repo, &opts)?
-            };
-            if g.json {
-                print_json(&report)?;
-            } else {
-                print_check(g, &report)?;
-            }
-            if !report.ok {
-                return Err(Error::Silent(1));
-            }
-        }
-        Command::Stats => {
-            let repo = open(g)?;
-            let st = commands::stats::stats(&repo)?;
-            if g.json {
-                print_json(&st)?;
-            } else {
-                print_stats(g, &st)?;
-            }
-        }
-        Command::Repair(RepairCommand::Index) => {
-            let repo = open(g)?;
-            let r = {
-                let _p = watch(g, "repair", &repo);
-                commands::repair::repair_index(&repo)?
-            };
-            if g.json {
-                print_json(&r)?;
-            } else {
-                say!(
-                    g,
-                    "indexed {} blobs of {} packs in {} new index files (superseding {})",
-                    r.blobs,
-                    r.packs_indexed,
-                    r.index_files_written,
-                    r.index_files_superseded
-                );
-                for p in &r.unreadable {
-                    eprintln!("sbk: pack {} was not indexed: {}", p.id, p.message);
-                }
-                if !r.unreadable.is_empty() {
-                    say_err(
-                        g,
-                        "run `sbk repair packs` to move the unreadable packs aside",
-                    );
-                }
-            }
-        }
+        } => maintain::check(g, read_data, read_data_subset)?,
+        Command::Stats => maintain::stats(g)?,
+        Command::Repair(RepairCommand::Index) => maintain::repair_index(g)?,
         Command::Repair(RepairCommand::Packs {
             packs,
             forget_damaged,

@@ -1,0 +1,170 @@
+//! Restoring: into a database, into a folder, and the restore drill (`verify`).
+
+use super::*;
+
+/// `sbk restore ID --to-database URL`.
+pub(super) fn to_database(
+    g: &GlobalArgs,
+    snapshot: &str,
+    url: &str,
+    db: args::RestoreDbArgs,
+    sb: args::RestoreSupabaseArgs,
+) -> Result<(), Error> {
+    if sb.project.any() {
+        return Err(Error::Invalid(
+            "--project-url, --db and the other Supabase options need --to-supabase".into(),
+        ));
+    }
+    let repo = open(g)?;
+    let conn = pg_conn(Some(url))?;
+    let opts = RestoreDbOptions {
+        database: db.database,
+        create: db.create,
+        keep_partial: db.keep_partial,
+        clean: db.clean,
+        jobs: db.jobs as usize,
+        tables: db.tables,
+        schemas: db.schemas,
+        no_owner: db.no_owner,
+        no_privileges: db.no_privileges,
+        globals: db.globals,
+        tools: tools(&db.pg),
+    };
+    if opts.jobs > 1 && !g.quiet {
+        eprintln!(
+            "sbk: --jobs {} needs a seekable file: the dump is staged in a temporary file first",
+            opts.jobs
+        );
+    }
+    let out = {
+        let _p = watch(g, "restore", &repo);
+        commands::restore_postgres::restore_to_database(&repo, snapshot, &conn, &opts)?
+    };
+    if g.json {
+        print_json(&out)?;
+    } else {
+        if let Some(n) = out.globals_errors {
+            say!(
+                g,
+                "globals applied ({n} statements failed, e.g. roles that exist already)"
+            );
+        }
+        say!(g, "{:<40} {:>12}", "table", "rows");
+        for t in &out.tables {
+            say!(
+                g,
+                "{:<40} {:>12}",
+                format!("{}.{}", t.schema, t.name),
+                t.rows
+            );
+        }
+        say!(
+            g,
+            "restored database {:?} of snapshot {} into {:?} on {} in {:.1}s",
+            out.database,
+            out.snapshot.short(),
+            out.target,
+            out.server,
+            out.duration_secs
+        );
+    }
+    Ok(())
+}
+
+/// `sbk verify ID --scratch URL`: the restore drill.
+pub(super) fn verify(
+    g: &GlobalArgs,
+    snapshot: &str,
+    scratch: &str,
+    database: Option<String>,
+    jobs: u16,
+    pg: PgBinArgs,
+) -> Result<(), Error> {
+    let repo = open(g)?;
+    let scratch = pg_conn(Some(scratch))?;
+    let out = {
+        let _p = watch(g, "verify", &repo);
+        commands::verify::verify(
+            &repo,
+            snapshot,
+            &scratch,
+            database.as_deref(),
+            jobs as usize,
+            &tools(&pg),
+        )?
+    };
+    if g.json {
+        print_json(&out)?;
+    } else {
+        for d in &out.databases {
+            for t in d.tables.iter().filter(|t| !t.ok || g.verbose) {
+                say!(
+                    g,
+                    "  {} {}.{}: restored {}, expected {}",
+                    if t.ok { "ok " } else { "BAD" },
+                    t.schema,
+                    t.name,
+                    t.restored.map_or("missing".to_string(), |r| r.to_string()),
+                    t.expected.map_or_else(
+                        || format!("~{}", t.estimate.unwrap_or(0)),
+                        |e| e.to_string()
+                    )
+                );
+            }
+            say!(
+                g,
+                "{} database {:?}: {} tables, restore {:.1}s, analyze {:.1}s{}",
+                if d.passed { "PASS" } else { "FAIL" },
+                d.database,
+                d.tables.len(),
+                d.restore_secs,
+                d.analyze_secs,
+                d.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+            );
+        }
+        say!(
+            g,
+            "verify of snapshot {} {} in {:.1}s",
+            out.snapshot.short(),
+            if out.passed { "passed" } else { "FAILED" },
+            out.duration_secs
+        );
+    }
+    if !out.passed {
+        return Err(Error::Silent(1));
+    }
+    Ok(())
+}
+
+/// `sbk restore ID --target FOLDER`.
+pub(super) fn to_folder(
+    g: &GlobalArgs,
+    snapshot: &str,
+    target: Option<std::path::PathBuf>,
+    overwrite: bool,
+) -> Result<(), Error> {
+    let target = target.expect("clap requires --target without --to-database");
+    let repo = open(g)?;
+    let out = {
+        let _p = watch(g, "restore", &repo);
+        commands::restore::restore(&repo, snapshot, &target, overwrite)?
+    };
+    if g.json {
+        print_json(&out)?;
+    } else {
+        for f in &out.files {
+            if g.verbose {
+                say!(g, "{} ({})", f.path.display(), HumanBytes(f.size));
+            }
+        }
+        say!(
+            g,
+            "restored snapshot {}: {} files, {} verified, in {:.1}s",
+            out.snapshot.short(),
+            out.files.len(),
+            HumanBytes(out.bytes),
+            out.duration_secs
+        );
+    }
+    Ok(())
+}
