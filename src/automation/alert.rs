@@ -425,7 +425,7 @@ fn smtp_transport(
     if c.security == SmtpSecurity::None
         && c.username.is_some()
         && !c.insecure
-        && !crate::backend::is_loopback_host(Some(&c.server))
+        && !crate::repository::open::is_loopback_host(Some(&c.server))
     {
         return Err(config(
             "security \"none\" would send the SMTP password in clear to another machine: use \
@@ -508,7 +508,7 @@ fn send_webhook(
     if uri.host().is_none() {
         return Err(config("the URL has no host".to_owned()));
     }
-    if !https && !c.insecure && !crate::backend::is_loopback_host(uri.host()) {
+    if !https && !c.insecure && !crate::repository::open::is_loopback_host(uri.host()) {
         return Err(config(
             "the URL is plain http:// to another machine, which would send the alert and the \
              URL's token in clear: use https://, or set insecure = true"

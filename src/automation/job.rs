@@ -32,8 +32,8 @@ use crate::repository::{Actor, Repository};
 
 /// How a configured repository is reached, without credentials (shared with
 /// [`super::probe`], which supplies its own already-resolved keys).
-pub fn remote_options(r: &RepositoryConfig) -> crate::backend::RemoteOptions {
-    let mut remote = crate::backend::RemoteOptions::default();
+pub fn remote_options(r: &RepositoryConfig) -> crate::repository::open::RemoteOptions {
+    let mut remote = crate::repository::open::RemoteOptions::default();
     if let Some(n) = r.s3_connections {
         remote.connections = n as usize;
     }
@@ -54,11 +54,11 @@ pub fn remote_options(r: &RepositoryConfig) -> crate::backend::RemoteOptions {
 pub fn open_repository(
     r: &RepositoryConfig,
     offline_start: bool,
-) -> Result<(Repository, Arc<crate::backend::timed::TimedBackend>)> {
+) -> Result<(Repository, Arc<crate::repository::open::TimedBackend>)> {
     let mut remote = remote_options(r);
     let what = |field: &str| format!("{field} of repository {}", r.name);
     if let (Some(id), Some(secret)) = (&r.access_key_id, &r.secret_access_key) {
-        remote.credentials = Some(crate::backend::s3::StaticCredentials {
+        remote.credentials = Some(crate::repository::open::StaticCredentials {
             access_key_id: id.resolve(&what("access_key_id"))?.to_string(),
             secret_access_key: secret.resolve(&what("secret_access_key"))?,
         });
@@ -101,7 +101,7 @@ pub fn source_conn_with(s: &SourceConfig, password: Option<&str>) -> Result<Conn
 
 /// The snapshots a source's retention and drill apply to: a PostgreSQL server (whatever its
 /// databases), or a Supabase project.
-pub fn source_filter(s: &SourceConfig) -> Result<crate::format::snapshot::Source> {
+pub fn source_filter(s: &SourceConfig) -> Result<crate::repository::Source> {
     match &s.supabase {
         Some(sb) => {
             let project = sb.project.resolve()?;
@@ -116,8 +116,8 @@ pub fn source_filter(s: &SourceConfig) -> Result<crate::format::snapshot::Source
 /// name) count as the same source. Unchanged when no snapshot of it names its cluster.
 fn cluster_filter(
     repo: &Repository,
-    filter: crate::format::snapshot::Source,
-) -> Result<crate::format::snapshot::Source> {
+    filter: crate::repository::Source,
+) -> Result<crate::repository::Source> {
     use commands::snapshot_postgres::SYSTEM_IDENTIFIER;
     let cluster = repo
         .list_snapshots()?
@@ -126,7 +126,7 @@ fn cluster_filter(
         .filter(|(_, s)| commands::forget::matches_source(s, &filter))
         .find_map(|(_, s)| s.source.details.get(SYSTEM_IDENTIFIER).cloned());
     Ok(match cluster {
-        Some(id) => crate::format::snapshot::Source {
+        Some(id) => crate::repository::Source {
             kind: filter.kind,
             details: [(SYSTEM_IDENTIFIER.to_owned(), id)].into_iter().collect(),
         },
@@ -555,7 +555,7 @@ struct Runner<'a> {
     ctx: &'a RunContext,
     repo: Option<Repository>,
     /// Write time of the repository handle, for the snapshot's upload time.
-    timed: Option<Arc<crate::backend::timed::TimedBackend>>,
+    timed: Option<Arc<crate::repository::open::TimedBackend>>,
     record: RunRecord,
     /// A failure alert went out for the current streak.
     alerted: bool,
@@ -707,9 +707,9 @@ impl Runner<'_> {
             reread_storage: false,
             connections: repo
                 .concurrency()
-                .max(crate::backend::s3::DEFAULT_CONNECTIONS),
+                .max(crate::repository::open::DEFAULT_CONNECTIONS),
             ca_cert: None,
-            retry_deadline: crate::backend::retry::DEFAULT_DEADLINE,
+            retry_deadline: crate::repository::open::DEFAULT_DEADLINE,
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
             },

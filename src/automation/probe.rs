@@ -395,7 +395,7 @@ fn repository_task(
     remote.retry_deadline = remote.retry_deadline.min(timeout);
     remote.io_timeout = remote.io_timeout.min(timeout);
     if keys {
-        remote.credentials = Some(crate::backend::s3::StaticCredentials {
+        remote.credentials = Some(crate::repository::open::StaticCredentials {
             access_key_id: got[1].to_string(),
             secret_access_key: got[2].clone(),
         });
@@ -405,7 +405,8 @@ fn repository_task(
     tasks.push(Task::new("repository", target, move || {
         // The bare backend: a probe reads the config and keys, and writes nothing (no spool,
         // no cache).
-        let backend = crate::backend::from_url(&url, &remote).map_err(|e| e.to_string())?;
+        let backend =
+            crate::repository::open::from_url(&url, &remote).map_err(|e| e.to_string())?;
         let repo =
             crate::Repository::open(backend, password.as_bytes()).map_err(|e| e.to_string())?;
         Ok(format!(
@@ -642,7 +643,7 @@ fn alert_task(
             let insecure = a.insecure;
             tasks.push(Task::new("webhook", target, move || {
                 let bare = host.trim_start_matches('[').trim_end_matches(']');
-                if !https && !insecure && !crate::backend::is_loopback_host(Some(bare)) {
+                if !https && !insecure && !crate::repository::open::is_loopback_host(Some(bare)) {
                     return Err(
                         "plain http:// to another machine: alerts would be refused; use \
                                 https://, or set insecure = true"

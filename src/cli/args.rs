@@ -68,7 +68,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, help_heading = "Repository options")]
     pub no_cache: bool,
     /// S3: requests in flight at once (uploads, ranged reads)
-    #[arg(long, env = "SBK_S3_CONNECTIONS", global = true, help_heading = "S3 options", default_value_t = sbk::backend::s3::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "SBK_S3_CONNECTIONS", global = true, help_heading = "S3 options", default_value_t = sbk::repository::open::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub s3_connections: u16,
     /// S3: also trust this CA certificate (PEM), for a self-hosted MinIO
     #[arg(
@@ -680,7 +680,7 @@ fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
-    sbk::format::tree::validate_name(s)?;
+    sbk::repository::validate_name(s)?;
     Ok(s.to_string())
 }
 

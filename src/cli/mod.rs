@@ -13,7 +13,7 @@ use clap::Parser;
 use indicatif::HumanBytes;
 use sbk::archiver::Progress;
 use sbk::commands::{self, cat::CatTarget, snapshot::SnapshotOptions, SnapshotView};
-use sbk::crypto::KdfParams;
+use sbk::repository::KdfParams;
 use sbk::{Error, Repository};
 use serde::Serialize;
 
@@ -27,8 +27,8 @@ use sbk::postgres::conn::ConnParams;
 use sbk::postgres::manifest::DumpOptions;
 use sbk::postgres::tools::Tools;
 
-pub const DEFAULT_KDF_MEMORY_KIB: u32 = sbk::crypto::DEFAULT_M_COST_KIB;
-pub const DEFAULT_KDF_ITERATIONS: u32 = sbk::crypto::DEFAULT_T_COST;
+pub const DEFAULT_KDF_MEMORY_KIB: u32 = sbk::repository::DEFAULT_M_COST_KIB;
+pub const DEFAULT_KDF_ITERATIONS: u32 = sbk::repository::DEFAULT_T_COST;
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
@@ -144,7 +144,7 @@ fn say_err(g: &GlobalArgs, msg: &str) {
 }
 
 /// The repository's backend, with the remote options of the command line.
-fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::backend::Backend>, Error> {
+fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::repository::open::Backend>, Error> {
     open_options(g, false).backend()
 }
 

@@ -14,7 +14,7 @@ pub(super) fn open_options(
 ) -> sbk::repository::open::OpenOptions {
     sbk::repository::open::OpenOptions {
         location: g.repo.clone().unwrap_or_default(),
-        remote: sbk::backend::RemoteOptions {
+        remote: sbk::repository::open::RemoteOptions {
             connections: g.s3_connections as usize,
             ca_cert: g.s3_ca_cert.clone(),
             region: g.s3_region.clone(),
@@ -47,7 +47,7 @@ pub(super) fn resolve_pack(repo: &Repository, spec: &str) -> Result<sbk::Id, Err
     if let Some(id) = sbk::Id::from_hex(spec) {
         return Ok(id);
     }
-    match repo.resolve(sbk::backend::FileType::Pack, spec) {
+    match repo.resolve(sbk::repository::FileType::Pack, spec) {
         Err(Error::NotFound(msg)) => {
             let spec = spec.to_ascii_lowercase();
             let mut found: Vec<sbk::Id> = repo

@@ -2,9 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::pack;
+use crate::repository::FileType;
 use crate::repository::Repository;
 
 /// What to show.
@@ -18,7 +17,7 @@ pub enum CatTarget {
     Tree(String),
 }
 
-fn entries_json(entries: &[pack::PackEntry]) -> Value {
+fn entries_json(entries: &[crate::repository::PackEntry]) -> Value {
     Value::from(
         entries
             .iter()

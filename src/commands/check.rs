@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::index::IndexPack;
-use crate::format::pack::PackEntry;
-use crate::format::BlobKind;
 use crate::id::Id;
 use crate::index::{BlobRef, Index};
+use crate::repository::BlobKind;
+use crate::repository::FileType;
+use crate::repository::IndexPack;
+use crate::repository::PackEntry;
 use crate::repository::{IndexFiles, Repository};
 
 /// Which packs `--read-data` reads.
@@ -98,7 +98,7 @@ impl ReadData {
                     .iter()
                     .map(|id| {
                         let mut b = [0u8; 8];
-                        crate::crypto::getrandom(&mut b);
+                        crate::repository::getrandom(&mut b);
                         (u64::from_le_bytes(b), *id)
                     })
                     .collect();

@@ -7,12 +7,12 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::SnapshotView;
-use crate::backend::FileType;
 use crate::commands::snapshot_postgres::SYSTEM_IDENTIFIER;
 use crate::error::{Error, Result};
-use crate::format::snapshot::{Snapshot, Source};
 use crate::id::Id;
+use crate::repository::FileType;
 use crate::repository::Repository;
+use crate::repository::{Snapshot, Source};
 use crate::retention::{self, Candidate, Policy};
 
 /// What snapshots are grouped by before the policy is applied to each group.

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::backend::Backend;
-use crate::crypto::KdfParams;
 use crate::error::Result;
 use crate::id::Id;
+use crate::repository::open::Backend;
+use crate::repository::KdfParams;
 use crate::repository::{Actor, Repository};
 
 /// What `init` created.

@@ -3,11 +3,11 @@
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use crate::backend::FileType;
-use crate::crypto::{KdfParams, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::repository::FileType;
 use crate::repository::{Actor, Repository};
+use crate::repository::{KdfParams, MasterKey};
 
 /// A key as listed.
 #[derive(Debug, Serialize)]
@@ -139,7 +139,7 @@ pub fn parse_recovery_sheet(text: &str) -> Result<MasterKey> {
 
 /// Adds a key for `new_password` to the repository the sheet belongs to.
 pub fn import_recovery(
-    backend: std::sync::Arc<dyn crate::backend::Backend>,
+    backend: std::sync::Arc<dyn crate::repository::open::Backend>,
     sheet: &str,
     new_password: &[u8],
     kdf: KdfParams,

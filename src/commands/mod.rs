@@ -21,8 +21,8 @@ pub mod verify;
 
 use serde::Serialize;
 
-use crate::format::snapshot::Snapshot;
 use crate::id::Id;
+use crate::repository::Snapshot;
 
 /// A snapshot with its ID, as shown by `snapshots --json` and `snapshot --json`.
 #[derive(Clone, Debug, Serialize)]

@@ -21,15 +21,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::format::index::{DeletedPack, IndexPack, MarkedPack};
-use crate::format::pack::PackEntry;
 use crate::id::Id;
 use crate::index::Index;
 use crate::repository::liveness::{snapshot_blobs, UsedSet};
-use crate::repository::packer::PackCopier;
+use crate::repository::FileType;
+use crate::repository::PackCopier;
+use crate::repository::PackEntry;
 use crate::repository::Repository;
+use crate::repository::{DeletedPack, IndexPack, MarkedPack};
 
 /// How long a marked pack waits before a prune deletes it, by default: longer than any snapshot
 /// runs.
@@ -421,7 +421,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     activity.start("delete packs", report.bytes_repacked, early.len() as u64);
     if !early.is_empty() {
         let at = chrono::Utc::now().timestamp();
-        let tombstones = repo.save_index(&crate::format::index::IndexFile {
+        let tombstones = repo.save_index(&crate::repository::IndexFile {
             deleted: early
                 .iter()
                 .map(|id| DeletedPack {
@@ -585,12 +585,7 @@ impl<'a> PackInfo<'a> {
 
 /// Bytes of a pack that are neither blobs nor waste: its sealed header and length.
 fn slack(info: &PackInfo<'_>) -> u64 {
-    let header: u64 = 1 + info
-        .entries
-        .iter()
-        .map(|e| 41 + if e.base.is_some() { 32 } else { 0 })
-        .sum::<u64>();
-    header + crate::crypto::SEAL_OVERHEAD as u64 + 4
+    crate::repository::pack_overhead(&info.entries)
 }
 
 /// Whether this entry is the copy of a used blob that the repository keeps (a blob stored twice
@@ -603,7 +598,7 @@ fn is_chosen_copy(index: &Index, used: &UsedSet<'_>, pack: &Id, e: &PackEntry) -
 fn mark_used<'a>(
     repo: &Repository,
     index: &'a Index,
-    snapshots: &[(Id, crate::format::snapshot::Snapshot)],
+    snapshots: &[(Id, crate::repository::Snapshot)],
 ) -> Result<UsedSet<'a>> {
     let mut used = UsedSet::new(index);
     let mut trees = HashSet::new();

@@ -11,14 +11,14 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::backend::FileType;
 use crate::error::Result;
-use crate::format::index::{IndexPack, MarkedPack};
 use crate::id::Id;
 use crate::index::BlobRef;
 use crate::repository::liveness::UsedSet;
-use crate::repository::packer::PackCopier;
+use crate::repository::FileType;
+use crate::repository::PackCopier;
 use crate::repository::Repository;
+use crate::repository::{IndexPack, MarkedPack};
 
 /// What `repair index` found and wrote. Packs with an unreadable header keep the entries an
 /// earlier index file gave them, if any, so that `check` names them and `repair packs` salvages

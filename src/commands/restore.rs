@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::tree::FileNode;
 use crate::id::Id;
 use crate::progress::Counted;
 use crate::repository::trees::{find_file, walk, Visit};
+use crate::repository::FileNode;
 use crate::repository::Repository;
 use crate::restorer::write_file;
 

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::tree::FileNode;
 use crate::id::Id;
 use crate::postgres::archive::TocReader;
 use crate::postgres::client::{quote_ident, Client};
 use crate::postgres::conn::ConnParams;
 use crate::postgres::tools::Tools;
 use crate::repository::trees::{find_file, walk, Visit};
+use crate::repository::FileNode;
 use crate::repository::Repository;
 use crate::restorer::write_file;
 use crate::supabase::api::ApiClient;
@@ -208,7 +208,7 @@ struct Snap<'r> {
     repo: &'r Repository,
     index: crate::index::Index,
     id: Id,
-    root: crate::format::tree::Tree,
+    root: crate::repository::Tree,
     tree: Id,
 }
 
@@ -473,7 +473,7 @@ fn restore_functions(
         out.functions_to = Some(dir.display().to_string());
         for e in entries {
             let slug = &e.info.slug;
-            crate::format::tree::validate_name(slug).map_err(Error::Invalid)?;
+            crate::repository::validate_name(slug).map_err(Error::Invalid)?;
             for (path, data) in files.get(slug).map(Vec::as_slice).unwrap_or_default() {
                 let dest = dir.join(slug).join(path);
                 if opts.dry_run {

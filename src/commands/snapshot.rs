@@ -9,11 +9,11 @@ use chrono::{DateTime, FixedOffset};
 use crate::archiver::{ArchiveStats, Archiver, Progress};
 use crate::error::{Error, Result};
 use crate::folders::Folder;
-use crate::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
-use crate::format::tree::{validate_name, FileNode, Tree};
-use crate::format::BlobKind;
 use crate::index::Index;
+use crate::repository::BlobKind;
+use crate::repository::{validate_name, FileNode, Tree};
 use crate::repository::{Actor, Repository};
+use crate::repository::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
 use crate::similarity::ParentFile;
 use crate::source::{redact_argv, CommandSource};
 

@@ -14,8 +14,6 @@ use std::time::Instant;
 
 use crate::archiver::{ArchiveStats, Archiver, Progress};
 use crate::error::{Error, Result};
-use crate::format::snapshot::{Snapshot, Source};
-use crate::format::tree::FileNode;
 use crate::id::Id;
 use crate::index::Index;
 use crate::postgres::client::Client;
@@ -25,7 +23,9 @@ use crate::postgres::manifest::{
     MANIFEST_FILE, MANIFEST_VERSION,
 };
 use crate::postgres::tools::{server_major, Program, Tools};
+use crate::repository::FileNode;
 use crate::repository::{Actor, Repository};
+use crate::repository::{Snapshot, Source};
 use crate::similarity::ParentFile;
 use crate::source::CommandSource;
 

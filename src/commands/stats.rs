@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::forget::{group_key, GroupKey, DEFAULT_GROUP_BY};
 use crate::error::Result;
-use crate::format::BlobKind;
 use crate::id::Id;
 use crate::index::Index;
 use crate::repository::liveness::UsedSet;
+use crate::repository::BlobKind;
 use crate::repository::Repository;
 
 /// Figures for a set of snapshots, in the order a DBA reads them: what a restore writes, what
@@ -180,8 +180,7 @@ pub fn stats(repo: &Repository) -> Result<Stats> {
     let index = repo.load_index()?;
     let size = repo.storage_size()?;
     let (repository_bytes, packs) = (size.total_bytes, size.packs);
-    let mut groups: BTreeMap<GroupKey, Vec<&(Id, crate::format::snapshot::Snapshot)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<&(Id, crate::repository::Snapshot)>> = BTreeMap::new();
     for s in &snapshots {
         groups
             .entry(group_key(&s.1, &DEFAULT_GROUP_BY))

@@ -1,8 +1,8 @@
 //! `sbk sync`: upload what waits in the local spool (snapshots finished while the remote
 //! repository was unreachable), after checking that no prune removed what they rely on.
 
-use crate::backend::spool::SyncReport;
 use crate::error::Result;
+use crate::repository::open::SyncReport;
 use crate::repository::Repository;
 
 /// Uploads the spool; `None` when the repository has no spool (a local one).

@@ -168,7 +168,7 @@ fn check_database(
 
 fn rand_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    crate::crypto::getrandom(&mut b);
+    crate::repository::getrandom(&mut b);
     b
 }
 

@@ -20,18 +20,14 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::backend::spool::SpoolBackend;
-use crate::backend::{Backend, ErrorKind, FileType};
+use crate::backend::{Backend, ErrorKind};
 use crate::cache::BlobCache;
 use crate::chunker::ChunkerParams;
-use crate::crypto::{aad, open_with_key, seal_with_nonce, KdfParams, MasterKey, OpenError};
+use crate::crypto::{aad, open_with_key, seal_with_nonce, OpenError};
 use crate::error::{Error, Result};
 use crate::format::config::{self, Compression, Config, FORMAT_VERSION};
-use crate::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
 use crate::format::key::{KeyFile, KEY_VERSION, MAX_KEY_FILE_LEN, ROLE_FULL};
-use crate::format::pack::PackEntry;
-use crate::format::snapshot::Snapshot;
-use crate::format::tree::Tree;
-use crate::format::{payload, BlobKind, FormatError};
+use crate::format::{payload, FormatError};
 use crate::id::Id;
 use crate::index::{BlobRef, Index};
 
@@ -51,7 +47,20 @@ use files::read_config;
 use keys::make_key_file;
 
 pub use index_files::{IndexFiles, MAX_BLOBS_PER_INDEX};
+// The repository's vocabulary: the types its API takes and returns, named here so that
+// commands, automation and the CLI never reach into `format`, `crypto` or `backend`
+// (`docs/architecture.md`).
+pub use crate::backend::FileType;
+pub use crate::crypto::{getrandom, KdfParams, MasterKey, DEFAULT_M_COST_KIB, DEFAULT_T_COST};
+pub use crate::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
+pub use crate::format::pack::PackEntry;
+pub use crate::format::snapshot::{Snapshot, Source, Summary, SNAPSHOT_VERSION};
+pub use crate::format::tree::{validate_name, FileNode, Tree};
+pub use crate::format::BlobKind;
+
 pub use keys::MAX_KEYS_TRIED;
+pub use packer::PackCopier;
+pub use packs::pack_overhead;
 pub use storage::StorageSize;
 
 /// Upper bound for a decoded index, snapshot or config (a bomb guard, far above real sizes).

@@ -4,12 +4,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::backend;
 use crate::backend::spool::SpoolBackend;
-use crate::backend::timed::TimedBackend;
-use crate::backend::{self, Backend, RemoteOptions};
 use crate::cache::BlobCache;
 use crate::error::Result;
 use crate::repository::Repository;
+
+// What opening a repository is configured with: how a remote one is reached.
+pub use crate::backend::retry::DEFAULT_DEADLINE;
+pub use crate::backend::s3::{StaticCredentials, DEFAULT_CONNECTIONS};
+pub use crate::backend::spool::SyncReport;
+pub use crate::backend::timed::TimedBackend;
+pub use crate::backend::{from_url, is_loopback_host, Backend, RemoteOptions};
 
 /// Where a repository is and how to reach it.
 #[derive(Clone, Debug, Default)]

@@ -61,3 +61,13 @@ impl Repository {
             .map_err(|e| Error::damaged(what(), format!("header: {e}")))
     }
 }
+
+/// Bytes of a pack holding `entries` that are not blobs: its sealed header and the header's
+/// length (`docs/format.md`: a count byte, 41 bytes per entry and 32 more for a delta's base).
+pub fn pack_overhead(entries: &[PackEntry]) -> u64 {
+    let header: u64 = 1 + entries
+        .iter()
+        .map(|e| 41 + if e.base.is_some() { 32 } else { 0 })
+        .sum::<u64>();
+    header + crate::crypto::SEAL_OVERHEAD as u64 + 4
+}

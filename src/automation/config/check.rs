@@ -514,7 +514,7 @@ impl Config {
                         if security == SmtpSecurity::None
                             && a.username.is_some()
                             && !a.insecure
-                            && !crate::backend::is_loopback_host(Some(s.as_str()))
+                            && !crate::repository::open::is_loopback_host(Some(s.as_str()))
                         {
                             c.at(
                                 name.span(),
