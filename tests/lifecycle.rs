@@ -509,7 +509,10 @@ fn snapshot_of(repo: &sbk::Repository, data: &[u8]) -> sbk::Id {
 
 fn forget_ids(repo: &sbk::Repository, ids: &[sbk::Id]) {
     let opts = sbk::commands::forget::ForgetOptions {
-        ids: ids.iter().map(|i| i.to_hex()).collect(),
+        ids: ids
+            .iter()
+            .map(|i| sbk::repository::SnapshotRef::Id(*i))
+            .collect(),
         ..Default::default()
     };
     sbk::commands::forget::forget(repo, &opts).unwrap();
@@ -544,7 +547,13 @@ fn a_snapshot_revives_packs_marked_while_it_ran() {
     let r = prune_lib(&repo, Duration::ZERO, false);
     assert_eq!(r.packs_deleted, 0, "{r:?}");
     let mut out = Vec::new();
-    sbk::commands::restore::dump(&repo, &second.id.to_hex(), None, &mut out).unwrap();
+    sbk::commands::restore::dump(
+        &repo,
+        &sbk::repository::SnapshotRef::Id(second.id),
+        None,
+        &mut out,
+    )
+    .unwrap();
     assert!(out == data);
     let opts = sbk::commands::check::CheckOptions {
         read_data: sbk::commands::check::ReadData::All,

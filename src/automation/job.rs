@@ -893,7 +893,14 @@ impl Runner<'_> {
         let tools = Tools {
             bindir: src.pg_bin_dir.clone(),
         };
-        let out = commands::verify::verify(repo, &newest.0.to_hex(), &scratch, None, 1, &tools)?;
+        let out = commands::verify::verify(
+            repo,
+            &crate::repository::SnapshotRef::Id(newest.0),
+            &scratch,
+            None,
+            1,
+            &tools,
+        )?;
         let restore_secs: f64 = out.databases.iter().map(|d| d.restore_secs).sum();
         let tables: usize = out.databases.iter().map(|d| d.tables.len()).sum();
         let mismatches: usize = out

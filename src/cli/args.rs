@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset};
 use clap::{Args, Parser, Subcommand};
+use sbk::repository::SnapshotRef;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -187,7 +188,7 @@ pub enum Command {
     ))]
     Restore {
         /// Snapshot ID, unique prefix, or `latest`
-        snapshot: String,
+        snapshot: SnapshotRef,
         /// Folder to write the snapshot's files into (created if missing)
         #[arg(long, short = 't')]
         target: Option<PathBuf>,
@@ -210,7 +211,7 @@ pub enum Command {
     /// the manifest, ANALYZE, drop it; exit 1 unless it passes
     Verify {
         /// Snapshot ID, unique prefix, or `latest`
-        snapshot: String,
+        snapshot: SnapshotRef,
         /// Server to restore on (a postgresql:// URL or conninfo string; its database is used
         /// to create and drop the scratch database)
         #[arg(long)]
@@ -227,7 +228,7 @@ pub enum Command {
     /// Write one file of a snapshot to standard output
     Dump {
         /// Snapshot ID, unique prefix, or `latest`
-        snapshot: String,
+        snapshot: SnapshotRef,
         /// File name (may be omitted when the snapshot holds one file)
         file: Option<String>,
         /// Write to standard output even when it is a terminal
@@ -309,7 +310,7 @@ pub struct PruneArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ForgetArgs {
     /// Snapshots to remove (IDs, prefixes or `latest`), instead of a policy
-    pub ids: Vec<String>,
+    pub ids: Vec<SnapshotRef>,
     /// Keep the N newest snapshots (-1 or `unlimited`: all)
     #[arg(long, allow_negative_numbers = true, value_parser = parse_count, default_value = "0", hide_default_value = true)]
     pub keep_last: sbk::retention::Count,
@@ -422,7 +423,7 @@ pub struct SnapshotCommon {
     pub time: Option<DateTime<FixedOffset>>,
     /// Snapshot to take delta bases from (default: the newest with the same host, source and name)
     #[arg(long, conflicts_with = "no_delta")]
-    pub parent: Option<String>,
+    pub parent: Option<SnapshotRef>,
     /// Store changed chunks in full, without deltas against the parent
     #[arg(long)]
     pub no_delta: bool,
@@ -622,9 +623,9 @@ pub enum CatCommand {
     /// A key file
     Key { id: String },
     /// A snapshot
-    Snapshot { id: String },
+    Snapshot { id: SnapshotRef },
     /// A snapshot's tree
-    Tree { id: String },
+    Tree { id: SnapshotRef },
     /// An index file
     Index { id: String },
     /// A pack's header

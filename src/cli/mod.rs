@@ -26,6 +26,7 @@ use sbk::commands::snapshot_postgres::PostgresOptions;
 use sbk::postgres::conn::ConnParams;
 use sbk::postgres::manifest::DumpOptions;
 use sbk::postgres::tools::Tools;
+use sbk::repository::SnapshotRef;
 
 pub const DEFAULT_KDF_MEMORY_KIB: u32 = sbk::repository::DEFAULT_M_COST_KIB;
 pub const DEFAULT_KDF_ITERATIONS: u32 = sbk::repository::DEFAULT_T_COST;

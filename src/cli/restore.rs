@@ -5,7 +5,7 @@ use super::*;
 /// `sbk restore ID --to-database URL`.
 pub(super) fn to_database(
     g: &GlobalArgs,
-    snapshot: &str,
+    snapshot: &SnapshotRef,
     url: &str,
     db: args::RestoreDbArgs,
     sb: args::RestoreSupabaseArgs,
@@ -74,7 +74,7 @@ pub(super) fn to_database(
 /// `sbk verify ID --scratch URL`: the restore drill.
 pub(super) fn verify(
     g: &GlobalArgs,
-    snapshot: &str,
+    snapshot: &SnapshotRef,
     scratch: &str,
     database: Option<String>,
     jobs: u16,
@@ -139,7 +139,7 @@ pub(super) fn verify(
 /// `sbk restore ID --target FOLDER`.
 pub(super) fn to_folder(
     g: &GlobalArgs,
-    snapshot: &str,
+    snapshot: &SnapshotRef,
     target: Option<std::path::PathBuf>,
     overwrite: bool,
 ) -> Result<(), Error> {

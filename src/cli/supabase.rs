@@ -117,7 +117,7 @@ pub(super) fn print_snapshot_notes(g: &GlobalArgs, sb: &SupabaseManifest) -> Res
 /// `restore <id> --to-supabase`.
 pub(super) fn restore(
     g: &GlobalArgs,
-    snapshot: &str,
+    snapshot: &sbk::repository::SnapshotRef,
     a: RestoreSupabaseArgs,
     pg: &PgBinArgs,
 ) -> Result<(), Error> {

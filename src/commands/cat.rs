@@ -5,16 +5,17 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::repository::FileType;
 use crate::repository::Repository;
+use crate::repository::SnapshotRef;
 
 /// What to show.
 #[derive(Clone, Debug)]
 pub enum CatTarget {
     Config,
     Key(String),
-    Snapshot(String),
+    Snapshot(SnapshotRef),
     Index(String),
     Pack(String),
-    Tree(String),
+    Tree(SnapshotRef),
 }
 
 fn entries_json(entries: &[crate::repository::PackEntry]) -> Value {

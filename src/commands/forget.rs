@@ -11,7 +11,7 @@ use crate::commands::snapshot_postgres::SYSTEM_IDENTIFIER;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::FileType;
-use crate::repository::Repository;
+use crate::repository::{Repository, SnapshotRef};
 use crate::repository::{Snapshot, Source};
 use crate::retention::{self, Candidate, Policy};
 
@@ -53,7 +53,7 @@ pub struct ForgetOptions {
     pub policy: Policy,
     pub group_by: Vec<GroupBy>,
     /// Snapshots to remove by ID (instead of a policy).
-    pub ids: Vec<String>,
+    pub ids: Vec<SnapshotRef>,
     /// Only consider snapshots of these hosts (all when empty).
     pub hosts: Vec<String>,
     /// Only consider snapshots carrying every one of these tags (all when empty): a job's
@@ -193,11 +193,11 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             ));
         }
         for spec in &opts.ids {
-            let id = if spec == "latest" {
+            let id = if *spec == SnapshotRef::Latest {
                 repo.find_snapshot(spec)?.0
             } else {
                 // A damaged snapshot can be forgotten by its ID: that is its way out.
-                let id = repo.resolve(FileType::Snapshot, spec)?;
+                let id = repo.resolve(FileType::Snapshot, &spec.to_string())?;
                 match repo.load_snapshot(&id) {
                     Ok(_) | Err(Error::Damaged { .. }) => id,
                     Err(e) => return Err(e),

@@ -12,6 +12,7 @@ use crate::progress::Counted;
 use crate::repository::trees::{find_file, walk, Visit};
 use crate::repository::FileNode;
 use crate::repository::Repository;
+use crate::repository::SnapshotRef;
 use crate::restorer::write_file;
 
 /// A restored file.
@@ -35,7 +36,7 @@ pub struct RestoreOutcome {
 /// under a temporary name and renamed only after its whole content has been verified.
 pub fn restore(
     repo: &Repository,
-    spec: &str,
+    spec: &SnapshotRef,
     target: &Path,
     overwrite: bool,
 ) -> Result<RestoreOutcome> {
@@ -149,7 +150,12 @@ fn restore_file(
 
 /// Writes one file of a snapshot to `out`; `file` (a name, or a path `a/b/c` into its folders)
 /// may be omitted when the snapshot holds one.
-pub fn dump(repo: &Repository, spec: &str, file: Option<&str>, out: &mut dyn Write) -> Result<u64> {
+pub fn dump(
+    repo: &Repository,
+    spec: &SnapshotRef,
+    file: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let (id, snap) = repo.find_snapshot(spec)?;
     let index = repo.load_index()?;
     let tree = repo.load_tree(&index, &snap.tree)?;
@@ -180,7 +186,7 @@ pub fn dump(repo: &Repository, spec: &str, file: Option<&str>, out: &mut dyn Wri
 /// into a database, whose caller set the total).
 pub fn dump_counted(
     repo: &Repository,
-    spec: &str,
+    spec: &crate::repository::SnapshotRef,
     file: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<u64> {

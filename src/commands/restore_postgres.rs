@@ -197,7 +197,7 @@ pub fn pg_restore_into(
     cmd.args(opts.schemas.iter().map(|s| format!("--schema={s}")));
     cmd.args(extra_args);
     let _auth = conn.configure_command(&mut cmd)?;
-    let spec = id.to_string();
+    let spec = crate::repository::SnapshotRef::Id(*id);
     if opts.jobs > 1 {
         // Parallel restore seeks in the archive: stage it (decrypted; private to this user).
         let (mut staged, _tracked) = crate::cleanup::scratch_file("restore")?;
@@ -332,7 +332,7 @@ fn apply_globals(repo: &Repository, id: &Id, conn: &ConnParams, tools: &Tools) -
     let mut cmd = Command::new(&psql.path);
     cmd.args(["-X", "-q", "--no-password", "-f", "-"]);
     let _auth = conn.configure_command(&mut cmd)?;
-    let spec = id.to_string();
+    let spec = crate::repository::SnapshotRef::Id(*id);
     let mut feed_fn = |w: &mut dyn Write| -> Result<()> {
         super::restore::dump(repo, &spec, Some(GLOBALS_FILE), w).map(|_| ())
     };
@@ -343,7 +343,7 @@ fn apply_globals(repo: &Repository, id: &Id, conn: &ConnParams, tools: &Tools) -
 /// Restores snapshot `spec` into the database `conn` names.
 pub fn restore_to_database(
     repo: &Repository,
-    spec: &str,
+    spec: &crate::repository::SnapshotRef,
     conn: &ConnParams,
     opts: &RestoreDbOptions,
 ) -> Result<RestoreDbOutcome> {

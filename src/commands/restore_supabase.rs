@@ -213,7 +213,7 @@ struct Snap<'r> {
 }
 
 impl<'r> Snap<'r> {
-    fn open(repo: &'r Repository, spec: &str) -> Result<Self> {
+    fn open(repo: &'r Repository, spec: &crate::repository::SnapshotRef) -> Result<Self> {
         let (id, snap) = repo.find_snapshot(spec)?;
         let index = repo.load_index()?;
         let root = repo.load_tree(&index, &snap.tree)?;
@@ -598,7 +598,7 @@ fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
 /// Restores snapshot `spec` into the project `opts.project`.
 pub fn restore_to_supabase(
     repo: &Repository,
-    spec: &str,
+    spec: &crate::repository::SnapshotRef,
     opts: &SupabaseRestoreOptions,
 ) -> Result<SupabaseRestoreOutcome> {
     let clock = Instant::now();

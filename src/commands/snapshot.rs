@@ -33,7 +33,7 @@ pub struct SnapshotOptions {
     pub source: Source,
     /// Snapshot whose file is the base of delta blobs (ID prefix or `latest`); default: the newest
     /// snapshot with the same host, source and file name.
-    pub parent: Option<String>,
+    pub parent: Option<crate::repository::SnapshotRef>,
     /// Store changed chunks in full, without deltas (for comparisons).
     pub no_delta: bool,
 }

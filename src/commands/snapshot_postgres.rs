@@ -46,7 +46,7 @@ pub struct PostgresOptions {
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
-    pub parent: Option<String>,
+    pub parent: Option<crate::repository::SnapshotRef>,
     pub no_delta: bool,
     /// Set from another thread to stop the snapshot (a daemon shutting down): the dumps are
     /// killed and nothing is saved.
@@ -572,18 +572,20 @@ pub fn snapshot_postgres(
 }
 
 /// Reads a snapshot's manifest.
-pub fn load_manifest(repo: &Repository, snapshot: &str) -> Result<(Id, Snapshot, Manifest)> {
+pub fn load_manifest(
+    repo: &Repository,
+    snapshot: &crate::repository::SnapshotRef,
+) -> Result<(Id, Snapshot, Manifest)> {
     let (id, snap) = repo.find_snapshot(snapshot)?;
     let mut buf = Vec::new();
-    super::restore::dump(repo, &id.to_string(), Some(MANIFEST_FILE), &mut buf).map_err(
-        |e| match e {
-            Error::NotFound(_) => Error::NotFound(format!(
-                "snapshot {} is not a PostgreSQL snapshot (it has no {MANIFEST_FILE})",
-                id.short()
-            )),
-            e => e,
-        },
-    )?;
+    let exact = crate::repository::SnapshotRef::Id(id);
+    super::restore::dump(repo, &exact, Some(MANIFEST_FILE), &mut buf).map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "snapshot {} is not a PostgreSQL snapshot (it has no {MANIFEST_FILE})",
+            id.short()
+        )),
+        e => e,
+    })?;
     let manifest = serde_json::from_slice(&buf).map_err(|e| {
         Error::damaged(
             format!("{MANIFEST_FILE} of snapshot {}", id.short()),

@@ -105,7 +105,7 @@ pub struct SupabaseOptions {
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
-    pub parent: Option<String>,
+    pub parent: Option<crate::repository::SnapshotRef>,
     pub no_delta: bool,
 }
 

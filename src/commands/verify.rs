@@ -98,7 +98,7 @@ fn dumped_tables(
 ) -> Result<Vec<(String, String)>> {
     let mut cmd = std::process::Command::new(&pg_restore.path);
     cmd.arg("--list");
-    let spec = id.to_string();
+    let spec = crate::repository::SnapshotRef::Id(*id);
     let mut feed_fn = |w: &mut dyn std::io::Write| -> Result<()> {
         super::restore::dump(repo, &spec, Some(file), w).map(|_| ())
     };
@@ -175,7 +175,7 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
 /// Runs the drill for every database of snapshot `spec` (or only `database`).
 pub fn verify(
     repo: &Repository,
-    spec: &str,
+    spec: &crate::repository::SnapshotRef,
     scratch: &ConnParams,
     database: Option<&str>,
     jobs: usize,

@@ -61,6 +61,7 @@ pub use crate::format::BlobKind;
 pub use keys::MAX_KEYS_TRIED;
 pub use packer::PackCopier;
 pub use packs::pack_overhead;
+pub use snapshots::SnapshotRef;
 pub use storage::StorageSize;
 
 /// Upper bound for a decoded index, snapshot or config (a bomb guard, far above real sizes).

@@ -59,14 +59,81 @@ impl Repository {
     }
 
     /// Resolves `latest` or an ID prefix to a snapshot.
-    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        if spec == "latest" {
-            return self
-                .list_snapshots()?
-                .pop()
-                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
-        }
-        let id = self.resolve(FileType::Snapshot, spec)?;
+    pub fn find_snapshot(&self, which: &SnapshotRef) -> Result<(Id, Snapshot)> {
+        let id = match which {
+            SnapshotRef::Latest => {
+                return self
+                    .list_snapshots()?
+                    .pop()
+                    .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()))
+            }
+            SnapshotRef::Id(id) => *id,
+            SnapshotRef::Prefix(p) => self.resolve(FileType::Snapshot, p)?,
+        };
         Ok((id, self.load_snapshot(&id)?))
+    }
+}
+
+/// A snapshot as a user names it: `latest`, a full ID, or a unique prefix of one. Parsed once,
+/// where the name comes in (a command-line argument, a configuration), and resolved by
+/// [`Repository::find_snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotRef {
+    /// The newest snapshot (by time) the repository lists.
+    Latest,
+    Id(Id),
+    /// A hex prefix, lower-cased (shorter than a full ID).
+    Prefix(String),
+}
+
+impl std::str::FromStr for SnapshotRef {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "latest" {
+            return Ok(SnapshotRef::Latest);
+        }
+        if let Some(id) = Id::from_hex(s) {
+            return Ok(SnapshotRef::Id(id));
+        }
+        let p = s.to_ascii_lowercase();
+        if p.is_empty() || p.len() >= 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "{s:?} names no snapshot: give `latest`, an ID or a unique prefix of one"
+            )));
+        }
+        Ok(SnapshotRef::Prefix(p))
+    }
+}
+
+impl std::fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotRef::Latest => f.write_str("latest"),
+            SnapshotRef::Id(id) => write!(f, "{id}"),
+            SnapshotRef::Prefix(p) => f.write_str(p),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_refs_parse_once_and_print_back() {
+        let full = "ab".repeat(32);
+        for (text, want) in [
+            ("latest", SnapshotRef::Latest),
+            ("AB12", SnapshotRef::Prefix("ab12".into())),
+            (full.as_str(), SnapshotRef::Id(Id::from_hex(&full).unwrap())),
+        ] {
+            let r: SnapshotRef = text.parse().unwrap();
+            assert_eq!(r, want);
+            assert_eq!(r.to_string().parse::<SnapshotRef>().unwrap(), want);
+        }
+        for bad in ["", "xyz", "12 34", "Latest", &"a".repeat(65)] {
+            assert!(bad.parse::<SnapshotRef>().is_err(), "{bad:?}");
+        }
     }
 }
