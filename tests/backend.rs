@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::s3::S3Server;
 use sbk::backend::s3::S3Backend;
@@ -194,4 +195,63 @@ fn s3_unreachable_endpoint_is_transient() {
     let e = b.list(FileType::Snapshot).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(e.message.contains("127.0.0.1"), "{e}");
+}
+
+/// The wrappers keep the contract too: each over a local folder, the spool both passing
+/// through and spooling (a remote that went away), and the stack a remote repository gets
+/// (retry over timing over S3).
+#[test]
+fn every_wrapper_keeps_the_contract() {
+    use sbk::backend::retry::RetryBackend;
+    use sbk::backend::spool::SpoolBackend;
+    use sbk::backend::timed::TimedBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let local = |n: &str| -> Arc<dyn Backend> { Arc::new(LocalBackend::new(dir.path().join(n))) };
+    contract(&RetryBackend::new(local("retry"), Duration::from_secs(5)));
+    contract(&TimedBackend::new(local("timed")));
+    contract(&SpoolBackend::new(
+        local("spool-remote"),
+        dir.path().join("spool"),
+    ));
+    // Spooling (the remote unreachable), the spool takes writes and serves them back; it cannot
+    // list the remote, so the full contract is not its to keep. After a sync the remote has
+    // every byte.
+    let remote = local("spooling-remote");
+    remote.create().unwrap();
+    let spooling = SpoolBackend::new(Arc::clone(&remote), dir.path().join("spooling"));
+    spooling.start_spooling("the test's outage".into());
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    spooling
+        .write_staged(FileType::Pack, &name(7), staged(&data))
+        .unwrap();
+    spooling.write(FileType::Index, &name(8), b"index").unwrap();
+    spooling
+        .write(FileType::Snapshot, &name(9), b"snapshot")
+        .unwrap();
+    assert_eq!(spooling.read(FileType::Pack, &name(7)).unwrap(), data);
+    assert_eq!(
+        spooling
+            .read_range(FileType::Pack, &name(7), 10, 20)
+            .unwrap(),
+        &data[10..30]
+    );
+    assert!(remote.list(FileType::Snapshot).unwrap().is_empty());
+    let resumed = SpoolBackend::new(Arc::clone(&remote), dir.path().join("spooling"));
+    let report = resumed.sync(&Default::default()).unwrap();
+    assert_eq!(
+        (report.packs, report.index_files, report.snapshots.len()),
+        (1, 1, 1)
+    );
+    assert_eq!(remote.read(FileType::Pack, &name(7)).unwrap(), data);
+    assert_eq!(
+        remote.read(FileType::Snapshot, &name(9)).unwrap(),
+        b"snapshot"
+    );
+    assert!(resumed.is_empty().unwrap());
+
+    let server = S3Server::start();
+    let s3: Arc<dyn Backend> =
+        Arc::new(S3Backend::open(&server.url("stacked/prefix"), &server.options()).unwrap());
+    let timed: Arc<dyn Backend> = Arc::new(TimedBackend::new(s3));
+    contract(&RetryBackend::new(timed, Duration::from_secs(5)));
 }
