@@ -26,6 +26,7 @@ use crate::retention::{Count, Policy, Span};
 
 mod check;
 mod raw;
+mod tables;
 
 use raw::*;
 
