@@ -61,6 +61,9 @@ pub struct ArchiveStats {
     /// New blobs stored as deltas, and their stored bytes.
     pub blobs_delta: u64,
     pub bytes_delta: u64,
+    /// The index files the run wrote: the snapshot's commit check knows them without reading
+    /// them back.
+    pub index_files: Vec<Id>,
 }
 
 impl ArchiveStats {
@@ -74,6 +77,7 @@ impl ArchiveStats {
         self.packs_new += o.packs_new;
         self.blobs_delta += o.blobs_delta;
         self.bytes_delta += o.bytes_delta;
+        self.index_files.extend_from_slice(&o.index_files);
     }
 }
 
@@ -653,7 +657,9 @@ impl<'a> Archiver<'a> {
         if !group.is_empty() {
             index_ids.push(self.save_index_group(group)?);
         }
-        Ok((self.sink.stats.clone(), index_ids))
+        let mut stats = self.sink.stats.clone();
+        stats.index_files = index_ids.clone();
+        Ok((stats, index_ids))
     }
 
     fn save_index_group(&self, packs: Vec<IndexPack>) -> Result<Id> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use sbk::backend::{Backend as _, FileType};
 use sbk::commands::prune::{PruneOptions, PruneReport, DEFAULT_GRACE};
 
 fn ok(out: &std::process::Output) -> String {
@@ -724,4 +725,85 @@ fn stats_show_dedup_deltas_and_compression_per_source() {
     let text = String::from_utf8_lossy(&repo.run(&["stats"]).stdout).into_owned();
     assert!(text.contains("kept only as bases of deltas"), "{text}");
     assert!(text.contains("of changed chunks"), "{text}");
+}
+
+/// Passes every call to a local folder and counts the index files read: how much a snapshot's
+/// commit check reads back.
+struct CountingBackend {
+    inner: sbk::backend::local::LocalBackend,
+    index_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl sbk::backend::Backend for CountingBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> sbk::backend::BResult<()> {
+        self.inner.create()
+    }
+    fn list(&self, t: FileType) -> sbk::backend::BResult<Vec<sbk::backend::FileInfo>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> sbk::backend::BResult<Vec<u8>> {
+        if t == FileType::Index {
+            self.index_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.read(t, name)
+    }
+    fn read_range(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u32,
+    ) -> sbk::backend::BResult<Vec<u8>> {
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn write(&self, t: FileType, name: &str, data: &[u8]) -> sbk::backend::BResult<()> {
+        self.inner.write(t, name, data)
+    }
+    fn write_staged(
+        &self,
+        t: FileType,
+        name: &str,
+        staged: tempfile::NamedTempFile,
+    ) -> sbk::backend::BResult<()> {
+        self.inner.write_staged(t, name, staged)
+    }
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.staging_dir()
+    }
+    fn remove(&self, t: FileType, name: &str) -> sbk::backend::BResult<()> {
+        self.inner.remove(t, name)
+    }
+}
+
+/// A snapshot reads the index files in force once, when it starts, and never reads back the ones
+/// it wrote itself (its commit check knows them).
+#[test]
+fn a_snapshot_does_not_read_back_its_own_index_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(CountingBackend {
+        inner: sbk::backend::local::LocalBackend::new(dir.path().join("repo")),
+        index_reads: Default::default(),
+    });
+    let repo = sbk::Repository::init(
+        backend.clone(),
+        b"pw",
+        sbk::crypto::KdfParams::with_cost(1024, 1, 1),
+        &sbk::Actor::current(),
+    )
+    .unwrap();
+    let reads = || {
+        backend
+            .index_reads
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let data = dump_like(5, 3 << 20);
+    snapshot_of(&repo, &data);
+    assert_eq!(reads(), 0, "a first snapshot has nothing to read");
+    let before = repo.list_ids(FileType::Index).unwrap().len();
+    snapshot_of(&repo, &drift(&data, 1));
+    assert_eq!(reads(), before, "the index files in force, once each");
 }

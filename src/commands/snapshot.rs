@@ -159,7 +159,7 @@ pub(crate) fn save_snapshot_with_folders(
         .chain(std::iter::once(tree_id))
         .chain(folder_blobs)
         .collect();
-    crate::repository::liveness::secure_references(repo, index, needed)?;
+    crate::repository::liveness::secure_references(repo, index, &stats.index_files, needed)?;
     let (cache_hits, cache_misses) = repo.cache().map_or((0, 0), |c| c.counts());
     let finished = chrono::Local::now().fixed_offset();
     let snapshot = Snapshot {

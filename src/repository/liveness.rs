@@ -100,12 +100,17 @@ pub fn snapshot_blobs(repo: &Repository, index: &Index, tree_id: &Id) -> Result<
 /// place. A needed blob that no index lists, or whose pack a prune's tombstone names (deleted, or
 /// about to be), fails the snapshot: nothing it needs can be fetched again, and a snapshot must
 /// never name a missing blob. See `docs/format.md` §12.1 for why this order is safe.
-pub fn secure_references(repo: &Repository, loaded: &Index, needed: Vec<Id>) -> Result<()> {
+pub fn secure_references(
+    repo: &Repository,
+    loaded: &Index,
+    own: &[Id],
+    needed: Vec<Id>,
+) -> Result<()> {
     if repo.spool().is_some_and(|s| s.spooled_because().is_some()) {
         // Spooling: the remote cannot be read; the spool's own index is complete for this run.
         return Ok(());
     }
-    if !pruned_since(repo, loaded)? {
+    if !pruned_since(repo, loaded, own)? {
         return Ok(());
     }
     for _ in 0..4 {
@@ -192,7 +197,7 @@ pub fn secure_spooled(repo: &Repository) -> Result<()> {
         };
         let snap = repo.load_snapshot(&id)?;
         let whole = snapshot_blobs(repo, &index, &snap.tree)
-            .and_then(|needed| secure_references(repo, &nothing, needed));
+            .and_then(|needed| secure_references(repo, &nothing, &[], needed));
         whole.map_err(|e| {
             Error::Source(format!(
                 "snapshot {} waiting in the spool cannot be uploaded whole ({e}); remove {} \
@@ -205,9 +210,11 @@ pub fn secure_spooled(repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// Whether an index file that supersedes others (a prune's) appeared since `loaded` was read.
-fn pruned_since(repo: &Repository, loaded: &Index) -> Result<bool> {
-    let before: HashSet<Id> = loaded.loaded_files().iter().copied().collect();
+/// Whether an index file that supersedes others (a prune's) appeared since `loaded` was read;
+/// `own`, the files this run wrote, are known and not read back.
+fn pruned_since(repo: &Repository, loaded: &Index, own: &[Id]) -> Result<bool> {
+    let mut before: HashSet<Id> = loaded.loaded_files().iter().copied().collect();
+    before.extend(own.iter().copied());
     for id in repo.list_ids(FileType::Index)? {
         if before.contains(&id) {
             continue;
