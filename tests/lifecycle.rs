@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use sbk::backend::{Backend as _, FileType};
+use sbk::backend::FileType;
 use sbk::commands::prune::{PruneOptions, PruneReport, DEFAULT_GRACE};
 
 fn ok(out: &std::process::Output) -> String {
