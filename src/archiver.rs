@@ -111,7 +111,11 @@ pub const MAX_WRITE_DEPTH: usize = 8;
 
 /// Compresses and seals one blob's plaintext.
 fn seal_blob(key: &MasterKey, level: i32, kind: BlobKind, id: &Id, data: &[u8]) -> Vec<u8> {
-    let mut buf = compress(level, data);
+    seal_payload(key, kind, id, compress(level, data))
+}
+
+/// Seals a full blob's payload made by [`compress`] (room for nonce and tag included).
+fn seal_payload(key: &MasterKey, kind: BlobKind, id: &Id, mut buf: Vec<u8>) -> Vec<u8> {
     crate::crypto::seal_in_place(&key.encrypt, &blob_aad(kind as u8, id, None), &mut buf);
     buf
 }
@@ -207,16 +211,21 @@ impl Shared<'_> {
             return Processed::Known { id, meta };
         }
         let sk = sketch(&data);
-        if let Some(p) = self.try_delta(parent, &id, &data, &sk, seq) {
+        let mut full = None;
+        if let Some(p) = self.try_delta(parent, &id, &data, &sk, seq, &mut full) {
             return p;
         }
-        let sealed = seal_blob(
-            key,
-            self.repo.config().compression.level,
-            BlobKind::Data,
-            &id,
-            &data,
-        );
+        // A delta that did not pay compressed the full blob to compare: sealed as it is.
+        let sealed = match full {
+            Some(payload) => seal_payload(key, BlobKind::Data, &id, payload),
+            None => seal_blob(
+                key,
+                self.repo.config().compression.level,
+                BlobKind::Data,
+                &id,
+                &data,
+            ),
+        };
         Processed::New {
             id,
             kind: BlobKind::Data,
@@ -230,7 +239,8 @@ impl Shared<'_> {
     /// Skip-delta: a chunk similar to the parent's chunk of generation `g` becomes generation
     /// `g + 1`, stored as a delta against that chunk's ancestor of generation `(g + 1) & g`
     /// (Subversion's skip-deltas), so chains stay `popcount(g + 1)` deep. Kept only when much
-    /// smaller than the full blob.
+    /// smaller than the full blob; when the full blob was compressed to compare, that payload is
+    /// left in `full` for the caller to seal instead of compressing it again.
     fn try_delta(
         &self,
         parent: &ParentFile,
@@ -238,6 +248,7 @@ impl Shared<'_> {
         data: &[u8],
         sk: &[u32; 8],
         seq: usize,
+        full: &mut Option<Vec<u8>>,
     ) -> Option<Processed> {
         let (candidate, cmeta) = parent.most_similar(sk, seq)?;
         let g = cmeta.generation();
@@ -264,8 +275,9 @@ impl Shared<'_> {
         let delta_len = buf.len() - NONCE_LEN;
         if delta_len > data.len() / 16 {
             // Not obviously small: keep it only if it is at most half the full blob.
-            let full_len = compress(self.repo.config().compression.level, data).len() - NONCE_LEN;
-            if delta_len * 2 > full_len {
+            let payload = compress(self.repo.config().compression.level, data);
+            if delta_len * 2 > payload.len() - NONCE_LEN {
+                *full = Some(payload);
                 return None;
             }
         }
