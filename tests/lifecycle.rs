@@ -691,9 +691,11 @@ fn stats_show_dedup_deltas_and_compression_per_source() {
     // Scattered changes touch every chunk, so exact dedup finds little (the ratio is ~1); the
     // deltas make up for it, and show in the compression and total ratios.
     assert!(v["dedup_ratio"].as_f64().unwrap() >= 0.99, "{v:#}");
+    // The gain depends on where the repository's random chunker seed cuts: over 30 runs it was
+    // ~230x in 26, 21-42x in 3 and 9.6x in one (zstd alone gives ~2.4x), so the bounds leave room.
     let delta_gain = u64_of(&v, &["delta_raw_bytes"]) / u64_of(&v, &["delta_stored_bytes"]);
-    assert!(delta_gain > 10, "{v:#}");
-    assert!(v["total_ratio"].as_f64().unwrap() > 4.0, "{v:#}");
+    assert!(delta_gain >= 5, "{v:#}");
+    assert!(v["total_ratio"].as_f64().unwrap() > 3.5, "{v:#}");
     assert!(v["repository_bytes"].as_u64().unwrap() >= v["stored_bytes"].as_u64().unwrap());
     // `snapshot stdin --name` is one source: the stdin snapshots form one group here.
     let sources = v["sources"].as_array().unwrap();
@@ -806,4 +808,51 @@ fn a_snapshot_does_not_read_back_its_own_index_files() {
     let before = repo.list_ids(FileType::Index).unwrap().len();
     snapshot_of(&repo, &drift(&data, 1));
     assert_eq!(reads(), before, "the index files in force, once each");
+}
+
+/// `sync` checks every spooled snapshot against the repository's index files loaded once, not
+/// once (or twice) per snapshot.
+#[test]
+fn sync_reads_the_index_once_for_all_spooled_snapshots() {
+    use sbk::backend::spool::SpoolBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Arc::new(CountingBackend {
+        inner: sbk::backend::local::LocalBackend::new(dir.path().join("repo")),
+        index_reads: Default::default(),
+    });
+    let repo = sbk::Repository::init(
+        remote.clone(),
+        b"pw",
+        sbk::crypto::KdfParams::with_cost(1024, 1, 1),
+        &sbk::Actor::current(),
+    )
+    .unwrap();
+    let data = dump_like(6, 2 << 20);
+    snapshot_of(&repo, &data);
+    let in_force = repo.list_ids(FileType::Index).unwrap().len();
+    let open_spooled = || {
+        let spool = Arc::new(SpoolBackend::new(remote.clone(), dir.path().join("spool")));
+        let mut r = sbk::Repository::open(spool.clone(), b"pw").unwrap();
+        r.attach_spool(spool.clone());
+        (r, spool)
+    };
+    // Three runs that lost the repository after loading their index: each is spooled.
+    for day in 1..=3 {
+        let (r, spool) = open_spooled();
+        snapshot_around(&r, &drift(&data, day), || {
+            spool.start_spooling("the test's outage".into())
+        })
+        .unwrap();
+    }
+    let (online, _) = open_spooled();
+    let reads = || remote.index_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let before = reads();
+    let report = sbk::commands::sync::sync(&online).unwrap().unwrap();
+    assert_eq!(report.snapshots.len(), 3);
+    assert_eq!(
+        reads() - before,
+        in_force,
+        "the repository's index files, read once for the three snapshots"
+    );
+    assert_eq!(repo.list_snapshots().unwrap().len(), 4);
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::id::Id;
 use crate::index::Index;
-use crate::repository::Repository;
+use crate::repository::{IndexFiles, Repository};
 
 /// The set of blobs in use, one bit per entry of an [`Index`]: 1 bit per blob instead of a
 /// hash set's ~50 bytes, so a repository of millions of blobs is marked in a few hundred KiB.
@@ -113,9 +113,33 @@ pub fn secure_references(
     if !pruned_since(repo, loaded, own)? {
         return Ok(());
     }
+    secure_all(repo, None, &[(None, needed)]).map_err(|(_, e)| e)
+}
+
+/// Why a needed blob cannot be had.
+fn gone(id: &Id, why: &str) -> Error {
+    Error::Source(format!(
+        "blob {} that this snapshot relies on {why} by a prune while the snapshot ran \
+         (it ran longer than prune's grace period); nothing was saved: run the snapshot \
+         again",
+        id.short()
+    ))
+}
+
+/// The check of [`secure_references`] for several snapshots' needs at once, against index files
+/// loaded once per round (`first`, when the caller already has them, is the first round's): a
+/// failure names the snapshot (the first of the pair) whose needs it is.
+fn secure_all(
+    repo: &Repository,
+    mut first: Option<IndexFiles>,
+    needs: &[(Option<Id>, Vec<Id>)],
+) -> std::result::Result<(), (Option<Id>, Error)> {
     for _ in 0..4 {
-        let fresh = repo.load_index_files()?;
-        let index = fresh.to_index()?;
+        let fresh = match first.take() {
+            Some(f) => f,
+            None => repo.load_index_files().map_err(|e| (None, e))?,
+        };
+        let index = fresh.to_index().map_err(|e| (None, e))?;
         let tombstones: HashSet<Id> = fresh
             .files
             .iter()
@@ -126,37 +150,32 @@ pub fn secure_references(
             .iter()
             .flat_map(|(_, f)| f.marked.iter().map(|m| (m.pack.id, &m.pack)))
             .collect();
-        let gone = |id: &Id, why: &str| {
-            Error::Source(format!(
-                "blob {} that this snapshot relies on {why} by a prune while the snapshot ran \
-                 (it ran longer than prune's grace period); nothing was saved: run the snapshot \
-                 again",
-                id.short()
-            ))
-        };
         let mut revive: HashMap<Id, IndexPack> = HashMap::new();
         let mut seen = HashSet::new();
-        for id in &needed {
-            let mut cur = *id;
-            for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
-                if !seen.insert(cur) {
-                    break;
-                }
-                let Some(b) = index.get(&cur) else {
-                    return Err(gone(&cur, "was deleted"));
-                };
-                if tombstones.contains(&b.pack) {
-                    return Err(gone(&cur, "is being deleted"));
-                }
-                if !index.contains_live(&cur) {
-                    let p = marked
-                        .get(&b.pack)
-                        .ok_or_else(|| gone(&cur, "was deleted"))?;
-                    revive.entry(p.id).or_insert_with(|| (*p).clone());
-                }
-                match b.base {
-                    Some(base) => cur = base,
-                    None => break,
+        for (owner, needed) in needs {
+            let fail = |e: Error| (*owner, e);
+            for id in needed {
+                let mut cur = *id;
+                for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
+                    if !seen.insert(cur) {
+                        break;
+                    }
+                    let Some(b) = index.get(&cur) else {
+                        return Err(fail(gone(&cur, "was deleted")));
+                    };
+                    if tombstones.contains(&b.pack) {
+                        return Err(fail(gone(&cur, "is being deleted")));
+                    }
+                    if !index.contains_live(&cur) {
+                        let p = marked
+                            .get(&b.pack)
+                            .ok_or_else(|| fail(gone(&cur, "was deleted")))?;
+                        revive.entry(p.id).or_insert_with(|| (*p).clone());
+                    }
+                    match b.base {
+                        Some(base) => cur = base,
+                        None => break,
+                    }
                 }
             }
         }
@@ -166,20 +185,26 @@ pub fn secure_references(
         repo.save_index(&IndexFile {
             packs: revive.into_values().collect(),
             ..Default::default()
-        })?;
+        })
+        .map_err(|e| (None, e))?;
         // Check again with the revival in place: a prune that deletes those packs either sees
         // it, or wrote its tombstones before, which the next round sees.
     }
-    Err(Error::Source(
-        "prunes kept marking the packs this snapshot relies on; nothing was saved: run the \
-         snapshot again"
-            .into(),
+    Err((
+        None,
+        Error::Source(
+            "prunes kept marking the packs this snapshot relies on; nothing was saved: run the \
+             snapshot again"
+                .into(),
+        ),
     ))
 }
 
 /// Before `sync` uploads snapshots that waited in the local spool: the same walk as at the end
-/// of a snapshot, since a prune may have run on the repository while they waited. A spooled
-/// snapshot that relies on a deleted pack is an error naming it; nothing is uploaded.
+/// of a snapshot, since a prune may have run on the repository while they waited (so every
+/// prune file counts, and the full check always runs). The index files are loaded once for all
+/// of them. A spooled snapshot that relies on a deleted pack is an error naming it; nothing is
+/// uploaded.
 pub fn secure_spooled(repo: &Repository) -> Result<()> {
     let Some(spool) = repo.spool() else {
         return Ok(());
@@ -188,26 +213,32 @@ pub fn secure_spooled(repo: &Repository) -> Result<()> {
     if waiting.is_empty() {
         return Ok(());
     }
-    let index = repo.load_index()?;
-    // An empty "loaded" index: every prune file counts as having run meanwhile.
-    let nothing = Index::default();
+    let files = repo.load_index_files()?;
+    let index = files.to_index()?;
+    let mut needs = Vec::new();
     for f in waiting {
         let Some(id) = Id::from_hex(&f.name) else {
             continue;
         };
         let snap = repo.load_snapshot(&id)?;
-        let whole = snapshot_blobs(repo, &index, &snap.tree)
-            .and_then(|needed| secure_references(repo, &nothing, &[], needed));
-        whole.map_err(|e| {
-            Error::Source(format!(
-                "snapshot {} waiting in the spool cannot be uploaded whole ({e}); remove {} \
-                 to drop it and let the spool sync",
-                id.short(),
-                spool.dir().join("snapshots").join(id.to_hex()).display()
-            ))
-        })?;
+        let needed = snapshot_blobs(repo, &index, &snap.tree)
+            .map_err(|e| unspoolable(spool.dir(), &id, e))?;
+        needs.push((Some(id), needed));
     }
-    Ok(())
+    secure_all(repo, Some(files), &needs).map_err(|(owner, e)| match owner {
+        Some(id) => unspoolable(spool.dir(), &id, e),
+        None => e,
+    })
+}
+
+/// A spooled snapshot that cannot be uploaded whole, and how to let the spool go on.
+fn unspoolable(spool_dir: &std::path::Path, id: &Id, e: Error) -> Error {
+    Error::Source(format!(
+        "snapshot {} waiting in the spool cannot be uploaded whole ({e}); remove {} to drop it \
+         and let the spool sync",
+        id.short(),
+        spool_dir.join("snapshots").join(id.to_hex()).display()
+    ))
 }
 
 /// Whether an index file that supersedes others (a prune's) appeared since `loaded` was read;
