@@ -111,29 +111,6 @@ pub fn source_filter(s: &SourceConfig) -> Result<crate::repository::Source> {
     }
 }
 
-/// `filter` widened from how a PostgreSQL server is reached (host and port) to the cluster
-/// its snapshots name, so that snapshots taken over another route (the socket, another host
-/// name) count as the same source. Unchanged when no snapshot of it names its cluster.
-fn cluster_filter(
-    repo: &Repository,
-    filter: crate::repository::Source,
-) -> Result<crate::repository::Source> {
-    use commands::snapshot_postgres::SYSTEM_IDENTIFIER;
-    let cluster = repo
-        .list_snapshots()?
-        .into_iter()
-        .rev()
-        .filter(|(_, s)| commands::forget::matches_source(s, &filter))
-        .find_map(|(_, s)| s.source.details.get(SYSTEM_IDENTIFIER).cloned());
-    Ok(match cluster {
-        Some(id) => crate::repository::Source {
-            kind: filter.kind,
-            details: [(SYSTEM_IDENTIFIER.to_owned(), id)].into_iter().collect(),
-        },
-        None => filter,
-    })
-}
-
 /// The alert channels of a job, their secrets resolved (a channel whose secret cannot be read
 /// is left out, and logged).
 pub fn channels(config: &Config, names: &[String]) -> Vec<(Channel, super::config::AlertEvents)> {
@@ -809,14 +786,10 @@ impl Runner<'_> {
             ids: Vec::new(),
             hosts: vec![Actor::current().host],
             tags,
-            source: None,
+            source: Some(filter),
             dry_run: false,
         };
         let repo = self.repository(false)?;
-        let opts = commands::forget::ForgetOptions {
-            source: Some(cluster_filter(repo, filter)?),
-            ..opts
-        };
         let report = commands::forget::forget(repo, &opts)?;
         let kept: usize = report.groups.iter().map(|g| g.keep.len()).sum();
         Ok(format!(
@@ -881,9 +854,9 @@ impl Runner<'_> {
         };
         let scratch = ConnParams::resolve(Some(&scratch_url), &lookup)?;
         let repo = self.repository(false)?;
-        let filter = cluster_filter(repo, filter)?;
-        let newest = repo
-            .list_snapshots()?
+        let all = repo.list_snapshots()?;
+        let filter = commands::forget::widen_to_cluster(&all, &filter);
+        let newest = all
             .into_iter()
             .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
             .max_by_key(|(_, s)| s.time)

@@ -10,7 +10,6 @@ use super::SnapshotView;
 use crate::commands::snapshot_postgres::SYSTEM_IDENTIFIER;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repository::FileType;
 use crate::repository::{Repository, SnapshotRef};
 use crate::repository::{Snapshot, Source};
 use crate::retention::{self, Candidate, Policy};
@@ -60,7 +59,8 @@ pub struct ForgetOptions {
     /// retention considers only the snapshots it made.
     pub tags: Vec<String>,
     /// Only consider snapshots of this source: same kind, and these values among its details
-    /// (a configured job forgets only its own server's snapshots).
+    /// (a configured job forgets only its own server's snapshots), widened to the cluster a
+    /// PostgreSQL server's snapshots name ([`widen_to_cluster`]).
     pub source: Option<Source>,
     pub dry_run: bool,
 }
@@ -73,6 +73,24 @@ pub fn matches_source(s: &Snapshot, filter: &Source) -> bool {
             .details
             .iter()
             .all(|(k, v)| s.source.details.get(k) == Some(v))
+}
+
+/// `filter` widened from how a PostgreSQL server is reached (host and port) to the cluster the
+/// newest of `snapshots` it matches names, so that snapshots taken over another route (the
+/// socket, another host name) count as the same source. Unchanged when none names a cluster.
+pub fn widen_to_cluster(snapshots: &[(Id, Snapshot)], filter: &Source) -> Source {
+    let cluster = snapshots
+        .iter()
+        .rev()
+        .filter(|(_, s)| matches_source(s, filter))
+        .find_map(|(_, s)| s.source.details.get(SYSTEM_IDENTIFIER).cloned());
+    match cluster {
+        Some(id) => Source {
+            kind: filter.kind.clone(),
+            details: [(SYSTEM_IDENTIFIER.to_owned(), id)].into_iter().collect(),
+        },
+        None => filter.clone(),
+    }
 }
 
 /// The values a group shares; only the fields grouped by are set.
@@ -193,16 +211,14 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             ));
         }
         for spec in &opts.ids {
-            let id = if *spec == SnapshotRef::Latest {
-                repo.find_snapshot(spec)?.0
-            } else {
-                // A damaged snapshot can be forgotten by its ID: that is its way out.
-                let id = repo.resolve(FileType::Snapshot, &spec.to_string())?;
+            // A damaged snapshot can be forgotten by its ID: that is its way out.
+            let id = repo.snapshot_id(spec)?;
+            if *spec != SnapshotRef::Latest {
                 match repo.load_snapshot(&id) {
-                    Ok(_) | Err(Error::Damaged { .. }) => id,
+                    Ok(_) | Err(Error::Damaged { .. }) => {}
                     Err(e) => return Err(e),
                 }
-            };
+            }
             if !report.removed.contains(&id) {
                 report.removed.push(id);
             }
@@ -216,11 +232,13 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             ));
         }
         let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
-        for (id, s) in repo.list_snapshots()? {
+        let all = repo.list_snapshots()?;
+        let source = opts.source.as_ref().map(|f| widen_to_cluster(&all, f));
+        for (id, s) in all {
             // Spooled snapshots are not in the repository yet: `sync` first.
             if repo.is_spooled(&id)
                 || (!opts.hosts.is_empty() && !opts.hosts.contains(&s.host))
-                || opts.source.as_ref().is_some_and(|f| !matches_source(&s, f))
+                || source.as_ref().is_some_and(|f| !matches_source(&s, f))
                 || !opts.tags.iter().all(|t| s.tags.contains(t))
             {
                 continue;

@@ -79,11 +79,10 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// What a set of snapshots needs, gathered one tree at a time.
 struct Tally<'a> {
-    index: &'a Index,
     /// Every blob needed, delta bases included.
     used: UsedSet<'a>,
-    /// The blobs the snapshots reference themselves (one bit per index entry).
-    direct: Vec<u64>,
+    /// The blobs the snapshots reference themselves, bases not followed.
+    direct: UsedSet<'a>,
     snapshots: usize,
     logical_bytes: u64,
 }
@@ -91,9 +90,8 @@ struct Tally<'a> {
 impl<'a> Tally<'a> {
     fn new(index: &'a Index) -> Self {
         Tally {
-            index,
             used: UsedSet::new(index),
-            direct: vec![0; index.len().div_ceil(64)],
+            direct: UsedSet::new(index),
             snapshots: 0,
             logical_bytes: 0,
         }
@@ -105,9 +103,7 @@ impl<'a> Tally<'a> {
         // A missing blob is `check`'s business; stats counts what is there.
         for b in &snapshot.blobs {
             let _ = self.used.mark(b);
-            if let Some(pos) = self.index.position(b) {
-                self.direct[pos / 64] |= 1u64 << (pos % 64);
-            }
+            self.direct.mark_one(b);
         }
     }
 
@@ -125,7 +121,7 @@ impl<'a> Tally<'a> {
             let (raw, stored) = (l.raw_len() as u64, l.stored_len as u64);
             f.blobs += 1;
             f.stored_bytes += stored;
-            if self.direct[pos / 64] & (1u64 << (pos % 64)) != 0 {
+            if self.direct.contains_position(pos) {
                 f.unique_bytes += raw;
             } else {
                 f.base_only_bytes += raw;

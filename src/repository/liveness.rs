@@ -59,6 +59,16 @@ impl<'a> UsedSet<'a> {
         Ok(())
     }
 
+    /// Marks one blob, not its bases (`stats` tells referenced blobs from bases); `false` when
+    /// the index lacks it.
+    pub fn mark_one(&mut self, id: &Id) -> bool {
+        let Some(pos) = self.index.position(id) else {
+            return false;
+        };
+        self.bits[pos / 64] |= 1u64 << (pos % 64);
+        true
+    }
+
     pub fn contains(&self, id: &Id) -> bool {
         self.index
             .position(id)

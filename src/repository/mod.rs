@@ -191,7 +191,12 @@ impl Repository {
             "config",
             &config::join(FORMAT_VERSION, &sealed),
         )?;
-        Ok(Repository {
+        Ok(Self::handle(backend, key, config, key_id))
+    }
+
+    /// A handle with nothing attached yet (no cache, no spool, no damage noted).
+    fn handle(backend: Arc<dyn Backend>, key: MasterKey, config: Config, key_id: Id) -> Self {
+        Repository {
             backend,
             key,
             config,
@@ -200,7 +205,7 @@ impl Repository {
             spool: None,
             damage: Default::default(),
             activity: Default::default(),
-        })
+        }
     }
 
     /// Opens a repository with a password.
@@ -254,16 +259,7 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::damaged("config", e))?;
-        Ok(Repository {
-            backend,
-            key,
-            config,
-            key_id,
-            cache: None,
-            spool: None,
-            damage: Default::default(),
-            activity: Default::default(),
-        })
+        Ok(Self::handle(backend, key, config, key_id))
     }
 
     pub fn config(&self) -> &Config {

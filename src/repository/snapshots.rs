@@ -58,19 +58,32 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolves `latest` or an ID prefix to a snapshot.
+    /// Resolves `latest`, an ID or a prefix to a snapshot, and loads it.
     pub fn find_snapshot(&self, which: &SnapshotRef) -> Result<(Id, Snapshot)> {
-        let id = match which {
-            SnapshotRef::Latest => {
-                return self
-                    .list_snapshots()?
-                    .pop()
-                    .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()))
-            }
-            SnapshotRef::Id(id) => *id,
-            SnapshotRef::Prefix(p) => self.resolve(FileType::Snapshot, p)?,
-        };
+        if *which == SnapshotRef::Latest {
+            return self
+                .list_snapshots()?
+                .pop()
+                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+        }
+        let id = self.snapshot_id(which)?;
         Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// The ID of the snapshot file `which` names, known to exist, without loading it (a damaged
+    /// snapshot still has its ID: `forget` removes it by that).
+    pub fn snapshot_id(&self, which: &SnapshotRef) -> Result<Id> {
+        match which {
+            SnapshotRef::Latest => Ok(self.find_snapshot(which)?.0),
+            SnapshotRef::Id(id) => match self.list_ids(FileType::Snapshot)?.contains(id) {
+                true => Ok(*id),
+                false => Err(Error::NotFound(format!(
+                    "no snapshot matches {:?}",
+                    id.to_hex()
+                ))),
+            },
+            SnapshotRef::Prefix(p) => self.resolve(FileType::Snapshot, p),
+        }
     }
 }
 
