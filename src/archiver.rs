@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  reader thread        seal workers (one per core)     this thread         writer threads
-//!  read + FastCDC  -->  keyed BLAKE3, dedup lookup, -->  reorder, PackWriter -->  Backend::write_staged
+//!  read + FastCDC  -->  keyed BLAKE3, dedup lookup, -->  reorder, PackWriter -->  PackStore::store
 //!  whole-file hash      zstd, XChaCha20-Poly1305         (staging file)           (WRITERS at once)
 //! ```
 //! Every queue is bounded. At most [`IN_FLIGHT`] chunks exist between the chunker and the packer
@@ -20,7 +20,6 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::backend::{Backend, FileType};
 use crate::chunker::Chunker;
 use crate::crypto::{blob_aad, MasterKey, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
@@ -29,7 +28,7 @@ use crate::format::tree::FileNode;
 use crate::format::{delta, payload, BlobKind};
 use crate::id::Id;
 use crate::index::Index;
-use crate::repository::packer::{FinishedPack, PackWriter};
+use crate::repository::packer::{FinishedPack, PackStore, PackWriter};
 use crate::repository::{Repository, MAX_BLOBS_PER_INDEX};
 use crate::similarity::{sketch, ChunkMeta, ParentFile};
 
@@ -300,8 +299,6 @@ impl Shared<'_> {
 
 /// The packer and the pack writers.
 struct Sink {
-    /// Where packs are staged, for messages.
-    staging: std::path::PathBuf,
     /// Set by a writer that failed, so the run stops at the next pack instead of at the end.
     writer_failed: Arc<AtomicBool>,
     pack: Option<PackWriter>,
@@ -312,20 +309,19 @@ struct Sink {
 }
 
 fn writer_loop(
-    backend: Arc<dyn Backend>,
+    store: PackStore,
     rx: Receiver<FinishedPack>,
     failed: Arc<AtomicBool>,
 ) -> Result<Vec<IndexPack>> {
     let mut done = Vec::new();
     for p in rx {
-        if let Err(e) = backend.write_staged(FileType::Pack, &p.id.to_hex(), p.file) {
-            failed.store(true, Ordering::SeqCst);
-            return Err(e.into());
+        match store.store(p) {
+            Ok(stored) => done.push(stored),
+            Err(e) => {
+                failed.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
         }
-        done.push(IndexPack {
-            id: p.id,
-            blobs: p.entries,
-        });
     }
     Ok(done)
 }
@@ -353,15 +349,11 @@ impl Sink {
             return Ok((id, meta));
         }
         if self.pack.is_none() {
-            let dir = shared.repo.backend().staging_dir();
-            self.pack = Some(
-                PackWriter::new(dir.as_deref())
-                    .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?,
-            );
+            self.pack = Some(shared.repo.start_pack()?);
         }
         let pack = self.pack.as_mut().expect("just set");
         pack.add(kind, id, raw_len, &sealed, base)
-            .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?;
+            .map_err(|e| shared.repo.staging_error(e))?;
         if kind != BlobKind::Tree {
             if let Some(cache) = shared.repo.cache() {
                 // Tomorrow's delta bases, without fetching them back from the repository.
@@ -379,19 +371,17 @@ impl Sink {
             .bytes_added
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         if pack.len() >= shared.repo.config().pack_size as u64 {
-            self.flush_pack(shared.repo.key())?;
+            self.flush_pack(shared.repo)?;
         }
         Ok((id, meta))
     }
 
     /// Hands the current pack to the writers.
-    fn flush_pack(&mut self, key: &MasterKey) -> Result<()> {
+    fn flush_pack(&mut self, repo: &Repository) -> Result<()> {
         let Some(pack) = self.pack.take() else {
             return Ok(());
         };
-        let finished = pack
-            .finish(key)
-            .map_err(|e| Error::io("write pack staging file in", &self.staging, e))?;
+        let finished = pack.finish(repo.key()).map_err(|e| repo.staging_error(e))?;
         self.stats.packs_new += 1;
         let tx = self.to_writers.as_ref().expect("writers run until finish");
         if self.writer_failed.load(Ordering::SeqCst) || tx.send(finished).is_err() {
@@ -439,11 +429,11 @@ impl<'a> Archiver<'a> {
         let writer_failed = Arc::new(AtomicBool::new(false));
         // A remote backend gets as many uploads in flight as it has connections.
         // Each holds a finished pack (16 MiB) in memory while uploading: at most MAX_WRITERS.
-        let writers = (0..repo.backend().concurrency().clamp(WRITERS, MAX_WRITERS))
+        let writers = (0..repo.concurrency().clamp(WRITERS, MAX_WRITERS))
             .map(|_| {
-                let backend = Arc::clone(repo.backend());
+                let store = repo.pack_store();
                 let (rx, failed) = (rx.clone(), Arc::clone(&writer_failed));
-                std::thread::spawn(move || writer_loop(backend, rx, failed))
+                std::thread::spawn(move || writer_loop(store, rx, failed))
             })
             .collect();
         Archiver {
@@ -453,10 +443,6 @@ impl<'a> Archiver<'a> {
                 session: RwLock::new(HashSet::new()),
             },
             sink: Sink {
-                staging: repo
-                    .backend()
-                    .staging_dir()
-                    .unwrap_or_else(std::env::temp_dir),
                 writer_failed,
                 pack: None,
                 to_writers: Some(tx),
@@ -652,7 +638,7 @@ impl<'a> Archiver<'a> {
     /// lists them. Returns the run's figures and the index files written (none if nothing was
     /// new).
     pub fn finish(mut self) -> Result<(ArchiveStats, Vec<Id>)> {
-        self.sink.flush_pack(self.shared.repo.key())?;
+        self.sink.flush_pack(self.shared.repo)?;
         let packs = self.sink.join_writers()?;
         // One index file per MAX_BLOBS_PER_INDEX blobs; the snapshot is written only after all.
         let mut index_ids = Vec::new();

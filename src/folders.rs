@@ -190,17 +190,14 @@ fn join(dirs: &[String], name: &str) -> String {
 mod tests {
     use super::*;
     use crate::archiver::Archiver;
-    use crate::backend::local::LocalBackend;
     use crate::crypto::KdfParams;
     use crate::repository::trees::{find_file, walk, TreeCursor, Visit};
     use crate::repository::{Actor, Repository};
     use std::collections::HashSet;
-    use std::sync::Arc;
 
     fn repo(dir: &std::path::Path) -> Repository {
-        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
         Repository::init(
-            backend,
+            crate::backend::Storage::local(dir.join("repo")),
             b"pw",
             KdfParams::with_cost(1024, 1, 1),
             &Actor::current(),

@@ -6,11 +6,10 @@
 //! to packs; snapshots name a tree of files. `docs/format.md` specifies every byte.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use sbk::{backend::local::LocalBackend, commands, crypto::KdfParams, Actor};
+//! use sbk::{backend::Storage, commands, crypto::KdfParams, Actor};
 //!
-//! let backend = Arc::new(LocalBackend::new("/srv/backups/repo"));
-//! let repo = sbk::Repository::init(backend, b"correct horse", KdfParams::new_random(), &Actor::current())?;
+//! let storage = Storage::local("/srv/backups/repo");
+//! let repo = sbk::Repository::init(storage, b"correct horse", KdfParams::new_random(), &Actor::current())?;
 //! let opts = commands::snapshot::SnapshotOptions::new("dump.sql");
 //! let outcome = commands::snapshot::snapshot_reader(&repo, &opts, &b"hello"[..], Default::default())?;
 //! println!("snapshot {}", outcome.id);

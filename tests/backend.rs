@@ -15,10 +15,11 @@ fn name(i: u32) -> String {
     format!("{:064x}", (i as u128) * 0x9E37_79B9_7F4A_7C15_u128 + 1)
 }
 
-fn staged(data: &[u8]) -> tempfile::NamedTempFile {
+/// A staged file, removed when dropped unless the backend moved it into place.
+fn staged(data: &[u8]) -> tempfile::TempPath {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(data).unwrap();
-    f
+    f.into_temp_path()
 }
 
 /// Every point of the contract, on an empty location.
@@ -60,9 +61,9 @@ fn contract(b: &dyn Backend) {
         .expect("removing a missing file is fine");
 
     // Staged writes, listed with sizes; packs fan out but list by name.
-    b.write_staged(FileType::Pack, &name(3), staged(&data))
+    b.write_staged(FileType::Pack, &name(3), &staged(&data))
         .unwrap();
-    b.write_staged(FileType::Pack, &name(4), staged(b"tiny"))
+    b.write_staged(FileType::Pack, &name(4), &staged(b"tiny"))
         .unwrap();
     let mut packs = b.list(FileType::Pack).unwrap();
     packs.sort_by(|a, c| a.name.cmp(&c.name));
@@ -76,6 +77,12 @@ fn contract(b: &dyn Backend) {
         want
     );
     assert_eq!(b.read(FileType::Pack, &name(4)).unwrap(), b"tiny");
+    // A file written from a path stays where it was.
+    let kept = staged(b"kept");
+    b.write_path(FileType::Index, &name(5), &kept).unwrap();
+    assert!(kept.exists(), "write_path must leave its source in place");
+    assert_eq!(b.read(FileType::Index, &name(5)).unwrap(), b"kept");
+    b.remove(FileType::Index, &name(5)).unwrap();
 
     // Types do not mix.
     assert_eq!(b.list(FileType::Index).unwrap().len(), 1);
@@ -135,7 +142,7 @@ fn s3_multipart_upload_of_a_large_file() {
     b.multipart_threshold = 6 << 20;
     b.part_size = 5 << 20;
     let data: Vec<u8> = (0..(13u32 << 20)).map(|i| (i ^ (i >> 9)) as u8).collect();
-    b.write_staged(FileType::Pack, &name(9), staged(&data))
+    b.write_staged(FileType::Pack, &name(9), &staged(&data))
         .unwrap();
     assert_eq!(b.read(FileType::Pack, &name(9)).unwrap(), data);
     assert_eq!(
@@ -144,7 +151,7 @@ fn s3_multipart_upload_of_a_large_file() {
         &data[11 << 20..(11 << 20) + 100]
     );
     // Idempotent like any content-addressed write.
-    b.write_staged(FileType::Pack, &name(9), staged(&data))
+    b.write_staged(FileType::Pack, &name(9), &staged(&data))
         .unwrap();
 }
 
@@ -222,7 +229,7 @@ fn every_wrapper_keeps_the_contract() {
     spooling.start_spooling("the test's outage".into());
     let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 251) as u8).collect();
     spooling
-        .write_staged(FileType::Pack, &name(7), staged(&data))
+        .write_staged(FileType::Pack, &name(7), &staged(&data))
         .unwrap();
     spooling.write(FileType::Index, &name(8), b"index").unwrap();
     spooling

@@ -468,11 +468,8 @@ impl Read for Gated<'_> {
 }
 
 fn lib_repo(dir: &tempfile::TempDir) -> sbk::Repository {
-    let backend = Arc::new(sbk::backend::local::LocalBackend::new(
-        dir.path().join("repo"),
-    ));
     sbk::Repository::init(
-        backend,
+        sbk::backend::Storage::local(dir.path().join("repo")),
         b"pw",
         sbk::crypto::KdfParams::with_cost(1024, 1, 1),
         &sbk::Actor::current(),
@@ -651,7 +648,7 @@ fn sync_refuses_a_spooled_snapshot_whose_blobs_a_prune_deleted() {
     let spool_dir = dir.path().join("spool");
     let open_spooled = || {
         let spool = Arc::new(SpoolBackend::new(remote.clone(), spool_dir.clone()));
-        let mut r = sbk::Repository::open(spool.clone(), b"pw").unwrap();
+        let mut r = sbk::Repository::open(spool.clone() as Arc<dyn Backend>, b"pw").unwrap();
         r.attach_spool(spool.clone());
         (r, spool)
     };
@@ -769,12 +766,9 @@ impl sbk::backend::Backend for CountingBackend {
         &self,
         t: FileType,
         name: &str,
-        staged: tempfile::NamedTempFile,
+        staged: &std::path::Path,
     ) -> sbk::backend::BResult<()> {
         self.inner.write_staged(t, name, staged)
-    }
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
     }
     fn remove(&self, t: FileType, name: &str) -> sbk::backend::BResult<()> {
         self.inner.remove(t, name)
@@ -791,7 +785,10 @@ fn a_snapshot_does_not_read_back_its_own_index_files() {
         index_reads: Default::default(),
     });
     let repo = sbk::Repository::init(
-        backend.clone(),
+        sbk::backend::Storage {
+            backend: backend.clone(),
+            profile: backend.inner.profile(),
+        },
         b"pw",
         sbk::crypto::KdfParams::with_cost(1024, 1, 1),
         &sbk::Actor::current(),
@@ -821,7 +818,10 @@ fn sync_reads_the_index_once_for_all_spooled_snapshots() {
         index_reads: Default::default(),
     });
     let repo = sbk::Repository::init(
-        remote.clone(),
+        sbk::backend::Storage {
+            backend: remote.clone(),
+            profile: remote.inner.profile(),
+        },
         b"pw",
         sbk::crypto::KdfParams::with_cost(1024, 1, 1),
         &sbk::Actor::current(),
@@ -832,7 +832,8 @@ fn sync_reads_the_index_once_for_all_spooled_snapshots() {
     let in_force = repo.list_ids(FileType::Index).unwrap().len();
     let open_spooled = || {
         let spool = Arc::new(SpoolBackend::new(remote.clone(), dir.path().join("spool")));
-        let mut r = sbk::Repository::open(spool.clone(), b"pw").unwrap();
+        let mut r =
+            sbk::Repository::open(spool.clone() as Arc<dyn sbk::backend::Backend>, b"pw").unwrap();
         r.attach_spool(spool.clone());
         (r, spool)
     };

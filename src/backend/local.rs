@@ -56,12 +56,13 @@ impl LocalBackend {
         self.root.join("tmp")
     }
 
-    fn persist(&self, t: FileType, name: &str, staged: tempfile::NamedTempFile) -> BResult<()> {
+    /// Moves the file at `staged` (on any file system) into place durably; on success it is gone
+    /// from `staged`.
+    fn persist(&self, t: FileType, name: &str, staged: &Path) -> BResult<()> {
         let dest = self.path(t, name);
-        staged
-            .as_file()
-            .sync_all()
-            .map_err(|e| err("fsync", staged.path(), e))?;
+        File::open(staged)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| err("fsync", staged, e))?;
         let dir = dest
             .parent()
             .expect("repository files live in a folder")
@@ -70,28 +71,36 @@ impl LocalBackend {
             // Repositories made before quarantine existed lack the folder.
             fs::create_dir_all(&dir).map_err(|e| err("create folder", &dir, e))?;
         }
-        if t == FileType::Config {
-            // Never replace an existing config: link-based, fails if the name exists.
-            staged
-                .persist_noclobber(&dest)
-                .map_err(|e| err("write", &dest, e.error))?;
-        } else {
-            match staged.persist(&dest) {
-                Ok(_) => {}
-                Err(e) if e.error.raw_os_error() == Some(18) => {
-                    // EXDEV: staged on another file system; copy through our own tmp folder.
-                    let mut src = e.file;
-                    src.seek(SeekFrom::Start(0))
-                        .map_err(|e| err("seek", &dest, e))?;
-                    let mut copy = tempfile::NamedTempFile::new_in(self.tmp_dir())
-                        .map_err(|e| err("create temp", &dest, e))?;
-                    io::copy(&mut src, copy.as_file_mut()).map_err(|e| err("copy", &dest, e))?;
-                    return self.persist(t, name, copy);
-                }
-                Err(e) => return Err(err("rename into", &dest, e.error)),
+        let moved = match t {
+            // Never replace an existing config: a hard link fails if the name exists.
+            FileType::Config => fs::hard_link(staged, &dest).and_then(|()| fs::remove_file(staged)),
+            _ => fs::rename(staged, &dest),
+        };
+        match moved {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(18) => {
+                // EXDEV: staged on another file system; copy through our own tmp folder.
+                let copy = tempfile::NamedTempFile::new_in(self.tmp_dir())
+                    .map_err(|e| err("create temp", &dest, e))?
+                    .into_temp_path();
+                fs::copy(staged, &copy).map_err(|e| err("copy", &dest, e))?;
+                self.persist(t, name, &copy)?;
+                let _ = copy.keep();
+                return fs::remove_file(staged).map_err(|e| err("remove", staged, e));
             }
+            Err(e) if t == FileType::Config => return Err(err("write", &dest, e)),
+            Err(e) => return Err(err("rename into", &dest, e)),
         }
         sync_dir(&dir)
+    }
+
+    /// What this storage is: local, its `tmp/` folder for staging.
+    pub fn profile(&self) -> super::Profile {
+        super::Profile {
+            local: true,
+            concurrency: super::Profile::default().concurrency,
+            staging_dir: Some(self.tmp_dir()),
+        }
     }
 }
 
@@ -210,21 +219,16 @@ impl Backend for LocalBackend {
             .map_err(|e| err("create temp file in", &tmp, e))?;
         let _tracked = crate::cleanup::track_path(f.path());
         f.write_all(data).map_err(|e| err("write", f.path(), e))?;
-        self.persist(t, name, f)
+        let staged = f.into_temp_path();
+        self.persist(t, name, &staged)?;
+        // Moved into place: nothing left for the guard to remove.
+        let _ = staged.keep();
+        Ok(())
     }
 
-    fn write_staged(
-        &self,
-        t: FileType,
-        name: &str,
-        staged: tempfile::NamedTempFile,
-    ) -> BResult<()> {
+    fn write_staged(&self, t: FileType, name: &str, staged: &Path) -> BResult<()> {
         super::check_name(name)?;
         self.persist(t, name, staged)
-    }
-
-    fn staging_dir(&self) -> Option<PathBuf> {
-        Some(self.tmp_dir())
     }
 
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
@@ -248,10 +252,6 @@ impl Backend for LocalBackend {
             }
         }
         Ok(removed)
-    }
-
-    fn is_local(&self) -> bool {
-        true
     }
 
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {

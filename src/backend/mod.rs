@@ -4,7 +4,7 @@
 //! # Contract
 //! Every backend must guarantee:
 //! - **Atomic, durable writes.** A file is either absent or complete with the exact bytes written;
-//!   when [`Backend::write`] or [`Backend::write_staged`] returns `Ok`, the file survives a crash.
+//!   when [`Backend::write`], [`Backend::write_path`] or [`Backend::write_staged`] returns `Ok`, the file survives a crash.
 //! - **Idempotent writes of content-addressed files.** Files other than `config` are named by the
 //!   hash of their bytes, so writing a name that exists with the same bytes succeeds.
 //! - **No overwrite of `config`.** [`Backend::create`] and the `config` write fail with
@@ -125,18 +125,6 @@ pub trait Backend: Send + Sync {
     /// Writes a file atomically and durably.
     fn write(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
 
-    /// Writes a file whose bytes were staged in a temporary file (large packs), atomically and
-    /// durably; the staged file is consumed. By default it is written from its path (and so
-    /// retried from it), then removed; the local backend renames it instead.
-    fn write_staged(
-        &self,
-        t: FileType,
-        name: &str,
-        staged: tempfile::NamedTempFile,
-    ) -> BResult<()> {
-        self.write_path(t, name, staged.path())
-    }
-
     /// Writes a file from the bytes of a file on the local disk (left in place), atomically and
     /// durably. Remote backends upload it (in parts when large); retries re-read it.
     fn write_path(&self, t: FileType, name: &str, path: &std::path::Path) -> BResult<()> {
@@ -149,9 +137,13 @@ pub trait Backend: Send + Sync {
         self.write(t, name, &data)
     }
 
-    /// A folder on the backend's own file system for [`Backend::write_staged`] files, when staging
-    /// there makes the final write a cheap rename; `None` means use the system's temp folder.
-    fn staging_dir(&self) -> Option<PathBuf>;
+    /// [`Backend::write_path`] for a staged file the caller discards afterwards (a finished
+    /// pack): a backend on the same file system may move it into place instead of copying it
+    /// (the local backend renames it), so the file may be gone on return. By default it is
+    /// written as by `write_path` (and so retried from it).
+    fn write_staged(&self, t: FileType, name: &str, path: &std::path::Path) -> BResult<()> {
+        self.write_path(t, name, path)
+    }
 
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, t: FileType, name: &str) -> BResult<()>;
@@ -162,15 +154,60 @@ pub trait Backend: Send + Sync {
         let _ = age;
         Ok(0)
     }
+}
 
-    /// Whether reads are as cheap as a local disk's (then no blob cache is used by default).
-    fn is_local(&self) -> bool {
-        false
-    }
-
+/// How a storage is best used, decided where it is opened ([`from_url`]): facts about a place,
+/// not operations, so they travel beside the backend instead of through its trait (and no
+/// wrapper has to pass them on).
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Reads cost what a local disk's do: no blob cache by default, restores read blobs in place.
+    pub local: bool,
     /// Requests worth running at once (pack uploads, blob reads while restoring).
-    fn concurrency(&self) -> usize {
-        2
+    pub concurrency: usize,
+    /// A folder on the storage's own file system where packs are staged, so that
+    /// [`Backend::write_staged`] is a rename; `None`: the system's temp folder.
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl Default for Profile {
+    /// What is safe to assume of a storage nothing is known about: remote, two requests.
+    fn default() -> Self {
+        Profile {
+            local: false,
+            concurrency: 2,
+            staging_dir: None,
+        }
+    }
+}
+
+/// A backend stack and its [`Profile`]: what a repository is opened on.
+#[derive(Clone)]
+pub struct Storage {
+    pub backend: std::sync::Arc<dyn Backend>,
+    pub profile: Profile,
+}
+
+impl Storage {
+    /// A local folder, with the local profile.
+    pub fn local(path: impl Into<PathBuf>) -> Self {
+        let b = local::LocalBackend::new(path);
+        let profile = b.profile();
+        Storage {
+            backend: std::sync::Arc::new(b),
+            profile,
+        }
+    }
+}
+
+impl From<std::sync::Arc<dyn Backend>> for Storage {
+    /// A backend nothing else is known about gets the default profile (a local folder is
+    /// better opened with [`Storage::local`]).
+    fn from(backend: std::sync::Arc<dyn Backend>) -> Self {
+        Storage {
+            backend,
+            profile: Profile::default(),
+        }
     }
 }
 
@@ -223,10 +260,7 @@ pub fn is_loopback_host(host: Option<&str>) -> bool {
 
 /// Opens the backend a repository URL names: a local path (`/srv/repo`, `./repo`, `local:/x`),
 /// or `s3:http[s]://host[:port]/bucket[/prefix]` (wrapped in [`retry::RetryBackend`]).
-pub fn from_url(
-    url: &str,
-    remote: &RemoteOptions,
-) -> Result<std::sync::Arc<dyn Backend>, crate::Error> {
+pub fn from_url(url: &str, remote: &RemoteOptions) -> Result<Storage, crate::Error> {
     if url.is_empty() {
         return Err(crate::Error::Invalid(
             "no repository given: pass -r/--repo or set SBK_REPOSITORY".into(),
@@ -244,11 +278,18 @@ pub fn from_url(
             }
         }
         let s3 = s3::S3Backend::open(url, remote)?;
-        return Ok(std::sync::Arc::new(retry::RetryBackend::new(
-            std::sync::Arc::new(s3),
-            remote.retry_deadline,
-        )));
+        let profile = Profile {
+            local: false,
+            concurrency: s3.connections(),
+            staging_dir: None,
+        };
+        return Ok(Storage {
+            backend: std::sync::Arc::new(retry::RetryBackend::new(
+                std::sync::Arc::new(s3),
+                remote.retry_deadline,
+            )),
+            profile,
+        });
     }
-    let path = url.strip_prefix("local:").unwrap_or(url);
-    Ok(std::sync::Arc::new(local::LocalBackend::new(path)))
+    Ok(Storage::local(url.strip_prefix("local:").unwrap_or(url)))
 }

@@ -117,19 +117,7 @@ impl Backend for RetryBackend {
         self.retry(|| self.inner.write_path(t, name, path))
     }
 
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
-    }
-
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         self.retry(|| self.inner.remove(t, name))
-    }
-
-    fn is_local(&self) -> bool {
-        self.inner.is_local()
-    }
-
-    fn concurrency(&self) -> usize {
-        self.inner.concurrency()
     }
 }

@@ -19,7 +19,7 @@
 //! The trait is blocking; each call runs on this backend's own Tokio runtime, and several
 //! threads may call at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,6 +166,11 @@ pub struct S3Backend {
 }
 
 impl S3Backend {
+    /// Requests this client keeps in flight at once.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
     /// Prepares a client for `url`; nothing is sent until the first call.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Self, crate::Error> {
         let url = S3Url::parse(url).map_err(crate::Error::Invalid)?;
@@ -758,10 +763,6 @@ impl Backend for S3Backend {
         self.finish_put(t, &key, None, r)
     }
 
-    fn staging_dir(&self) -> Option<PathBuf> {
-        None
-    }
-
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         let key = self.key(t, name);
         self.rt
@@ -781,10 +782,6 @@ impl Backend for S3Backend {
                     Err(e)
                 }
             })
-    }
-
-    fn concurrency(&self) -> usize {
-        self.connections
     }
 }
 

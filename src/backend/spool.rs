@@ -357,10 +357,6 @@ impl Backend for SpoolBackend {
         )
     }
 
-    fn staging_dir(&self) -> Option<PathBuf> {
-        None
-    }
-
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         if self.dir.exists() {
             self.local.remove(t, name)?;
@@ -368,16 +364,8 @@ impl Backend for SpoolBackend {
         self.remote.remove(t, name)
     }
 
-    fn is_local(&self) -> bool {
-        self.remote.is_local()
-    }
-
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         Ok(self.remote.sweep_tmp(age)? + self.local.sweep_tmp(age)?)
-    }
-
-    fn concurrency(&self) -> usize {
-        self.remote.concurrency()
     }
 }
 

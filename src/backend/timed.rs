@@ -1,7 +1,7 @@
 //! A wrapper that adds up the time spent writing, summed over concurrent writers: the "upload
 //! time" of a run's metrics. Everything else passes straight through.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,12 +60,7 @@ impl Backend for TimedBackend {
         self.timed(|| self.inner.write(t, name, data))
     }
 
-    fn write_staged(
-        &self,
-        t: FileType,
-        name: &str,
-        staged: tempfile::NamedTempFile,
-    ) -> BResult<()> {
+    fn write_staged(&self, t: FileType, name: &str, staged: &Path) -> BResult<()> {
         self.timed(|| self.inner.write_staged(t, name, staged))
     }
 
@@ -73,23 +68,11 @@ impl Backend for TimedBackend {
         self.timed(|| self.inner.write_path(t, name, path))
     }
 
-    fn staging_dir(&self) -> Option<PathBuf> {
-        self.inner.staging_dir()
-    }
-
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         self.inner.remove(t, name)
     }
 
-    fn is_local(&self) -> bool {
-        self.inner.is_local()
-    }
-
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         self.inner.sweep_tmp(age)
-    }
-
-    fn concurrency(&self) -> usize {
-        self.inner.concurrency()
     }
 }

@@ -144,9 +144,9 @@ fn say_err(g: &GlobalArgs, msg: &str) {
     }
 }
 
-/// The repository's backend, with the remote options of the command line.
-fn backend(g: &GlobalArgs) -> Result<Arc<dyn sbk::repository::open::Backend>, Error> {
-    open_options(g, false).backend()
+/// The repository's storage, with the remote options of the command line.
+fn storage(g: &GlobalArgs) -> Result<sbk::repository::open::Storage, Error> {
+    open_options(g, false).storage()
 }
 
 /// The damage lists of the repositories this run opened, reported as it ends.
@@ -179,7 +179,7 @@ fn open(g: &GlobalArgs) -> Result<Repository, Error> {
 fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
     let opts = open_options(g, offline_start);
     // The location is checked before a password is asked for.
-    opts.backend()?;
+    opts.storage()?;
     let password = password::repository_password(g)?;
     let repo = opts.open(&password)?;
     DAMAGE.lock().expect("damage").push(repo.damage_log());
@@ -235,9 +235,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Status { strict } => automation::status(g, strict)?,
         Command::Report { since, format } => automation::report(g, since, format)?,
         Command::Init { kdf: k } => {
-            let backend = backend(g)?;
+            let storage = storage(g)?;
             let password = password::new_password(None, Some(g))?;
-            let out = commands::init::init(backend, &password, kdf(&k))?;
+            let out = commands::init::init(storage, &password, kdf(&k))?;
             if g.json {
                 print_json(&out)?;
             } else {
@@ -420,7 +420,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 },
         } => {
             // No password opens the repository here: the sheet does.
-            let backend = backend(g)?;
+            let storage = storage(g)?;
             let sheet = match &file {
                 Some(f) => std::fs::read_to_string(f).map_err(|e| Error::io("read", f, e))?,
                 None => {
@@ -437,7 +437,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             // The sheet is checked before a new password is asked for.
             commands::key::parse_recovery_sheet(&sheet)?;
             let pw = password::new_password(new_password_file.as_deref(), None)?;
-            let id = commands::key::import_recovery(backend, &sheet, &pw, kdf(&k))?;
+            let id = commands::key::import_recovery(storage, &sheet, &pw, kdf(&k))?;
             key_done(g, "added key from the recovery sheet", id)?;
         }
         Command::Key { action } => {

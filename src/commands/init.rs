@@ -1,12 +1,10 @@
 //! `sbk init`.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::id::Id;
-use crate::repository::open::Backend;
+use crate::repository::open::Storage;
 use crate::repository::KdfParams;
 use crate::repository::{Actor, Repository};
 
@@ -19,12 +17,11 @@ pub struct InitOutcome {
 }
 
 /// Creates a repository on an empty backend.
-pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<InitOutcome> {
-    let location = backend.location();
-    let repo = Repository::init(backend, password, kdf, &Actor::current())?;
+pub fn init(storage: Storage, password: &[u8], kdf: KdfParams) -> Result<InitOutcome> {
+    let repo = Repository::init(storage, password, kdf, &Actor::current())?;
     Ok(InitOutcome {
         id: repo.config().id,
-        location,
+        location: repo.location(),
         key_id: repo.key_id(),
     })
 }

@@ -139,13 +139,13 @@ pub fn parse_recovery_sheet(text: &str) -> Result<MasterKey> {
 
 /// Adds a key for `new_password` to the repository the sheet belongs to.
 pub fn import_recovery(
-    backend: std::sync::Arc<dyn crate::repository::open::Backend>,
+    storage: crate::repository::open::Storage,
     sheet: &str,
     new_password: &[u8],
     kdf: KdfParams,
 ) -> Result<Id> {
     let key = parse_recovery_sheet(sheet)?;
-    let repo = Repository::open_with_master_key(backend, key)?;
+    let repo = Repository::open_with_master_key(storage, key)?;
     repo.add_key(new_password, kdf, &Actor::current())
 }
 

@@ -4,14 +4,15 @@
 use super::*;
 
 /// Reads `config`, mapping a missing file to [`Error::NoRepository`] and checking the version.
-pub(super) fn read_config(backend: &dyn Backend) -> Result<Vec<u8>> {
+pub(super) fn read_config(storage: &Storage) -> Result<Vec<u8>> {
+    let backend = storage.backend.as_ref();
     let bytes = match backend.read(FileType::Config, "config") {
         Ok(b) => b,
         Err(e) if e.kind == ErrorKind::NotFound => {
             return Err(Error::NoRepository(backend.location()))
         }
         // `-r` naming a file.
-        Err(_) if backend.is_local() && std::path::Path::new(&backend.location()).is_file() => {
+        Err(_) if storage.profile.local && std::path::Path::new(&backend.location()).is_file() => {
             return Err(Error::NoRepository(format!(
                 "{} (a file, not a repository)",
                 backend.location()

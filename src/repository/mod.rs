@@ -20,7 +20,7 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::backend::spool::SpoolBackend;
-use crate::backend::{Backend, ErrorKind};
+use crate::backend::{Backend, ErrorKind, Profile, Storage};
 use crate::cache::BlobCache;
 use crate::chunker::ChunkerParams;
 use crate::crypto::{aad, open_with_key, seal_with_nonce, OpenError};
@@ -97,6 +97,8 @@ impl Actor {
 /// An open, unlocked repository.
 pub struct Repository {
     backend: Arc<dyn Backend>,
+    /// What the storage is (local, how many requests at once, where packs are staged).
+    profile: Profile,
     key: MasterKey,
     config: Config,
     key_id: Id,
@@ -152,11 +154,12 @@ fn open_err(e: OpenError) -> String {
 impl Repository {
     /// Creates a repository on an empty backend and returns it unlocked.
     pub fn init(
-        backend: Arc<dyn Backend>,
+        storage: impl Into<Storage>,
         password: &[u8],
         kdf: KdfParams,
         actor: &Actor,
     ) -> Result<Self> {
+        let Storage { backend, profile } = storage.into();
         if password.is_empty() {
             return Err(Error::Invalid("an empty password is not allowed".into()));
         }
@@ -191,13 +194,19 @@ impl Repository {
             "config",
             &config::join(FORMAT_VERSION, &sealed),
         )?;
-        Ok(Self::handle(backend, key, config, key_id))
+        Ok(Self::handle(
+            Storage { backend, profile },
+            key,
+            config,
+            key_id,
+        ))
     }
 
     /// A handle with nothing attached yet (no cache, no spool, no damage noted).
-    fn handle(backend: Arc<dyn Backend>, key: MasterKey, config: Config, key_id: Id) -> Self {
+    fn handle(storage: Storage, key: MasterKey, config: Config, key_id: Id) -> Self {
         Repository {
-            backend,
+            backend: storage.backend,
+            profile: storage.profile,
             key,
             config,
             key_id,
@@ -209,10 +218,11 @@ impl Repository {
     }
 
     /// Opens a repository with a password.
-    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
-        let config_bytes = read_config(backend.as_ref())?;
-        let (key, key_id, key_damage) = Self::unlock(backend.as_ref(), password)?;
-        let repo = Self::open_config(backend, key, key_id, &config_bytes)?;
+    pub fn open(storage: impl Into<Storage>, password: &[u8]) -> Result<Self> {
+        let storage = storage.into();
+        let config_bytes = read_config(&storage)?;
+        let (key, key_id, key_damage) = Self::unlock(storage.backend.as_ref(), password)?;
+        let repo = Self::open_config(storage, key, key_id, &config_bytes)?;
         for d in key_damage {
             repo.note_damage(d);
         }
@@ -222,8 +232,9 @@ impl Repository {
     /// Opens a repository with its master key itself (a recovery sheet), no key file needed:
     /// a wrong key is told apart from a damaged config by nothing, so both read "does not
     /// belong to this repository".
-    pub fn open_with_master_key(backend: Arc<dyn Backend>, key: MasterKey) -> Result<Self> {
-        let config_bytes = read_config(backend.as_ref())?;
+    pub fn open_with_master_key(storage: impl Into<Storage>, key: MasterKey) -> Result<Self> {
+        let storage = storage.into();
+        let config_bytes = read_config(&storage)?;
         let (_, sealed) = config::split(&config_bytes).expect("checked by read_config");
         if key.open(aad::CONFIG, sealed).is_err() {
             return Err(Error::Refused(
@@ -232,11 +243,11 @@ impl Repository {
                     .into(),
             ));
         }
-        Self::open_config(backend, key, Id([0; 32]), &config_bytes)
+        Self::open_config(storage, key, Id([0; 32]), &config_bytes)
     }
 
     fn open_config(
-        backend: Arc<dyn Backend>,
+        storage: Storage,
         key: MasterKey,
         key_id: Id,
         config_bytes: &[u8],
@@ -259,7 +270,7 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::damaged("config", e))?;
-        Ok(Self::handle(backend, key, config, key_id))
+        Ok(Self::handle(storage, key, config, key_id))
     }
 
     pub fn config(&self) -> &Config {
@@ -271,7 +282,6 @@ impl Repository {
         self.cache = Some(cache);
     }
 
-    /// The blob cache, if one is in use.
     /// Records the spool this repository was opened through (see [`crate::backend::spool`]);
     /// `spool` must be the backend given to [`Repository::open`].
     pub fn attach_spool(&mut self, spool: Arc<SpoolBackend>) {
@@ -291,16 +301,13 @@ impl Repository {
         })
     }
 
+    /// The blob cache, if one is in use.
     pub fn cache(&self) -> Option<&BlobCache> {
         self.cache.as_ref()
     }
 
     pub fn key(&self) -> &MasterKey {
         &self.key
-    }
-
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
     }
 
     /// The key file that unlocked this repository.

@@ -15,7 +15,7 @@ pub use crate::backend::retry::DEFAULT_DEADLINE;
 pub use crate::backend::s3::{StaticCredentials, DEFAULT_CONNECTIONS};
 pub use crate::backend::spool::SyncReport;
 pub use crate::backend::timed::TimedBackend;
-pub use crate::backend::{from_url, is_loopback_host, Backend, RemoteOptions};
+pub use crate::backend::{from_url, is_loopback_host, Backend, Profile, RemoteOptions, Storage};
 
 /// Where a repository is and how to reach it.
 #[derive(Clone, Debug, Default)]
@@ -35,8 +35,9 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
-    /// The backend alone (for `init`).
-    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+    /// The storage alone, no spool or cache (for `init`, and to check a location before a
+    /// password is asked for).
+    pub fn storage(&self) -> Result<Storage> {
         backend::from_url(&self.location, &self.remote)
     }
 
@@ -59,9 +60,10 @@ impl OpenOptions {
     /// [`OpenOptions::open`], and the handle that tells how long writes to the repository
     /// took (uploads, for a remote one).
     pub fn open_timed(&self, password: &[u8]) -> Result<(Repository, Arc<TimedBackend>)> {
-        let timed = Arc::new(TimedBackend::new(self.backend()?));
+        let Storage { backend, profile } = self.storage()?;
+        let timed = Arc::new(TimedBackend::new(backend));
         let backend = Arc::clone(&timed) as Arc<dyn Backend>;
-        let local = backend.is_local();
+        let local = profile.local;
         let spool = match local {
             true => None,
             false => self
@@ -75,7 +77,13 @@ impl OpenOptions {
             Some(s) => Arc::clone(s) as Arc<dyn Backend>,
             None => backend,
         };
-        let mut repo = Repository::open(opened, password)?;
+        let mut repo = Repository::open(
+            Storage {
+                backend: opened,
+                profile,
+            },
+            password,
+        )?;
         if let Some(s) = spool {
             repo.attach_spool(s);
         }

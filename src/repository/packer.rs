@@ -1,7 +1,12 @@
-//! Writes pack files to a staging file as blobs arrive, so a pack never sits whole in memory.
+//! Writes pack files to a staging file as blobs arrive, so a pack never sits whole in memory,
+//! and makes finished packs durable in the repository ([`PackStore`]).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::{Backend, FileType};
+use crate::format::index::IndexPack;
 
 use crate::crypto::{aad, MasterKey};
 use crate::format::pack::{encode_header, PackEntry};
@@ -21,7 +26,8 @@ pub struct PackWriter {
 /// A pack whose bytes are complete in its staging file.
 pub struct FinishedPack {
     pub id: Id,
-    pub file: tempfile::NamedTempFile,
+    /// The staging file, removed when dropped (unless the store moved it into place).
+    pub file: tempfile::TempPath,
     pub entries: Vec<PackEntry>,
     pub len: u64,
     /// Unregistered once the file is written (dropped after `file` is moved out).
@@ -96,7 +102,7 @@ impl PackWriter {
         self.file.flush()?;
         Ok(FinishedPack {
             id: Id(*self.hasher.finalize().as_bytes()),
-            file: self.file,
+            file: self.file.into_temp_path(),
             entries: self.entries,
             len: self.len,
             tracked: self.tracked,
@@ -104,50 +110,81 @@ impl PackWriter {
     }
 }
 
+/// Makes finished packs durable in the repository; one clone per writer thread.
+#[derive(Clone)]
+pub struct PackStore {
+    backend: Arc<dyn Backend>,
+}
+
+impl PackStore {
+    /// Stores the pack (its staging file is moved or uploaded, then gone) and returns its
+    /// index entry.
+    pub fn store(&self, p: FinishedPack) -> crate::Result<IndexPack> {
+        self.backend
+            .write_staged(FileType::Pack, &p.id.to_hex(), &p.file)?;
+        Ok(IndexPack {
+            id: p.id,
+            blobs: p.entries,
+        })
+    }
+}
+
+impl crate::Repository {
+    /// Where new packs are staged: on the repository's own file system when it is local (so
+    /// storing one is a rename), else the system's temp folder.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.profile
+            .staging_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Starts a pack in the staging folder.
+    pub fn start_pack(&self) -> crate::Result<PackWriter> {
+        PackWriter::new(self.profile.staging_dir.as_deref()).map_err(|e| self.staging_error(e))
+    }
+
+    /// A staging file that could not be written, named with its folder.
+    pub fn staging_error(&self, e: std::io::Error) -> crate::Error {
+        crate::Error::io("write pack staging file in", self.staging_dir(), e)
+    }
+
+    /// The store for this repository's finished packs.
+    pub fn pack_store(&self) -> PackStore {
+        PackStore {
+            backend: Arc::clone(&self.backend),
+        }
+    }
+}
+
 /// Copies sealed blobs into as many packs as needed, each made durable when full (repacking in
 /// `prune`, salvage in `repair packs`).
 pub struct PackCopier<'a> {
-    backend: &'a dyn crate::backend::Backend,
-    key: &'a MasterKey,
-    pack_size: u64,
+    repo: &'a crate::Repository,
+    store: PackStore,
     writer: Option<PackWriter>,
-    written: Vec<crate::format::index::IndexPack>,
+    written: Vec<IndexPack>,
 }
 
 impl<'a> PackCopier<'a> {
     pub fn new(repo: &'a crate::Repository) -> Self {
         PackCopier {
-            backend: repo.backend().as_ref(),
-            key: repo.key(),
-            pack_size: repo.config().pack_size as u64,
+            repo,
+            store: repo.pack_store(),
             writer: None,
             written: Vec::new(),
         }
     }
 
-    fn io(&self, e: std::io::Error) -> crate::Error {
-        let dir = self
-            .backend
-            .staging_dir()
-            .unwrap_or_else(std::env::temp_dir);
-        crate::Error::io("write pack staging file in", dir, e)
-    }
-
     /// Appends one blob's sealed bytes, as stored.
     pub fn add(&mut self, e: &PackEntry, sealed: &[u8]) -> crate::Result<()> {
-        if self.writer.is_none() {
-            let w =
-                PackWriter::new(self.backend.staging_dir().as_deref()).map_err(|e| self.io(e))?;
-            self.writer = Some(w);
-        }
-        let w = self.writer.as_mut().expect("just set");
-        let r = w.add(e.kind, e.id, e.raw_len, sealed, e.base);
-        r.map_err(|e| self.io(e))?;
-        if self
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.len() >= self.pack_size)
-        {
+        let w = match &mut self.writer {
+            Some(w) => w,
+            None => self.writer.insert(self.repo.start_pack()?),
+        };
+        w.add(e.kind, e.id, e.raw_len, sealed, e.base)
+            .map_err(|e| self.repo.staging_error(e))?;
+        if w.len() >= self.repo.config().pack_size as u64 {
             self.flush()?;
         }
         Ok(())
@@ -157,18 +194,15 @@ impl<'a> PackCopier<'a> {
         let Some(w) = self.writer.take() else {
             return Ok(());
         };
-        let p = w.finish(self.key).map_err(|e| self.io(e))?;
-        self.backend
-            .write_staged(crate::backend::FileType::Pack, &p.id.to_hex(), p.file)?;
-        self.written.push(crate::format::index::IndexPack {
-            id: p.id,
-            blobs: p.entries,
-        });
+        let p = w
+            .finish(self.repo.key())
+            .map_err(|e| self.repo.staging_error(e))?;
+        self.written.push(self.store.store(p)?);
         Ok(())
     }
 
     /// Writes the last pack; returns every pack written, durable, for the index.
-    pub fn finish(mut self) -> crate::Result<Vec<crate::format::index::IndexPack>> {
+    pub fn finish(mut self) -> crate::Result<Vec<IndexPack>> {
         self.flush()?;
         Ok(std::mem::take(&mut self.written))
     }

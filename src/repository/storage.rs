@@ -23,12 +23,12 @@ impl Repository {
 
     /// How many requests the storage serves well at once.
     pub fn concurrency(&self) -> usize {
-        self.backend.concurrency()
+        self.profile.concurrency
     }
 
     /// Whether the repository is a local folder (reads are cheap, no request to save).
     pub fn is_local(&self) -> bool {
-        self.backend.is_local()
+        self.profile.local
     }
 
     /// A pack file, whole, as stored.
