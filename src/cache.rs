@@ -18,6 +18,9 @@ use crate::id::Id;
 /// Default bound on a cache's size.
 pub const DEFAULT_LIMIT: u64 = 8 << 30;
 
+/// Default bound on the cache of snapshot and index files.
+pub const DEFAULT_FILE_LIMIT: u64 = 1 << 30;
+
 /// A repository's blob cache.
 #[derive(Debug)]
 pub struct BlobCache {
@@ -32,6 +35,18 @@ impl BlobCache {
     pub fn new(root: impl Into<PathBuf>, repo: &Id, limit: u64) -> Self {
         BlobCache {
             dir: root.into().join(repo.to_hex()).join("blobs"),
+            limit,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The cache of repository `repo`'s snapshot and index files under `root`: sealed, named by
+    /// the hash of their bytes like in the repository, so a cached file is checked against its
+    /// name before use and is never stale (a removed file is simply no longer listed).
+    pub fn files(root: impl Into<PathBuf>, repo: &Id, limit: u64) -> Self {
+        BlobCache {
+            dir: root.into().join(repo.to_hex()).join("files"),
             limit,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),

@@ -726,11 +726,31 @@ fn stats_show_dedup_deltas_and_compression_per_source() {
     assert!(text.contains("of changed chunks"), "{text}");
 }
 
-/// Passes every call to a local folder and counts the index files read: how much a snapshot's
-/// commit check reads back.
+/// Passes every call to a local folder and counts the index and snapshot files read: how much a
+/// snapshot's commit check reads back, and what the file cache saves.
 struct CountingBackend {
     inner: sbk::backend::local::LocalBackend,
     index_reads: std::sync::atomic::AtomicUsize,
+    snapshot_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingBackend {
+    fn new(path: std::path::PathBuf) -> Self {
+        CountingBackend {
+            inner: sbk::backend::local::LocalBackend::new(path),
+            index_reads: Default::default(),
+            snapshot_reads: Default::default(),
+        }
+    }
+
+    /// (index files, snapshot files) read so far.
+    fn reads(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.index_reads.load(SeqCst),
+            self.snapshot_reads.load(SeqCst),
+        )
+    }
 }
 
 impl sbk::backend::Backend for CountingBackend {
@@ -744,9 +764,13 @@ impl sbk::backend::Backend for CountingBackend {
         self.inner.list(t)
     }
     fn read(&self, t: FileType, name: &str) -> sbk::backend::BResult<Vec<u8>> {
-        if t == FileType::Index {
-            self.index_reads
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let counter = match t {
+            FileType::Index => Some(&self.index_reads),
+            FileType::Snapshot => Some(&self.snapshot_reads),
+            _ => None,
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         self.inner.read(t, name)
     }
@@ -780,10 +804,7 @@ impl sbk::backend::Backend for CountingBackend {
 #[test]
 fn a_snapshot_does_not_read_back_its_own_index_files() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(CountingBackend {
-        inner: sbk::backend::local::LocalBackend::new(dir.path().join("repo")),
-        index_reads: Default::default(),
-    });
+    let backend = Arc::new(CountingBackend::new(dir.path().join("repo")));
     let repo = sbk::Repository::init(
         sbk::backend::Storage {
             backend: backend.clone(),
@@ -813,10 +834,7 @@ fn a_snapshot_does_not_read_back_its_own_index_files() {
 fn sync_reads_the_index_once_for_all_spooled_snapshots() {
     use sbk::backend::spool::SpoolBackend;
     let dir = tempfile::tempdir().unwrap();
-    let remote = Arc::new(CountingBackend {
-        inner: sbk::backend::local::LocalBackend::new(dir.path().join("repo")),
-        index_reads: Default::default(),
-    });
+    let remote = Arc::new(CountingBackend::new(dir.path().join("repo")));
     let repo = sbk::Repository::init(
         sbk::backend::Storage {
             backend: remote.clone(),
@@ -856,4 +874,70 @@ fn sync_reads_the_index_once_for_all_spooled_snapshots() {
         "the repository's index files, read once for the three snapshots"
     );
     assert_eq!(repo.list_snapshots().unwrap().len(), 4);
+}
+
+/// With a file cache (remote repositories have one by default), snapshot and index files are
+/// downloaded once: a snapshot's parent search and index loading read nothing from the
+/// storage that this machine wrote or read before, and `check` still reads the storage itself.
+#[test]
+fn snapshot_and_index_files_are_read_from_the_storage_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(CountingBackend::new(dir.path().join("repo")));
+    let storage = || sbk::backend::Storage {
+        backend: backend.clone(),
+        profile: sbk::backend::Profile::default(),
+    };
+    let repo = sbk::Repository::init(
+        storage(),
+        b"pw",
+        sbk::crypto::KdfParams::with_cost(1024, 1, 1),
+        &sbk::Actor::current(),
+    )
+    .unwrap();
+    let data = dump_like(5, 2 << 20);
+    for i in 0..3 {
+        snapshot_of(&repo, &drift(&data, i));
+    }
+    let cached = |repo: &mut sbk::Repository| {
+        let id = repo.config().id;
+        let root = dir.path().join("cache");
+        repo.set_file_cache(sbk::cache::BlobCache::files(&root, &id, 1 << 30));
+    };
+    // A machine with an empty cache reads each file once, then never again.
+    let mut repo = sbk::Repository::open(storage(), b"pw").unwrap();
+    cached(&mut repo);
+    let before = backend.reads();
+    snapshot_of(&repo, &drift(&data, 3));
+    let first = backend.reads();
+    assert_eq!(
+        first.1 - before.1,
+        3,
+        "three snapshots to search for a parent"
+    );
+    assert!(first.0 > before.0, "the index files, once");
+    snapshot_of(&repo, &drift(&data, 4));
+    assert_eq!(backend.reads(), first, "everything came from the cache");
+    // A new handle on the same cache: still nothing read.
+    let mut again = sbk::Repository::open(storage(), b"pw").unwrap();
+    cached(&mut again);
+    assert_eq!(again.list_snapshots().unwrap().len(), 5);
+    again.load_index_files().unwrap();
+    assert_eq!(backend.reads(), first);
+
+    // `check` reads the storage: a damaged snapshot file is found though the cache holds a
+    // whole copy (which the other commands go on using).
+    let (id, _) = again.list_snapshots().unwrap().pop().unwrap();
+    let path = dir.path().join("repo/snapshots").join(id.to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(again.list_snapshots().unwrap().len(), 5);
+    let opts = sbk::commands::check::CheckOptions {
+        read_data: sbk::commands::check::ReadData::None,
+    };
+    let report = sbk::commands::check::check(&again, &opts).unwrap();
+    assert!(
+        !report.ok,
+        "check must read the damaged file from the storage"
+    );
 }

@@ -690,11 +690,7 @@ impl Runner<'_> {
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
             },
-            tags: self.job_tags(),
-            host: None,
-            time: None,
-            parent: None,
-            no_delta: self.job.no_delta,
+            common: self.snapshot_common(),
         };
         Ok(commands::snapshot_supabase::snapshot_supabase(repo, &opts, Default::default())?.view)
     }
@@ -718,11 +714,7 @@ impl Runner<'_> {
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
             },
-            tags: self.job_tags(),
-            host: None,
-            time: None,
-            parent: None,
-            no_delta: self.job.no_delta,
+            common: self.snapshot_common(),
             stop: Some(Arc::clone(&self.ctx.stop)),
         })
     }
@@ -765,6 +757,16 @@ impl Runner<'_> {
             indicatif::HumanBytes(s.bytes_in),
             indicatif::HumanBytes(s.bytes_added)
         ))
+    }
+
+    /// What the job's snapshots are labelled with and how they are stored: its tags (and the
+    /// one naming the job, which scopes its retention), deltas unless `no_delta`.
+    fn snapshot_common(&self) -> commands::snapshot::SnapshotCommon {
+        commands::snapshot::SnapshotCommon {
+            tags: self.job_tags(),
+            no_delta: self.job.no_delta,
+            ..Default::default()
+        }
     }
 
     /// The job's tags, and the one naming the job that scopes its retention.

@@ -31,14 +31,21 @@ pub(super) fn open_options(
 }
 
 pub(super) fn snapshot_options(a: &SnapshotArgs) -> SnapshotOptions {
-    let mut o = SnapshotOptions::new(&a.name);
-    let c = &a.common;
-    o.tags = c.tags.clone();
-    o.host = c.host.clone();
-    o.time = c.time;
-    o.parent = c.parent.clone();
-    o.no_delta = c.no_delta;
-    o
+    SnapshotOptions {
+        common: snapshot_common(&a.common),
+        ..SnapshotOptions::new(&a.name)
+    }
+}
+
+/// The flags every snapshot verb takes.
+pub(super) fn snapshot_common(c: &args::SnapshotCommon) -> commands::snapshot::SnapshotCommon {
+    commands::snapshot::SnapshotCommon {
+        tags: c.tags.clone(),
+        host: c.host.clone(),
+        time: c.time,
+        parent: c.parent.clone(),
+        no_delta: c.no_delta,
+    }
 }
 
 /// A pack named on the command line: a full ID, or a prefix of a stored or an indexed pack (a

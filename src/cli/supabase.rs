@@ -75,11 +75,7 @@ pub(super) fn snapshot_options(
         ca_cert: g.s3_ca_cert.clone(),
         retry_deadline: g.retry_deadline,
         tools: tools(&r.pg),
-        tags: r.common.tags,
-        host: r.common.host,
-        time: r.common.time,
-        parent: r.common.parent,
-        no_delta: r.common.no_delta,
+        common: super::options::snapshot_common(&r.common),
     })
 }
 

@@ -76,11 +76,7 @@ pub(super) fn snapshot(g: &GlobalArgs, sc: SnapshotCommand) -> Result<(), Error>
                 },
                 jobs: jobs as usize,
                 tools: tools(&pg),
-                tags: common.tags,
-                host: common.host,
-                time: common.time,
-                parent: common.parent,
-                no_delta: common.no_delta,
+                common: snapshot_common(&common),
                 stop: None,
             };
             commands::snapshot_postgres::snapshot_postgres(&repo, &opts, progress)

@@ -188,6 +188,8 @@ impl Findings {
 
 /// Runs the check; the report's `ok` says whether all is whole.
 pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+    // What is stored is judged, never a local cache's copy of it.
+    let repo = &repo.uncached();
     let mut found = Findings::default();
     let mut report = CheckReport::default();
 

@@ -19,23 +19,30 @@ use crate::source::{redact_argv, CommandSource};
 
 use super::SnapshotView;
 
-/// Options shared by every snapshot source.
-#[derive(Clone, Debug)]
-pub struct SnapshotOptions {
-    /// Name of the file in the snapshot.
-    pub name: String,
+/// What every snapshot verb takes beside its source; the command line's flags and a configured
+/// job both build this one struct, so they cannot drift apart.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotCommon {
     pub tags: Vec<String>,
     /// Host to record (default: this machine).
     pub host: Option<String>,
     /// Time to record (default: now).
     pub time: Option<DateTime<FixedOffset>>,
-    /// The source's kind and details.
-    pub source: Source,
-    /// Snapshot whose file is the base of delta blobs (ID prefix or `latest`); default: the newest
-    /// snapshot with the same host, source and file name.
+    /// Snapshot whose files are the bases of delta blobs; default: the newest snapshot of the
+    /// same host and source.
     pub parent: Option<crate::repository::SnapshotRef>,
     /// Store changed chunks in full, without deltas (for comparisons).
     pub no_delta: bool,
+}
+
+/// A snapshot of one stream (stdin or a command's output).
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// Name of the file in the snapshot.
+    pub name: String,
+    /// The source's kind and details.
+    pub source: Source,
+    pub common: SnapshotCommon,
 }
 
 impl SnapshotOptions {
@@ -43,15 +50,11 @@ impl SnapshotOptions {
     pub fn new(name: &str) -> Self {
         SnapshotOptions {
             name: name.to_string(),
-            tags: Vec::new(),
-            host: None,
-            time: None,
             source: Source {
                 kind: "stdin".into(),
                 details: Default::default(),
             },
-            parent: None,
-            no_delta: false,
+            common: SnapshotCommon::default(),
         }
     }
 }
@@ -63,7 +66,7 @@ fn find_parent(
     opts: &SnapshotOptions,
     host: &str,
 ) -> Result<Option<(crate::Id, ParentFile)>> {
-    let (id, snap) = match &opts.parent {
+    let (id, snap) = match &opts.common.parent {
         Some(spec) => repo.find_snapshot(spec)?,
         None => match repo
             .list_snapshots()?
@@ -190,9 +193,7 @@ pub(crate) fn save_snapshot_with_folders(
     crate::cleanup::crash_point("snapshot:index-written");
     let id = repo.save_snapshot(&snapshot)?;
     crate::cleanup::crash_point("snapshot:saved");
-    if let Some(cache) = repo.cache() {
-        cache.trim();
-    }
+    repo.trim_caches();
     Ok(SnapshotView::new(id, snapshot))
 }
 
@@ -211,8 +212,8 @@ fn run(
     let started = actor.now;
     let clock = Instant::now();
     let index = repo.load_index()?;
-    let host = opts.host.clone().unwrap_or(actor.host);
-    let (parent_id, parent_file) = if opts.no_delta {
+    let host = opts.common.host.clone().unwrap_or(actor.host);
+    let (parent_id, parent_file) = if opts.common.no_delta {
         (None, None)
     } else {
         match find_parent(repo, &index, opts, &host)? {
@@ -225,10 +226,10 @@ fn run(
     let node = archiver.add_stream_cancellable(&opts.name, reader, parent_file.as_ref(), cancel)?;
     check_source()?;
     let meta = SnapshotMeta {
-        time: opts.time.unwrap_or(started),
+        time: opts.common.time.unwrap_or(started),
         host,
         username: actor.username,
-        tags: opts.tags.clone(),
+        tags: opts.common.tags.clone(),
         source: opts.source.clone(),
         parent: parent_id,
         started,

@@ -29,7 +29,7 @@ use crate::repository::{Snapshot, Source};
 use crate::similarity::ParentFile;
 use crate::source::CommandSource;
 
-use super::snapshot::{parent_file, save_snapshot, SnapshotMeta};
+use super::snapshot::{parent_file, save_snapshot, SnapshotCommon, SnapshotMeta};
 use super::SnapshotView;
 
 /// What to dump and how.
@@ -43,11 +43,8 @@ pub struct PostgresOptions {
     /// Databases dumped at once.
     pub jobs: usize,
     pub tools: Tools,
-    pub tags: Vec<String>,
-    pub host: Option<String>,
-    pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
-    pub parent: Option<crate::repository::SnapshotRef>,
-    pub no_delta: bool,
+    /// Tags, host, time, parent and delta choice, as for every snapshot verb.
+    pub common: SnapshotCommon,
     /// Set from another thread to stop the snapshot (a daemon shutting down): the dumps are
     /// killed and nothing is saved.
     pub stop: Option<Arc<AtomicBool>>,
@@ -145,10 +142,10 @@ fn parent_candidates(
     host: &str,
     src: &Source,
 ) -> Result<Vec<(Id, Snapshot)>> {
-    if opts.no_delta {
+    if opts.common.no_delta {
         return Ok(Vec::new());
     }
-    if let Some(spec) = &opts.parent {
+    if let Some(spec) = &opts.common.parent {
         return Ok(vec![repo.find_snapshot(spec)?]);
     }
     Ok(repo
@@ -234,7 +231,7 @@ fn dump_database(ctx: &Ctx<'_>, archiver: &mut Archiver<'_>, db: &str) -> Result
         ctx.index,
         ctx.candidates,
         &file,
-        ctx.opts.no_delta,
+        ctx.opts.common.no_delta,
     )?;
 
     let mut cmd = Command::new(&ctx.pg_dump.path);
@@ -417,7 +414,7 @@ pub fn snapshot_postgres(
     let pg_dumpall = opts.tools.find("pg_dumpall", major)?;
 
     let index = repo.load_index()?;
-    let host = opts.host.clone().unwrap_or(actor.host);
+    let host = opts.common.host.clone().unwrap_or(actor.host);
     let source = source_of(&opts.conn, cluster.as_deref(), &databases);
     let candidates = parent_candidates(repo, opts, &host, &source)?;
     let ctx = Ctx {
@@ -549,10 +546,10 @@ pub fn snapshot_postgres(
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     files.push(main.add_stream(MANIFEST_FILE, &json[..])?);
     let meta = SnapshotMeta {
-        time: opts.time.unwrap_or(started),
+        time: opts.common.time.unwrap_or(started),
         host,
         username: actor.username,
-        tags: opts.tags.clone(),
+        tags: opts.common.tags.clone(),
         source,
         parent,
         started,

@@ -15,6 +15,7 @@
 //! more archivers stream large ones, several at once; this thread adds the results, in order,
 //! to the folder's tree pages.
 
+use super::snapshot::SnapshotCommon;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -102,11 +103,8 @@ pub struct SupabaseOptions {
     pub ca_cert: Option<std::path::PathBuf>,
     pub retry_deadline: Duration,
     pub tools: Tools,
-    pub tags: Vec<String>,
-    pub host: Option<String>,
-    pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
-    pub parent: Option<crate::repository::SnapshotRef>,
-    pub no_delta: bool,
+    /// Tags, host, time, parent and delta choice, as for every snapshot verb.
+    pub common: SnapshotCommon,
 }
 
 /// A finished Supabase snapshot.
@@ -148,7 +146,7 @@ fn parent_candidates(
     host: &str,
     src: &Source,
 ) -> Result<Vec<(Id, Snapshot)>> {
-    if let Some(spec) = &opts.parent {
+    if let Some(spec) = &opts.common.parent {
         return Ok(vec![repo.find_snapshot(spec)?]);
     }
     Ok(repo
@@ -748,7 +746,7 @@ fn snapshot_storage(
 /// The parent's version of an object as a delta parent; an empty one (so sketches are
 /// recorded) for a new object; none with `--no-delta`.
 fn delta_parent(w: &Work, opts: &SupabaseOptions) -> Option<ParentFile> {
-    if opts.no_delta {
+    if opts.common.no_delta {
         return None;
     }
     match &w.parent {
@@ -1007,14 +1005,18 @@ pub fn snapshot_supabase(
     let pg_dump = opts.tools.find("pg_dump", major)?;
     let roles = dump_roles(&conn, &opts.tools, major)?;
     let index = repo.load_index()?;
-    let host = opts.host.clone().unwrap_or(actor.host);
+    let host = opts.common.host.clone().unwrap_or(actor.host);
     let source = source_of(project, &conn);
-    let candidates = if opts.no_delta && opts.reread_storage {
+    let candidates = if opts.common.no_delta && opts.reread_storage {
         Vec::new()
     } else {
         parent_candidates(repo, opts, &host, &source)?
     };
-    let delta_candidates: &[(Id, Snapshot)] = if opts.no_delta { &[] } else { &candidates };
+    let delta_candidates: &[(Id, Snapshot)] = if opts.common.no_delta {
+        &[]
+    } else {
+        &candidates
+    };
     let pg_opts = PostgresOptions {
         conn: conn.clone(),
         databases: vec![conn.dbname.clone()],
@@ -1027,11 +1029,10 @@ pub fn snapshot_supabase(
         },
         jobs: 1,
         tools: opts.tools.clone(),
-        tags: opts.tags.clone(),
-        host: Some(host.clone()),
-        time: opts.time,
-        parent: opts.parent.clone(),
-        no_delta: opts.no_delta,
+        common: SnapshotCommon {
+            host: Some(host.clone()),
+            ..opts.common.clone()
+        },
         stop: None,
     };
     let mut main = Archiver::new(repo, &index, Arc::clone(&progress));
@@ -1157,10 +1158,10 @@ pub fn snapshot_supabase(
     let json = serde_json::to_vec_pretty(&supabase).expect("supabase.json serializes");
     files.push(main.add_stream(SUPABASE_FILE, &json[..])?);
     let meta = SnapshotMeta {
-        time: opts.time.unwrap_or(started),
+        time: opts.common.time.unwrap_or(started),
         host,
         username: actor.username,
-        tags: opts.tags.clone(),
+        tags: opts.common.tags.clone(),
         source,
         parent: db_parent,
         started,

@@ -40,19 +40,47 @@ impl Repository {
         );
         let id = Id::of_file_bytes(&sealed);
         self.backend.write(t, &id.to_hex(), &sealed)?;
+        if let Some(c) = self.file_cache(t) {
+            c.put(&id, &sealed);
+        }
         Ok(id)
     }
 
-    /// Reads, checks and opens a sealed file.
+    /// The file cache, for the types it holds (immutable files read by every run).
+    fn file_cache(&self, t: FileType) -> Option<&BlobCache> {
+        matches!(t, FileType::Snapshot | FileType::Index)
+            .then_some(self.file_cache.as_ref())
+            .flatten()
+    }
+
+    /// Reads, checks and opens a sealed file (from the file cache when it holds it).
     pub fn load_file(&self, t: FileType, id: &Id, label: &[u8]) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(t, &id.to_hex())?;
-        if Id::of_file_bytes(&bytes) != *id {
-            return Err(damaged(
-                t,
-                id,
-                "its bytes do not match its name (storage corruption)",
-            ));
-        }
+        let cache = self.file_cache(t);
+        let cached = cache.and_then(|c| {
+            let b = c.get(id)?;
+            let whole = Id::of_file_bytes(&b) == *id;
+            if !whole {
+                c.remove(id);
+            }
+            whole.then_some(b)
+        });
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let b = self.backend.read(t, &id.to_hex())?;
+                if Id::of_file_bytes(&b) != *id {
+                    return Err(damaged(
+                        t,
+                        id,
+                        "its bytes do not match its name (storage corruption)",
+                    ));
+                }
+                if let Some(c) = cache {
+                    c.put(id, &b);
+                }
+                b
+            }
+        };
         let plain = self
             .key
             .open(label, &bytes)

@@ -103,6 +103,8 @@ pub struct Repository {
     config: Config,
     key_id: Id,
     cache: Option<BlobCache>,
+    /// Snapshot and index files, so that a remote repository's are downloaded once.
+    file_cache: Option<BlobCache>,
     spool: Option<Arc<SpoolBackend>>,
     damage: DamageLog,
     /// Progress of the command using this handle, for a display to read.
@@ -211,6 +213,7 @@ impl Repository {
             config,
             key_id,
             cache: None,
+            file_cache: None,
             spool: None,
             damage: Default::default(),
             activity: Default::default(),
@@ -280,6 +283,35 @@ impl Repository {
     /// Uses a local blob cache for delta bases (see [`crate::cache`]).
     pub fn set_cache(&mut self, cache: BlobCache) {
         self.cache = Some(cache);
+    }
+
+    /// Uses a local cache of snapshot and index files ([`BlobCache::files`]).
+    pub fn set_file_cache(&mut self, cache: BlobCache) {
+        self.file_cache = Some(cache);
+    }
+
+    /// Bounds the caches' sizes (after a run added to them).
+    pub fn trim_caches(&self) {
+        for c in self.cache.iter().chain(&self.file_cache) {
+            c.trim();
+        }
+    }
+
+    /// A handle on the same repository that reads only what is stored, no cache: `check`
+    /// judges the storage, not a local copy of it.
+    pub fn uncached(&self) -> Repository {
+        Repository {
+            backend: Arc::clone(&self.backend),
+            profile: self.profile.clone(),
+            key: self.key.clone(),
+            config: self.config.clone(),
+            key_id: self.key_id,
+            cache: None,
+            file_cache: None,
+            spool: self.spool.clone(),
+            damage: self.damage.clone(),
+            activity: Arc::clone(&self.activity),
+        }
     }
 
     /// Records the spool this repository was opened through (see [`crate::backend::spool`]);

@@ -96,7 +96,12 @@ impl OpenOptions {
         };
         if let Some(root) = root {
             let id = repo.config().id;
-            repo.set_cache(BlobCache::new(root, &id, crate::cache::DEFAULT_LIMIT));
+            repo.set_cache(BlobCache::new(&root, &id, crate::cache::DEFAULT_LIMIT));
+            repo.set_file_cache(BlobCache::files(
+                root,
+                &id,
+                crate::cache::DEFAULT_FILE_LIMIT,
+            ));
         }
         Ok((repo, timed))
     }
