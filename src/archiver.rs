@@ -11,6 +11,10 @@
 //! (2 x max chunk), `IN_FLIGHT` chunks and their sealed forms, one zstd context per worker. Packs
 //! are staged in files, not in memory. Workers pull single chunks, so one large chunk never
 //! stalls the others (no batch barrier); the packer restores the input order.
+//!
+//! One file (~680 lines) on purpose: the stages above share the bounded queues, the token
+//! budget and the error path that stops them all; a reader checks the memory bound and the
+//! write order in one place.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;

@@ -311,10 +311,7 @@ fn serve(
 ) {
     let token = Arc::new(token);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime::io_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the HTTP server: {e}");

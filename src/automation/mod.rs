@@ -10,6 +10,7 @@
 //! - [`probe`]: `config check --probe`: every secret, repository, source and alert channel tried.
 //! - [`metrics`], [`status`]: Prometheus text, status lines and reports from the history.
 //! - [`daemon`]: the scheduler and its HTTP endpoints.
+//! - [`runtime`]: the one Tokio runtime their network I/O shares.
 
 pub mod alert;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod probe;
+pub mod runtime;
 pub mod schedule;
 pub mod secret;
 pub mod status;

@@ -9,6 +9,10 @@
 //! Probes run in parallel, each bounded by [`ProbeOptions::timeout`]: an unreachable host
 //! costs one timeout, not one per probe, and never hangs the command. Details pass through
 //! [`redact`] and name secrets only by where they come from, never by value.
+//!
+//! One file (~670 lines) on purpose: one probe per kind of thing a configuration names, each
+//! short and alike (resolve, connect, ask one question, report), run by one small scheduler;
+//! the list reads best whole.
 
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};

@@ -18,6 +18,11 @@
 //!
 //! The trait is blocking; each call runs on this backend's own Tokio runtime, and several
 //! threads may call at once.
+//!
+//! One file (~800 lines) on purpose: it is one client, and its parts (URL parsing, the
+//! credential chain, the runtime, multipart uploads, the mapping of SDK errors to
+//! [`super::ErrorKind`]) only make sense together; split, each would be a fragment of
+//! `S3Backend`'s state.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -14,6 +14,10 @@
 //! packs; write the new index, superseding every index file read; delete what this run
 //! decided; remove the superseded index files. A crash at any point leaves a repository that
 //! `check` passes and that the next prune completes.
+//!
+//! One file (~690 lines) on purpose: the two phases share one plan of the repository (which
+//! packs are live, marked, due) and their safety argument reads top to bottom; splitting the
+//! marking from the deleting would hide that each depends on the other's invariants.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;

@@ -51,17 +51,14 @@ pub(super) fn send_webhook(
         .map_err(|_| config("the URL is not valid".to_owned()))?;
 
     let run = || -> Result<(), AlertError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| AlertError::Http {
-                channel: label.to_owned(),
-                message: format!("cannot start the I/O runtime: {e}"),
-            })?;
+        let rt = crate::automation::runtime::io_runtime().map_err(|message| AlertError::Http {
+            channel: label.to_owned(),
+            message,
+        })?;
         rt.block_on(post(request, tls, c.timeout, label, scrub))
     };
     if tokio::runtime::Handle::try_current().is_ok() {
-        // A runtime cannot be started inside another: do the request on a helper thread.
+        // A runtime cannot be blocked on from inside another: do the request on a helper thread.
         std::thread::scope(|s| {
             s.spawn(run).join().unwrap_or_else(|_| {
                 Err(AlertError::Http {
