@@ -2,7 +2,8 @@
 # sbk against restic (Debian's package) on the same repeatable dump-like input, into local
 # repositories on the same disk: throughput, stored bytes and peak RSS for a first snapshot, an
 # incremental one after a scattered 1% row change, and a restore.
-# Usage: benches/compare-restic.sh [GiB, default 2]
+# Usage: [SBK=path/to/sbk] benches/compare-restic.sh [GiB, default 2]
+# (SBK: measure that binary instead of this checkout's, e.g. to compare two commits.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GIB=${1:-2}
@@ -10,7 +11,7 @@ BYTES=$((GIB * 1024 * 1024 * 1024))
 command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic >/dev/null; }
 command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 cargo build --release --locked --quiet --bin sbk --example gendump
-SBK=$PWD/target/release/sbk
+SBK=${SBK:-$PWD/target/release/sbk}
 GEN=$PWD/target/release/examples/gendump
 W=$(mktemp -d /tmp/sbk-vs-restic.XXXXXX)
 trap 'rm -rf "$W"' EXIT

@@ -9,7 +9,8 @@
 # by; then restore time (sbk dump) of delta snapshots against a --no-delta one, with an md5 check
 # of every restored dump against the original.
 #
-# Usage: [SCALE=30] [RUNS=28] [KEEP=1] benches/incremental-pgbench.sh
+# Usage: [SCALE=30] [RUNS=28] [KEEP=1] [SBK=path/to/sbk] benches/incremental-pgbench.sh
+# (SBK: measure that binary instead of building this checkout, e.g. to compare two commits.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-30}
@@ -33,8 +34,11 @@ pg_bindir() {
   return 1
 }
 BIN=$(pg_bindir) || { echo "PostgreSQL server binaries (initdb, pg_ctl) not found" >&2; exit 1; }
-cargo build --release --locked --quiet --bin sbk
-SBK=$PWD/target/release/sbk
+if [ -z "${SBK:-}" ]; then
+  cargo build --release --locked --quiet --bin sbk
+  SBK=$PWD/target/release/sbk
+fi
+[ -x "$SBK" ] || { echo "SBK=$SBK is not an executable" >&2; exit 2; }
 
 # --- throwaway cluster ---------------------------------------------------------------------------
 W=$(mktemp -d /tmp/sbk-incr-pgbench.XXXXXX)
