@@ -1,15 +1,28 @@
-//! The `sbk` binary against a real S3 server over HTTP (s3s-fs on loopback, SigV4 on).
+//! The `sbk` binary against real S3 servers over HTTP (s3s-fs in the test process, and
+//! SeaweedFS where the test does not stop the server; SigV4 on both).
 
 mod common;
 
 use common::s3::S3Server;
+use common::seaweed::Seaweed;
 use common::{drift, dump_like, stderr, TestRepo};
 
 #[test]
 fn every_verb_works_on_s3() {
     let server = S3Server::start();
-    let repo = TestRepo::on_s3(&server, "backups/pg/main");
+    every_verb_works(TestRepo::on_s3(&server, "backups/pg/main"));
+}
 
+#[test]
+fn every_verb_works_on_seaweedfs() {
+    let server = Seaweed::start();
+    every_verb_works(TestRepo::on_url(
+        server.url("backups/pg/main"),
+        server.env(),
+    ));
+}
+
+fn every_verb_works(repo: TestRepo) {
     let first = dump_like(1, 6 << 20);
     let s1 = repo.snapshot("db.pgdump", &first);
     let id1 = s1["id"].as_str().unwrap().to_string();
@@ -84,7 +97,17 @@ fn every_verb_works_on_s3() {
 #[test]
 fn wrong_credentials_fail_at_once_naming_bucket_and_endpoint() {
     let server = S3Server::start();
-    let mut repo = TestRepo::on_s3(&server, "creds");
+    wrong_credentials_fail(TestRepo::on_s3(&server, "creds"), &server.secret_key);
+}
+
+#[test]
+fn wrong_credentials_fail_at_once_on_seaweedfs() {
+    let server = Seaweed::start();
+    let repo = TestRepo::on_url(server.url("creds"), server.env());
+    wrong_credentials_fail(repo, &server.admin.secret_key);
+}
+
+fn wrong_credentials_fail(mut repo: TestRepo, secret: &str) {
     let env = &mut repo.remote.as_mut().unwrap().1;
     for (k, v) in env.iter_mut() {
         if k == "AWS_SECRET_ACCESS_KEY" {
@@ -98,7 +121,7 @@ fn wrong_credentials_fail_at_once_naming_bucket_and_endpoint() {
     assert!(err.contains("creds") && err.contains("127.0.0.1"), "{err}");
     assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
     assert!(!err.contains("wrong-secret-value"), "{err}");
-    assert!(!err.contains(&server.secret_key), "{err}");
+    assert!(!err.contains(secret), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one clear message: {err}");
     // Permanent: no retrying for minutes.
     assert!(clock.elapsed().as_secs() < 30);
