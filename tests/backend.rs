@@ -322,3 +322,28 @@ fn every_wrapper_keeps_the_contract() {
     let timed: Arc<dyn Backend> = Arc::new(TimedBackend::new(s3));
     contract(&RetryBackend::new(timed, Duration::from_secs(5)));
 }
+
+/// A staged file on another file system (here /dev/shm, a tmpfs, when the repository is on
+/// disk) cannot be renamed into place: the local backend copies it through its own `tmp/`,
+/// durably, and the staged file is gone afterwards as after a rename.
+#[test]
+fn local_staged_write_from_another_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = LocalBackend::new(dir.path().join("repo"));
+    b.create().unwrap();
+    let shm = std::path::Path::new("/dev/shm");
+    let mut f = match shm.is_dir() {
+        true => tempfile::NamedTempFile::new_in(shm).unwrap(),
+        false => tempfile::NamedTempFile::new().unwrap(),
+    };
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 11 % 251) as u8).collect();
+    f.write_all(&data).unwrap();
+    let staged = f.into_temp_path();
+    b.write_staged(FileType::Pack, &name(5), &staged).unwrap();
+    assert!(!staged.exists(), "the staged file is consumed");
+    assert_eq!(b.read(FileType::Pack, &name(5)).unwrap(), data);
+    let tmp = std::fs::read_dir(dir.path().join("repo/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "nothing left in the repository's tmp/");
+}
