@@ -160,17 +160,7 @@ impl S3Server {
     /// Environment for an `sbk` process talking to this server, and nothing from the host's
     /// own AWS set-up.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret_key.as_str()),
-            ("AWS_REGION", REGION),
-            ("AWS_CONFIG_FILE", "/dev/null"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        client_env(&self.access_key, &self.secret_key)
     }
 
     /// Applies [`S3Server::env`] to a command, removing any other AWS variable first.
@@ -185,15 +175,44 @@ impl S3Server {
 
     /// Remote options for using the library directly against this server.
     pub fn options(&self) -> sbk::backend::RemoteOptions {
-        sbk::backend::RemoteOptions {
-            region: Some(REGION.into()),
-            retry_deadline: std::time::Duration::from_secs(5),
-            credentials: Some(sbk::backend::s3::StaticCredentials {
-                access_key_id: self.access_key.clone(),
-                secret_access_key: self.secret_key.clone().into(),
-            }),
-            ..Default::default()
-        }
+        client_options(
+            &self.access_key,
+            &self.secret_key,
+            std::time::Duration::from_secs(5),
+        )
+    }
+}
+
+/// Environment for an `sbk` process using these keys on a test server, and nothing from the
+/// host's own AWS set-up.
+pub fn client_env(access_key: &str, secret_key: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", access_key),
+        ("AWS_SECRET_ACCESS_KEY", secret_key),
+        ("AWS_REGION", REGION),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Remote options for the library with these keys, giving up after `deadline`.
+pub fn client_options(
+    access_key: &str,
+    secret_key: &str,
+    deadline: std::time::Duration,
+) -> sbk::backend::RemoteOptions {
+    sbk::backend::RemoteOptions {
+        region: Some(REGION.into()),
+        retry_deadline: deadline,
+        credentials: Some(sbk::backend::s3::StaticCredentials {
+            access_key_id: access_key.to_string(),
+            secret_access_key: secret_key.to_string().into(),
+        }),
+        ..Default::default()
     }
 }
 

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use sbk::backend::Backend;
 
-use super::s3::REGION;
-
 /// Where `scripts/ci-setup.sh` installs SeaweedFS.
 pub const INSTALLED: &str = "/opt/sbk-test-tools/seaweedfs/bin/weed";
 
@@ -188,30 +186,16 @@ impl Seaweed {
 
     /// Environment for an `sbk` process using the admin identity.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", self.admin.access_key.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", self.admin.secret_key.as_str()),
-            ("AWS_REGION", REGION),
-            ("AWS_CONFIG_FILE", "/dev/null"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        super::s3::client_env(&self.admin.access_key, &self.admin.secret_key)
     }
 
     /// Remote options for the library, as the admin identity.
     pub fn options(&self) -> sbk::backend::RemoteOptions {
-        sbk::backend::RemoteOptions {
-            region: Some(REGION.into()),
-            retry_deadline: Duration::from_secs(10),
-            credentials: Some(sbk::backend::s3::StaticCredentials {
-                access_key_id: self.admin.access_key.clone(),
-                secret_access_key: self.admin.secret_key.clone().into(),
-            }),
-            ..Default::default()
-        }
+        super::s3::client_options(
+            &self.admin.access_key,
+            &self.admin.secret_key,
+            Duration::from_secs(10),
+        )
     }
 }
 
