@@ -31,6 +31,7 @@ pub mod aad {
     pub const INDEX: &[u8] = b"sbk:index";
     pub const SNAPSHOT: &[u8] = b"sbk:snapshot";
     pub const PACK_HEADER: &[u8] = b"sbk:pack-header";
+    pub const AUDIT: &[u8] = b"sbk:audit";
     /// Blobs use `BLOB || kind byte || blob id [|| base id]` (see [`super::blob_aad`]).
     pub const BLOB: &[u8] = b"sbk:blob";
 }

@@ -67,8 +67,8 @@ impl LocalBackend {
             .parent()
             .expect("repository files live in a folder")
             .to_path_buf();
-        if t == FileType::Quarantine && !dir.exists() {
-            // Repositories made before quarantine existed lack the folder.
+        if t.optional() && !dir.exists() {
+            // Repositories made by older versions lack the folder.
             fs::create_dir_all(&dir).map_err(|e| err("create folder", &dir, e))?;
         }
         let moved = match t {
@@ -146,6 +146,9 @@ impl Backend for LocalBackend {
 
     fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
         let dir = self.root.join(t.dirname());
+        if t.optional() && !dir.exists() {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let mut dirs = vec![dir.clone()];
         if t == FileType::Pack {

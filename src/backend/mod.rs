@@ -17,6 +17,7 @@
 //! - Backends are `Send + Sync`; concurrent calls on different names are allowed.
 
 pub mod local;
+pub mod lock;
 pub mod retry;
 pub mod s3;
 pub mod spool;
@@ -34,6 +35,8 @@ pub enum FileType {
     Snapshot,
     /// Damaged packs moved aside by `repair packs` (never read, never deleted by sbk).
     Quarantine,
+    /// Sealed records of the operations that changed the repository (never removed by sbk).
+    Audit,
 }
 
 impl FileType {
@@ -46,17 +49,25 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
             FileType::Quarantine => "quarantine",
+            FileType::Audit => "audit",
         }
     }
 
     /// All types that live in folders.
-    pub const LISTED: [FileType; 5] = [
+    pub const LISTED: [FileType; 6] = [
         FileType::Key,
         FileType::Pack,
         FileType::Index,
         FileType::Snapshot,
         FileType::Quarantine,
+        FileType::Audit,
     ];
+
+    /// Folders that repositories made by older versions lack: created by the first write, and
+    /// a missing one lists as empty.
+    pub fn optional(self) -> bool {
+        matches!(self, FileType::Quarantine | FileType::Audit)
+    }
 
     /// Human name used in messages.
     pub fn noun(self) -> &'static str {
@@ -67,6 +78,7 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshot",
             FileType::Quarantine => "quarantined pack",
+            FileType::Audit => "audit record",
         }
     }
 }
@@ -79,6 +91,24 @@ pub fn relative_path(t: FileType, name: &str) -> String {
         FileType::Pack => format!("data/{}/{}", &name[..2.min(name.len())], name),
         _ => format!("{}/{}", t.dirname(), name),
     }
+}
+
+/// The file a repository-relative path names: the inverse of [`relative_path`]; `None` for
+/// paths that layout would not give a file.
+pub fn parse_relative(rel: &str) -> Option<(FileType, String)> {
+    if rel == "config" {
+        return Some((FileType::Config, "config".into()));
+    }
+    let (dir, name) = rel.rsplit_once('/')?;
+    let t = FileType::LISTED.into_iter().find(|t| {
+        if *t == FileType::Pack {
+            dir.strip_prefix("data/")
+                .is_some_and(|fan| name.len() >= 2 && fan == &name[..2])
+        } else {
+            dir == t.dirname()
+        }
+    })?;
+    (check_name(name).is_ok()).then(|| (t, name.to_string()))
 }
 
 /// Checks that a file name is one path component, as every backend requires.
@@ -105,6 +135,9 @@ pub struct FileInfo {
 }
 
 /// The storage contract (see the module documentation).
+///
+/// The methods after [`Backend::sweep_tmp`] are for versioned storage with Object Lock (an S3
+/// bucket, `docs/object-lock.md`); other backends refuse them with a permanent error.
 pub trait Backend: Send + Sync {
     /// Where the repository lives, for messages (never with credentials).
     fn location(&self) -> String;
@@ -153,6 +186,61 @@ pub trait Backend: Send + Sync {
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         let _ = age;
         Ok(0)
+    }
+
+    /// Whether the storage has Object Lock, and its default retention.
+    fn lock_status(&self) -> BResult<lock::LockStatus> {
+        Err(lock::unsupported(&self.location(), "Object Lock"))
+    }
+
+    /// Makes the storage lock what is written to it by `policy`: a missing bucket is created
+    /// with Object Lock; an existing one must have it; its default retention is set (or must
+    /// already be `policy`).
+    fn prepare_lock(&self, policy: &lock::LockPolicy) -> BResult<()> {
+        let _ = policy;
+        Err(lock::unsupported(&self.location(), "Object Lock"))
+    }
+
+    /// Sets the retention of a file's current version to `until` (never shortens it: the
+    /// storage refuses that).
+    fn extend_retention(
+        &self,
+        t: FileType,
+        name: &str,
+        policy: &lock::LockPolicy,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BResult<()> {
+        let _ = (t, name, policy, until);
+        Err(lock::unsupported(&self.location(), "Object Lock"))
+    }
+
+    /// The retention date of one version of a file (`None`: not locked).
+    fn retention(
+        &self,
+        t: FileType,
+        name: &str,
+        version: &str,
+    ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let _ = (t, name, version);
+        Err(lock::unsupported(&self.location(), "versions"))
+    }
+
+    /// Every version and delete marker of every repository file, grouped per file: its
+    /// versions newest first, then its delete markers; `latest` marks the current one.
+    fn versions(&self) -> BResult<Vec<lock::Version>> {
+        Err(lock::unsupported(&self.location(), "versions"))
+    }
+
+    /// Removes one version of a file for good (or a delete marker).
+    fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+        let _ = (t, name, version);
+        Err(lock::unsupported(&self.location(), "versions"))
+    }
+
+    /// Makes an older version of a file its current one again (a copy inside the storage).
+    fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+        let _ = (t, name, version);
+        Err(lock::unsupported(&self.location(), "versions"))
     }
 }
 

@@ -37,11 +37,13 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
-    CreateBucketConfiguration,
+    CreateBucketConfiguration, DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled,
+    ObjectLockRetention, ObjectLockRetentionMode, ObjectLockRule,
 };
 use aws_sdk_s3::Client;
 use tokio::sync::Semaphore;
 
+use super::lock::{LockMode, LockPolicy, LockStatus, Version};
 use super::RemoteOptions;
 use super::{
     check_name, relative_path, BResult, Backend, BackendError, ErrorKind, FileInfo, FileType,
@@ -470,7 +472,9 @@ impl S3Backend {
         Ok(body.into_bytes().to_vec())
     }
 
-    async fn create_bucket_if_missing(&self) -> BResult<()> {
+    /// Creates the bucket unless it exists; `object_lock` creates it with Object Lock (which S3
+    /// turns on only at creation).
+    async fn create_bucket_if_missing(&self, object_lock: bool) -> BResult<()> {
         let head = self
             .client
             .head_bucket()
@@ -487,6 +491,9 @@ impl S3Backend {
             }
         }
         let mut req = self.client.create_bucket().bucket(&self.url.bucket);
+        if object_lock {
+            req = req.object_lock_enabled_for_bucket(true);
+        }
         if self.region != REGION_DEFAULT {
             req = req.create_bucket_configuration(
                 CreateBucketConfiguration::builder()
@@ -531,6 +538,116 @@ impl S3Backend {
                 break;
             }
         }
+        Ok(out)
+    }
+}
+
+impl S3Backend {
+    async fn lock_configuration(&self) -> BResult<LockStatus> {
+        let out = match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.url.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if matches!(e.code(), Some("ObjectLockConfigurationNotFoundError")) => {
+                return Ok(LockStatus {
+                    enabled: false,
+                    default: None,
+                })
+            }
+            Err(e) => return Err(self.err("read the Object Lock configuration of", "", e)),
+        };
+        let conf = out.object_lock_configuration();
+        let enabled =
+            conf.and_then(|c| c.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled);
+        let default = conf
+            .and_then(|c| c.rule())
+            .and_then(|r| r.default_retention())
+            .and_then(|d| {
+                let mode = match d.mode()? {
+                    ObjectLockRetentionMode::Compliance => LockMode::Compliance,
+                    ObjectLockRetentionMode::Governance => LockMode::Governance,
+                    _ => return None,
+                };
+                let days = d
+                    .days()
+                    .or_else(|| d.years().map(|y| y.saturating_mul(365)))?;
+                Some(LockPolicy {
+                    mode,
+                    days: days.max(0) as u32,
+                })
+            });
+        Ok(LockStatus { enabled, default })
+    }
+
+    /// Lists every version and delete marker under the repository's prefix.
+    async fn list_versions(&self) -> BResult<Vec<Version>> {
+        let root = self.url.key("");
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.url.bucket)
+                .prefix(&root)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err("list versions under", &root, e))?;
+            let file = |key: Option<&str>| {
+                let rel = key?.strip_prefix(root.as_str())?;
+                super::parse_relative(rel)
+            };
+            let when = |d: Option<&aws_sdk_s3::primitives::DateTime>| {
+                d.and_then(|d| chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos()))
+                    .unwrap_or_default()
+            };
+            for v in page.versions() {
+                if let Some((t, name)) = file(v.key()) {
+                    out.push(Version {
+                        t,
+                        name,
+                        id: v.version_id().unwrap_or("null").to_string(),
+                        modified: when(v.last_modified()),
+                        latest: v.is_latest().unwrap_or(false),
+                        deleted: false,
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        etag: v.e_tag().unwrap_or_default().to_string(),
+                    });
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some((t, name)) = file(m.key()) {
+                    out.push(Version {
+                        t,
+                        name,
+                        id: m.version_id().unwrap_or("null").to_string(),
+                        modified: when(m.last_modified()),
+                        latest: m.is_latest().unwrap_or(false),
+                        deleted: true,
+                        size: 0,
+                        etag: String::new(),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
+        // Grouped per file, each file's versions in the server's order (newest first), then
+        // its delete markers: times alone cannot order them (whole seconds, and a copy may
+        // keep its source's time on some servers).
+        out.sort_by(|a, b| (a.t.dirname(), &a.name).cmp(&(b.t.dirname(), &b.name)));
         Ok(out)
     }
 }
@@ -708,7 +825,7 @@ impl Backend for S3Backend {
 
     fn create(&self) -> BResult<()> {
         self.rt.block_on(async {
-            self.create_bucket_if_missing().await?;
+            self.create_bucket_if_missing(false).await?;
             let root = self.url.key("");
             let found = self.list_keys(&root, Some(1)).await?;
             if let Some((k, _)) = found.first() {
@@ -783,6 +900,167 @@ impl Backend for S3Backend {
             self.rt.block_on(self.put(&key, data))
         };
         self.finish_put(t, &key, None, r)
+    }
+
+    fn lock_status(&self) -> BResult<LockStatus> {
+        self.rt.block_on(self.lock_configuration())
+    }
+
+    fn prepare_lock(&self, policy: &LockPolicy) -> BResult<()> {
+        self.rt.block_on(async {
+            self.create_bucket_if_missing(true).await?;
+            let status = self.lock_configuration().await?;
+            if !status.enabled {
+                return Err(BackendError::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "bucket {} at {} has no Object Lock, and S3 turns it on only when a \
+                         bucket is created: give `sbk init --object-lock` a bucket that does not \
+                         exist yet (it creates one with Object Lock) or one created with it",
+                        self.url.bucket, self.url.endpoint
+                    ),
+                ));
+            }
+            match status.default {
+                Some(found) if found == *policy => return Ok(()),
+                Some(found) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Permanent,
+                        format!(
+                            "bucket {} locks new objects {found} by default, not {policy} as \
+                             asked: use a bucket of its own for this repository, or ask for \
+                             --object-lock {} --lock-days {}",
+                            self.url.bucket, found.mode, found.days
+                        ),
+                    ))
+                }
+                None => {}
+            }
+            let mode = match policy.mode {
+                LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+                LockMode::Governance => ObjectLockRetentionMode::Governance,
+            };
+            let conf = ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(
+                    ObjectLockRule::builder()
+                        .default_retention(
+                            DefaultRetention::builder()
+                                .mode(mode)
+                                .days(policy.days as i32)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build();
+            self.client
+                .put_object_lock_configuration()
+                .bucket(&self.url.bucket)
+                .object_lock_configuration(conf)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err("set the default retention of", "", e))
+        })
+    }
+
+    fn extend_retention(
+        &self,
+        t: FileType,
+        name: &str,
+        policy: &LockPolicy,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BResult<()> {
+        let key = self.key(t, name);
+        let mode = match policy.mode {
+            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+            LockMode::Governance => ObjectLockRetentionMode::Governance,
+        };
+        let retention = ObjectLockRetention::builder()
+            .mode(mode)
+            .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                until.timestamp(),
+            ))
+            .build();
+        self.rt
+            .block_on(
+                self.client
+                    .put_object_retention()
+                    .bucket(&self.url.bucket)
+                    .key(&key)
+                    .retention(retention)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err("extend the retention of", &key, e))
+    }
+
+    fn retention(
+        &self,
+        t: FileType,
+        name: &str,
+        version: &str,
+    ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let key = self.key(t, name);
+        let r = self.rt.block_on(
+            self.client
+                .get_object_retention()
+                .bucket(&self.url.bucket)
+                .key(&key)
+                .version_id(version)
+                .send(),
+        );
+        match r {
+            Ok(out) => Ok(out
+                .retention()
+                .and_then(|r| r.retain_until_date())
+                .and_then(|d| chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos()))),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("NoSuchObjectLockConfiguration" | "ObjectLockConfigurationNotFoundError")
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.err("read the retention of", &key, e)),
+        }
+    }
+
+    fn versions(&self) -> BResult<Vec<Version>> {
+        self.rt.block_on(self.list_versions())
+    }
+
+    fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+        let key = self.key(t, name);
+        self.rt
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.url.bucket)
+                    .key(&key)
+                    .version_id(version)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(&format!("remove version {version} of"), &key, e))
+    }
+
+    fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+        let key = self.key(t, name);
+        // Keys are hex names under fixed folders: nothing in them needs URL encoding.
+        let source = format!("{}/{key}?versionId={version}", self.url.bucket);
+        self.rt
+            .block_on(
+                self.client
+                    .copy_object()
+                    .bucket(&self.url.bucket)
+                    .key(&key)
+                    .copy_source(source)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(&format!("restore version {version} of"), &key, e))
     }
 
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {

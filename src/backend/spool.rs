@@ -26,7 +26,13 @@ use super::{BResult, Backend, BackendError, ErrorKind, FileInfo, FileType};
 use crate::progress::Activity;
 
 /// Spooled file types in upload order.
-pub const SYNC_ORDER: [FileType; 3] = [FileType::Pack, FileType::Index, FileType::Snapshot];
+/// Audit records last: a record names the snapshot it added.
+pub const SYNC_ORDER: [FileType; 4] = [
+    FileType::Pack,
+    FileType::Index,
+    FileType::Snapshot,
+    FileType::Audit,
+];
 
 /// A remote backend with a local spool (see the module documentation).
 pub struct SpoolBackend {
@@ -49,6 +55,7 @@ pub struct SyncReport {
     pub packs: usize,
     pub index_files: usize,
     pub snapshots: Vec<String>,
+    pub audit_records: usize,
     pub bytes: u64,
 }
 
@@ -176,6 +183,7 @@ impl SpoolBackend {
                 match t {
                     FileType::Pack => report.packs += 1,
                     FileType::Index => report.index_files += 1,
+                    FileType::Audit => report.audit_records += 1,
                     _ => report.snapshots.push(f.name.clone()),
                 }
             }
@@ -366,6 +374,44 @@ impl Backend for SpoolBackend {
 
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         Ok(self.remote.sweep_tmp(age)? + self.local.sweep_tmp(age)?)
+    }
+    fn lock_status(&self) -> BResult<super::lock::LockStatus> {
+        self.remote.lock_status()
+    }
+
+    fn prepare_lock(&self, policy: &super::lock::LockPolicy) -> BResult<()> {
+        self.remote.prepare_lock(policy)
+    }
+
+    fn extend_retention(
+        &self,
+        t: FileType,
+        name: &str,
+        policy: &super::lock::LockPolicy,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> BResult<()> {
+        self.remote.extend_retention(t, name, policy, until)
+    }
+
+    fn retention(
+        &self,
+        t: FileType,
+        name: &str,
+        version: &str,
+    ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
+        self.remote.retention(t, name, version)
+    }
+
+    fn versions(&self) -> BResult<Vec<super::lock::Version>> {
+        self.remote.versions()
+    }
+
+    fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+        self.remote.remove_version(t, name, version)
+    }
+
+    fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+        self.remote.restore_version(t, name, version)
     }
 }
 

@@ -174,12 +174,26 @@ pub enum Command {
     Init {
         #[command(flatten)]
         kdf: KdfArgs,
+        /// Lock every file on an S3 bucket with Object Lock in this mode (compliance:
+        /// no one can delete or shorten a lock; governance: only identities allowed to
+        /// bypass it can); the bucket must be new or created with Object Lock
+        #[arg(long, value_name = "MODE", requires = "lock_days")]
+        object_lock: Option<sbk::repository::LockMode>,
+        /// Days every file stays locked after it is written or last refreshed by prune or
+        /// `lock refresh`
+        #[arg(long, value_name = "N", requires = "object_lock")]
+        lock_days: Option<u32>,
     },
     /// Take a snapshot
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// List snapshots
-    Snapshots,
+    Snapshots {
+        /// Exit 1 when snapshots or audit records disappeared without sbk removing them (a
+        /// warning otherwise)
+        #[arg(long)]
+        strict: bool,
+    },
     /// Upload snapshots that wait in the local spool (kept there while S3 was unreachable)
     Sync,
     /// Restore a snapshot: its files into a folder (--target), a PostgreSQL dump into a
@@ -269,6 +283,16 @@ pub enum Command {
     /// Repair a damaged repository (nothing is deleted outright)
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// List the audit trail: one record per operation that changed the repository (who, where,
+    /// when, what it added and removed)
+    Audit {
+        /// Only records this recent: a duration (7d, 12h) or an RFC 3339 time
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
+    /// Object Lock upkeep (repositories made with `init --object-lock`)
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Verify the repository: structure always, blob contents with --read-data; exit 1 listing
     /// every damaged pack and the snapshots it affects
     Check {
@@ -282,9 +306,26 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum LockCommand {
+    /// Extend the lock of every file the repository holds to now + its lock days (prune does
+    /// this too; for hosts that only snapshot)
+    Refresh,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum RepairCommand {
     /// Rebuild the index from the pack headers
     Index,
+    /// On a versioned bucket: bring back every file deleted or overwritten after a time
+    /// (an attacker's or a mistake's), then check the repository
+    Versions {
+        /// The time the repository was whole (RFC 3339, e.g. 2026-12-05T04:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        at: String,
+        /// List what would be brought back, change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
     /// Salvage the intact blobs of damaged packs, move the packs to quarantine/ and re-index;
     /// lists the snapshots that can no longer be restored whole
     Packs {

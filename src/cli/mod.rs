@@ -18,8 +18,8 @@ use sbk::{Error, Repository};
 use serde::Serialize;
 
 use args::{
-    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, PgBinArgs, RepairCommand,
-    SnapshotArgs, SnapshotCommand,
+    CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, LockCommand, PgBinArgs,
+    RepairCommand, SnapshotArgs, SnapshotCommand,
 };
 use sbk::commands::restore_postgres::RestoreDbOptions;
 use sbk::commands::snapshot_postgres::PostgresOptions;
@@ -40,7 +40,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
+    let verb = audit_verb(&cli.command);
     let result = run(cli);
+    record_audit(verb, &result);
     report_damage();
     match result {
         Ok(()) | Err(Error::BrokenPipe) => 0,
@@ -183,7 +185,69 @@ fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
     let password = password::repository_password(g)?;
     let repo = opts.open(&password)?;
     DAMAGE.lock().expect("damage").push(repo.damage_log());
+    AUDITORS.lock().expect("auditors").push(repo.auditor());
+    if let Some(path) = opts.seen_path(&repo) {
+        match repo.detect_disappeared(&path) {
+            Ok(d) if !d.is_empty() => {
+                // Printed even with -q: someone deleted backups.
+                eprintln!("sbk: warning: {}", d.describe());
+                *DISAPPEARED.lock().expect("disappeared") = Some(d);
+            }
+            // Unreadable listings: the command's own work fails with the real message.
+            Ok(_) | Err(_) => {}
+        }
+    }
     Ok(repo)
+}
+
+/// Files that disappeared from the repository this run opened without sbk removing them:
+/// `check` and `snapshots --strict` fail for them.
+static DISAPPEARED: std::sync::Mutex<Option<sbk::repository::seen::Disappeared>> =
+    std::sync::Mutex::new(None);
+
+/// Exit 1 when the run's repository lost files behind sbk's back (already warned about).
+fn fail_if_disappeared() -> Result<(), Error> {
+    match DISAPPEARED.lock().expect("disappeared").is_some() {
+        true => Err(Error::Silent(1)),
+        false => Ok(()),
+    }
+}
+
+/// The repositories this run opened, whose audit record is written as it ends.
+static AUDITORS: std::sync::Mutex<Vec<sbk::repository::audit::Auditor>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Writes one audit record per repository the run opened, when the verb changes
+/// repositories or the run added or removed files; a record that cannot be written is a
+/// warning (the operation itself is done).
+fn record_audit(verb: Option<String>, result: &Result<(), Error>) {
+    let auditors = std::mem::take(&mut *AUDITORS.lock().expect("auditors"));
+    let outcome = match result {
+        Ok(()) | Err(Error::BrokenPipe) => "ok".to_string(),
+        Err(Error::Silent(code)) => format!("exit {code}"),
+        Err(e) => format!(
+            "failed: {}",
+            sbk::automation::secret::redact(&e.to_string())
+        ),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for a in auditors {
+        let verb = match (&verb, a.changed()) {
+            (Some(v), _) => v.clone(),
+            (None, true) => args.first().cloned().unwrap_or_default(),
+            (None, false) => continue,
+        };
+        let op = sbk::repository::audit::Operation {
+            verb,
+            args: args.clone(),
+        };
+        if let Err(e) = a.write(&op, &outcome, &sbk::repository::Actor::current()) {
+            eprintln!(
+                "sbk: warning: the audit record of this run could not be written: {}",
+                sbk::automation::secret::redact(&e.to_string())
+            );
+        }
+    }
 }
 
 /// Shows the progress of the command working on `repo` until dropped (see [`progress`]); drop
@@ -221,6 +285,39 @@ fn snapshot_progress(g: &GlobalArgs, p: Arc<Progress>) -> progress::Reporter {
     })
 }
 
+/// The verb an audit record names for commands that change a repository; `None` for those
+/// that only read (they are recorded only if they changed something after all).
+fn audit_verb(c: &Command) -> Option<String> {
+    let v = match c {
+        Command::Init { .. } => "init",
+        Command::Snapshot(SnapshotCommand::Stdin { .. }) => "snapshot stdin",
+        Command::Snapshot(SnapshotCommand::Command { .. }) => "snapshot command",
+        Command::Snapshot(SnapshotCommand::Postgres { .. }) => "snapshot postgres",
+        Command::Snapshot(SnapshotCommand::Supabase { .. }) => "snapshot supabase",
+        Command::Sync => "sync",
+        Command::Forget { .. } => "forget",
+        Command::Prune { dry_run: false, .. } => "prune",
+        Command::Key {
+            action: KeyCommand::Add { .. },
+        } => "key add",
+        Command::Key {
+            action: KeyCommand::Passwd { .. },
+        } => "key passwd",
+        Command::Key {
+            action: KeyCommand::Remove { .. },
+        } => "key remove",
+        Command::Key {
+            action: KeyCommand::Import { .. },
+        } => "key import",
+        Command::Repair(RepairCommand::Index) => "repair index",
+        Command::Repair(RepairCommand::Packs { .. }) => "repair packs",
+        Command::Repair(RepairCommand::Versions { dry_run: false, .. }) => "repair versions",
+        Command::Lock(LockCommand::Refresh) => "lock refresh",
+        _ => return None,
+    };
+    Some(v.to_string())
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     let g = &cli.global;
     // `run` and `daemon` stop their jobs themselves on these signals (and record it).
@@ -234,10 +331,22 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Schedule(c) => automation::schedule(g, c)?,
         Command::Status { strict } => automation::status(g, strict)?,
         Command::Report { since, format } => automation::report(g, since, format)?,
-        Command::Init { kdf: k } => {
+        Command::Init {
+            kdf: k,
+            object_lock,
+            lock_days,
+        } => {
+            let lock = match (object_lock, lock_days) {
+                (Some(mode), Some(days)) => {
+                    Some(sbk::repository::LockPolicy::new(mode, days).map_err(Error::Invalid)?)
+                }
+                _ => None,
+            };
             let storage = storage(g)?;
             let password = password::new_password(None, Some(g))?;
-            let out = commands::init::init(storage, &password, kdf(&k))?;
+            let (out, repo) = commands::init::init(storage, &password, kdf(&k), lock)?;
+            AUDITORS.lock().expect("auditors").push(repo.auditor());
+            drop(repo);
             if g.json {
                 print_json(&out)?;
             } else {
@@ -247,6 +356,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                     out.id.short(),
                     out.location
                 );
+                if let Some(lock) = out.object_lock {
+                    say!(
+                        g,
+                        "every file is locked ({lock}); run `sbk prune` or `sbk lock refresh` \
+                         at least every few days to keep what snapshots need locked"
+                    );
+                }
                 say!(
                     g,
                     "Keep the password safe: without it the repository cannot be read."
@@ -284,13 +400,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Snapshots => {
+        Command::Snapshots { strict } => {
             let repo = open(g)?;
             let list = commands::snapshots::list(&repo)?;
             if g.json {
                 print_json(&list)?;
             } else {
                 print_snapshot_table(g, &list)?;
+            }
+            if strict {
+                fail_if_disappeared()?;
             }
         }
         Command::Restore {
@@ -327,6 +446,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             read_data_subset,
         } => maintain::check(g, read_data, read_data_subset)?,
         Command::Stats => maintain::stats(g)?,
+        Command::Audit { since } => maintain::audit(g, since)?,
+        Command::Lock(LockCommand::Refresh) => maintain::lock_refresh(g)?,
+        Command::Repair(RepairCommand::Versions { at, dry_run }) => {
+            maintain::repair_versions(g, &at, dry_run)?
+        }
         Command::Repair(RepairCommand::Index) => maintain::repair_index(g)?,
         Command::Repair(RepairCommand::Packs {
             packs,

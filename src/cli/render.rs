@@ -32,9 +32,69 @@ pub(super) fn print_forget(
     Ok(())
 }
 
+/// What a prune did for Object Lock: locks extended, old versions purged or still held.
+pub(super) fn print_lock_upkeep(
+    g: &GlobalArgs,
+    l: Option<&commands::prune::LockUpkeep>,
+) -> Result<(), Error> {
+    let Some(l) = l else { return Ok(()) };
+    if let Some(until) = l.refreshed.until {
+        say!(
+            g,
+            "extended the lock of {} files until {}",
+            l.refreshed.files,
+            until.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+    let p = &l.purged;
+    if p.versions_removed > 0 {
+        say!(
+            g,
+            "purged {} old versions ({}) whose lock had passed",
+            p.versions_removed,
+            HumanBytes(p.bytes_freed)
+        );
+    }
+    if let Some(next) = p.next_release {
+        say!(
+            g,
+            "{} old versions ({}) of removed files stay locked; the first is released {}",
+            p.versions_held,
+            HumanBytes(p.bytes_held),
+            next.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+    if !p.unexplained_deletions.is_empty() {
+        eprintln!(
+            "sbk: warning: {} files were deleted without a record of sbk removing them (an \
+             attacker or a mistake?); their versions are kept: see `sbk repair versions`. \
+             First: {}",
+            p.unexplained_deletions.len(),
+            p.unexplained_deletions
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> Result<(), Error> {
     if g.json {
         return print_json(r);
+    }
+    print_lock_upkeep(g, r.lock.as_ref())?;
+    if !r.vanished_snapshots.is_empty() {
+        let ids: Vec<String> = r.vanished_snapshots.iter().map(|i| i.short()).collect();
+        eprintln!(
+            "sbk: warning: kept everything: snapshots {} were deleted without `sbk forget` (the \
+             audit trail records them, the repository no longer holds them); bring them back \
+             with `sbk repair versions --at TIME` on a versioned bucket, or `sbk forget` them",
+            ids.join(", ")
+        );
+        return Ok(());
     }
     if !r.held_for_damage.is_empty() {
         say!(

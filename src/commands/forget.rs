@@ -10,6 +10,7 @@ use super::SnapshotView;
 use crate::commands::snapshot_postgres::SYSTEM_IDENTIFIER;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::repository::FileType;
 use crate::repository::{Repository, SnapshotRef};
 use crate::repository::{Snapshot, Source};
 use crate::retention::{self, Candidate, Policy};
@@ -211,6 +212,16 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             ));
         }
         for spec in &opts.ids {
+            // A snapshot deleted behind sbk's back is forgotten by its full ID: the audit
+            // trail then records it as removed, and prune goes on.
+            if let SnapshotRef::Id(id) = spec {
+                if !repo.list_ids(FileType::Snapshot)?.contains(id)
+                    && repo.vanished_snapshots(&Default::default())?.contains(id)
+                {
+                    report.removed.push(*id);
+                    continue;
+                }
+            }
             // A damaged snapshot can be forgotten by its ID: that is its way out.
             let id = repo.snapshot_id(spec)?;
             if *spec != SnapshotRef::Latest {
@@ -289,6 +300,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         }
     }
     if !opts.dry_run {
+        repo.announce_removals("forget", &report.removed)?;
         for id in &report.removed {
             repo.remove_snapshot(id)?;
             crate::cleanup::crash_point("forget:removing");

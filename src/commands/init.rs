@@ -5,8 +5,8 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::id::Id;
 use crate::repository::open::Storage;
-use crate::repository::KdfParams;
 use crate::repository::{Actor, Repository};
+use crate::repository::{KdfParams, LockPolicy};
 
 /// What `init` created.
 #[derive(Debug, Serialize)]
@@ -14,14 +14,24 @@ pub struct InitOutcome {
     pub id: Id,
     pub location: String,
     pub key_id: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<LockPolicy>,
 }
 
-/// Creates a repository on an empty backend.
-pub fn init(storage: Storage, password: &[u8], kdf: KdfParams) -> Result<InitOutcome> {
-    let repo = Repository::init(storage, password, kdf, &Actor::current())?;
-    Ok(InitOutcome {
+/// Creates a repository on an empty backend; with `lock`, on a bucket with Object Lock
+/// (`docs/object-lock.md`). Returns the open repository too, for its audit record.
+pub fn init(
+    storage: Storage,
+    password: &[u8],
+    kdf: KdfParams,
+    lock: Option<LockPolicy>,
+) -> Result<(InitOutcome, Repository)> {
+    let repo = Repository::init_locked(storage, password, kdf, &Actor::current(), lock)?;
+    let out = InitOutcome {
         id: repo.config().id,
         location: repo.location(),
         key_id: repo.key_id(),
-    })
+        object_lock: lock,
+    };
+    Ok((out, repo))
 }

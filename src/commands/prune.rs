@@ -171,6 +171,13 @@ pub struct PruneReport {
     /// marked and deleted nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held_for_damage: Vec<String>,
+    /// Snapshots deleted without a forget (see [`Repository::vanished_snapshots`]): while
+    /// any is missing, nothing is marked or deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vanished_snapshots: Vec<Id>,
+    /// On a repository with Object Lock: locks extended and old versions purged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockUpkeep>,
     /// Earliest time (Unix seconds) at which a later prune can delete the packs marked now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delete_after: Option<i64>,
@@ -203,6 +210,32 @@ enum Fate {
 
 /// Plans and (unless `dry_run`) runs a prune.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut report = prune_packs(repo, opts)?;
+    if !opts.dry_run && repo.lock_policy().is_some() {
+        // Data removed above is only hidden (a delete marker) until its lock passes; what
+        // stays gets its lock extended; what an earlier run removed and whose lock has passed
+        // goes for good.
+        let refreshed = repo.refresh_locks()?;
+        // Damage leaves nothing judged: nothing is purged either.
+        let purged = match report.held_for_damage.is_empty() && report.vanished_snapshots.is_empty()
+        {
+            true => repo.purge_removed()?,
+            false => Default::default(),
+        };
+        report.lock = Some(LockUpkeep { refreshed, purged });
+    }
+    Ok(report)
+}
+
+/// Object Lock upkeep done by a prune (`docs/object-lock.md`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LockUpkeep {
+    pub refreshed: crate::repository::lock::RefreshReport,
+    pub purged: crate::repository::lock::PurgeReport,
+}
+
+/// The prune proper: marks and deletes packs, rewrites the index.
+fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let now = chrono::Utc::now().timestamp();
     let grace = opts.grace.as_secs().min(i64::MAX as u64) as i64;
     let activity = repo.activity();
@@ -228,6 +261,19 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 .iter()
                 .map(|d| format!("{} {}", d.kind, d.id.short()))
                 .collect(),
+            tmp_files_removed,
+            ..Default::default()
+        });
+    }
+    // A snapshot deleted behind sbk's back (an attacker, a mistake) would make its data look
+    // unused: nothing is judged until it is brought back (`repair versions`) or forgotten.
+    let listed: HashSet<Id> = repo.list_ids(FileType::Snapshot)?.into_iter().collect();
+    let vanished = repo.vanished_snapshots(&listed)?;
+    if !vanished.is_empty() {
+        return Ok(PruneReport {
+            dry_run: opts.dry_run,
+            snapshots: snapshots.len(),
+            vanished_snapshots: vanished,
             tmp_files_removed,
             ..Default::default()
         });

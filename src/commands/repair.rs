@@ -287,6 +287,7 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
         }
     }
     if opts.forget_damaged {
+        repo.announce_removals("repair packs --forget-damaged", &report.damaged_snapshots)?;
         for sid in &report.damaged_snapshots {
             repo.remove_snapshot(sid)?;
             report.forgotten.push(*sid);

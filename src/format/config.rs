@@ -38,6 +38,9 @@ pub struct Config {
     pub compression: Compression,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Object Lock on the bucket (`docs/object-lock.md`); absent for repositories without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<crate::backend::lock::LockPolicy>,
 }
 
 /// Splits a config file into its clear version and the sealed part.
@@ -71,7 +74,8 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(version in any::<u32>(), sealed in proptest::collection::vec(any::<u8>(), 0..100),
-                      seed in any::<u64>(), level in -5i32..20, id in any::<[u8; 32]>()) {
+                      seed in any::<u64>(), level in -5i32..20, id in any::<[u8; 32]>(),
+                      lock in proptest::option::of((any::<bool>(), 1u32..3650))) {
             let b = join(version, &sealed);
             prop_assert_eq!(split(&b).unwrap(), (version, &sealed[..]));
             let cfg = Config {
@@ -80,10 +84,43 @@ mod tests {
                 chunker: ChunkerParams::default_with_seed(seed),
                 compression: Compression { algorithm: "zstd".into(), level },
                 pack_size: 16 << 20,
+                object_lock: lock.map(|(compliance, days)| crate::backend::lock::LockPolicy {
+                    mode: if compliance { LockMode::Compliance } else { LockMode::Governance },
+                    days,
+                }),
             };
             let json = serde_json::to_vec(&cfg).unwrap();
             prop_assert_eq!(serde_json::from_slice::<Config>(&json).unwrap(), cfg);
         }
+    }
+
+    use crate::backend::lock::{LockMode, LockPolicy};
+
+    /// The `object_lock` member as `docs/format.md` shows it; a config without it (every
+    /// repository made before Object Lock) has none, and one without a lock writes none.
+    #[test]
+    fn object_lock_member() {
+        let json = r#"{"version":1,"id":"0000000000000000000000000000000000000000000000000000000000000000",
+            "created":"2026-11-29T05:33:41.123+00:00",
+            "chunker":{"algorithm":"fastcdc-2020","min_size":262144,"avg_size":1048576,
+                       "max_size":4194304,"normalization":1,"seed":1234567890},
+            "compression":{"algorithm":"zstd","level":1},"pack_size":16777216"#;
+        let locked: Config = serde_json::from_str(&format!(
+            r#"{json},"object_lock":{{"mode":"compliance","days":30}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            locked.object_lock,
+            Some(LockPolicy {
+                mode: LockMode::Compliance,
+                days: 30
+            })
+        );
+        let plain: Config = serde_json::from_str(&format!("{json}}}")).unwrap();
+        assert_eq!(plain.object_lock, None);
+        assert!(!String::from_utf8(serde_json::to_vec(&plain).unwrap())
+            .unwrap()
+            .contains("object_lock"));
     }
 
     #[test]

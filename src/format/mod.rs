@@ -1,6 +1,7 @@
 //! Stored structures and their bytes, with no I/O. `docs/format.md` specifies each one; every
 //! decoder here rejects malformed input with a [`FormatError`] instead of panicking.
 
+pub mod audit;
 pub mod config;
 pub mod delta;
 pub mod index;

@@ -40,6 +40,7 @@ impl Repository {
         );
         let id = Id::of_file_bytes(&sealed);
         self.backend.write(t, &id.to_hex(), &sealed)?;
+        self.journal.added(t, id);
         if let Some(c) = self.file_cache(t) {
             c.put(&id, &sealed);
         }
@@ -48,7 +49,7 @@ impl Repository {
 
     /// The file cache, for the types it holds (immutable files read by every run).
     fn file_cache(&self, t: FileType) -> Option<&BlobCache> {
-        matches!(t, FileType::Snapshot | FileType::Index)
+        matches!(t, FileType::Snapshot | FileType::Index | FileType::Audit)
             .then_some(self.file_cache.as_ref())
             .flatten()
     }

@@ -230,6 +230,7 @@ impl Repository {
         }
         let (id, bytes) = make_key_file(&self.key, password, kdf, actor)?;
         self.backend.write(FileType::Key, &id.to_hex(), &bytes)?;
+        self.journal.added(FileType::Key, id);
         Ok(id)
     }
 
@@ -246,7 +247,9 @@ impl Repository {
             ));
         }
         let bytes = self.backend.read(FileType::Key, &id.to_hex())?;
-        self.backend.remove(FileType::Key, &id.to_hex())?;
+        self.backend
+            .remove(FileType::Key, &id.to_hex())
+            .map_err(|e| super::lock::refused_delete(e, "remove keys"))?;
         crate::cleanup::crash_point("key-remove:deleted");
         if self.usable_keys(id)? == 0 {
             self.backend.write(FileType::Key, &id.to_hex(), &bytes)?;
@@ -256,6 +259,7 @@ impl Repository {
                     .into(),
             ));
         }
+        self.journal.removed(FileType::Key, *id);
         Ok(())
     }
 }

@@ -31,14 +31,17 @@ use crate::format::{payload, FormatError};
 use crate::id::Id;
 use crate::index::{BlobRef, Index};
 
+pub mod audit;
 mod blobs;
 mod files;
 mod index_files;
 mod keys;
 pub mod liveness;
+pub mod lock;
 pub mod open;
 pub mod packer;
 mod packs;
+pub mod seen;
 mod snapshots;
 mod storage;
 pub mod trees;
@@ -50,6 +53,7 @@ pub use index_files::{IndexFiles, MAX_BLOBS_PER_INDEX};
 // The repository's vocabulary: the types its API takes and returns, named here so that
 // commands, automation and the CLI never reach into `format`, `crypto` or `backend`
 // (`docs/architecture.md`).
+pub use crate::backend::lock::{LockMode, LockPolicy};
 pub use crate::backend::FileType;
 pub use crate::crypto::{getrandom, KdfParams, MasterKey, DEFAULT_M_COST_KIB, DEFAULT_T_COST};
 pub use crate::format::index::{DeletedPack, IndexFile, IndexPack, MarkedPack};
@@ -88,7 +92,11 @@ impl Actor {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             username: std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_default(),
+                .ok()
+                .filter(|u| !u.is_empty())
+                // Services and containers often set neither: the user ID still says who.
+                // SAFETY: getuid cannot fail and touches no memory.
+                .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() })),
             now: chrono::Local::now().fixed_offset(),
         }
     }
@@ -109,6 +117,8 @@ pub struct Repository {
     damage: DamageLog,
     /// Progress of the command using this handle, for a display to read.
     activity: Arc<crate::progress::Activity>,
+    /// What this handle added and removed, for its audit record; clones share it.
+    journal: Arc<audit::Journal>,
 }
 
 /// The damaged files a repository handle passed over; clones share the list, so a caller can
@@ -161,9 +171,24 @@ impl Repository {
         kdf: KdfParams,
         actor: &Actor,
     ) -> Result<Self> {
+        Self::init_locked(storage, password, kdf, actor, None)
+    }
+
+    /// [`Repository::init`] on a bucket that locks every file by `lock` (S3 Object Lock,
+    /// `docs/object-lock.md`); the policy is recorded in the config.
+    pub fn init_locked(
+        storage: impl Into<Storage>,
+        password: &[u8],
+        kdf: KdfParams,
+        actor: &Actor,
+        lock: Option<LockPolicy>,
+    ) -> Result<Self> {
         let Storage { backend, profile } = storage.into();
         if password.is_empty() {
             return Err(Error::Invalid("an empty password is not allowed".into()));
+        }
+        if let Some(policy) = &lock {
+            backend.prepare_lock(policy)?;
         }
         backend.create().map_err(|e| match e.kind {
             ErrorKind::AlreadyExists => Error::NotEmpty(backend.location()),
@@ -184,6 +209,7 @@ impl Repository {
                 level: DEFAULT_ZSTD_LEVEL,
             },
             pack_size: DEFAULT_PACK_SIZE,
+            object_lock: lock,
         };
         // Key first, then config: a crash in between leaves a folder without config, which
         // `sbk init` reports as not empty and nothing mistakes for a repository.
@@ -196,12 +222,9 @@ impl Repository {
             "config",
             &config::join(FORMAT_VERSION, &sealed),
         )?;
-        Ok(Self::handle(
-            Storage { backend, profile },
-            key,
-            config,
-            key_id,
-        ))
+        let repo = Self::handle(Storage { backend, profile }, key, config, key_id);
+        repo.journal.added(FileType::Key, key_id);
+        Ok(repo)
     }
 
     /// A handle with nothing attached yet (no cache, no spool, no damage noted).
@@ -217,6 +240,7 @@ impl Repository {
             spool: None,
             damage: Default::default(),
             activity: Default::default(),
+            journal: Default::default(),
         }
     }
 
@@ -311,6 +335,7 @@ impl Repository {
             spool: self.spool.clone(),
             damage: self.damage.clone(),
             activity: Arc::clone(&self.activity),
+            journal: Arc::clone(&self.journal),
         }
     }
 

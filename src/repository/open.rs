@@ -52,6 +52,13 @@ impl OpenOptions {
         Some(root.join(&key.as_str()[..32]))
     }
 
+    /// Where this client remembers what it saw of each repository (see
+    /// [`crate::repository::seen`]): the cache folder, also for a local repository.
+    pub fn seen_path(&self, repo: &Repository) -> Option<PathBuf> {
+        let root = self.cache_dir.clone().or_else(BlobCache::default_root)?;
+        Some(crate::repository::seen::seen_path(&root, &repo.config().id))
+    }
+
     /// Opens the repository with `password`; a remote one through its spool.
     pub fn open(&self, password: &[u8]) -> Result<Repository> {
         Ok(self.open_timed(password)?.0)

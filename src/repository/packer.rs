@@ -114,6 +114,7 @@ impl PackWriter {
 #[derive(Clone)]
 pub struct PackStore {
     backend: Arc<dyn Backend>,
+    journal: Arc<super::audit::Journal>,
 }
 
 impl PackStore {
@@ -122,6 +123,7 @@ impl PackStore {
     pub fn store(&self, p: FinishedPack) -> crate::Result<IndexPack> {
         self.backend
             .write_staged(FileType::Pack, &p.id.to_hex(), &p.file)?;
+        self.journal.added(FileType::Pack, p.id);
         Ok(IndexPack {
             id: p.id,
             blobs: p.entries,
@@ -153,6 +155,7 @@ impl crate::Repository {
     pub fn pack_store(&self) -> PackStore {
         PackStore {
             backend: Arc::clone(&self.backend),
+            journal: Arc::clone(&self.journal),
         }
     }
 }

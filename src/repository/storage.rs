@@ -50,17 +50,29 @@ impl Repository {
 
     /// Removes a snapshot file.
     pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
-        Ok(self.backend.remove(FileType::Snapshot, &id.to_hex())?)
+        self.backend
+            .remove(FileType::Snapshot, &id.to_hex())
+            .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
+        self.journal.removed(FileType::Snapshot, *id);
+        Ok(())
     }
 
     /// Removes an index file (after what supersedes it is saved).
     pub fn remove_index_file(&self, id: &Id) -> Result<()> {
-        Ok(self.backend.remove(FileType::Index, &id.to_hex())?)
+        self.backend
+            .remove(FileType::Index, &id.to_hex())
+            .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
+        self.journal.removed(FileType::Index, *id);
+        Ok(())
     }
 
     /// Removes a pack (after no index file in force lists it).
     pub fn remove_pack(&self, id: &Id) -> Result<()> {
-        Ok(self.backend.remove(FileType::Pack, &id.to_hex())?)
+        self.backend
+            .remove(FileType::Pack, &id.to_hex())
+            .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
+        self.journal.removed(FileType::Pack, *id);
+        Ok(())
     }
 
     /// Moves a damaged pack's bytes to `quarantine/` and removes the pack.

@@ -49,8 +49,14 @@ pub struct Identity {
 pub struct Seaweed {
     pub dir: tempfile::TempDir,
     pub s3: SocketAddr,
-    /// Every S3 action.
+    /// Every S3 action: the maintenance host.
     pub admin: Identity,
+    /// A backup host under the least-privilege policy of `docs/object-lock.md`: reads, lists
+    /// and writes, never deletes, never touches a lock.
+    pub backup: Identity,
+    /// Read, write, list: SeaweedFS's plain "Write" includes deleting (stolen keys of a
+    /// host that was given more than it needed).
+    pub writer: Identity,
     child: Child,
 }
 
@@ -91,13 +97,27 @@ impl Seaweed {
     /// Starts a server and waits until its S3 gateway takes writes.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let admin = identity("admin");
+        let (admin, backup, writer) = (identity("admin"), identity("backup"), identity("writer"));
+        let creds = |i: &Identity| serde_json::json!([{"accessKey": i.access_key, "secretKey": i.secret_key}]);
         let identities = serde_json::json!({
             "identities": [{
                 "name": "admin",
-                "credentials": [{"accessKey": admin.access_key, "secretKey": admin.secret_key}],
+                "credentials": creds(&admin),
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }]
+            }, {
+                "name": "backup",
+                "credentials": creds(&backup),
+                "policyNames": ["sbk-backup-host"],
+            }, {
+                "name": "writer",
+                "credentials": creds(&writer),
+                "actions": ["Read", "Write", "List"],
+            }],
+            // With policyNames the attached policies alone decide (SeaweedFS 4.48).
+            "policies": [{
+                "name": "sbk-backup-host",
+                "content": backup_host_policy().to_string(),
+            }],
         });
         let config = dir.path().join("s3.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&identities).unwrap()).unwrap();
@@ -122,8 +142,9 @@ impl Seaweed {
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.config={}", config.display()))
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            // Small volumes: a test writes megabytes, not the default 30 GiB per volume.
-            .args(["-master.volumeSizeLimitMB=64", "-volume.max=16"])
+            // Small volumes: a test writes megabytes, not the default 30 GiB per volume; each bucket
+            // takes up to 7 of them.
+            .args(["-master.volumeSizeLimitMB=64", "-volume.max=40"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -133,6 +154,8 @@ impl Seaweed {
             dir,
             s3: SocketAddr::from(([127, 0, 0, 1], s3)),
             admin,
+            backup,
+            writer,
             child,
         };
         server.wait_ready();
@@ -186,7 +209,17 @@ impl Seaweed {
 
     /// Environment for an `sbk` process using the admin identity.
     pub fn env(&self) -> Vec<(String, String)> {
-        super::s3::client_env(&self.admin.access_key, &self.admin.secret_key)
+        self.env_of(&self.admin)
+    }
+
+    /// Environment for an `sbk` process using `who`.
+    pub fn env_of(&self, who: &Identity) -> Vec<(String, String)> {
+        super::s3::client_env(&who.access_key, &who.secret_key)
+    }
+
+    /// Remote options for the library, as `who`.
+    pub fn options_of(&self, who: &Identity) -> sbk::backend::RemoteOptions {
+        super::s3::client_options(&who.access_key, &who.secret_key, Duration::from_secs(10))
     }
 
     /// Remote options for the library, as the admin identity.
@@ -197,6 +230,31 @@ impl Seaweed {
             Duration::from_secs(10),
         )
     }
+}
+
+/// The backup host's policy of `docs/object-lock.md` (any bucket): get, put, list; no
+/// delete, no lock change, no bypass.
+pub fn backup_host_policy() -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketObjectLockConfiguration"],
+            "Resource": ["arn:aws:s3:::*"],
+        }, {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": ["arn:aws:s3:::*/*"],
+        }, {
+            "Effect": "Deny",
+            "Action": [
+                "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectRetention",
+                "s3:BypassGovernanceRetention", "s3:PutBucketObjectLockConfiguration",
+                "s3:PutBucketVersioning", "s3:PutLifecycleConfiguration", "s3:PutBucketPolicy",
+            ],
+            "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"],
+        }],
+    })
 }
 
 impl Drop for Seaweed {

@@ -224,6 +224,7 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
         ctx,
         repo: None,
         timed: None,
+        disappeared: None,
         record: RunRecord {
             job: name.to_owned(),
             run,
@@ -400,6 +401,9 @@ struct Runner<'a> {
     /// Write time of the repository handle, for the snapshot's upload time.
     timed: Option<Arc<crate::repository::open::TimedBackend>>,
     record: RunRecord,
+    /// Files deleted from the repository behind sbk's back (see [`crate::repository::seen`]):
+    /// reported with the damage, so that status, metrics and alerts carry them.
+    disappeared: Option<crate::repository::seen::Disappeared>,
     /// A failure alert went out for the current streak.
     alerted: bool,
     last_success: Option<DateTime<Utc>>,
@@ -415,7 +419,9 @@ impl Runner<'_> {
             attempts += 1;
             let attempt_clock = Instant::now();
             tracing::info!(job = %self.job.name, step = step.as_str(), attempt = attempts, "step started");
-            match self.attempt(step) {
+            let result = self.attempt(step);
+            self.record_audit(step, &result);
+            match result {
                 Ok(summary) => break (Outcome::Success, None, summary),
                 Err(Error::Interrupted(m)) => break (Outcome::Interrupted, Some(m), String::new()),
                 // Failing because of a shutdown is not a failure to alert about.
@@ -471,6 +477,30 @@ impl Runner<'_> {
         });
     }
 
+    /// Writes the audit record of a step that changes the repository (or changed it after
+    /// all); a record that cannot be written is logged, never a failure of the step.
+    fn record_audit(&self, step: Step, result: &Result<String>) {
+        let Some(repo) = &self.repo else { return };
+        let auditor = repo.auditor();
+        if !matches!(step, Step::Snapshot | Step::Forget | Step::Prune) && !auditor.changed() {
+            return;
+        }
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("failed: {}", redact(&e.to_string())),
+        };
+        let op = crate::repository::audit::Operation {
+            verb: step.as_str().to_string(),
+            args: vec![
+                format!("job {}", self.job.name),
+                format!("run {}", self.record.run),
+            ],
+        };
+        if let Err(e) = auditor.write(&op, &outcome, &Actor::current()) {
+            tracing::warn!(job = %self.job.name, step = step.as_str(), error = %redact(&e.to_string()), "audit record not written");
+        }
+    }
+
     /// The wait before retry `n` (1-based): the delay, doubled for each retry before.
     fn retry_delay(&self, n: u32) -> Duration {
         self.job.retry_delay.saturating_mul(1u32 << (n - 1).min(16))
@@ -481,6 +511,24 @@ impl Runner<'_> {
             let r = &self.config.repositories[&self.job.repository];
             let (repo, timed) = open_repository(r, offline_start)?;
             self.timed = Some(timed);
+            let root = r
+                .cache_dir
+                .clone()
+                .or_else(crate::cache::BlobCache::default_root);
+            if let Some(root) = root {
+                let path = crate::repository::seen::seen_path(&root, &repo.config().id);
+                match repo.detect_disappeared(&path) {
+                    Ok(d) if !d.is_empty() => {
+                        tracing::warn!(job = %self.job.name, "{}", d.describe());
+                        self.disappeared = Some(d);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        "could not compare the repository with what this host saw before: {}",
+                        redact(&e.to_string())
+                    ),
+                }
+            }
             if let Some(Err(e)) = crate::repository::open::sync_spool_first(&repo) {
                 tracing::warn!(
                     "snapshots wait in the spool and could not be uploaded yet: {}",

@@ -277,6 +277,7 @@ impl Runner<'_> {
                     .damage()
                     .iter()
                     .map(|d| format!("{} {}: {} ({})", d.kind, d.id.short(), d.message, d.remedy))
+                    .chain(self.disappeared.iter().map(|d| d.describe()))
                     .collect(),
             });
         }

@@ -136,6 +136,7 @@ pub struct Problem {
 pub struct CheckReport {
     pub ok: bool,
     pub snapshots: usize,
+    pub audit_records: usize,
     pub index_files: usize,
     pub packs: usize,
     pub blobs: usize,
@@ -208,6 +209,18 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             ),
             Err(e) => found.file("key", id, e.to_string()),
         }
+    }
+
+    // The audit trail: every record whole and readable.
+    for (id, r) in repo.audit_records()? {
+        match r {
+            Ok(_) => report.audit_records += 1,
+            Err(e) => found.file("audit", id, e.to_string()),
+        }
+    }
+    // Object Lock: the bucket still locks new files as the repository asks.
+    if let Some(problem) = repo.lock_problem()? {
+        found.file("object lock", repo.config().id, problem);
     }
 
     // Snapshots, then index files, then packs (the order writers make them durable in reverse).
