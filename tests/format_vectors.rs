@@ -122,6 +122,29 @@ fn computed() -> BTreeMap<&'static str, String> {
             .replace('\0', "\\0"),
     );
     v.insert("config-header", hex::encode(config::join(1, b"")));
+    let mut removed = sbk::format::audit::Changes::default();
+    removed.snapshots.insert(Id([0x11; 32]));
+    let record = sbk::format::audit::AuditRecord {
+        version: 1,
+        time: chrono::DateTime::parse_from_rfc3339("2026-12-05T05:00:00+01:00").unwrap(),
+        host: "db1".into(),
+        user: "postgres".into(),
+        sbk: "0.1.0".into(),
+        verb: "forget".into(),
+        args: ["forget", "postgresql://app:hunter2@db/app"]
+            .iter()
+            .map(|a| sbk::format::audit::redact(a))
+            .collect(),
+        outcome: "ok".into(),
+        added: Default::default(),
+        removed,
+    };
+    let json = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        serde_json::from_str::<sbk::format::audit::AuditRecord>(&json).unwrap(),
+        record
+    );
+    v.insert("audit-record", json);
     v.insert("pack-header", hex::encode(encode_header(&entries())));
     let index = IndexFile {
         supersedes: vec![Id([0x33; 32])],
