@@ -1,10 +1,14 @@
 //! The `sbk` binary against real S3 servers over HTTP (s3s-fs in the test process, and
-//! SeaweedFS where the test does not stop the server; SigV4 on both).
+//! SeaweedFS: one `weed server`, or a cluster whose volume servers a test stops; SigV4 on all).
 
 mod common;
 
+use std::time::Duration;
+
+use sbk::backend::Backend;
+
 use common::s3::S3Server;
-use common::seaweed::Seaweed;
+use common::seaweed::{Seaweed, Stop};
 use common::{drift, dump_like, stderr, TestRepo};
 
 #[test]
@@ -396,6 +400,81 @@ fn spooled_snapshots_pile_up_then_the_next_online_snapshot_uploads_them() {
     inputs.sort();
     assert!(restored == inputs, "a snapshot does not restore exactly");
     assert_eq!(repo.dump(&first_id), dump_like(5, 2 << 20));
+    let out = repo.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Objects of `bucket` that a SeaweedFS gateway log (at `-v=2`) shows PUT more than once.
+fn retried_puts(log: &str, bucket: &str) -> usize {
+    let mut puts = std::collections::HashMap::new();
+    let prefix = format!("PutObjectHandler bucket={bucket} object=");
+    for line in log.lines() {
+        if let Some(rest) = line.split_once(&prefix).map(|(_, r)| r) {
+            let object = rest.split_whitespace().next().unwrap_or_default();
+            *puts.entry(object.to_string()).or_insert(0) += 1;
+        }
+    }
+    puts.values().filter(|&&n| n > 1).count()
+}
+
+/// A store spread over machines: a SeaweedFS master, two volume servers that hold every file
+/// twice (replication `001`), a filer and an S3 gateway. One volume server dies in the middle of
+/// a snapshot. SeaweedFS then takes no write at all (a file is stored on both servers or not at
+/// all): the gateway holds each upload, retrying for 30 s before it answers 500. sbk abandons
+/// the upload after `--s3-timeout` and sends it again; once the server is back, the gateway
+/// finishes both attempts, and the later one's 412 counts as stored (same name, same bytes).
+/// The snapshot completes without spooling. Then, with the *other* volume server stopped, every
+/// file is read from its second copy: the restore is byte for byte; `check --read-data` passes
+/// once both are back.
+#[test]
+fn a_volume_server_dying_mid_snapshot_on_a_seaweedfs_cluster() {
+    use std::io::Write;
+    let mut cluster = Seaweed::start_cluster();
+    let mut env = cluster.env();
+    // A request hanging on the refused write is abandoned and retried after 5 s; the deadline
+    // only keeps a broken test from hanging (the volume server is back within seconds).
+    env.push(("SBK_S3_TIMEOUT".into(), "5s".into()));
+    env.push(("SBK_RETRY_DEADLINE".into(), "60s".into()));
+    let repo = TestRepo::on_url(cluster.url("cluster/pg"), env);
+    let bucket =
+        sbk::backend::s3::S3Backend::open(&cluster.url("cluster/pg"), &cluster.options()).unwrap();
+    let packs = || bucket.list(sbk::backend::FileType::Pack).unwrap().len();
+
+    // 40 MiB of noise: packs of 16 MiB or more, so one is stored before the server dies and
+    // the rest after.
+    let input = noise(21, 40 << 20);
+    let mut child =
+        common::spawn(repo.cmd(&["--json", "snapshot", "stdin", "--name", "db.pgdump"]));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&input[..24 << 20]).unwrap();
+    common::wait_for("the first pack", Duration::from_secs(60), || packs() > 0);
+    let gateway_log_before = cluster.log_of("s3").len();
+    cluster.stop("volume2", Stop::Kill);
+    // In a thread: sbk stops reading its input while its uploads are refused.
+    let rest = input[24 << 20..].to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&rest));
+    // A file needs both copies: SeaweedFS holds each upload (30 s) and then refuses it. Wait
+    // until sbk has given up on one upload and sent it again, so that its retry is what
+    // carries the snapshot over the gap, not the gateway's patience.
+    common::wait_for("sbk to retry an upload", Duration::from_secs(60), || {
+        retried_puts(&cluster.log_of("s3")[gateway_log_before..], "cluster") > 0
+    });
+    cluster.restart("volume2");
+    feeder.join().unwrap().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(packs() >= 3, "{} packs", packs());
+
+    cluster.stop("volume1", Stop::Kill);
+    let out = repo.run(&["--no-cache", "dump", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == input, "restored bytes differ");
+
+    cluster.restart("volume1");
     let out = repo.run(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }

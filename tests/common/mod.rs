@@ -316,3 +316,13 @@ impl PeakRss {
         self.thread.join().unwrap()
     }
 }
+
+/// Polls `ok` until it holds; panics naming `what` after `timeout`. For waiting on a state
+/// instead of sleeping for a guess.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
