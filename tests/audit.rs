@@ -119,7 +119,10 @@ fn snapshots_and_records_deleted_behind_sbks_back_are_reported() {
     let out = run(&repo, &["snapshots"]);
     assert!(out.status.success());
     assert!(stderr(&out).contains(&b), "{}", stderr(&out));
-    assert_eq!(run(&repo, &["snapshots", "--strict"]).status.code(), Some(1));
+    assert_eq!(
+        run(&repo, &["snapshots", "--strict"]).status.code(),
+        Some(1)
+    );
     assert_eq!(run(&repo, &["check"]).status.code(), Some(1));
     let pruned = json(&run(&repo, &["--json", "prune"]));
     assert_eq!(pruned["vanished_snapshots"][0], b, "{pruned}");
