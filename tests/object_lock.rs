@@ -337,6 +337,16 @@ fn a_locked_repository_survives_its_hosts() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// `init --object-lock compliance --lock-days DAYS` at `url`, which must be refused; its
+/// message.
+fn refused_init(server: &Seaweed, url: &str, days: &str) -> String {
+    let mut r = TestRepo::uninit();
+    r.remote = Some((url.to_string(), server.env()));
+    let out = r.run(&["init", "--object-lock", "compliance", "--lock-days", days]);
+    assert!(!out.status.success(), "init at {url} was not refused");
+    stderr(&out)
+}
+
 #[test]
 fn object_lock_is_refused_where_it_cannot_hold() {
     // A local folder has no Object Lock.
@@ -358,15 +368,8 @@ fn object_lock_is_refused_where_it_cannot_hold() {
     let server = Seaweed::start();
     // A bucket made without Object Lock cannot get it: refused, and nothing written.
     let plain = TestRepo::on_url(server.url("plain/a"), server.env());
-    let mut r = TestRepo::uninit();
-    r.remote = Some((server.url("plain/b"), server.env()));
-    let out = r.run(&["init", "--object-lock", "compliance", "--lock-days", "7"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("has no Object Lock"),
-        "{}",
-        stderr(&out)
-    );
+    let err = refused_init(&server, &server.url("plain/b"), "7");
+    assert!(err.contains("has no Object Lock"), "{err}");
     assert!(plain.snapshots().is_empty());
 
     // Compliance: a locked version cannot be removed, not even by the bucket's admin; a
@@ -382,13 +385,9 @@ fn object_lock_is_refused_where_it_cannot_hold() {
         .find(|v| v.t == FileType::Pack)
         .unwrap();
     assert!(admin.remove_version(v.t, &v.name, &v.id).is_err());
-    let mut other = TestRepo::uninit();
-    other.remote = Some((server.url("vault/b"), server.env()));
-    let out = other.run(&["init", "--object-lock", "compliance", "--lock-days", "30"]);
-    assert!(!out.status.success());
+    let err = refused_init(&server, &server.url("vault/b"), "30");
     assert!(
-        stderr(&out).contains("compliance for 1 days by default, not compliance for 30 days"),
-        "{}",
-        stderr(&out)
+        err.contains("compliance for 1 days by default, not compliance for 30 days"),
+        "{err}"
     );
 }

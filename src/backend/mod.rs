@@ -244,6 +244,53 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// The Object Lock and version methods of a wrapper backend: each passes the call to the
+/// wrapped backend `$inner` through the wrapper's method `$via` (its retry loop, or a plain
+/// call), so the wrappers do not each spell out seven forwarding methods.
+macro_rules! forward_versions {
+    ($via:ident, $inner:ident) => {
+        fn lock_status(&self) -> BResult<super::lock::LockStatus> {
+            self.$via(|| self.$inner.lock_status())
+        }
+
+        fn prepare_lock(&self, policy: &super::lock::LockPolicy) -> BResult<()> {
+            self.$via(|| self.$inner.prepare_lock(policy))
+        }
+
+        fn extend_retention(
+            &self,
+            t: FileType,
+            name: &str,
+            policy: &super::lock::LockPolicy,
+            until: chrono::DateTime<chrono::Utc>,
+        ) -> BResult<()> {
+            self.$via(|| self.$inner.extend_retention(t, name, policy, until))
+        }
+
+        fn retention(
+            &self,
+            t: FileType,
+            name: &str,
+            version: &str,
+        ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
+            self.$via(|| self.$inner.retention(t, name, version))
+        }
+
+        fn versions(&self) -> BResult<Vec<super::lock::Version>> {
+            self.$via(|| self.$inner.versions())
+        }
+
+        fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+            self.$via(|| self.$inner.remove_version(t, name, version))
+        }
+
+        fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
+            self.$via(|| self.$inner.restore_version(t, name, version))
+        }
+    };
+}
+pub(crate) use forward_versions;
+
 /// How a storage is best used, decided where it is opened ([`from_url`]): facts about a place,
 /// not operations, so they travel beside the backend instead of through its trait (and no
 /// wrapper has to pass them on).

@@ -120,42 +120,6 @@ impl Backend for RetryBackend {
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         self.retry(|| self.inner.remove(t, name))
     }
-    fn lock_status(&self) -> BResult<super::lock::LockStatus> {
-        self.retry(|| self.inner.lock_status())
-    }
 
-    fn prepare_lock(&self, policy: &super::lock::LockPolicy) -> BResult<()> {
-        self.retry(|| self.inner.prepare_lock(policy))
-    }
-
-    fn extend_retention(
-        &self,
-        t: FileType,
-        name: &str,
-        policy: &super::lock::LockPolicy,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> BResult<()> {
-        self.retry(|| self.inner.extend_retention(t, name, policy, until))
-    }
-
-    fn retention(
-        &self,
-        t: FileType,
-        name: &str,
-        version: &str,
-    ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
-        self.retry(|| self.inner.retention(t, name, version))
-    }
-
-    fn versions(&self) -> BResult<Vec<super::lock::Version>> {
-        self.retry(|| self.inner.versions())
-    }
-
-    fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
-        self.retry(|| self.inner.remove_version(t, name, version))
-    }
-
-    fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
-        self.retry(|| self.inner.restore_version(t, name, version))
-    }
+    super::forward_versions!(retry, inner);
 }

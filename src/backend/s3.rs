@@ -652,6 +652,14 @@ impl S3Backend {
     }
 }
 
+/// The SDK's name for a lock mode.
+fn sdk_mode(mode: LockMode) -> ObjectLockRetentionMode {
+    match mode {
+        LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        LockMode::Governance => ObjectLockRetentionMode::Governance,
+    }
+}
+
 /// A failed upload, before [`S3Backend::finish_put`] decides what a 412 means.
 struct PutError(BackendError);
 
@@ -936,10 +944,7 @@ impl Backend for S3Backend {
                 }
                 None => {}
             }
-            let mode = match policy.mode {
-                LockMode::Compliance => ObjectLockRetentionMode::Compliance,
-                LockMode::Governance => ObjectLockRetentionMode::Governance,
-            };
+            let mode = sdk_mode(policy.mode);
             let conf = ObjectLockConfiguration::builder()
                 .object_lock_enabled(ObjectLockEnabled::Enabled)
                 .rule(
@@ -972,10 +977,7 @@ impl Backend for S3Backend {
         until: chrono::DateTime<chrono::Utc>,
     ) -> BResult<()> {
         let key = self.key(t, name);
-        let mode = match policy.mode {
-            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
-            LockMode::Governance => ObjectLockRetentionMode::Governance,
-        };
+        let mode = sdk_mode(policy.mode);
         let retention = ObjectLockRetention::builder()
             .mode(mode)
             .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(

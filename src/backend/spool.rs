@@ -60,6 +60,12 @@ pub struct SyncReport {
 }
 
 impl SpoolBackend {
+    /// Runs `f` as is: what the Object Lock calls pass through (see
+    /// [`super::forward_versions`]).
+    fn direct<T>(&self, f: impl FnOnce() -> T) -> T {
+        f()
+    }
+
     /// Wraps `remote`, spooling into `dir` (created when first needed).
     pub fn new(remote: Arc<dyn Backend>, dir: PathBuf) -> Self {
         SpoolBackend {
@@ -375,44 +381,8 @@ impl Backend for SpoolBackend {
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         Ok(self.remote.sweep_tmp(age)? + self.local.sweep_tmp(age)?)
     }
-    fn lock_status(&self) -> BResult<super::lock::LockStatus> {
-        self.remote.lock_status()
-    }
 
-    fn prepare_lock(&self, policy: &super::lock::LockPolicy) -> BResult<()> {
-        self.remote.prepare_lock(policy)
-    }
-
-    fn extend_retention(
-        &self,
-        t: FileType,
-        name: &str,
-        policy: &super::lock::LockPolicy,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> BResult<()> {
-        self.remote.extend_retention(t, name, policy, until)
-    }
-
-    fn retention(
-        &self,
-        t: FileType,
-        name: &str,
-        version: &str,
-    ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
-        self.remote.retention(t, name, version)
-    }
-
-    fn versions(&self) -> BResult<Vec<super::lock::Version>> {
-        self.remote.versions()
-    }
-
-    fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
-        self.remote.remove_version(t, name, version)
-    }
-
-    fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
-        self.remote.restore_version(t, name, version)
-    }
+    super::forward_versions!(direct, remote);
 }
 
 impl SpoolBackend {

@@ -14,6 +14,12 @@ pub struct TimedBackend {
 }
 
 impl TimedBackend {
+    /// Runs `f` as is: what the Object Lock calls pass through (see
+    /// [`super::forward_versions`]).
+    fn direct<T>(&self, f: impl FnOnce() -> T) -> T {
+        f()
+    }
+
     pub fn new(inner: Arc<dyn Backend>) -> Self {
         TimedBackend {
             inner,
@@ -75,42 +81,6 @@ impl Backend for TimedBackend {
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         self.inner.sweep_tmp(age)
     }
-    fn lock_status(&self) -> BResult<super::lock::LockStatus> {
-        self.inner.lock_status()
-    }
 
-    fn prepare_lock(&self, policy: &super::lock::LockPolicy) -> BResult<()> {
-        self.inner.prepare_lock(policy)
-    }
-
-    fn extend_retention(
-        &self,
-        t: FileType,
-        name: &str,
-        policy: &super::lock::LockPolicy,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> BResult<()> {
-        self.inner.extend_retention(t, name, policy, until)
-    }
-
-    fn retention(
-        &self,
-        t: FileType,
-        name: &str,
-        version: &str,
-    ) -> BResult<Option<chrono::DateTime<chrono::Utc>>> {
-        self.inner.retention(t, name, version)
-    }
-
-    fn versions(&self) -> BResult<Vec<super::lock::Version>> {
-        self.inner.versions()
-    }
-
-    fn remove_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
-        self.inner.remove_version(t, name, version)
-    }
-
-    fn restore_version(&self, t: FileType, name: &str, version: &str) -> BResult<()> {
-        self.inner.restore_version(t, name, version)
-    }
+    super::forward_versions!(direct, inner);
 }
