@@ -136,6 +136,7 @@ fn computed() -> BTreeMap<&'static str, String> {
             .map(|a| sbk::format::audit::redact(a))
             .collect(),
         outcome: "ok".into(),
+        run: Some("0123456789abcdef".into()),
         added: Default::default(),
         removed,
     };

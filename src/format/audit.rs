@@ -49,13 +49,22 @@ pub struct AuditRecord {
     pub verb: String,
     /// The command line after the verb, with secrets replaced by `***`.
     pub args: Vec<String>,
-    /// `ok`, or what went wrong.
+    /// `ok`, what went wrong, or `removing` (see [`REMOVING`]).
     pub outcome: String,
+    /// The process (repository handle) that wrote the record, random: ties a [`REMOVING`]
+    /// record to the record of the same run's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub added: Changes,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub removed: Changes,
 }
+
+/// The outcome of the record a command writes before removing snapshots. Its removals count
+/// as sbk's only while no later record of the same run exists (the run was killed), or when
+/// that record lists them too (a removal that was refused did not happen).
+pub const REMOVING: &str = "removing";
 
 /// Replaces what may be a secret in a command-line argument: the password of a URL
 /// (`postgresql://u:pw@h/db`) and `password=` pairs of a connection string.
@@ -125,6 +134,7 @@ mod tests {
             verb: "snapshot postgres".into(),
             args: vec!["postgresql://app:***@db/app".into()],
             outcome: "ok".into(),
+            run: Some("0123456789abcdef".into()),
             added,
             removed: Changes::default(),
         };

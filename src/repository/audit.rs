@@ -5,11 +5,20 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::format::audit::{AuditRecord, Changes, AUDIT_VERSION};
+use crate::format::audit::{AuditRecord, Changes, AUDIT_VERSION, REMOVING};
 
-/// The files a repository handle added and removed since its last record.
-#[derive(Debug, Default)]
-pub struct Journal(Mutex<(Changes, Changes)>);
+/// The files a repository handle added and removed since its last record, and the handle's
+/// random run ID that its records carry.
+#[derive(Debug)]
+pub struct Journal(Mutex<(Changes, Changes)>, String);
+
+impl Default for Journal {
+    fn default() -> Self {
+        let mut id = [0u8; 8];
+        crate::crypto::getrandom(&mut id);
+        Journal(Default::default(), hex::encode(id))
+    }
+}
 
 fn set_of(c: &mut Changes, t: FileType) -> Option<&mut std::collections::BTreeSet<Id>> {
     match t {
@@ -34,11 +43,6 @@ impl Journal {
         if let Some(s) = set_of(&mut j.1, t) {
             s.insert(id);
         }
-    }
-
-    /// Snapshots this handle removed, not yet in a record.
-    pub(super) fn removed_snapshots(&self) -> std::collections::BTreeSet<Id> {
-        self.0.lock().expect("journal").1.snapshots.clone()
     }
 
     fn take(&self) -> (Changes, Changes) {
@@ -105,6 +109,7 @@ impl Repository {
                 .map(|a| crate::format::audit::redact(a))
                 .collect(),
             outcome: outcome.to_string(),
+            run: Some(self.journal.1.clone()),
             added,
             removed,
         };
@@ -123,7 +128,21 @@ impl Repository {
     /// removed.
     pub fn recorded_removals(&self, records: &[(Id, Result<AuditRecord>)]) -> Changes {
         let mut all = self.journal.0.lock().expect("journal").1.clone();
-        for r in records.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        let loaded: Vec<&AuditRecord> = records
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .collect();
+        for r in &loaded {
+            if r.outcome == REMOVING {
+                // Counts unless the same run recorded its end (which lists what it removed).
+                let ended = loaded.iter().any(|o| {
+                    o.outcome != REMOVING && o.run.is_some() && o.run == r.run && o.time >= r.time
+                });
+                if !ended {
+                    all.snapshots.extend(&r.removed.snapshots);
+                }
+                continue;
+            }
             all.snapshots.extend(&r.removed.snapshots);
             all.packs.extend(&r.removed.packs);
             all.index.extend(&r.removed.index);
@@ -168,7 +187,8 @@ impl Repository {
             sbk: env!("CARGO_PKG_VERSION").to_string(),
             verb: verb.to_string(),
             args: Vec::new(),
-            outcome: "removing".into(),
+            outcome: REMOVING.into(),
+            run: Some(self.journal.1.clone()),
             added: Changes::default(),
             removed: Changes {
                 snapshots: snapshots.iter().copied().collect(),

@@ -20,10 +20,6 @@ use super::*;
 struct Seen {
     snapshots: BTreeSet<Id>,
     audit: BTreeSet<Id>,
-    /// Snapshots the records read so far say sbk removed (so records are read once).
-    removed: BTreeSet<Id>,
-    /// Snapshots the records read so far say sbk added.
-    added: BTreeSet<Id>,
 }
 
 /// Files that disappeared without sbk removing them.
@@ -81,22 +77,21 @@ impl Repository {
             .unwrap_or_default();
         let snapshots: BTreeSet<Id> = self.list_ids(FileType::Snapshot)?.into_iter().collect();
         let audit: BTreeSet<Id> = self.list_ids(FileType::Audit)?.into_iter().collect();
-        for id in audit.difference(&seen.audit) {
-            // A record that does not load is check's to report; it tells nothing here.
-            if let Ok(r) = self.load_audit(id) {
-                seen.added.extend(&r.added.snapshots);
-                seen.removed.extend(&r.removed.snapshots);
-            }
-        }
-        let removed_now = self.journal.removed_snapshots();
-        let gone = |id: &&Id| {
-            !snapshots.contains(id) && !seen.removed.contains(id) && !removed_now.contains(id)
-        };
+        // Every record (from the file cache once downloaded): a record that does not load is
+        // check's to report and tells nothing here.
+        let records = self.audit_records()?;
+        let removed = self.recorded_removals(&records).snapshots;
+        let added: BTreeSet<Id> = records
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|r| r.added.snapshots.iter().copied())
+            .collect();
+        let gone = |id: &&Id| !snapshots.contains(id) && !removed.contains(id);
         let mut out = Disappeared {
             snapshots: seen
                 .snapshots
                 .iter()
-                .chain(&seen.added)
+                .chain(&added)
                 .filter(gone)
                 .copied()
                 .collect::<BTreeSet<Id>>()
@@ -107,7 +102,7 @@ impl Repository {
         out.snapshots.retain(|id| !self.is_spooled(id));
         // Remember everything seen, the missing included: they are reported until back.
         seen.snapshots.extend(snapshots);
-        seen.snapshots.retain(|id| !seen.removed.contains(id));
+        seen.snapshots.retain(|id| !removed.contains(id));
         seen.audit.extend(audit);
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
