@@ -405,3 +405,54 @@ fn object_lock_is_refused_where_it_cannot_hold() {
         "{err}"
     );
 }
+
+#[test]
+fn a_backup_host_spools_and_syncs_without_delete_rights() {
+    let mut server = Seaweed::start();
+    let url = server.url("locked/pg/spool");
+    let (repo, _) = locked_repo(&server, &url, "governance");
+    let input = dump_like(4, 2 << 20);
+    // The host has opened the repository before (its spool keeps config and keys).
+    let out = run_as(&repo, &server, &server.backup, &["snapshots"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The store goes down mid-week: the backup host's snapshot is spooled (exit 3)...
+    server.stop("server", common::seaweed::Stop::Kill);
+    let mut c = repo.cmd(&["snapshot", "stdin", "--name", "db.pgdump"]);
+    c.envs(server.env_of(&server.backup))
+        .env("SBK_RETRY_DEADLINE", "2s")
+        .env("SBK_S3_TIMEOUT", "2s");
+    let out = {
+        use std::io::Write;
+        let mut child = c
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(&input);
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // ... and `sync` with the same keys, which cannot delete, uploads it once the store is back.
+    server.restart("server");
+    let out = run_as(&repo, &server, &server.backup, &["sync"], None);
+    assert!(
+        out.status.success(),
+        "sync as backup host: {}",
+        stderr(&out)
+    );
+    let out = run_as(&repo, &server, &server.backup, &["dump", "latest"], None);
+    assert!(
+        out.status.success() && out.stdout == input,
+        "{}",
+        stderr(&out)
+    );
+    let out = run_as(
+        &repo,
+        &server,
+        &server.backup,
+        &["check", "--read-data"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
