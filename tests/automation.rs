@@ -1120,6 +1120,66 @@ alerts = ["hook"]
     assert_eq!(s.repo.snapshots().len(), 2);
 }
 
+/// A snapshot deleted behind sbk's back is reported by the next run with the damage (status,
+/// metrics, one alert) and prune judges nothing; every step leaves an audit record.
+#[test]
+fn a_deleted_snapshot_is_alerted_and_steps_are_audited() {
+    let (hook_port, hooks) = http_sink();
+    let s = Setup::new(
+        r#"
+[alert.hook]
+type = "webhook"
+url = { env = "SBK_TEST_WEBHOOK_URL" }
+
+[job.app]
+source = "app"
+repository = "main"
+schedule = "@daily"
+retention = { keep_last = 5 }
+prune = true
+alerts = ["hook"]
+"#,
+    );
+    let hook_url = format!("http://127.0.0.1:{hook_port}/hook");
+    let run = || {
+        let out = s
+            .sbk(&["run", "app", "--json"])
+            .env(HOOK_VAR, &hook_url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    run();
+    let snap = s.repo.files("snapshots").pop().unwrap();
+    std::fs::remove_file(&snap).unwrap();
+    let r = run();
+    let name = snap.file_name().unwrap().to_str().unwrap();
+    let damaged = r["repository"]["damaged"].to_string();
+    assert!(
+        damaged.contains(name) && damaged.contains("without `sbk forget`"),
+        "{r:#}"
+    );
+    assert_eq!(step(&r, "prune")["outcome"], "success", "{r:#}");
+    let alert = hooks.recv_timeout(Duration::from_secs(10)).unwrap();
+    let body = String::from_utf8_lossy(&alert.body).into_owned();
+    assert!(body.contains(name), "{body}");
+    let records = s.repo.run(&["--json", "audit"]);
+    let records: serde_json::Value = serde_json::from_slice(&records.stdout).unwrap();
+    let steps: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["args"][0] == "job app")
+        .map(|r| r["verb"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["snapshot", "forget", "prune", "snapshot", "forget", "prune"],
+        "{records:#}"
+    );
+}
+
 /// Kills a spawned daemon when the test ends, even by a panic.
 struct Reaped(std::process::Child);
 
