@@ -32,6 +32,8 @@ pub mod aad {
     pub const SNAPSHOT: &[u8] = b"sbk:snapshot";
     pub const PACK_HEADER: &[u8] = b"sbk:pack-header";
     pub const AUDIT: &[u8] = b"sbk:audit";
+    /// WAL files use `WAL || WAL file name` (`docs/pitr.md`).
+    pub const WAL: &[u8] = b"sbk:wal";
     /// Blobs use `BLOB || kind byte || blob id [|| base id]` (see [`super::blob_aad`]).
     pub const BLOB: &[u8] = b"sbk:blob";
 }

@@ -37,6 +37,8 @@ pub enum FileType {
     Quarantine,
     /// Sealed records of the operations that changed the repository (never removed by sbk).
     Audit,
+    /// Archived WAL files of PostgreSQL, `<WAL file name>-<id>` (`docs/pitr.md`).
+    Wal,
 }
 
 impl FileType {
@@ -50,23 +52,25 @@ impl FileType {
             FileType::Snapshot => "snapshots",
             FileType::Quarantine => "quarantine",
             FileType::Audit => "audit",
+            FileType::Wal => "wal",
         }
     }
 
     /// All types that live in folders.
-    pub const LISTED: [FileType; 6] = [
+    pub const LISTED: [FileType; 7] = [
         FileType::Key,
         FileType::Pack,
         FileType::Index,
         FileType::Snapshot,
         FileType::Quarantine,
         FileType::Audit,
+        FileType::Wal,
     ];
 
     /// Folders that repositories made by older versions lack: created by the first write, and
     /// a missing one lists as empty.
     pub fn optional(self) -> bool {
-        matches!(self, FileType::Quarantine | FileType::Audit)
+        matches!(self, FileType::Quarantine | FileType::Audit | FileType::Wal)
     }
 
     /// Human name used in messages.
@@ -79,6 +83,7 @@ impl FileType {
             FileType::Snapshot => "snapshot",
             FileType::Quarantine => "quarantined pack",
             FileType::Audit => "audit record",
+            FileType::Wal => "WAL file",
         }
     }
 }
@@ -148,6 +153,14 @@ pub trait Backend: Send + Sync {
 
     /// Lists the files of one type.
     fn list(&self, t: FileType) -> BResult<Vec<FileInfo>>;
+
+    /// Lists the files of one type whose names start with `prefix` (remote backends ask the
+    /// storage for just those).
+    fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+        let mut all = self.list(t)?;
+        all.retain(|f| f.name.starts_with(prefix));
+        Ok(all)
+    }
 
     /// Reads a whole file.
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>>;
@@ -244,11 +257,16 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// The Object Lock and version methods of a wrapper backend: each passes the call to the
-/// wrapped backend `$inner` through the wrapper's method `$via` (its retry loop, or a plain
-/// call), so the wrappers do not each spell out seven forwarding methods.
+/// The methods a wrapper backend passes on as they are (prefix listing, Object Lock and
+/// versions): each goes to the wrapped backend `$inner` through the wrapper's method `$via`
+/// (its retry loop, or a plain call), so the wrappers do not each spell out eight forwarding
+/// methods.
 macro_rules! forward_versions {
     ($via:ident, $inner:ident) => {
+        fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+            self.$via(|| self.$inner.list_prefix(t, prefix))
+        }
+
         fn lock_status(&self) -> BResult<super::lock::LockStatus> {
             self.$via(|| self.$inner.lock_status())
         }

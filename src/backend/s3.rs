@@ -846,6 +846,24 @@ impl Backend for S3Backend {
         })
     }
 
+    fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+        // Fan-out folders (packs) are listed whole: only flat folders take a name prefix.
+        if t == FileType::Pack {
+            let mut all = self.list(t)?;
+            all.retain(|f| f.name.starts_with(prefix));
+            return Ok(all);
+        }
+        let key_prefix = self.url.key(&format!("{}/{prefix}", t.dirname()));
+        let keys = self.rt.block_on(self.list_keys(&key_prefix, None))?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(k, size)| {
+                let name = k.rsplit('/').next()?.to_string();
+                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo { name, size })
+            })
+            .collect())
+    }
+
     fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
         let prefix = self.url.key(&format!("{}/", t.dirname()));
         let keys = self.rt.block_on(self.list_keys(&prefix, None))?;

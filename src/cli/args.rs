@@ -293,6 +293,9 @@ pub enum Command {
     /// Object Lock upkeep (repositories made with `init --object-lock`)
     #[command(subcommand)]
     Lock(LockCommand),
+    /// PostgreSQL's WAL archive (`archive_command`, `restore_command`; docs/pitr.md)
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Verify the repository: structure always, blob contents with --read-data; exit 1 listing
     /// every damaged pack and the snapshots it affects
     Check {
@@ -302,6 +305,24 @@ pub enum Command {
         /// Read only some packs: N/M (group N of M, by pack ID) or P% (a random share)
         #[arg(long, value_parser = parse_subset)]
         read_data_subset: Option<sbk::commands::check::ReadData>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalCommand {
+    /// Archive one WAL file: `archive_command = 'sbk wal push %p'`; exits 0 only once it is
+    /// durable in the repository (or the same bytes were archived already)
+    Push {
+        /// The WAL file (PostgreSQL's %p: its path relative to the data folder)
+        path: PathBuf,
+    },
+    /// Fetch one archived WAL file: `restore_command = 'sbk wal fetch %f %p'`; exits 1 when it
+    /// is not archived
+    Fetch {
+        /// The WAL file's name (%f)
+        name: String,
+        /// Where to write it (%p), atomically
+        dest: PathBuf,
     },
 }
 

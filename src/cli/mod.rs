@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use args::{
     CatCommand, Cli, Command, GlobalArgs, KdfArgs, KeyCommand, LockCommand, PgBinArgs,
-    RepairCommand, SnapshotArgs, SnapshotCommand,
+    RepairCommand, SnapshotArgs, SnapshotCommand, WalCommand,
 };
 use sbk::commands::restore_postgres::RestoreDbOptions;
 use sbk::commands::snapshot_postgres::PostgresOptions;
@@ -116,6 +116,7 @@ mod render;
 mod restore;
 mod supabase;
 mod take;
+mod wal;
 
 use options::*;
 use render::*;
@@ -448,6 +449,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Stats => maintain::stats(g)?,
         Command::Audit { since } => maintain::audit(g, since)?,
         Command::Lock(LockCommand::Refresh) => maintain::lock_refresh(g)?,
+        Command::Wal(WalCommand::Push { path }) => wal::push(g, &path)?,
+        Command::Wal(WalCommand::Fetch { name, dest }) => wal::fetch(g, &name, &dest)?,
         Command::Repair(RepairCommand::Versions { at, dry_run }) => {
             maintain::repair_versions(g, &at, dry_run)?
         }

@@ -113,6 +113,7 @@ impl Repository {
             FileType::Snapshot,
             FileType::Pack,
             FileType::Audit,
+            FileType::Wal,
         ] {
             files.extend(self.backend.list(t)?.into_iter().map(|f| (t, f.name)));
         }

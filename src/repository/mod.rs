@@ -45,6 +45,7 @@ pub mod seen;
 mod snapshots;
 mod storage;
 pub mod trees;
+pub mod wal;
 
 use files::read_config;
 use keys::make_key_file;

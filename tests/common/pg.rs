@@ -140,6 +140,11 @@ impl Cluster {
         panic!("pg_ctl start failed: {log}");
     }
 
+    /// The cluster's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data
+    }
+
     /// `postgresql://postgres:PASSWORD@127.0.0.1:PORT/db`.
     pub fn url(&self, db: &str) -> String {
         format!(

@@ -1,0 +1,145 @@
+//! The WAL archive (`docs/pitr.md`): one sealed file per WAL file PostgreSQL archives, named
+//! `<WAL file name>-<id>` so that a lookup by name is one prefix listing, while the hash of the
+//! stored bytes stays in the name as for every other file. Not chunked: consecutive segments
+//! share nothing at chunk granularity, and one file is the one write that makes a push durable.
+
+use super::*;
+
+/// What [`Repository::push_wal`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pushed {
+    /// Stored now, as this file.
+    Stored(Id),
+    /// The same bytes were archived already (PostgreSQL ran the command again).
+    AlreadyStored,
+}
+
+/// Whether `name` is a file PostgreSQL archives: a segment (24 hex digits), a partial segment
+/// (`.partial`), a timeline history file (8 hex digits + `.history`) or a backup history file
+/// (segment + `.` + 8 hex digits + `.backup`).
+pub fn is_wal_name(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(tli) = name.strip_suffix(".history") {
+        return hex(tli, 8);
+    }
+    if let Some(seg) = name.strip_suffix(".partial") {
+        return hex(seg, 24);
+    }
+    if let Some(rest) = name.strip_suffix(".backup") {
+        return rest
+            .split_once('.')
+            .is_some_and(|(seg, off)| hex(seg, 24) && hex(off, 8));
+    }
+    hex(name, 24)
+}
+
+fn wal_aad(name: &str) -> Vec<u8> {
+    [aad::WAL, name.as_bytes()].concat()
+}
+
+fn check_wal_name(name: &str) -> Result<()> {
+    if is_wal_name(name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{name:?} is not a WAL file name (a segment such as 000000010000000000000001, a \
+             .partial, .history or .backup file)"
+        )))
+    }
+}
+
+impl Repository {
+    /// Archives the WAL file `name` with bytes `data`. Succeeds when the same bytes are
+    /// archived already; refuses different bytes under the same name.
+    pub fn push_wal(&self, name: &str, data: &[u8]) -> Result<Pushed> {
+        check_wal_name(name)?;
+        if let Some(stored) = self.fetch_wal(name)? {
+            if blake3::hash(&stored) == blake3::hash(data) {
+                return Ok(Pushed::AlreadyStored);
+            }
+            return Err(Error::Refused(format!(
+                "a different WAL file {name} is archived already (stored BLAKE3 {}, this one {}): \
+                 are two clusters archiving into one repository? Nothing was stored",
+                blake3::hash(&stored).to_hex(),
+                blake3::hash(data).to_hex()
+            )));
+        }
+        let sealed = self.key.seal(
+            &wal_aad(name),
+            &payload::encode(data, self.config.compression.level),
+        );
+        let id = Id::of_file_bytes(&sealed);
+        self.backend
+            .write(FileType::Wal, &format!("{name}-{}", id.to_hex()), &sealed)?;
+        Ok(Pushed::Stored(id))
+    }
+
+    /// The bytes of the archived WAL file `name`, or `None` when it is not archived. A stored
+    /// copy that fails its checks is an error, never bytes.
+    pub fn fetch_wal(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        check_wal_name(name)?;
+        let prefix = format!("{name}-");
+        let stored = self.backend.list_prefix(FileType::Wal, &prefix)?;
+        let mut failure = None;
+        for f in stored {
+            let Some(id) = f.name.strip_prefix(&prefix).and_then(Id::from_hex) else {
+                continue;
+            };
+            match self.open_wal(name, &f.name, &id) {
+                Ok(data) => return Ok(Some(data)),
+                // Another copy (two pushes that raced) may be whole.
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    fn open_wal(&self, name: &str, file: &str, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(FileType::Wal, file)?;
+        let what = || format!("WAL file {file}");
+        if Id::of_file_bytes(&bytes) != *id {
+            return Err(Error::damaged(
+                what(),
+                "its bytes do not match its name (storage corruption)".to_string(),
+            ));
+        }
+        let plain = self
+            .key
+            .open(&wal_aad(name), &bytes)
+            .map_err(|e| Error::damaged(what(), open_err(e)))?;
+        payload::decode(&plain, MAX_FILE_PLAINTEXT)
+            .map_err(|e| Error::damaged(what(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_names() {
+        for ok in [
+            "000000010000000000000001",
+            "0000000A000000FF000000FE",
+            "00000002.history",
+            "000000010000000000000002.00000028.backup",
+            "000000010000000000000003.partial",
+        ] {
+            assert!(is_wal_name(ok), "{ok}");
+        }
+        for bad in [
+            "00000001000000000000001",
+            "00000001000000000000000G",
+            "../00000001.history",
+            "000000010000000000000001-x",
+            "0000000100000000000000020000.backup",
+            "",
+        ] {
+            assert!(!is_wal_name(bad), "{bad}");
+        }
+    }
+}

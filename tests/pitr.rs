@@ -1,0 +1,148 @@
+//! PostgreSQL's WAL archive in a repository (`docs/pitr.md`): a real cluster with
+//! `archive_mode = on` and `sbk wal push` as its `archive_command`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::pg::{Cluster, ClusterOptions};
+use common::{sbk_bin, stderr, TestRepo};
+
+/// Makes `path` and everything below it the cluster owner's when tests run as root (the
+/// archive command runs as the server's user).
+fn give_to_server(path: &std::path::Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let s = Command::new("chown")
+            .args(["-R", "nobody"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+#[test]
+fn wal_files_are_archived_fetched_and_never_replaced() {
+    let repo = TestRepo::new();
+    let pwfile = repo.dir.path().join("password");
+    std::fs::write(&pwfile, common::PASSWORD).unwrap();
+    give_to_server(repo.dir.path());
+    let archive = format!(
+        "archive_command = '{} -q -r {} --password-file {} wal push %p'",
+        sbk_bin(),
+        repo.path.display(),
+        pwfile.display()
+    );
+    let pg = Cluster::start_with(ClusterOptions {
+        conf: vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            archive,
+        ],
+        ..Default::default()
+    });
+    pg.psql(
+        "postgres",
+        "create table t as select g, md5(g::text) from generate_series(1, 20000) g",
+    );
+    let mut switched = Vec::new();
+    for _ in 0..3 {
+        switched.push(
+            pg.psql("postgres", "select pg_walfile_name(pg_switch_wal())")
+                .trim()
+                .to_string(),
+        );
+        pg.psql(
+            "postgres",
+            "insert into t select g, 'x' from generate_series(1, 1000) g",
+        );
+    }
+    // The archiver runs on its own schedule: wait for the state, not a time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let failed = pg.psql("postgres", "select failed_count from pg_stat_archiver");
+        let last = pg.psql(
+            "postgres",
+            "select coalesce(last_archived_wal, '') from pg_stat_archiver",
+        );
+        if last.trim() >= switched[2].as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archiving stalled: last {last}, failures {failed}, log: {}",
+            std::fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stored: Vec<String> = repo
+        .files("wal")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for name in &switched {
+        assert!(
+            stored.iter().any(|s| s.starts_with(&format!("{name}-"))),
+            "{name} not in {stored:?}"
+        );
+    }
+
+    // Fetched bytes are the segment's bytes.
+    let segment = pg.data_dir().join("pg_wal").join(&switched[1]);
+    let original = std::fs::read(&segment).unwrap();
+    let dest = repo.dir.path().join("fetched");
+    let out = repo.run(&["wal", "fetch", &switched[1], dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), original);
+
+    // The same bytes again: success, nothing new stored; other bytes under that name: refused.
+    let out = repo.run(&["wal", "push", segment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(repo.files("wal").len(), stored.len());
+    let forged_dir = repo.dir.path().join("forged");
+    std::fs::create_dir_all(&forged_dir).unwrap();
+    let forged = forged_dir.join(&switched[1]);
+    let mut bytes = original.clone();
+    bytes[100] ^= 1;
+    std::fs::write(&forged, &bytes).unwrap();
+    let out = repo.run(&["wal", "push", forged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("different WAL file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(repo.files("wal").len(), stored.len());
+
+    // Not archived: exit 1 (PostgreSQL reads that as "not there"), nothing written.
+    let missing = repo.dir.path().join("missing");
+    let out = repo.run(&[
+        "wal",
+        "fetch",
+        "0000000100000000000000FF",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!missing.exists());
+
+    // A damaged archived file is an error, never bytes.
+    let victim = repo
+        .files("wal")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&switched[0]))
+        .unwrap();
+    let path = repo.path.join(victim);
+    let mut b = std::fs::read(&path).unwrap();
+    b[200] ^= 1;
+    std::fs::write(&path, b).unwrap();
+    let out = repo.run(&["wal", "fetch", &switched[0], dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        original,
+        "dest left as it was"
+    );
+}
