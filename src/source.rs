@@ -88,7 +88,13 @@ impl CommandSource {
     }
 
     /// Waits for the command; a non-zero exit is an error carrying its stderr.
-    pub fn wait(mut self) -> Result<()> {
+    pub fn wait(self) -> Result<()> {
+        self.wait_with_stderr().map(|_| ())
+    }
+
+    /// [`CommandSource::wait`], returning what the command wrote on stderr (its tail) when it
+    /// succeeded: some programs report results there (`pg_basebackup --verbose`).
+    pub fn wait_with_stderr(mut self) -> Result<Vec<u8>> {
         drop(self.stdout.take());
         let status = self
             .child
@@ -102,7 +108,7 @@ impl CommandSource {
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
         if status.success() {
-            return Ok(());
+            return Ok(stderr);
         }
         let text = String::from_utf8_lossy(&stderr);
         let text = text.trim_end();

@@ -146,3 +146,108 @@ fn wal_files_are_archived_fetched_and_never_replaced() {
         "dest left as it was"
     );
 }
+
+/// A digest of table `t` as it is now.
+fn digest(pg: &Cluster) -> String {
+    pg.psql(
+        "postgres",
+        "select count(*) || ':' || md5(string_agg(g::text || md5, ',' order by g, md5)) from t",
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn a_base_backup_and_the_archive_restore_to_a_point_in_time() {
+    let repo = TestRepo::new();
+    let pwfile = repo.dir.path().join("password");
+    std::fs::write(&pwfile, common::PASSWORD).unwrap();
+    give_to_server(repo.dir.path());
+    let pg = Cluster::start_with(ClusterOptions {
+        conf: vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            format!(
+                "archive_command = '{} -q -r {} --password-file {} wal push %p'",
+                sbk_bin(),
+                repo.path.display(),
+                pwfile.display()
+            ),
+        ],
+        ..Default::default()
+    });
+    pg.psql(
+        "postgres",
+        "create table t as select g, md5(g::text) from generate_series(1, 50000) g",
+    );
+    let out = repo.run(&[
+        "--json",
+        "snapshot",
+        "postgres",
+        "--physical",
+        &pg.url("postgres"),
+    ]);
+    assert!(out.status.success(), "base backup: {}", stderr(&out));
+    give_to_server(repo.dir.path());
+    let base: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = base["id"].as_str().unwrap().to_string();
+
+    // Writes after the backup, a point in time T, then writes that must not come back.
+    pg.psql("postgres", "update t set md5 = md5(md5) where g % 7 = 0");
+    let at_t = digest(&pg);
+    let t = pg.psql(
+        "postgres",
+        "select to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.psql("postgres", "delete from t where g > 40000");
+    assert_ne!(digest(&pg), at_t);
+    let last = pg.psql("postgres", "select pg_walfile_name(pg_switch_wal())");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg
+        .psql(
+            "postgres",
+            "select coalesce(last_archived_wal, '') from pg_stat_archiver",
+        )
+        .trim()
+        < last.trim()
+    {
+        assert!(Instant::now() < deadline, "archiving stalled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Restore to T into a new data folder and start it: it recovers from the archive through
+    // `sbk wal fetch` and promotes at T.
+    let dir = tempfile::Builder::new()
+        .prefix("sbk-pitr-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    let out = repo.run(&[
+        "--password-file",
+        pwfile.to_str().unwrap(),
+        "restore",
+        &id,
+        "--pgdata",
+        data.to_str().unwrap(),
+        "--target-time",
+        t.trim(),
+    ]);
+    assert!(out.status.success(), "restore --pgdata: {}", stderr(&out));
+    give_to_server(dir.path());
+    let restored = Cluster::start_existing(dir, data, &pg.password);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while restored
+        .psql("postgres", "select pg_is_in_recovery()")
+        .trim()
+        != "f"
+    {
+        assert!(Instant::now() < deadline, "recovery did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        digest(&restored),
+        at_t,
+        "the restored cluster is the cluster at T"
+    );
+}

@@ -202,7 +202,7 @@ pub enum Command {
         clap::ArgGroup::new("destination")
             .required(true)
             .multiple(false)
-            .args(["target", "to_database", "to_supabase"])
+            .args(["target", "to_database", "to_supabase", "pgdata"])
     ))]
     Restore {
         /// Snapshot ID, unique prefix, or `latest`
@@ -224,6 +224,27 @@ pub enum Command {
         to_supabase: bool,
         #[command(flatten, next_help_heading = "Into a Supabase project")]
         supabase: RestoreSupabaseArgs,
+        /// Restore a base backup (`snapshot postgres --physical`) into this empty data folder,
+        /// set up to recover from the WAL archive (to the end of it unless a target is given)
+        #[arg(long, help_heading = "Point in time")]
+        pgdata: Option<PathBuf>,
+        /// Recover to this time (RFC 3339)
+        #[arg(long, requires = "pgdata", conflicts_with_all = ["target_lsn", "target_name"], help_heading = "Point in time")]
+        target_time: Option<String>,
+        /// Recover to this WAL location (e.g. 0/3000060)
+        #[arg(
+            long,
+            requires = "pgdata",
+            conflicts_with = "target_name",
+            help_heading = "Point in time"
+        )]
+        target_lsn: Option<String>,
+        /// Recover to this restore point (pg_create_restore_point)
+        #[arg(long, requires = "pgdata", help_heading = "Point in time")]
+        target_name: Option<String>,
+        /// What the server does at the target: promote (default) or pause
+        #[arg(long, default_value = "promote", value_parser = ["promote", "pause"], help_heading = "Point in time")]
+        target_action: String,
     },
     /// Restore drill: restore a PostgreSQL snapshot into a scratch database, compare it with
     /// the manifest, ANALYZE, drop it; exit 1 unless it passes
@@ -536,6 +557,10 @@ pub enum SnapshotCommand {
         /// Databases dumped at once
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
+        /// A base backup of the whole cluster (pg_basebackup) for point-in-time recovery,
+        /// instead of dumps; the server must archive its WAL here (`sbk wal push`)
+        #[arg(long, conflicts_with_all = ["dbnames", "all_databases", "exclude_table", "exclude_table_data", "schema", "count_rows"])]
+        physical: bool,
         #[command(flatten)]
         pg: PgBinArgs,
         #[command(flatten)]

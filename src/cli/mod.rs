@@ -415,6 +415,28 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Restore {
             snapshot,
+            pgdata: Some(dir),
+            target_time,
+            target_lsn,
+            target_name,
+            target_action,
+            ..
+        } => {
+            let target = match (target_time, target_lsn, target_name) {
+                (Some(t), _, _) => {
+                    chrono::DateTime::parse_from_rfc3339(&t).map_err(|e| {
+                        Error::Invalid(format!("--target-time {t:?}: not an RFC 3339 time ({e})"))
+                    })?;
+                    commands::restore_physical::RecoveryTarget::Time(t)
+                }
+                (_, Some(l), _) => commands::restore_physical::RecoveryTarget::Lsn(l),
+                (_, _, Some(n)) => commands::restore_physical::RecoveryTarget::Name(n),
+                _ => commands::restore_physical::RecoveryTarget::Latest,
+            };
+            restore::to_pgdata(g, &snapshot, dir, target, target_action)?
+        }
+        Command::Restore {
+            snapshot,
             to_supabase: true,
             supabase: sb,
             db,

@@ -168,3 +168,85 @@ pub(super) fn to_folder(
     }
     Ok(())
 }
+
+/// A word for `/bin/sh`: single-quoted, quotes escaped.
+fn shell_word(w: &str) -> String {
+    format!("'{}'", w.replace('\'', "'\\''"))
+}
+
+/// `sbk restore ID --pgdata DIR`: the base backup, and a `restore_command` that runs this sbk
+/// binary with this repository and this password source (PostgreSQL runs it without the
+/// caller's environment).
+pub(super) fn to_pgdata(
+    g: &GlobalArgs,
+    snapshot: &SnapshotRef,
+    pgdata: std::path::PathBuf,
+    target: commands::restore_physical::RecoveryTarget,
+    action: String,
+) -> Result<(), Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Invalid(format!("cannot find the running sbk binary: {e}")))?;
+    let repo_url = g.repo.clone().unwrap_or_default();
+    let repo_arg = match std::path::Path::new(&repo_url).canonicalize() {
+        Ok(p) if !repo_url.starts_with("s3:") => p.display().to_string(),
+        _ => repo_url,
+    };
+    let mut words = vec![
+        exe.display().to_string(),
+        "-q".into(),
+        "-r".into(),
+        repo_arg,
+    ];
+    match (&g.password_file, &g.password_command) {
+        (Some(f), _) => {
+            let f = f.canonicalize().map_err(|e| Error::io("find", f, e))?;
+            words.extend(["--password-file".into(), f.display().to_string()]);
+        }
+        (None, Some(c)) => words.extend(["--password-command".into(), c.clone()]),
+        (None, None) => {
+            return Err(Error::Invalid(
+                "PostgreSQL fetches WAL with `sbk wal fetch` outside this shell, without \
+                 SBK_PASSWORD: give the password with --password-file (or --password-command), \
+                 which its restore_command will use too"
+                    .into(),
+            ))
+        }
+    }
+    let fetch_command = words
+        .iter()
+        .map(|w| shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let repo = open(g)?;
+    let opts = commands::restore_physical::PgdataOptions {
+        pgdata,
+        target,
+        action,
+        fetch_command,
+    };
+    let out = {
+        let _p = watch(g, "restore", &repo);
+        commands::restore_physical::restore_pgdata(&repo, snapshot, &opts)?
+    };
+    if g.json {
+        print_json(&out)?;
+    } else {
+        say!(
+            g,
+            "restored base backup {} ({}) into {}; it starts at WAL {} on timeline {}. Start the \
+             server (pg_ctl -D {} start) to recover{}",
+            out.snapshot.short(),
+            HumanBytes(out.bytes),
+            out.pgdata.display(),
+            out.start_lsn,
+            out.timeline,
+            out.pgdata.display(),
+            match &out.target {
+                commands::restore_physical::RecoveryTarget::Latest =>
+                    " to the end of the archive".to_string(),
+                t => format!(" to {t:?}"),
+            }
+        );
+    }
+    Ok(())
+}

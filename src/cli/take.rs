@@ -54,6 +54,20 @@ pub(super) fn snapshot(g: &GlobalArgs, sc: SnapshotCommand) -> Result<(), Error>
         }
         SnapshotCommand::Postgres {
             url,
+            physical: true,
+            pg,
+            common,
+            ..
+        } => {
+            let opts = commands::snapshot_physical::PhysicalOptions {
+                conn: pg_conn(url.as_deref())?,
+                tools: tools(&pg),
+                common: snapshot_common(&common),
+            };
+            commands::snapshot_physical::snapshot_physical(&repo, &opts, progress)
+        }
+        SnapshotCommand::Postgres {
+            url,
             dbnames,
             all_databases,
             exclude_table,
@@ -61,6 +75,7 @@ pub(super) fn snapshot(g: &GlobalArgs, sc: SnapshotCommand) -> Result<(), Error>
             schema,
             count_rows,
             jobs,
+            physical: false,
             pg,
             common,
         } => {

@@ -123,7 +123,7 @@ fn same_server(s: &Snapshot, src: &Source) -> bool {
 
 /// The cluster's system identifier (PostgreSQL 9.6 and later; `None` when the server does not
 /// tell it, and then host and port identify it).
-fn system_identifier(client: &Client) -> Option<String> {
+pub(crate) fn system_identifier(client: &Client) -> Option<String> {
     client
         .query(
             "SELECT system_identifier::text FROM pg_control_system()",
@@ -159,7 +159,7 @@ fn parent_candidates(
 
 /// Sketched parent version of `file`, and the snapshot it came from. A first snapshot gets an
 /// empty parent, so its sketches are recorded for the next one; `--no-delta` gets none.
-fn find_parent_file(
+pub(crate) fn find_parent_file(
     repo: &Repository,
     index: &Index,
     candidates: &[(Id, Snapshot)],

@@ -98,6 +98,22 @@ impl Repository {
         }
     }
 
+    /// The names of the archived WAL files (one per name, however many copies).
+    pub fn wal_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .backend
+            .list(FileType::Wal)?
+            .into_iter()
+            .filter_map(|f| {
+                let (name, id) = f.name.rsplit_once('-')?;
+                (is_wal_name(name) && Id::from_hex(id).is_some()).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     fn open_wal(&self, name: &str, file: &str, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.read(FileType::Wal, file)?;
         let what = || format!("WAL file {file}");

@@ -225,6 +225,20 @@ impl Cluster {
             .collect()
     }
 
+    /// A cluster from an existing data folder `data` inside `dir` (a restored base backup,
+    /// owned by the server's user), started on a free port; `password` is its superuser's.
+    pub fn start_existing(dir: tempfile::TempDir, data: PathBuf, password: &str) -> Self {
+        let c = Cluster {
+            dir,
+            port: free_port(),
+            password: password.to_string(),
+            bin: bindir(),
+            data,
+        };
+        c.restart();
+        c
+    }
+
     /// Starts the server again after [`Cluster::kill`], on the same port.
     pub fn restart(&self) {
         let out = as_owner(Command::new(self.bin.join("pg_ctl")))
@@ -242,7 +256,12 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "pg_ctl start: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            text(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        );
     }
 
     /// Stops the server at once (as a crash would).
