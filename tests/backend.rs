@@ -53,6 +53,33 @@ fn contract(b: &dyn Backend) {
     );
     assert!(b.read_range(FileType::Index, &name(1), 99_990, 11).is_err());
 
+    // Prefix listing, in a flat folder and in the fanned-out packs.
+    for (t, n) in [
+        (
+            FileType::Wal,
+            format!("000000010000000000000001-{}", name(5)),
+        ),
+        (
+            FileType::Wal,
+            format!("000000010000000000000002-{}", name(6)),
+        ),
+        (FileType::Pack, name(7)),
+    ] {
+        b.write(t, &n, b"w").unwrap();
+    }
+    let listed = b
+        .list_prefix(FileType::Wal, "000000010000000000000001-")
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].name.ends_with(&name(5)));
+    assert_eq!(b.list_prefix(FileType::Wal, "0000000100").unwrap().len(), 2);
+    assert_eq!(
+        b.list_prefix(FileType::Pack, &name(7)[..6]).unwrap().len(),
+        1
+    );
+    assert!(b.list_prefix(FileType::Wal, "00000002").unwrap().is_empty());
+    b.remove(FileType::Pack, &name(7)).unwrap();
+
     // Missing files.
     let e = b.read(FileType::Snapshot, &name(2)).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");

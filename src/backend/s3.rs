@@ -652,6 +652,23 @@ impl S3Backend {
     }
 }
 
+impl S3Backend {
+    /// The files of type `t` whose keys start with `rel_prefix` (relative to the repository).
+    fn list_under(&self, t: FileType, rel_prefix: &str) -> BResult<Vec<FileInfo>> {
+        let keys = self
+            .rt
+            .block_on(self.list_keys(&self.url.key(rel_prefix), None))?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(k, size)| {
+                let name = k.rsplit('/').next()?.to_string();
+                // Only names this layout would give the file (packs fan out by 2 hex digits).
+                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo { name, size })
+            })
+            .collect())
+    }
+}
+
 /// The SDK's name for a lock mode.
 fn sdk_mode(mode: LockMode) -> ObjectLockRetentionMode {
     match mode {
@@ -853,28 +870,11 @@ impl Backend for S3Backend {
             all.retain(|f| f.name.starts_with(prefix));
             return Ok(all);
         }
-        let key_prefix = self.url.key(&format!("{}/{prefix}", t.dirname()));
-        let keys = self.rt.block_on(self.list_keys(&key_prefix, None))?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|(k, size)| {
-                let name = k.rsplit('/').next()?.to_string();
-                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo { name, size })
-            })
-            .collect())
+        self.list_under(t, &format!("{}/{prefix}", t.dirname()))
     }
 
     fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
-        let prefix = self.url.key(&format!("{}/", t.dirname()));
-        let keys = self.rt.block_on(self.list_keys(&prefix, None))?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|(k, size)| {
-                let name = k.rsplit('/').next()?.to_string();
-                // Only names this layout would give the file (packs fan out by 2 hex digits).
-                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo { name, size })
-            })
-            .collect())
+        self.list_under(t, &format!("{}/", t.dirname()))
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
