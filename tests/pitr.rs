@@ -127,6 +127,27 @@ fn wal_files_are_archived_fetched_and_never_replaced() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!missing.exists());
 
+    // The archive has no gap; once a segment between two others is gone, `wal status` says
+    // which and exits 1.
+    let out = repo.run(&["--json", "wal", "status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        st["timelines"][0]["gaps"].as_array().unwrap().is_empty(),
+        "{st}"
+    );
+    let middle = repo
+        .files("wal")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&switched[1]))
+        .unwrap();
+    let kept = std::fs::read(repo.path.join(&middle)).unwrap();
+    std::fs::remove_file(repo.path.join(&middle)).unwrap();
+    let out = repo.run(&["wal", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&switched[1]), "{}", stderr(&out));
+    std::fs::write(repo.path.join(&middle), kept).unwrap();
+
     // A damaged archived file is an error, never bytes.
     let victim = repo
         .files("wal")

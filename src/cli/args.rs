@@ -345,6 +345,8 @@ pub enum WalCommand {
         /// Where to write it (%p), atomically
         dest: PathBuf,
     },
+    /// What the archive holds per timeline, and the segments missing; exit 1 when one is
+    Status,
 }
 
 #[derive(Subcommand, Debug)]

@@ -473,6 +473,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Lock(LockCommand::Refresh) => maintain::lock_refresh(g)?,
         Command::Wal(WalCommand::Push { path }) => wal::push(g, &path)?,
         Command::Wal(WalCommand::Fetch { name, dest }) => wal::fetch(g, &name, &dest)?,
+        Command::Wal(WalCommand::Status) => wal::status(g)?,
         Command::Repair(RepairCommand::Versions { at, dry_run }) => {
             maintain::repair_versions(g, &at, dry_run)?
         }

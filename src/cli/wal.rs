@@ -49,3 +49,44 @@ pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path) -> Result<(), Error
     say!(g, "fetched {name} ({} bytes)", data.len());
     Ok(())
 }
+
+/// `sbk wal status`: exit 1 when a timeline has a gap (a recovery through it would stop there).
+pub(super) fn status(g: &GlobalArgs) -> Result<(), Error> {
+    let repo = open(g)?;
+    let st = repo.wal_status()?;
+    if g.json {
+        print_json(&st)?;
+    } else {
+        say!(
+            g,
+            "{} archived WAL files ({})",
+            st.files,
+            HumanBytes(st.bytes)
+        );
+        for t in &st.timelines {
+            say!(
+                g,
+                "timeline {}: {} segments, {} to {}{}",
+                t.timeline,
+                t.segments,
+                t.first,
+                t.last,
+                if t.gaps.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} gaps", t.gaps.len())
+                }
+            );
+            for (from, to) in &t.gaps {
+                eprintln!(
+                    "sbk: missing WAL segments {from} to {to} on timeline {}",
+                    t.timeline
+                );
+            }
+        }
+    }
+    if st.timelines.iter().any(|t| !t.gaps.is_empty()) {
+        return Err(Error::Silent(1));
+    }
+    Ok(())
+}

@@ -34,6 +34,49 @@ pub fn is_wal_name(name: &str) -> bool {
     hex(name, 24)
 }
 
+/// The archive at a glance (`sbk wal status`): per timeline, the first and last segment and the
+/// segments missing between them.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WalStatus {
+    pub files: usize,
+    pub bytes: u64,
+    pub timelines: Vec<TimelineStatus>,
+}
+
+/// One timeline's segments.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TimelineStatus {
+    pub timeline: u32,
+    pub segments: usize,
+    pub first: String,
+    pub last: String,
+    /// Missing runs, first and last missing segment of each.
+    pub gaps: Vec<(String, String)>,
+}
+
+/// Segments per "log" file number with the default 16 MiB segment size (the only size this
+/// status reads; clusters initialised with another `--wal-segsize` show false gaps).
+const SEGMENTS_PER_LOG: u64 = 0x1_0000_0000 / (16 << 20);
+
+/// A segment's timeline and position (segment number), for plain segments.
+fn segment_position(name: &str) -> Option<(u32, u64)> {
+    if name.len() != 24 || !is_wal_name(name) {
+        return None;
+    }
+    let tli = u32::from_str_radix(&name[..8], 16).ok()?;
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..], 16).ok()?;
+    Some((tli, log * SEGMENTS_PER_LOG + seg))
+}
+
+fn segment_name(tli: u32, pos: u64) -> String {
+    format!(
+        "{tli:08X}{:08X}{:08X}",
+        pos / SEGMENTS_PER_LOG,
+        pos % SEGMENTS_PER_LOG
+    )
+}
+
 fn wal_aad(name: &str) -> Vec<u8> {
     [aad::WAL, name.as_bytes()].concat()
 }
@@ -114,6 +157,39 @@ impl Repository {
         Ok(names)
     }
 
+    /// What the archive holds, per timeline, with its gaps.
+    pub fn wal_status(&self) -> Result<WalStatus> {
+        let files = self.backend.list(FileType::Wal)?;
+        let mut status = WalStatus {
+            files: files.len(),
+            bytes: files.iter().map(|f| f.size).sum(),
+            ..Default::default()
+        };
+        let mut by_tli: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+        for name in self.wal_names()? {
+            if let Some((tli, pos)) = segment_position(&name) {
+                by_tli.entry(tli).or_default().push(pos);
+            }
+        }
+        for (tli, mut positions) in by_tli {
+            positions.sort_unstable();
+            positions.dedup();
+            let gaps = positions
+                .windows(2)
+                .filter(|w| w[1] > w[0] + 1)
+                .map(|w| (segment_name(tli, w[0] + 1), segment_name(tli, w[1] - 1)))
+                .collect();
+            status.timelines.push(TimelineStatus {
+                timeline: tli,
+                segments: positions.len(),
+                first: segment_name(tli, positions[0]),
+                last: segment_name(tli, *positions.last().expect("non-empty")),
+                gaps,
+            });
+        }
+        Ok(status)
+    }
+
     fn open_wal(&self, name: &str, file: &str, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.read(FileType::Wal, file)?;
         let what = || format!("WAL file {file}");
@@ -135,6 +211,22 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segment_positions_round_trip() {
+        for name in [
+            "000000010000000000000001",
+            "0000000A000000FF000000FE",
+            "000000020000000100000000",
+        ] {
+            let (tli, pos) = segment_position(name).unwrap();
+            assert_eq!(segment_name(tli, pos), name);
+        }
+        let (_, a) = segment_position("0000000100000000000000FF").unwrap();
+        let (_, b) = segment_position("000000010000000100000000").unwrap();
+        assert_eq!(b, a + 1, "the segment after ...FF is the next log's first");
+        assert_eq!(segment_position("00000002.history"), None);
+    }
 
     #[test]
     fn wal_names() {
