@@ -272,3 +272,77 @@ fn a_base_backup_and_the_archive_restore_to_a_point_in_time() {
         "the restored cluster is the cluster at T"
     );
 }
+
+#[test]
+fn prune_removes_the_wal_no_kept_base_backup_needs() {
+    let repo = TestRepo::new();
+    let pwfile = repo.dir.path().join("password");
+    std::fs::write(&pwfile, common::PASSWORD).unwrap();
+    give_to_server(repo.dir.path());
+    let pg = Cluster::start_with(ClusterOptions {
+        conf: vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            format!(
+                "archive_command = '{} -q -r {} --password-file {} wal push %p'",
+                sbk_bin(),
+                repo.path.display(),
+                pwfile.display()
+            ),
+        ],
+        ..Default::default()
+    });
+    let base = |repo: &TestRepo| {
+        let out = repo.run(&[
+            "--json",
+            "snapshot",
+            "postgres",
+            "--physical",
+            &pg.url("postgres"),
+        ]);
+        assert!(out.status.success(), "base backup: {}", stderr(&out));
+        give_to_server(repo.dir.path());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    pg.psql("postgres", "create table t (g int)");
+    let a = base(&repo);
+    for _ in 0..3 {
+        pg.psql("postgres", "insert into t select generate_series(1, 1000)");
+        pg.psql("postgres", "select pg_switch_wal()");
+    }
+    base(&repo);
+    let status = |repo: &TestRepo| -> serde_json::Value {
+        let out = repo.run(&["--json", "wal", "status"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Both base backups kept: only what came before A goes (the WAL of initdb).
+    let pruned: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["--json", "prune"]).stdout).unwrap();
+    assert!(
+        pruned["wal_files_removed"].as_u64().unwrap() <= 2,
+        "{pruned}"
+    );
+    let before = status(&repo);
+    let pruned: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["--json", "prune"]).stdout).unwrap();
+    assert_eq!(pruned["wal_files_removed"], 0, "{pruned}");
+    // A forgotten: the segments before B's start go, the rest stay whole.
+    let out = repo.run(&["forget", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pruned: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["--json", "prune"]).stdout).unwrap();
+    assert!(
+        pruned["wal_files_removed"].as_u64().unwrap() >= 3,
+        "{pruned}"
+    );
+    let after = status(&repo);
+    let first = |v: &serde_json::Value| v["timelines"][0]["first"].as_str().unwrap().to_string();
+    assert!(first(&after) > first(&before), "{before} -> {after}");
+    assert_eq!(
+        after["timelines"][0]["last"], before["timelines"][0]["last"],
+        "{after}"
+    );
+    assert!(after["timelines"][0]["gaps"].as_array().unwrap().is_empty());
+}

@@ -105,6 +105,15 @@ pub(super) fn print_prune(g: &GlobalArgs, r: &commands::prune::PruneReport) -> R
         return Ok(());
     }
     let b = |n: u64| HumanBytes(n).to_string();
+    if r.wal_files_removed > 0 {
+        say!(
+            g,
+            "{} {} archived WAL files ({}) older than every kept base backup",
+            if r.dry_run { "would remove" } else { "removed" },
+            r.wal_files_removed,
+            b(r.wal_bytes_removed)
+        );
+    }
     say!(
         g,
         "{} snapshots need {} blobs ({}); {} of {} packs ({}) is unused",

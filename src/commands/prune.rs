@@ -175,6 +175,9 @@ pub struct PruneReport {
     /// any is missing, nothing is marked or deleted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vanished_snapshots: Vec<Id>,
+    /// Archived WAL files older than every kept base backup's start, removed.
+    pub wal_files_removed: usize,
+    pub wal_bytes_removed: u64,
     /// On a repository with Object Lock: locks extended and old versions purged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockUpkeep>,
@@ -211,6 +214,10 @@ enum Fate {
 /// Plans and (unless `dry_run`) runs a prune.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = prune_packs(repo, opts)?;
+    if report.held_for_damage.is_empty() && report.vanished_snapshots.is_empty() {
+        (report.wal_files_removed, report.wal_bytes_removed) =
+            repo.remove_unneeded_wal(&base_backup_starts(repo)?, opts.dry_run)?;
+    }
     if !opts.dry_run && repo.lock_policy().is_some() {
         // Data removed above is only hidden (a delete marker) until its lock passes; what
         // stays gets its lock extended; what an earlier run removed and whose lock has passed
@@ -225,6 +232,38 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         report.lock = Some(LockUpkeep { refreshed, purged });
     }
     Ok(report)
+}
+
+/// The WAL segment positions where the kept base backups start (from their `physical.json`).
+fn base_backup_starts(repo: &Repository) -> Result<Vec<u64>> {
+    use super::snapshot_physical::{PhysicalManifest, PHYSICAL_FILE, SOURCE_KIND};
+    let mut starts = Vec::new();
+    for (id, snap) in repo.list_snapshots()? {
+        if snap.source.kind != SOURCE_KIND {
+            continue;
+        }
+        let mut json = Vec::new();
+        super::restore::dump(
+            repo,
+            &crate::repository::SnapshotRef::Id(id),
+            Some(PHYSICAL_FILE),
+            &mut json,
+        )?;
+        let m: PhysicalManifest = serde_json::from_slice(&json).map_err(|e| {
+            Error::damaged(
+                format!("{PHYSICAL_FILE} of snapshot {}", id.short()),
+                e.to_string(),
+            )
+        })?;
+        let pos = crate::repository::wal::lsn_position(&m.start_lsn).ok_or_else(|| {
+            Error::damaged(
+                format!("{PHYSICAL_FILE} of snapshot {}", id.short()),
+                format!("start LSN {:?} is not X/Y", m.start_lsn),
+            )
+        })?;
+        starts.push(pos);
+    }
+    Ok(starts)
 }
 
 /// Object Lock upkeep done by a prune (`docs/object-lock.md`).

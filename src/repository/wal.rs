@@ -69,6 +69,13 @@ fn segment_position(name: &str) -> Option<(u32, u64)> {
     Some((tli, log * SEGMENTS_PER_LOG + seg))
 }
 
+/// The segment position holding WAL location `lsn` (`X/Y` hex, as PostgreSQL prints it).
+pub fn lsn_position(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.split_once('/')?;
+    let at = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
+    Some(at / (16 << 20))
+}
+
 fn segment_name(tli: u32, pos: u64) -> String {
     format!(
         "{tli:08X}{:08X}{:08X}",
@@ -190,6 +197,37 @@ impl Repository {
         Ok(status)
     }
 
+    /// Removes the archived WAL that no kept base backup needs: plain segments before the
+    /// earliest start segment of the base backups in `starts` (their `physical.json` start
+    /// LSNs, `timeline/lsn` pairs reduced to positions), and backup history files of those
+    /// segments. Timeline history files stay (they are tiny and recovery reads them). Nothing
+    /// is removed when no base backup is kept. Returns the files and bytes removed (or, with
+    /// `dry_run`, that would be).
+    pub fn remove_unneeded_wal(&self, starts: &[u64], dry_run: bool) -> Result<(usize, u64)> {
+        let Some(&oldest) = starts.iter().min() else {
+            return Ok((0, 0));
+        };
+        let mut removed = (0, 0);
+        for f in self.backend.list(FileType::Wal)? {
+            let Some((name, _)) = f.name.rsplit_once('-') else {
+                continue;
+            };
+            let segment = name.get(..24).unwrap_or(name);
+            let old = !name.ends_with(".history")
+                && segment_position(segment).is_some_and(|(_, pos)| pos < oldest);
+            if old {
+                if !dry_run {
+                    self.backend
+                        .remove(FileType::Wal, &f.name)
+                        .map_err(|e| super::lock::refused_delete(e, "remove old WAL"))?;
+                }
+                removed.0 += 1;
+                removed.1 += f.size;
+            }
+        }
+        Ok(removed)
+    }
+
     fn open_wal(&self, name: &str, file: &str, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.read(FileType::Wal, file)?;
         let what = || format!("WAL file {file}");
@@ -226,6 +264,12 @@ mod tests {
         let (_, b) = segment_position("000000010000000100000000").unwrap();
         assert_eq!(b, a + 1, "the segment after ...FF is the next log's first");
         assert_eq!(segment_position("00000002.history"), None);
+        // 0/2000028 lies in the third 16 MiB segment; 1/0 is the first of log 1.
+        assert_eq!(lsn_position("0/2000028"), Some(2));
+        assert_eq!(
+            lsn_position("1/0"),
+            segment_position("000000010000000100000000").map(|p| p.1)
+        );
     }
 
     #[test]
