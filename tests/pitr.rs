@@ -345,4 +345,19 @@ fn prune_removes_the_wal_no_kept_base_backup_needs() {
         "{after}"
     );
     assert!(after["timelines"][0]["gaps"].as_array().unwrap().is_empty());
+    // The removals are in prune's audit record (what lets Object Lock purge them later).
+    let records: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["--json", "audit"]).stdout).unwrap();
+    let last_prune = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["verb"] == "prune")
+        .unwrap();
+    assert_eq!(
+        last_prune["removed"]["wal"].as_array().map(Vec::len),
+        pruned["wal_files_removed"].as_u64().map(|n| n as usize),
+        "{last_prune}"
+    );
 }

@@ -23,6 +23,9 @@ pub struct Changes {
     pub index: BTreeSet<Id>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub keys: BTreeSet<Id>,
+    /// Archived WAL files, by their stored names (`<WAL file name>-<id>`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub wal: BTreeSet<String>,
 }
 
 impl Changes {
@@ -31,6 +34,7 @@ impl Changes {
             && self.packs.is_empty()
             && self.index.is_empty()
             && self.keys.is_empty()
+            && self.wal.is_empty()
     }
 }
 
@@ -136,10 +140,17 @@ mod tests {
             outcome: "ok".into(),
             run: Some("0123456789abcdef".into()),
             added,
-            removed: Changes::default(),
+            removed: Changes {
+                wal: ["000000010000000000000001-ab".to_string()].into(),
+                ..Default::default()
+            },
         };
         let json = serde_json::to_string(&r).unwrap();
-        assert!(!json.contains("removed"), "{json}");
+        assert!(!json.contains("packs"), "empty kinds are left out: {json}");
+        assert!(
+            json.contains(r#""removed":{"wal":["000000010000000000000001-ab"]}"#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), r);
     }
 }

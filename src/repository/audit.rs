@@ -38,6 +38,16 @@ impl Journal {
         }
     }
 
+    /// An archived WAL file removed (named, not content-addressed by an [`Id`] alone).
+    pub(super) fn removed_wal(&self, stored_name: &str) {
+        self.0
+            .lock()
+            .expect("journal")
+            .1
+            .wal
+            .insert(stored_name.to_string());
+    }
+
     pub(super) fn removed(&self, t: FileType, id: Id) {
         let mut j = self.0.lock().expect("journal");
         if let Some(s) = set_of(&mut j.1, t) {
@@ -59,6 +69,7 @@ impl Journal {
         j.1.packs.extend(removed.packs);
         j.1.index.extend(removed.index);
         j.1.keys.extend(removed.keys);
+        j.1.wal.extend(removed.wal);
     }
 }
 
@@ -144,6 +155,7 @@ impl Repository {
                 continue;
             }
             all.snapshots.extend(&r.removed.snapshots);
+            all.wal.extend(r.removed.wal.iter().cloned());
             all.packs.extend(&r.removed.packs);
             all.index.extend(&r.removed.index);
             all.keys.extend(&r.removed.keys);

@@ -178,9 +178,10 @@ impl Repository {
                 continue;
             }
             let (t, name) = (current.t, current.name.clone());
-            let recorded = Id::from_hex(&name).is_some_and(|id| {
-                removed.contains(&(t, id)) && !(t == FileType::Pack && listed.contains(&id))
-            });
+            let recorded = (t == FileType::Wal && c.wal.contains(&name))
+                || Id::from_hex(&name).is_some_and(|id| {
+                    removed.contains(&(t, id)) && !(t == FileType::Pack && listed.contains(&id))
+                });
             if !recorded {
                 report.unexplained_deletions.push(label(t, &name));
                 continue;

@@ -220,6 +220,7 @@ impl Repository {
                     self.backend
                         .remove(FileType::Wal, &f.name)
                         .map_err(|e| super::lock::refused_delete(e, "remove old WAL"))?;
+                    self.journal.removed_wal(&f.name);
                 }
                 removed.0 += 1;
                 removed.1 += f.size;
