@@ -23,26 +23,31 @@ fn give_to_server(path: &std::path::Path) {
     }
 }
 
-#[test]
-fn wal_files_are_archived_fetched_and_never_replaced() {
+/// A repository, its password file, and a cluster archiving into it through `sbk wal push`.
+fn archiving_cluster() -> (TestRepo, std::path::PathBuf, Cluster) {
     let repo = TestRepo::new();
     let pwfile = repo.dir.path().join("password");
     std::fs::write(&pwfile, common::PASSWORD).unwrap();
     give_to_server(repo.dir.path());
-    let archive = format!(
-        "archive_command = '{} -q -r {} --password-file {} wal push %p'",
-        sbk_bin(),
-        repo.path.display(),
-        pwfile.display()
-    );
     let pg = Cluster::start_with(ClusterOptions {
         conf: vec![
             "wal_level = replica".into(),
             "archive_mode = on".into(),
-            archive,
+            format!(
+                "archive_command = '{} -q -r {} --password-file {} wal push %p'",
+                sbk_bin(),
+                repo.path.display(),
+                pwfile.display()
+            ),
         ],
         ..Default::default()
     });
+    (repo, pwfile, pg)
+}
+
+#[test]
+fn wal_files_are_archived_fetched_and_never_replaced() {
+    let (repo, _pwfile, pg) = archiving_cluster();
     pg.psql(
         "postgres",
         "create table t as select g, md5(g::text) from generate_series(1, 20000) g",
@@ -180,23 +185,7 @@ fn digest(pg: &Cluster) -> String {
 
 #[test]
 fn a_base_backup_and_the_archive_restore_to_a_point_in_time() {
-    let repo = TestRepo::new();
-    let pwfile = repo.dir.path().join("password");
-    std::fs::write(&pwfile, common::PASSWORD).unwrap();
-    give_to_server(repo.dir.path());
-    let pg = Cluster::start_with(ClusterOptions {
-        conf: vec![
-            "wal_level = replica".into(),
-            "archive_mode = on".into(),
-            format!(
-                "archive_command = '{} -q -r {} --password-file {} wal push %p'",
-                sbk_bin(),
-                repo.path.display(),
-                pwfile.display()
-            ),
-        ],
-        ..Default::default()
-    });
+    let (repo, pwfile, pg) = archiving_cluster();
     pg.psql(
         "postgres",
         "create table t as select g, md5(g::text) from generate_series(1, 50000) g",
@@ -275,23 +264,7 @@ fn a_base_backup_and_the_archive_restore_to_a_point_in_time() {
 
 #[test]
 fn prune_removes_the_wal_no_kept_base_backup_needs() {
-    let repo = TestRepo::new();
-    let pwfile = repo.dir.path().join("password");
-    std::fs::write(&pwfile, common::PASSWORD).unwrap();
-    give_to_server(repo.dir.path());
-    let pg = Cluster::start_with(ClusterOptions {
-        conf: vec![
-            "wal_level = replica".into(),
-            "archive_mode = on".into(),
-            format!(
-                "archive_command = '{} -q -r {} --password-file {} wal push %p'",
-                sbk_bin(),
-                repo.path.display(),
-                pwfile.display()
-            ),
-        ],
-        ..Default::default()
-    });
+    let (repo, _pwfile, pg) = archiving_cluster();
     let base = |repo: &TestRepo| {
         let out = repo.run(&[
             "--json",
