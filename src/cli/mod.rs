@@ -180,13 +180,7 @@ fn open(g: &GlobalArgs) -> Result<Repository, Error> {
 /// repository unreachable at the start is opened from the spool's copy of config and keys and
 /// the run is spooled.
 fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
-    let opts = open_options(g, offline_start);
-    // The location is checked before a password is asked for.
-    opts.storage()?;
-    let password = password::repository_password(g)?;
-    let repo = opts.open(&password)?;
-    DAMAGE.lock().expect("damage").push(repo.damage_log());
-    AUDITORS.lock().expect("auditors").push(repo.auditor());
+    let (repo, opts) = open_plain(g, offline_start)?;
     if let Some(path) = opts.seen_path(&repo) {
         match repo.detect_disappeared(&path) {
             Ok(d) if !d.is_empty() => {
@@ -199,6 +193,23 @@ fn open_with(g: &GlobalArgs, offline_start: bool) -> Result<Repository, Error> {
         }
     }
     Ok(repo)
+}
+
+/// Opens the repository without comparing it with what this host saw before: for `wal
+/// push`/`wal fetch`, which PostgreSQL runs once per WAL segment (the comparison reads the whole
+/// audit trail; the next ordinary verb does it).
+fn open_plain(
+    g: &GlobalArgs,
+    offline_start: bool,
+) -> Result<(Repository, sbk::repository::open::OpenOptions), Error> {
+    let opts = open_options(g, offline_start);
+    // The location is checked before a password is asked for.
+    opts.storage()?;
+    let password = password::repository_password(g)?;
+    let repo = opts.open(&password)?;
+    DAMAGE.lock().expect("damage").push(repo.damage_log());
+    AUDITORS.lock().expect("auditors").push(repo.auditor());
+    Ok((repo, opts))
 }
 
 /// Files that disappeared from the repository this run opened without sbk removing them:

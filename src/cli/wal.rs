@@ -15,7 +15,7 @@ pub(super) fn push(g: &GlobalArgs, path: &Path) -> Result<(), Error> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Invalid(format!("{}: no WAL file name", path.display())))?;
     let data = std::fs::read(path).map_err(|e| Error::io("read WAL file", path, e))?;
-    let repo = open(g)?;
+    let (repo, _) = open_plain(g, false)?;
     match repo.push_wal(name, &data)? {
         Pushed::Stored(id) => say!(
             g,
@@ -31,7 +31,7 @@ pub(super) fn push(g: &GlobalArgs, path: &Path) -> Result<(), Error> {
 /// `sbk wal fetch NAME DEST`: written to a temporary file beside DEST, synced, then renamed,
 /// so that PostgreSQL never reads a partial segment.
 pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path) -> Result<(), Error> {
-    let repo = open(g)?;
+    let (repo, _) = open_plain(g, false)?;
     let Some(data) = repo.fetch_wal(name)? else {
         return Err(Error::NotFound(format!("WAL file {name} is not archived")));
     };
