@@ -177,6 +177,7 @@ impl Backend for LocalBackend {
                         out.push(FileInfo {
                             name: name.to_string(),
                             size: meta.len(),
+                            modified: meta.modified().ok(),
                         });
                     }
                 }

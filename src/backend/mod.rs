@@ -137,6 +137,9 @@ pub type BResult<T> = Result<T, BackendError>;
 pub struct FileInfo {
     pub name: String,
     pub size: u64,
+    /// When the file was written, where the store says (a file's mtime, S3's LastModified):
+    /// how old the newest archived WAL file is (`sbk wal status`) comes from it.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// The storage contract (see the module documentation).

@@ -517,7 +517,8 @@ impl S3Backend {
         }
     }
 
-    async fn list_keys(&self, prefix: &str, max: Option<i32>) -> BResult<Vec<(String, u64)>> {
+    /// Keys under `prefix` with their sizes and LastModified times.
+    async fn list_keys(&self, prefix: &str, max: Option<i32>) -> BResult<Vec<ListedKey>> {
         let mut pages = self
             .client
             .list_objects_v2()
@@ -531,7 +532,11 @@ impl S3Backend {
             let page = page.map_err(|e| self.err("list", prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push((k.to_string(), o.size().unwrap_or(0).max(0) as u64));
+                    let modified = o.last_modified().map(|t| {
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::new(t.secs().max(0) as u64, t.subsec_nanos())
+                    });
+                    out.push((k.to_string(), o.size().unwrap_or(0).max(0) as u64, modified));
                 }
             }
             if max.is_some_and(|m| out.len() >= m as usize) {
@@ -541,6 +546,9 @@ impl S3Backend {
         Ok(out)
     }
 }
+
+/// A listed key, its size and LastModified.
+type ListedKey = (String, u64, Option<std::time::SystemTime>);
 
 impl S3Backend {
     async fn lock_configuration(&self) -> BResult<LockStatus> {
@@ -660,10 +668,14 @@ impl S3Backend {
             .block_on(self.list_keys(&self.url.key(rel_prefix), None))?;
         Ok(keys
             .into_iter()
-            .filter_map(|(k, size)| {
+            .filter_map(|(k, size, modified)| {
                 let name = k.rsplit('/').next()?.to_string();
                 // Only names this layout would give the file (packs fan out by 2 hex digits).
-                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo { name, size })
+                (self.key(t, &name) == k && !name.is_empty()).then_some(FileInfo {
+                    name,
+                    size,
+                    modified,
+                })
             })
             .collect())
     }

@@ -63,6 +63,20 @@ pub(super) fn status(g: &GlobalArgs) -> Result<(), Error> {
             st.files,
             HumanBytes(st.bytes)
         );
+        if let Some(newest) = &st.newest {
+            say!(
+                g,
+                "newest segment {newest}{}",
+                match (st.newest_archived_at, st.newest_age_seconds) {
+                    (Some(at), Some(age)) => format!(
+                        ", archived {} ({} ago)",
+                        at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        sbk::human::duration(std::time::Duration::from_secs(age))
+                    ),
+                    _ => String::new(),
+                }
+            );
+        }
         for t in &st.timelines {
             say!(
                 g,

@@ -41,6 +41,12 @@ pub struct WalStatus {
     pub files: usize,
     pub bytes: u64,
     pub timelines: Vec<TimelineStatus>,
+    /// The archive's head: the newest segment (highest timeline, then position).
+    pub newest: Option<String>,
+    /// When the head was archived (the store's time of its file).
+    pub newest_archived_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds since then: on a server writing steadily, how far the archive lags.
+    pub newest_age_seconds: Option<u64>,
 }
 
 /// One timeline's segments.
@@ -173,10 +179,30 @@ impl Repository {
             ..Default::default()
         };
         let mut by_tli: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
-        for name in self.wal_names()? {
-            if let Some((tli, pos)) = segment_position(&name) {
-                by_tli.entry(tli).or_default().push(pos);
+        let mut head: Option<((u32, u64), &str, Option<std::time::SystemTime>)> = None;
+        for f in &files {
+            let Some((name, id)) = f.name.rsplit_once('-') else {
+                continue;
+            };
+            if Id::from_hex(id).is_none() {
+                continue;
             }
+            if let Some(at) = segment_position(name) {
+                by_tli.entry(at.0).or_default().push(at.1);
+                if head.as_ref().is_none_or(|h| at > h.0) {
+                    head = Some((at, name, f.modified));
+                }
+            }
+        }
+        if let Some((_, name, modified)) = head {
+            status.newest = Some(name.to_string());
+            status.newest_archived_at = modified.map(chrono::DateTime::<chrono::Utc>::from);
+            status.newest_age_seconds = modified.map(|m| {
+                std::time::SystemTime::now()
+                    .duration_since(m)
+                    .unwrap_or_default()
+                    .as_secs()
+            });
         }
         for (tli, mut positions) in by_tli {
             positions.sort_unstable();
