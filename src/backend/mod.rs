@@ -266,10 +266,6 @@ pub trait Backend: Send + Sync {
 /// methods.
 macro_rules! forward_versions {
     ($via:ident, $inner:ident) => {
-        fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
-            self.$via(|| self.$inner.list_prefix(t, prefix))
-        }
-
         fn lock_status(&self) -> BResult<super::lock::LockStatus> {
             self.$via(|| self.$inner.lock_status())
         }

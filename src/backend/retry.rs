@@ -121,5 +121,9 @@ impl Backend for RetryBackend {
         self.retry(|| self.inner.remove(t, name))
     }
 
+    fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+        self.retry(|| self.inner.list_prefix(t, prefix))
+    }
+
     super::forward_versions!(retry, inner);
 }

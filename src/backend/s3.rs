@@ -865,7 +865,7 @@ impl Backend for S3Backend {
             self.create_bucket_if_missing(false).await?;
             let root = self.url.key("");
             let found = self.list_keys(&root, Some(1)).await?;
-            if let Some((k, _)) = found.first() {
+            if let Some((k, _, _)) = found.first() {
                 return Err(BackendError::new(
                     ErrorKind::AlreadyExists,
                     format!("{} is not empty (it holds {k})", self.url),

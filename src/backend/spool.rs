@@ -27,7 +27,9 @@ use crate::progress::Activity;
 
 /// Spooled file types in upload order.
 /// Audit records last: a record names the snapshot it added.
-pub const SYNC_ORDER: [FileType; 4] = [
+/// Archived WAL first: nothing refers to it, and the archive's lag is the recovery point.
+pub const SYNC_ORDER: [FileType; 5] = [
+    FileType::Wal,
     FileType::Pack,
     FileType::Index,
     FileType::Snapshot,
@@ -56,6 +58,7 @@ pub struct SyncReport {
     pub index_files: usize,
     pub snapshots: Vec<String>,
     pub audit_records: usize,
+    pub wal_files: usize,
     pub bytes: u64,
 }
 
@@ -190,6 +193,7 @@ impl SpoolBackend {
                     FileType::Pack => report.packs += 1,
                     FileType::Index => report.index_files += 1,
                     FileType::Audit => report.audit_records += 1,
+                    FileType::Wal => report.wal_files += 1,
                     _ => report.snapshots.push(f.name.clone()),
                 }
             }
@@ -200,6 +204,22 @@ impl SpoolBackend {
             }
         }
         Ok(report)
+    }
+
+    /// Uploads the WAL files waiting in the spool (nothing refers to them, so they need no
+    /// order): `wal push` does it once the repository takes writes again, so that the archive
+    /// does not wait for the next `sync`. Returns how many went.
+    pub fn sync_wal(&self) -> BResult<usize> {
+        let files = self.spooled(FileType::Wal)?;
+        for f in &files {
+            self.remote.write_path(
+                FileType::Wal,
+                &f.name,
+                &self.local.file_path(FileType::Wal, &f.name),
+            )?;
+            self.local.remove(FileType::Wal, &f.name)?;
+        }
+        Ok(files.len())
     }
 
     /// Sends this run's writes to the spool from the start: used when earlier snapshots still
@@ -300,38 +320,11 @@ impl Backend for SpoolBackend {
     }
 
     fn list(&self, t: FileType) -> BResult<Vec<FileInfo>> {
-        let local_only = || -> BResult<Vec<FileInfo>> {
-            match t {
-                FileType::Key => self.local.list(t),
-                _ => self.spooled(t),
-            }
-        };
-        let remote = match self.remote_read(|| self.remote.list(t)) {
-            Err(_)
-                if self.spooling.load(Ordering::SeqCst)
-                    && self.offline_start.load(Ordering::SeqCst) =>
-            {
-                return local_only();
-            }
-            Err(e)
-                if self.may_go_offline(&e)
-                    && t == FileType::Key
-                    && !self.local.list(t).unwrap_or_default().is_empty() =>
-            {
-                self.go_offline(&e);
-                return local_only();
-            }
-            other => other,
-        };
-        let mut files = remote?;
-        if SYNC_ORDER.contains(&t) {
-            for f in self.spooled(t)? {
-                if !files.iter().any(|g| g.name == f.name) {
-                    files.push(f);
-                }
-            }
-        }
-        Ok(files)
+        self.list_under(t, "")
+    }
+
+    fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+        self.list_under(t, prefix)
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
@@ -386,6 +379,48 @@ impl Backend for SpoolBackend {
 }
 
 impl SpoolBackend {
+    /// The remote listing (of names starting with `prefix`) with what waits in the spool; the
+    /// spool alone when the run went offline.
+    fn list_under(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+        let local_only = || -> BResult<Vec<FileInfo>> {
+            let mut files = match t {
+                FileType::Key => self.local.list(t)?,
+                _ => self.spooled(t)?,
+            };
+            files.retain(|f| f.name.starts_with(prefix));
+            Ok(files)
+        };
+        let remote = match self.remote_read(|| match prefix {
+            "" => self.remote.list(t),
+            _ => self.remote.list_prefix(t, prefix),
+        }) {
+            Err(_)
+                if self.spooling.load(Ordering::SeqCst)
+                    && self.offline_start.load(Ordering::SeqCst) =>
+            {
+                return local_only();
+            }
+            Err(e)
+                if self.may_go_offline(&e)
+                    && t == FileType::Key
+                    && !self.local.list(t).unwrap_or_default().is_empty() =>
+            {
+                self.go_offline(&e);
+                return local_only();
+            }
+            other => other,
+        };
+        let mut files = remote?;
+        if SYNC_ORDER.contains(&t) {
+            for f in self.spooled(t)? {
+                if f.name.starts_with(prefix) && !files.iter().any(|g| g.name == f.name) {
+                    files.push(f);
+                }
+            }
+        }
+        Ok(files)
+    }
+
     fn local_first(&self, t: FileType, name: &str) -> bool {
         SYNC_ORDER.contains(&t) && self.local.file_path(t, name).exists()
     }

@@ -82,5 +82,9 @@ impl Backend for TimedBackend {
         self.inner.sweep_tmp(age)
     }
 
+    fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
+        self.direct(|| self.inner.list_prefix(t, prefix))
+    }
+
     super::forward_versions!(direct, inner);
 }

@@ -205,8 +205,10 @@ pub enum Command {
             .args(["target", "to_database", "to_supabase", "pgdata"])
     ))]
     Restore {
-        /// Snapshot ID, unique prefix, or `latest`
-        snapshot: SnapshotRef,
+        /// Snapshot ID, unique prefix, or `latest` (with --pgdata it may be left out: the
+        /// newest base backup that ended before the recovery target)
+        #[arg(required_unless_present = "pgdata")]
+        snapshot: Option<SnapshotRef>,
         /// Folder to write the snapshot's files into (created if missing)
         #[arg(long, short = 't')]
         target: Option<PathBuf>,
@@ -240,11 +242,27 @@ pub enum Command {
         )]
         target_lsn: Option<String>,
         /// Recover to this restore point (pg_create_restore_point)
-        #[arg(long, requires = "pgdata", help_heading = "Point in time")]
+        #[arg(
+            long,
+            requires = "pgdata",
+            conflicts_with = "target_latest",
+            help_heading = "Point in time"
+        )]
         target_name: Option<String>,
+        /// Recover to the end of the archive (the default; `--target` names the folder of a
+        /// file restore)
+        #[arg(long, requires = "pgdata", conflicts_with_all = ["target_time", "target_lsn"], help_heading = "Point in time")]
+        target_latest: bool,
         /// What the server does at the target: promote (default) or pause
         #[arg(long, default_value = "promote", value_parser = ["promote", "pause"], help_heading = "Point in time")]
         target_action: String,
+        /// Start the server on the restored folder, wait until recovery ends (or pauses at
+        /// the target) and report the WAL location and time reached; run as the server's user
+        #[arg(long, requires = "pgdata", help_heading = "Point in time")]
+        start: bool,
+        /// With --start: listen on this port instead of the configured one
+        #[arg(long, requires = "start", help_heading = "Point in time")]
+        port: Option<u16>,
     },
     /// Restore drill: restore a PostgreSQL snapshot into a scratch database, compare it with
     /// the manifest, ANALYZE, drop it; exit 1 unless it passes
@@ -336,6 +354,10 @@ pub enum WalCommand {
     Push {
         /// The WAL file (PostgreSQL's %p: its path relative to the data folder)
         path: PathBuf,
+        /// Fail while a remote repository is unreachable instead of keeping the file in the
+        /// local spool (PostgreSQL then keeps the segment in pg_wal and retries)
+        #[arg(long)]
+        no_spool: bool,
     },
     /// Fetch one archived WAL file: `restore_command = 'sbk wal fetch %f %p'`; exits 1 when it
     /// is not archived
@@ -394,6 +416,11 @@ pub struct PruneArgs {
     /// How long a pack stays marked before a prune deletes it; longer than any snapshot runs
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub grace: std::time::Duration,
+    /// Keep archived WAL for point-in-time recovery over this window only (e.g. 7d); older
+    /// kept base backups keep just the WAL that makes them consistent. Default: all WAL from
+    /// the oldest kept base backup
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_wal_within: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -202,7 +202,14 @@ fn open_plain(
     g: &GlobalArgs,
     offline_start: bool,
 ) -> Result<(Repository, sbk::repository::open::OpenOptions), Error> {
-    let opts = open_options(g, offline_start);
+    open_plain_with(g, open_options(g, offline_start))
+}
+
+/// [`open_plain`] with the options given.
+fn open_plain_with(
+    g: &GlobalArgs,
+    opts: sbk::repository::open::OpenOptions,
+) -> Result<(Repository, sbk::repository::open::OpenOptions), Error> {
     // The location is checked before a password is asked for.
     opts.storage()?;
     let password = password::repository_password(g)?;
@@ -210,6 +217,11 @@ fn open_plain(
     DAMAGE.lock().expect("damage").push(repo.damage_log());
     AUDITORS.lock().expect("auditors").push(repo.auditor());
     Ok((repo, opts))
+}
+
+/// The snapshot a restore names (clap requires it unless `--pgdata`).
+fn named(snapshot: Option<SnapshotRef>) -> Result<SnapshotRef, Error> {
+    snapshot.ok_or_else(|| Error::Invalid("name the snapshot to restore".into()))
 }
 
 /// Files that disappeared from the repository this run opened without sbk removing them:
@@ -399,15 +411,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             if g.json {
                 print_json(&report)?;
-            } else if report.packs + report.index_files + report.snapshots.len() == 0 {
+            } else if report.packs + report.index_files + report.snapshots.len() + report.wal_files
+                == 0
+            {
                 say!(g, "nothing to sync");
             } else {
                 say!(
                     g,
-                    "uploaded {} packs, {} index files and {} snapshots ({}) from the spool",
+                    "uploaded {} packs, {} index files, {} snapshots and {} WAL files ({}) from \
+                     the spool",
                     report.packs,
                     report.index_files,
                     report.snapshots.len(),
+                    report.wal_files,
                     HumanBytes(report.bytes)
                 );
             }
@@ -431,6 +447,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             target_lsn,
             target_name,
             target_action,
+            start,
+            port,
+            db,
             ..
         } => {
             let target = match (target_time, target_lsn, target_name) {
@@ -444,7 +463,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 (_, _, Some(n)) => commands::restore_physical::RecoveryTarget::Name(n),
                 _ => commands::restore_physical::RecoveryTarget::Latest,
             };
-            restore::to_pgdata(g, &snapshot, dir, target, target_action)?
+            let start = start.then(|| (options::tools(&db.pg), port));
+            restore::to_pgdata(g, snapshot.as_ref(), dir, target, target_action, start)?
         }
         Command::Restore {
             snapshot,
@@ -452,14 +472,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             supabase: sb,
             db,
             ..
-        } => supabase::restore(g, &snapshot, sb, &db.pg)?,
+        } => supabase::restore(g, &named(snapshot)?, sb, &db.pg)?,
         Command::Restore {
             snapshot,
             to_database: Some(url),
             db,
             supabase: sb,
             ..
-        } => restore::to_database(g, &snapshot, &url, db, sb)?,
+        } => restore::to_database(g, &named(snapshot)?, &url, db, sb)?,
         Command::Verify {
             snapshot,
             scratch,
@@ -472,7 +492,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             target,
             overwrite,
             ..
-        } => restore::to_folder(g, &snapshot, target, overwrite)?,
+        } => restore::to_folder(g, &named(snapshot)?, target, overwrite)?,
         Command::Prune { args, dry_run } => maintain::prune(g, args, dry_run)?,
         Command::Forget { args } => maintain::forget(g, args)?,
         Command::Check {
@@ -482,7 +502,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Stats => maintain::stats(g)?,
         Command::Audit { since } => maintain::audit(g, since)?,
         Command::Lock(LockCommand::Refresh) => maintain::lock_refresh(g)?,
-        Command::Wal(WalCommand::Push { path }) => wal::push(g, &path)?,
+        Command::Wal(WalCommand::Push { path, no_spool }) => wal::push(g, &path, no_spool)?,
         Command::Wal(WalCommand::Fetch { name, dest }) => wal::fetch(g, &name, &dest)?,
         Command::Wal(WalCommand::Status) => wal::status(g)?,
         Command::Repair(RepairCommand::Versions { at, dry_run }) => {

@@ -26,6 +26,7 @@ pub(super) fn open_options(
         cache_dir: g.cache_dir.clone(),
         spool_dir: g.spool_dir.clone(),
         no_cache: g.no_cache,
+        no_spool: false,
         offline_start,
     }
 }
@@ -84,6 +85,7 @@ pub(super) fn prune_options(a: &args::PruneArgs, dry_run: bool) -> commands::pru
         instant_delete: a.instant_delete,
         grace: a.grace,
         dry_run,
+        keep_wal_within: a.keep_wal_within,
     }
 }
 

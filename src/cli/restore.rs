@@ -179,10 +179,11 @@ fn shell_word(w: &str) -> String {
 /// caller's environment).
 pub(super) fn to_pgdata(
     g: &GlobalArgs,
-    snapshot: &SnapshotRef,
+    snapshot: Option<&SnapshotRef>,
     pgdata: std::path::PathBuf,
     target: commands::restore_physical::RecoveryTarget,
     action: String,
+    start: Option<(sbk::postgres::tools::Tools, Option<u16>)>,
 ) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Invalid(format!("cannot find the running sbk binary: {e}")))?;
@@ -223,6 +224,7 @@ pub(super) fn to_pgdata(
         target,
         action,
         fetch_command,
+        start,
     };
     let out = {
         let _p = watch(g, "restore", &repo);
@@ -230,6 +232,27 @@ pub(super) fn to_pgdata(
     };
     if g.json {
         print_json(&out)?;
+    } else if let Some(r) = &out.reached {
+        say!(
+            g,
+            "restored base backup {} ({}) into {} and started it on port {}: recovery {} at WAL \
+             {}{}{} (server log {})",
+            out.snapshot.short(),
+            HumanBytes(out.bytes),
+            out.pgdata.display(),
+            r.port,
+            if r.paused { "paused" } else { "ended" },
+            r.lsn.as_deref().unwrap_or("?"),
+            match &r.time {
+                Some(t) => format!(", last transaction {t}"),
+                None => String::new(),
+            },
+            match (r.paused, r.timeline) {
+                (false, Some(t)) => format!(", now on timeline {t}"),
+                _ => String::new(),
+            },
+            r.log.display()
+        );
     } else {
         say!(
             g,

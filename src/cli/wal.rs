@@ -8,30 +8,56 @@ use std::path::Path;
 use super::*;
 use sbk::repository::wal::Pushed;
 
-/// `sbk wal push PATH`.
-pub(super) fn push(g: &GlobalArgs, path: &Path) -> Result<(), Error> {
+/// `sbk wal push PATH`: durable in the repository, or (a remote repository being unreachable)
+/// in the local spool, fsynced, for `sbk sync` or the daemon to upload; with `no_spool`, an
+/// error instead.
+pub(super) fn push(g: &GlobalArgs, path: &Path, no_spool: bool) -> Result<(), Error> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Invalid(format!("{}: no WAL file name", path.display())))?;
     let data = std::fs::read(path).map_err(|e| Error::io("read WAL file", path, e))?;
-    let (repo, _) = open_plain(g, false)?;
+    let mut opts = options::open_options(g, true);
+    opts.no_spool = no_spool;
+    let (repo, _) = open_plain_with(g, opts)?;
     match repo.push_wal(name, &data)? {
-        Pushed::Stored(id) => say!(
-            g,
-            "archived {name} ({} bytes) as {}",
-            data.len(),
-            id.short()
-        ),
+        Pushed::Stored(id) => match repo.spool().and_then(|s| s.spooled_because()) {
+            // PostgreSQL logs what the command prints on stderr: the outage is seen there.
+            Some(why) => eprintln!(
+                "sbk: {name} kept in the local spool until the repository can be reached                  (`sbk sync` uploads it): {why}"
+            ),
+            None => {
+                say!(
+                    g,
+                    "archived {name} ({} bytes) as {}",
+                    data.len(),
+                    id.short()
+                );
+                upload_spooled_wal(g, &repo);
+            }
+        },
         Pushed::AlreadyStored => say!(g, "{name} was archived already with the same bytes"),
     }
     Ok(())
 }
 
+/// Uploads WAL files an earlier push left in the spool, now that the repository takes writes.
+fn upload_spooled_wal(g: &GlobalArgs, repo: &Repository) {
+    let Some(spool) = repo.spool() else {
+        return;
+    };
+    match spool.sync_wal() {
+        Ok(0) => {}
+        Ok(n) => say_err(g, &format!("uploaded {n} WAL files waiting in the spool")),
+        Err(e) => eprintln!("sbk: warning: WAL files wait in the spool: {e}"),
+    }
+}
+
 /// `sbk wal fetch NAME DEST`: written to a temporary file beside DEST, synced, then renamed,
 /// so that PostgreSQL never reads a partial segment.
 pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path) -> Result<(), Error> {
-    let (repo, _) = open_plain(g, false)?;
+    // While a remote repository is unreachable, what waits in this host's spool is still found.
+    let (repo, _) = open_plain(g, true)?;
     let Some(data) = repo.fetch_wal(name)? else {
         return Err(Error::NotFound(format!("WAL file {name} is not archived")));
     };

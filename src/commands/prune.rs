@@ -116,6 +116,9 @@ pub struct PruneOptions {
     pub instant_delete: bool,
     pub grace: Duration,
     pub dry_run: bool,
+    /// Keep archived WAL for point-in-time recovery over this window only
+    /// ([`crate::repository::wal::WalKeep::plan`]); `None`: from the oldest kept base backup.
+    pub keep_wal_within: Option<Duration>,
 }
 
 impl Default for PruneOptions {
@@ -125,6 +128,7 @@ impl Default for PruneOptions {
             instant_delete: false,
             grace: DEFAULT_GRACE,
             dry_run: false,
+            keep_wal_within: None,
         }
     }
 }
@@ -215,8 +219,10 @@ enum Fate {
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = prune_packs(repo, opts)?;
     if report.held_for_damage.is_empty() && report.vanished_snapshots.is_empty() {
-        (report.wal_files_removed, report.wal_bytes_removed) =
-            repo.remove_unneeded_wal(&base_backup_starts(repo)?, opts.dry_run)?;
+        if let Some(keep) = wal_to_keep(repo, opts.keep_wal_within)? {
+            (report.wal_files_removed, report.wal_bytes_removed) =
+                repo.remove_unneeded_wal(&keep, opts.dry_run)?;
+        }
     }
     if !opts.dry_run && repo.lock_policy().is_some() {
         // Data removed above is only hidden (a delete marker) until its lock passes; what
@@ -234,36 +240,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     Ok(report)
 }
 
-/// The WAL segment positions where the kept base backups start (from their `physical.json`).
-fn base_backup_starts(repo: &Repository) -> Result<Vec<u64>> {
-    use super::snapshot_physical::{PhysicalManifest, PHYSICAL_FILE, SOURCE_KIND};
-    let mut starts = Vec::new();
-    for (id, snap) in repo.list_snapshots()? {
-        if snap.source.kind != SOURCE_KIND {
-            continue;
-        }
-        let mut json = Vec::new();
-        super::restore::dump(
-            repo,
-            &crate::repository::SnapshotRef::Id(id),
-            Some(PHYSICAL_FILE),
-            &mut json,
-        )?;
-        let m: PhysicalManifest = serde_json::from_slice(&json).map_err(|e| {
-            Error::damaged(
-                format!("{PHYSICAL_FILE} of snapshot {}", id.short()),
-                e.to_string(),
-            )
-        })?;
-        let pos = crate::repository::wal::lsn_position(&m.start_lsn).ok_or_else(|| {
-            Error::damaged(
-                format!("{PHYSICAL_FILE} of snapshot {}", id.short()),
-                format!("start LSN {:?} is not X/Y", m.start_lsn),
-            )
-        })?;
-        starts.push(pos);
-    }
-    Ok(starts)
+/// The archived WAL the kept base backups need (`WalKeep::plan`), `None` when none is kept.
+fn wal_to_keep(
+    repo: &Repository,
+    window: Option<std::time::Duration>,
+) -> Result<Option<crate::repository::wal::WalKeep>> {
+    let bases: Vec<_> = super::snapshot_physical::base_backups(repo)?
+        .iter()
+        .map(|b| (b.span(), b.manifest.finished.with_timezone(&chrono::Utc)))
+        .collect();
+    Ok(crate::repository::wal::WalKeep::plan(
+        &bases,
+        window,
+        chrono::Utc::now(),
+    ))
 }
 
 /// Object Lock upkeep done by a prune (`docs/object-lock.md`).

@@ -13,10 +13,14 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::{Repository, SnapshotRef};
 
-use super::snapshot_physical::{PhysicalManifest, BASE_FILE, PHYSICAL_FILE, SOURCE_KIND};
+use super::snapshot_physical::{base_backups, read_manifest, BaseBackup, BASE_FILE, SOURCE_KIND};
+use crate::postgres::server::{start_and_follow, Reached, StartOptions};
+use crate::postgres::tools::{server_major, Tools};
+use crate::repository::wal::parse_lsn;
 
 /// Where recovery stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RecoveryTarget {
     /// The end of the archive.
     #[default]
@@ -39,6 +43,8 @@ pub struct PgdataOptions {
     /// The command PostgreSQL runs to fetch a WAL file, up to `wal fetch %f %p` (the sbk
     /// binary, the repository, how to get the password), shell-quoted by the caller.
     pub fetch_command: String,
+    /// Start the server and follow its recovery (`--start`): the programs and the port.
+    pub start: Option<(Tools, Option<u16>)>,
 }
 
 /// What was restored.
@@ -50,6 +56,68 @@ pub struct PgdataOutcome {
     pub start_lsn: String,
     pub timeline: u32,
     pub target: RecoveryTarget,
+    /// With `--start`: where recovery got to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reached: Option<Reached>,
+}
+
+/// The base backup to restore for `target` when none is named: the newest one that finished
+/// before the target (any for `latest` and restore points). Refuses to guess between clusters.
+pub fn choose_base_backup(repo: &Repository, target: &RecoveryTarget) -> Result<Id> {
+    let bases = base_backups(repo)?;
+    let systems: std::collections::BTreeSet<_> = bases
+        .iter()
+        .map(|b| b.manifest.system_identifier.clone())
+        .collect();
+    if systems.len() > 1 {
+        return Err(Error::Invalid(format!(
+            "the repository holds base backups of {} clusters: name the one to restore (sbk              snapshots)",
+            systems.len()
+        )));
+    }
+    let fits = |b: &&BaseBackup| -> Result<bool> {
+        Ok(match target {
+            RecoveryTarget::Latest | RecoveryTarget::Name(_) => true,
+            RecoveryTarget::Time(t) => {
+                let at = chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| Error::Invalid(format!("recovery target {t:?}: {e}")))?;
+                b.manifest.finished <= at
+            }
+            RecoveryTarget::Lsn(l) => {
+                let at = parse_lsn(l).ok_or_else(|| {
+                    Error::Invalid(format!("recovery target {l:?} is not a WAL location (X/Y)"))
+                })?;
+                parse_lsn(&b.manifest.end_lsn).is_some_and(|end| end <= at)
+            }
+        })
+    };
+    let mut best: Option<&BaseBackup> = None;
+    for b in &bases {
+        if fits(&b)? && best.is_none_or(|x| b.manifest.finished >= x.manifest.finished) {
+            best = Some(b);
+        }
+    }
+    match (best, bases.first()) {
+        (Some(b), _) => Ok(b.id),
+        (None, None) => Err(Error::NotFound(
+            "the repository holds no base backup (sbk snapshot postgres --physical)".into(),
+        )),
+        (None, Some(_)) => Err(Error::NotFound(format!(
+            "no base backup ended before the recovery target {target:?}: the oldest ended at \
+             {} (WAL {})",
+            bases
+                .iter()
+                .map(|b| b.manifest.finished)
+                .min()
+                .expect("non-empty"),
+            bases
+                .iter()
+                .min_by_key(|b| b.manifest.finished)
+                .expect("non-empty")
+                .manifest
+                .end_lsn
+        ))),
+    }
 }
 
 fn empty_or_missing(dir: &Path) -> Result<()> {
@@ -78,9 +146,17 @@ fn conf_value(v: &str) -> String {
 /// Restores a base backup into `opts.pgdata` and sets up recovery.
 pub fn restore_pgdata(
     repo: &Repository,
-    spec: &SnapshotRef,
+    spec: Option<&SnapshotRef>,
     opts: &PgdataOptions,
 ) -> Result<PgdataOutcome> {
+    let chosen;
+    let spec = match spec {
+        Some(s) => s,
+        None => {
+            chosen = SnapshotRef::Id(choose_base_backup(repo, &opts.target)?);
+            &chosen
+        }
+    };
     let (id, snap) = repo.find_snapshot(spec)?;
     if snap.source.kind != SOURCE_KIND {
         return Err(Error::Invalid(format!(
@@ -90,14 +166,7 @@ pub fn restore_pgdata(
             snap.source.kind
         )));
     }
-    let mut json = Vec::new();
-    super::restore::dump(repo, &SnapshotRef::Id(id), Some(PHYSICAL_FILE), &mut json)?;
-    let manifest: PhysicalManifest = serde_json::from_slice(&json).map_err(|e| {
-        Error::damaged(
-            format!("{PHYSICAL_FILE} of snapshot {}", id.short()),
-            e.to_string(),
-        )
-    })?;
+    let manifest = read_manifest(repo, id)?;
     let dir = &opts.pgdata;
     empty_or_missing(dir)?;
     {
@@ -160,6 +229,18 @@ pub fn restore_pgdata(
         .map_err(|e| Error::io("write", &auto, e))?;
     let signal = dir.join("recovery.signal");
     std::fs::write(&signal, b"").map_err(|e| Error::io("write", &signal, e))?;
+    let reached = match &opts.start {
+        None => None,
+        Some((tools, port)) => Some(start_and_follow(
+            dir,
+            &StartOptions {
+                tools: tools.clone(),
+                major: server_major(manifest.server_version_num),
+                port: *port,
+                pause: opts.target != RecoveryTarget::Latest && opts.action == "pause",
+            },
+        )?),
+    };
     Ok(PgdataOutcome {
         snapshot: id,
         pgdata: dir.clone(),
@@ -167,5 +248,6 @@ pub fn restore_pgdata(
         start_lsn: manifest.start_lsn,
         timeline: manifest.timeline,
         target: opts.target.clone(),
+        reached,
     })
 }

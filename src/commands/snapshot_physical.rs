@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::archiver::{ArchiveStats, Archiver, Progress};
 use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::id::Id;
 use crate::postgres::client::Client;
 use crate::postgres::conn::ConnParams;
 use crate::postgres::tools::{server_major, Tools};
-use crate::repository::{Actor, Repository, Source};
+use crate::repository::{Actor, Repository, SnapshotRef, Source};
 use crate::source::CommandSource;
 
 use super::snapshot::{save_snapshot, SnapshotCommon, SnapshotMeta};
@@ -52,6 +54,65 @@ pub struct PhysicalManifest {
     pub pg_basebackup_version: String,
     pub started: chrono::DateTime<chrono::FixedOffset>,
     pub finished: chrono::DateTime<chrono::FixedOffset>,
+}
+
+impl PhysicalManifest {
+    /// Where the backup lies in the WAL.
+    pub fn span(&self) -> Option<crate::repository::wal::WalSpan> {
+        use crate::repository::wal::lsn_position;
+        Some(crate::repository::wal::WalSpan {
+            timeline: self.timeline,
+            start: lsn_position(&self.start_lsn)?,
+            end: lsn_position(&self.end_lsn)?,
+        })
+    }
+}
+
+/// A base backup in the repository, with its `physical.json`.
+#[derive(Clone, Debug)]
+pub struct BaseBackup {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    pub manifest: PhysicalManifest,
+}
+
+impl BaseBackup {
+    /// Where it lies in the WAL (checked when read).
+    pub fn span(&self) -> crate::repository::wal::WalSpan {
+        self.manifest.span().expect("checked in read_manifest")
+    }
+}
+
+/// The `physical.json` of base backup `id`.
+pub fn read_manifest(repo: &Repository, id: Id) -> Result<PhysicalManifest> {
+    let mut json = Vec::new();
+    super::restore::dump(repo, &SnapshotRef::Id(id), Some(PHYSICAL_FILE), &mut json)?;
+    let damaged =
+        |why: String| Error::damaged(format!("{PHYSICAL_FILE} of snapshot {}", id.short()), why);
+    let m: PhysicalManifest = serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))?;
+    if m.span().is_none() {
+        return Err(damaged(format!(
+            "its WAL locations {:?} and {:?} are not X/Y",
+            m.start_lsn, m.end_lsn
+        )));
+    }
+    Ok(m)
+}
+
+/// Every base backup in the repository, oldest first (one small read each).
+pub fn base_backups(repo: &Repository) -> Result<Vec<BaseBackup>> {
+    let mut out = Vec::new();
+    for (id, snapshot) in repo.list_snapshots()? {
+        if snapshot.source.kind == SOURCE_KIND {
+            let manifest = read_manifest(repo, id)?;
+            out.push(BaseBackup {
+                id,
+                snapshot,
+                manifest,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a backup history file (`<segment>.<offset>.backup`, which the server archives when a

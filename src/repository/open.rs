@@ -29,6 +29,9 @@ pub struct OpenOptions {
     pub spool_dir: Option<PathBuf>,
     /// No blob cache at all.
     pub no_cache: bool,
+    /// No spool: a remote repository that cannot take a write fails the run (`wal push
+    /// --no-spool`, so that PostgreSQL keeps the segment and retries).
+    pub no_spool: bool,
     /// A remote repository unreachable at the start is opened from the spool's copy of config
     /// and keys, and the run is spooled (snapshots).
     pub offline_start: bool,
@@ -71,7 +74,7 @@ impl OpenOptions {
         let timed = Arc::new(TimedBackend::new(backend));
         let backend = Arc::clone(&timed) as Arc<dyn Backend>;
         let local = profile.local;
-        let spool = match local {
+        let spool = match local || self.no_spool {
             true => None,
             false => self
                 .spool_dir(&backend.location())

@@ -77,9 +77,13 @@ fn segment_position(name: &str) -> Option<(u32, u64)> {
 
 /// The segment position holding WAL location `lsn` (`X/Y` hex, as PostgreSQL prints it).
 pub fn lsn_position(lsn: &str) -> Option<u64> {
-    let (hi, lo) = lsn.split_once('/')?;
-    let at = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
-    Some(at / (16 << 20))
+    Some(parse_lsn(lsn)? / (16 << 20))
+}
+
+/// A WAL location (`X/Y` hex) as a number.
+pub fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 fn segment_name(tli: u32, pos: u64) -> String {
@@ -88,6 +92,83 @@ fn segment_name(tli: u32, pos: u64) -> String {
         pos / SEGMENTS_PER_LOG,
         pos % SEGMENTS_PER_LOG
     )
+}
+
+/// Where a base backup lies in the WAL: its timeline and the segment positions of its start
+/// and end (what recovery needs to make it consistent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalSpan {
+    pub timeline: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Segments (or a timeline history file) recovery needs and the archive lacks.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WalGap {
+    pub timeline: u32,
+    /// The first and last missing file.
+    pub first: String,
+    pub last: String,
+    /// The first missing segment's position (the timeline's first judged one for a missing
+    /// history file).
+    #[serde(skip)]
+    pub position: u64,
+}
+
+impl WalGap {
+    fn segments(tli: u32, first: u64, last: u64) -> Self {
+        WalGap {
+            timeline: tli,
+            first: segment_name(tli, first),
+            last: segment_name(tli, last),
+            position: first,
+        }
+    }
+}
+
+/// The archived WAL `prune` keeps: every segment from `from` on, and each range of `ranges`
+/// (the WAL that older kept base backups need to become consistent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalKeep {
+    pub from: u64,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl WalKeep {
+    /// What to keep for the kept base backups `bases` (span, when the backup finished): by
+    /// default everything from the oldest one's start, so that each can be recovered to any
+    /// later point. With `window`, point-in-time recovery is kept over that window only: the
+    /// WAL from the start of the newest base backup finished before `now - window` (or the
+    /// oldest, when none is that old), and for older ones just what makes them consistent.
+    /// `None` when no base backup is kept: nothing is removed then.
+    pub fn plan(
+        bases: &[(WalSpan, chrono::DateTime<chrono::Utc>)],
+        window: Option<std::time::Duration>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<WalKeep> {
+        let oldest = bases.iter().min_by_key(|(s, _)| s.start)?;
+        let anchor = window
+            .and_then(|w| chrono::Duration::from_std(w).ok())
+            .and_then(|w| {
+                bases
+                    .iter()
+                    .filter(|(_, finished)| *finished <= now - w)
+                    .max_by_key(|(s, _)| s.start)
+            })
+            .unwrap_or(oldest);
+        let from = anchor.0.start;
+        let ranges = bases
+            .iter()
+            .filter(|(s, _)| s.start < from)
+            .map(|(s, _)| (s.start, s.end))
+            .collect();
+        Some(WalKeep { from, ranges })
+    }
+
+    fn keeps(&self, pos: u64) -> bool {
+        pos >= self.from || self.ranges.iter().any(|&(a, b)| (a..=b).contains(&pos))
+    }
 }
 
 fn wal_aad(name: &str) -> Vec<u8> {
@@ -223,16 +304,11 @@ impl Repository {
         Ok(status)
     }
 
-    /// Removes the archived WAL that no kept base backup needs: plain segments before the
-    /// earliest start segment of the base backups in `starts` (their `physical.json` start
-    /// LSNs, `timeline/lsn` pairs reduced to positions), and backup history files of those
-    /// segments. Timeline history files stay (they are tiny and recovery reads them). Nothing
-    /// is removed when no base backup is kept. Returns the files and bytes removed (or, with
-    /// `dry_run`, that would be).
-    pub fn remove_unneeded_wal(&self, starts: &[u64], dry_run: bool) -> Result<(usize, u64)> {
-        let Some(&oldest) = starts.iter().min() else {
-            return Ok((0, 0));
-        };
+    /// Removes the archived WAL that `keep` does not keep (plain segments, partial segments and
+    /// backup history files, by their segment); timeline history files always stay (they are
+    /// tiny and recovery reads them). Returns the files and bytes removed (or, with `dry_run`,
+    /// that would be).
+    pub fn remove_unneeded_wal(&self, keep: &WalKeep, dry_run: bool) -> Result<(usize, u64)> {
         let mut removed = (0, 0);
         for f in self.backend.list(FileType::Wal)? {
             let Some((name, _)) = f.name.rsplit_once('-') else {
@@ -240,7 +316,7 @@ impl Repository {
             };
             let segment = name.get(..24).unwrap_or(name);
             let old = !name.ends_with(".history")
-                && segment_position(segment).is_some_and(|(_, pos)| pos < oldest);
+                && segment_position(segment).is_some_and(|(_, pos)| !keep.keeps(pos));
             if old {
                 if !dry_run {
                     self.backend
@@ -253,6 +329,78 @@ impl Repository {
             }
         }
         Ok(removed)
+    }
+
+    /// The runs of segments that recovery from `bases` needs and the archive lacks: on each
+    /// base backup's timeline every segment from its start to the newest archived there (at
+    /// least to its end); on each later timeline every segment from its first archived to its
+    /// last, and its history file. Timelines older than every base backup are not judged.
+    pub fn wal_gaps(&self, bases: &[WalSpan]) -> Result<Vec<WalGap>> {
+        let names = self.wal_names()?;
+        let mut by_tli: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+        for name in &names {
+            if let Some((tli, pos)) = segment_position(name) {
+                by_tli.entry(tli).or_default().push(pos);
+            }
+        }
+        for b in bases {
+            by_tli.entry(b.timeline).or_default();
+        }
+        let Some(oldest_tli) = bases.iter().map(|b| b.timeline).min() else {
+            return Ok(Vec::new());
+        };
+        let mut gaps = Vec::new();
+        for (tli, positions) in by_tli.into_iter().filter(|(t, _)| *t >= oldest_tli) {
+            let on_tli = bases.iter().filter(|b| b.timeline == tli);
+            let from = on_tli.clone().map(|b| b.start).min();
+            let to = on_tli.map(|b| b.end).max();
+            let (Some(lo), Some(hi)) = (
+                from.or(positions.first().copied()),
+                positions.last().copied().max(to),
+            ) else {
+                continue;
+            };
+            let present: std::collections::BTreeSet<u64> = positions.into_iter().collect();
+            let mut run: Option<(u64, u64)> = None;
+            for pos in lo..=hi {
+                if present.contains(&pos) {
+                    if let Some((a, b)) = run.take() {
+                        gaps.push(WalGap::segments(tli, a, b));
+                    }
+                } else {
+                    run = Some((run.map_or(pos, |r| r.0), pos));
+                }
+            }
+            if let Some((a, b)) = run {
+                gaps.push(WalGap::segments(tli, a, b));
+            }
+            let history = format!("{tli:08X}.history");
+            if tli > 1 && !names.contains(&history) {
+                gaps.push(WalGap {
+                    timeline: tli,
+                    first: history.clone(),
+                    last: history,
+                    position: lo,
+                });
+            }
+        }
+        Ok(gaps)
+    }
+
+    /// The stored WAL files, by stored name (`<WAL name>-<id>`).
+    pub fn wal_files(&self) -> Result<Vec<crate::backend::FileInfo>> {
+        Ok(self.backend.list(FileType::Wal)?)
+    }
+
+    /// Reads stored WAL file `file` (`<WAL name>-<id>`) whole: its hash, authentication and
+    /// decompression. An error says what is wrong.
+    pub fn verify_wal_file(&self, file: &str) -> Result<u64> {
+        let (name, id) = file
+            .rsplit_once('-')
+            .and_then(|(n, id)| Some((n, Id::from_hex(id)?)))
+            .filter(|(n, _)| is_wal_name(n))
+            .ok_or_else(|| Error::damaged(format!("WAL file {file}"), "not a name sbk writes"))?;
+        Ok(self.open_wal(name, file, &id)?.len() as u64)
     }
 
     fn open_wal(&self, name: &str, file: &str, id: &Id) -> Result<Vec<u8>> {
@@ -297,6 +445,45 @@ mod tests {
             lsn_position("1/0"),
             segment_position("000000010000000100000000").map(|p| p.1)
         );
+    }
+
+    #[test]
+    fn prune_keeps_the_wal_of_the_window_and_what_older_backups_need() {
+        let t = |h: i64| chrono::DateTime::<chrono::Utc>::from_timestamp(h * 3600, 0).unwrap();
+        let span = |start, end| WalSpan {
+            timeline: 1,
+            start,
+            end,
+        };
+        // Base backups at segments 10, 40 and 70 (finished at hours 1, 50 and 100).
+        let bases = [
+            (span(10, 11), t(1)),
+            (span(40, 42), t(50)),
+            (span(70, 70), t(100)),
+        ];
+        let now = t(120);
+        // Default: all from the oldest start.
+        let all = WalKeep::plan(&bases, None, now).unwrap();
+        assert_eq!(all.from, 10);
+        assert!(all.ranges.is_empty());
+        // A 24 h window reaches back to hour 96: the newest base before then is the one of
+        // hour 50; the oldest keeps only its own WAL.
+        let day = WalKeep::plan(&bases, Some(std::time::Duration::from_secs(86400)), now).unwrap();
+        assert_eq!(day.from, 40);
+        assert_eq!(day.ranges, vec![(10, 11)]);
+        assert!(day.keeps(10) && day.keeps(11) && !day.keeps(12) && !day.keeps(39));
+        assert!(day.keeps(40) && day.keeps(1000) && !day.keeps(9));
+        // A window longer than every backup's age: from the oldest.
+        let long = WalKeep::plan(
+            &bases,
+            Some(std::time::Duration::from_secs(86400 * 30)),
+            now,
+        );
+        assert_eq!(long.unwrap().from, 10);
+        // A window shorter than the newest's age: from the newest.
+        let hour = WalKeep::plan(&bases, Some(std::time::Duration::from_secs(3600)), now);
+        assert_eq!(hour.unwrap().from, 70);
+        assert_eq!(WalKeep::plan(&[], None, now), None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn open_repository(
         cache_dir: r.cache_dir.clone(),
         spool_dir: r.spool_dir.clone(),
         no_cache: r.no_cache,
+        no_spool: false,
         offline_start,
     };
     let password = r.password.resolve(&what("password"))?;

@@ -24,6 +24,7 @@ use crate::repository::PackEntry;
 use crate::repository::{IndexFiles, Repository};
 
 mod read_data;
+mod wal;
 
 use read_data::*;
 
@@ -122,7 +123,7 @@ pub struct CheckOptions {
 /// One problem found.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
-    /// `key`, `snapshot`, `index`, `pack` or `blob`.
+    /// `key`, `snapshot`, `index`, `pack`, `blob`, `audit`, `object lock` or `wal`.
     pub kind: &'static str,
     pub id: Id,
     /// The pack holding the damage, when there is one.
@@ -149,6 +150,12 @@ pub struct CheckReport {
     pub damaged_packs: Vec<Id>,
     /// Snapshots that cannot be restored whole.
     pub damaged_snapshots: Vec<Id>,
+    /// Archived WAL files, and of them read whole (`--read-data`).
+    pub wal_files: usize,
+    pub wal_files_read: usize,
+    /// Runs of WAL that recovery from a base backup needs and the archive lacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wal_gaps: Vec<crate::repository::wal::WalGap>,
 }
 
 /// Collected damage: problems, and which packs and blobs they make unreadable.
@@ -428,6 +435,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             damaged.insert(*sid);
         }
     }
+    wal::check_wal(
+        repo,
+        opts,
+        &snapshots,
+        &mut found,
+        &mut report,
+        &mut damaged,
+    )?;
     // A snapshot file that cannot be read is itself a lost snapshot.
     for p in &found.problems {
         if p.kind == "snapshot" {
