@@ -33,11 +33,14 @@ fn archiving_cluster() -> (TestRepo, std::path::PathBuf, Cluster) {
         conf: vec![
             "wal_level = replica".into(),
             "archive_mode = on".into(),
+            // Pushing ahead (`--parallel`) keeps its markers in the cache folder.
             format!(
-                "archive_command = '{} -q -r {} --password-file {} wal push %p'",
+                "archive_command = '{} -q -r {} --password-file {} --cache-dir {} wal push \
+                 --parallel 4 %p'",
                 sbk_bin(),
                 repo.path.display(),
-                pwfile.display()
+                pwfile.display(),
+                repo.dir.path().join("server-cache").display()
             ),
             // Where a restored copy (started by `sbk restore --start`) puts its socket: the
             // tests start the original with their own socket folder on the command line.
@@ -104,6 +107,47 @@ fn wal_files_are_archived_fetched_and_never_replaced() {
     let out = repo.run(&["wal", "fetch", &switched[1], dest.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&dest).unwrap(), original);
+
+    // Fetching ahead: the next segments wait in the cache folder, and the next fetch is
+    // answered from there (the archived copy is not read: taken away, the fetch still works).
+    let cache = repo.dir.path().join("fetch-cache");
+    let cache_arg = cache.to_str().unwrap();
+    let ahead = repo.dir.path().join("ahead");
+    let out = repo.run(&[
+        "--cache-dir",
+        cache_arg,
+        "wal",
+        "fetch",
+        "--prefetch",
+        "4",
+        &switched[0],
+        ahead.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let next = switched[1].clone();
+    let archived = repo
+        .files("wal")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&next))
+        .unwrap();
+    let moved = repo.dir.path().join("moved-away");
+    std::fs::rename(repo.path.join(&archived), &moved).unwrap();
+    let out = repo.run(&[
+        "--cache-dir",
+        cache_arg,
+        "wal",
+        "fetch",
+        "--prefetch",
+        "4",
+        &next,
+        ahead.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&ahead).unwrap() == original,
+        "fetched ahead: same bytes"
+    );
+    std::fs::rename(&moved, repo.path.join(&archived)).unwrap();
 
     // The same bytes again: success, nothing new stored; other bytes under that name: refused.
     let out = repo.run(&["wal", "push", segment.to_str().unwrap()]);
@@ -629,4 +673,70 @@ fn pushes_to_an_unreachable_s3_repository_are_spooled_then_synced() {
     assert_eq!(st["files"], 3, "{st}");
     assert_eq!(st["newest"], "000000010000000000000003", "{st}");
     assert!(st["newest_age_seconds"].as_u64().unwrap() < 600, "{st}");
+}
+
+#[test]
+fn a_push_stores_ready_files_ahead_and_answers_them_without_the_repository() {
+    let repo = TestRepo::new();
+    let wal = repo.dir.path().join("pg_wal");
+    std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+    let names: Vec<String> = (1..=5)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(wal.join(n), segment_bytes(i as u64)).unwrap();
+        std::fs::write(wal.join("archive_status").join(format!("{n}.ready")), b"").unwrap();
+    }
+    let cache = repo.dir.path().join("cache");
+    let push = |name: &str| {
+        repo.run(&[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "wal",
+            "push",
+            "--parallel",
+            "3",
+            wal.join(name).to_str().unwrap(),
+        ])
+    };
+    // The first push stores its file and two more ready ones.
+    let out = push(&names[0]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(repo.files("wal").len(), 3, "{:?}", repo.files("wal"));
+    // The server asks for the second: answered from the marker, without the repository (its
+    // password is wrong now, which an open would refuse).
+    let mut c = repo.cmd(&[
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "wal",
+        "push",
+        "--parallel",
+        "3",
+        wal.join(&names[1]).to_str().unwrap(),
+    ]);
+    c.env("SBK_PASSWORD", "not the password");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ahead"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A marker answers only for the same bytes: the third file changed since it was pushed
+    // ahead, so the push goes to the repository, which refuses different bytes.
+    std::fs::write(wal.join(&names[2]), segment_bytes(99)).unwrap();
+    let out = push(&names[2]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("different WAL file"),
+        "{}",
+        stderr(&out)
+    );
+    // Everything archived reads back as pushed.
+    for (i, n) in names.iter().enumerate().take(2) {
+        let dest = repo.dir.path().join(format!("back-{i}"));
+        let out = repo.run(&["wal", "fetch", n, dest.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(std::fs::read(&dest).unwrap() == segment_bytes(i as u64));
+    }
 }

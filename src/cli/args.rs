@@ -358,6 +358,11 @@ pub enum WalCommand {
         /// local spool (PostgreSQL then keeps the segment in pg_wal and retries)
         #[arg(long)]
         no_spool: bool,
+        /// Also push up to N-1 more files the server has marked ready, in parallel, so that
+        /// its next calls return at once (for busy servers; each call still returns only once
+        /// its file is stored)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: u16,
     },
     /// Fetch one archived WAL file: `restore_command = 'sbk wal fetch %f %p'`; exits 1 when it
     /// is not archived
@@ -366,6 +371,10 @@ pub enum WalCommand {
         name: String,
         /// Where to write it (%p), atomically
         dest: PathBuf,
+        /// Also fetch the next N segments in parallel into the cache folder, for the next
+        /// calls (`restore --pgdata` sets 8)
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+        prefetch: u16,
     },
     /// What the archive holds per timeline, and the segments missing; exit 1 when one is
     Status,

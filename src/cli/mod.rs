@@ -502,8 +502,16 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Stats => maintain::stats(g)?,
         Command::Audit { since } => maintain::audit(g, since)?,
         Command::Lock(LockCommand::Refresh) => maintain::lock_refresh(g)?,
-        Command::Wal(WalCommand::Push { path, no_spool }) => wal::push(g, &path, no_spool)?,
-        Command::Wal(WalCommand::Fetch { name, dest }) => wal::fetch(g, &name, &dest)?,
+        Command::Wal(WalCommand::Push {
+            path,
+            no_spool,
+            parallel,
+        }) => wal::push(g, &path, no_spool, parallel.into())?,
+        Command::Wal(WalCommand::Fetch {
+            name,
+            dest,
+            prefetch,
+        }) => wal::fetch(g, &name, &dest, prefetch.into())?,
         Command::Wal(WalCommand::Status) => wal::status(g)?,
         Command::Repair(RepairCommand::Versions { at, dry_run }) => {
             maintain::repair_versions(g, &at, dry_run)?

@@ -169,9 +169,16 @@ pub(super) fn to_folder(
     Ok(())
 }
 
-/// A word for `/bin/sh`: single-quoted, quotes escaped.
+/// A word for `/bin/sh`: as it is when nothing in it is special to the shell (the line stays
+/// readable in `postgresql.auto.conf`), else single-quoted with quotes escaped.
 fn shell_word(w: &str) -> String {
-    format!("'{}'", w.replace('\'', "'\\''"))
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.,:=+@".contains(&b));
+    match plain {
+        true => w.to_string(),
+        false => format!("'{}'", w.replace('\'', "'\\''")),
+    }
 }
 
 /// `sbk restore ID --pgdata DIR`: the base backup, and a `restore_command` that runs this sbk
@@ -215,7 +222,8 @@ pub(super) fn to_pgdata(
     }
     let fetch_command = words
         .iter()
-        .map(|w| shell_word(w))
+        // PostgreSQL reads `%f`, `%p` and `%%` in restore_command: a `%` of a path is `%%`.
+        .map(|w| shell_word(w).replace('%', "%%"))
         .collect::<Vec<_>>()
         .join(" ");
     let repo = open(g)?;

@@ -2,7 +2,6 @@
 //! only the exit status (and logs stderr), so every failure is one line on stderr and exit 1;
 //! success is quiet unless asked (`-v` is not needed by PostgreSQL).
 
-use std::io::Write;
 use std::path::Path;
 
 use super::*;
@@ -10,13 +9,24 @@ use sbk::repository::wal::Pushed;
 
 /// `sbk wal push PATH`: durable in the repository, or (a remote repository being unreachable)
 /// in the local spool, fsynced, for `sbk sync` or the daemon to upload; with `no_spool`, an
-/// error instead.
-pub(super) fn push(g: &GlobalArgs, path: &Path, no_spool: bool) -> Result<(), Error> {
+/// error instead. With `parallel` above 1, files the server marked ready are pushed ahead
+/// (`sbk::commands::wal`), and a file pushed ahead is answered without opening the repository.
+pub(super) fn push(
+    g: &GlobalArgs,
+    path: &Path,
+    no_spool: bool,
+    parallel: usize,
+) -> Result<(), Error> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Invalid(format!("{}: no WAL file name", path.display())))?;
     let data = std::fs::read(path).map_err(|e| Error::io("read WAL file", path, e))?;
+    let local = local_wal(g);
+    if parallel > 1 && local.as_ref().is_some_and(|l| l.pushed_ahead(name, &data)) {
+        say!(g, "{name} was archived ahead by an earlier push");
+        return Ok(());
+    }
     let mut opts = options::open_options(g, true);
     opts.no_spool = no_spool;
     let (repo, _) = open_plain_with(g, opts)?;
@@ -24,7 +34,8 @@ pub(super) fn push(g: &GlobalArgs, path: &Path, no_spool: bool) -> Result<(), Er
         Pushed::Stored(id) => match repo.spool().and_then(|s| s.spooled_because()) {
             // PostgreSQL logs what the command prints on stderr: the outage is seen there.
             Some(why) => eprintln!(
-                "sbk: {name} kept in the local spool until the repository can be reached                  (`sbk sync` uploads it): {why}"
+                "sbk: {name} kept in the local spool until the repository can be reached \
+                 (`sbk sync` uploads it): {why}"
             ),
             None => {
                 say!(
@@ -38,7 +49,34 @@ pub(super) fn push(g: &GlobalArgs, path: &Path, no_spool: bool) -> Result<(), Er
         },
         Pushed::AlreadyStored => say!(g, "{name} was archived already with the same bytes"),
     }
+    if let (true, Some(local)) = (parallel > 1, &local) {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let ahead = commands::wal::push_ahead(&repo, local, dir, name, parallel - 1);
+        if ahead.files > 0 {
+            say!(
+                g,
+                "archived {} more ready files ahead ({})",
+                ahead.files,
+                HumanBytes(ahead.bytes)
+            );
+        }
+    }
     Ok(())
+}
+
+/// The host-local folders of this repository's WAL work (none without a cache folder).
+fn local_wal(g: &GlobalArgs) -> Option<commands::wal::LocalWal> {
+    let root = g
+        .cache_dir
+        .clone()
+        .or_else(sbk::cache::BlobCache::default_root)?;
+    Some(commands::wal::LocalWal::new(
+        &root,
+        g.repo.as_deref().unwrap_or_default(),
+    ))
 }
 
 /// Uploads WAL files an earlier push left in the spool, now that the repository takes writes.
@@ -54,25 +92,30 @@ fn upload_spooled_wal(g: &GlobalArgs, repo: &Repository) {
 }
 
 /// `sbk wal fetch NAME DEST`: written to a temporary file beside DEST, synced, then renamed,
-/// so that PostgreSQL never reads a partial segment.
-pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path) -> Result<(), Error> {
+/// so that PostgreSQL never reads a partial segment. With `prefetch`, a segment fetched ahead
+/// by an earlier call is answered without opening the repository, and the next segments are
+/// fetched ahead.
+pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path, prefetch: usize) -> Result<(), Error> {
+    let local = local_wal(g).filter(|_| prefetch > 0);
+    if let Some(l) = &local {
+        if l.take_fetched(name, dest)? {
+            say!(g, "fetched {name} (fetched ahead)");
+            return Ok(());
+        }
+    }
     // While a remote repository is unreachable, what waits in this host's spool is still found.
     let (repo, _) = open_plain(g, true)?;
     let Some(data) = repo.fetch_wal(name)? else {
         return Err(Error::NotFound(format!("WAL file {name} is not archived")));
     };
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
-    tmp.write_all(&data)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| Error::io("write", dest, e))?;
-    tmp.persist(dest)
-        .map_err(|e| Error::io("rename into", dest, e.error))?;
+    commands::wal::write_atomically(dest, &data)?;
     say!(g, "fetched {name} ({} bytes)", data.len());
+    if let Some(l) = &local {
+        let n = commands::wal::fetch_ahead(&repo, l, name, prefetch);
+        if n > 0 {
+            say!(g, "fetched {n} more segments ahead");
+        }
+    }
     Ok(())
 }
 

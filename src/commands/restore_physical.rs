@@ -71,7 +71,8 @@ pub fn choose_base_backup(repo: &Repository, target: &RecoveryTarget) -> Result<
         .collect();
     if systems.len() > 1 {
         return Err(Error::Invalid(format!(
-            "the repository holds base backups of {} clusters: name the one to restore (sbk              snapshots)",
+            "the repository holds base backups of {} clusters: name the one to restore (sbk \
+             snapshots)",
             systems.len()
         )));
     }
@@ -199,7 +200,10 @@ pub fn restore_pgdata(
     }
     let mut conf = format!(
         "\n# Written by sbk restore --pgdata (snapshot {id})\nrestore_command = {}\n",
-        conf_value(&format!("{} wal fetch %f %p", opts.fetch_command))
+        conf_value(&format!(
+            "{} wal fetch --prefetch 8 %f %p",
+            opts.fetch_command
+        ))
     );
     let target = match &opts.target {
         RecoveryTarget::Latest => String::new(),

@@ -86,6 +86,15 @@ pub fn parse_lsn(lsn: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
+/// The `n` segment names after segment `name` on its timeline (none when `name` is not a
+/// plain segment).
+pub fn next_segments(name: &str, n: usize) -> Vec<String> {
+    match segment_position(name) {
+        Some((tli, pos)) => (1..=n as u64).map(|i| segment_name(tli, pos + i)).collect(),
+        None => Vec::new(),
+    }
+}
+
 fn segment_name(tli: u32, pos: u64) -> String {
     format!(
         "{tli:08X}{:08X}{:08X}",
@@ -439,6 +448,11 @@ mod tests {
         let (_, b) = segment_position("000000010000000100000000").unwrap();
         assert_eq!(b, a + 1, "the segment after ...FF is the next log's first");
         assert_eq!(segment_position("00000002.history"), None);
+        assert_eq!(
+            next_segments("0000000100000000000000FE", 2),
+            ["0000000100000000000000FF", "000000010000000100000000"]
+        );
+        assert!(next_segments("00000002.history", 2).is_empty());
         // 0/2000028 lies in the third 16 MiB segment; 1/0 is the first of log 1.
         assert_eq!(lsn_position("0/2000028"), Some(2));
         assert_eq!(
