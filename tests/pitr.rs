@@ -327,6 +327,30 @@ fn a_base_backup_and_the_archive_restore_to_a_point_in_time() {
     );
 }
 
+/// `sbk verify` of the newest base backup, run as the server's user, scratch folder in the test's.
+fn drill(repo: &TestRepo, pwfile: &std::path::Path, pg: &Cluster) -> std::process::Output {
+    let scratch = repo.dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    give_to_server(repo.dir.path());
+    let latest = repo.snapshots().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = repo.cmd(&[
+        "--json",
+        "--password-file",
+        pwfile.to_str().unwrap(),
+        "--cache-dir",
+        repo.dir.path().join("drill-cache").to_str().unwrap(),
+        "verify",
+        &latest,
+        "--scratch-dir",
+        scratch.to_str().unwrap(),
+    ]);
+    c.env("PGUSER", "postgres").env("PGPASSWORD", &pg.password);
+    as_server(c).output().unwrap()
+}
+
 /// Runs `c` as the cluster's user when the tests run as root (PostgreSQL refuses root).
 fn as_server(c: Command) -> Command {
     // SAFETY: geteuid has no preconditions.
@@ -360,7 +384,7 @@ impl Drop for ServerGuard {
 
 #[test]
 fn prune_removes_the_wal_no_kept_base_backup_needs() {
-    let (repo, _pwfile, pg) = archiving_cluster();
+    let (repo, pwfile, pg) = archiving_cluster();
     let base = |repo: &TestRepo| {
         let out = repo.run(&[
             "--json",
@@ -430,9 +454,25 @@ fn prune_removes_the_wal_no_kept_base_backup_needs() {
         text.contains(&prev) && text.contains("cannot be made consistent"),
         "{text}"
     );
+    // The restore drill of B fails too: its server cannot become consistent.
+    let out = drill(&repo, &pwfile, &pg);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     std::fs::write(repo.path.join(&lost), kept).unwrap();
     let out = repo.run(&["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Whole again: the drill restores B, checks its files against the backup manifest and
+    // recovers through the archive as a private server, which it then stops and removes.
+    let out = drill(&repo, &pwfile, &pg);
+    assert!(out.status.success(), "drill: {}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["manifest_verified"], true, "{report}");
+    assert_eq!(report["reached"]["timeline"], 2, "promoted: {report}");
+    let scratch = repo.dir.path().join("scratch");
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
 
     // A window shorter than B's age: PITR from B on; A keeps only what makes it consistent.
     let pruned: serde_json::Value = serde_json::from_slice(

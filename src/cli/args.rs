@@ -269,10 +269,15 @@ pub enum Command {
     Verify {
         /// Snapshot ID, unique prefix, or `latest`
         snapshot: SnapshotRef,
-        /// Server to restore on (a postgresql:// URL or conninfo string; its database is used
-        /// to create and drop the scratch database)
+        /// Server to restore a dump on (a postgresql:// URL or conninfo string; its database is
+        /// used to create and drop the scratch database). A base backup needs none: it is
+        /// restored into a scratch folder, checked against its manifest and recovered through
+        /// the whole WAL archive by a private server
         #[arg(long)]
-        scratch: String,
+        scratch: Option<String>,
+        /// Where a base backup's drill makes its scratch folder [default: the temporary folder]
+        #[arg(long)]
+        scratch_dir: Option<PathBuf>,
         /// Check only this database of the snapshot
         #[arg(long)]
         database: Option<String>,

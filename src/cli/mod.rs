@@ -483,10 +483,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Verify {
             snapshot,
             scratch,
+            scratch_dir,
             database,
             jobs,
             pg,
-        } => restore::verify(g, &snapshot, &scratch, database, jobs, pg)?,
+        } => restore::verify(g, &snapshot, scratch, scratch_dir, database, jobs, pg)?,
         Command::Restore {
             snapshot,
             target,

@@ -75,13 +75,23 @@ pub(super) fn to_database(
 pub(super) fn verify(
     g: &GlobalArgs,
     snapshot: &SnapshotRef,
-    scratch: &str,
+    scratch: Option<String>,
+    scratch_dir: Option<std::path::PathBuf>,
     database: Option<String>,
     jobs: u16,
     pg: PgBinArgs,
 ) -> Result<(), Error> {
     let repo = open(g)?;
-    let scratch = pg_conn(Some(scratch))?;
+    let (id, snap) = repo.find_snapshot(snapshot)?;
+    if snap.source.kind == commands::snapshot_physical::SOURCE_KIND {
+        return verify_physical(g, &repo, id, scratch_dir, pg);
+    }
+    let scratch = scratch.ok_or_else(|| {
+        Error::Invalid(
+            "a dump is verified on a scratch server: give --scratch postgresql://...".into(),
+        )
+    })?;
+    let scratch = pg_conn(Some(&scratch))?;
     let out = {
         let _p = watch(g, "verify", &repo);
         commands::verify::verify(
@@ -181,17 +191,9 @@ fn shell_word(w: &str) -> String {
     }
 }
 
-/// `sbk restore ID --pgdata DIR`: the base backup, and a `restore_command` that runs this sbk
-/// binary with this repository and this password source (PostgreSQL runs it without the
-/// caller's environment).
-pub(super) fn to_pgdata(
-    g: &GlobalArgs,
-    snapshot: Option<&SnapshotRef>,
-    pgdata: std::path::PathBuf,
-    target: commands::restore_physical::RecoveryTarget,
-    action: String,
-    start: Option<(sbk::postgres::tools::Tools, Option<u16>)>,
-) -> Result<(), Error> {
+/// The start of the `restore_command` a restored server runs: this sbk binary, this repository
+/// and this password source (PostgreSQL runs it without the caller's environment), shell-quoted.
+fn fetch_command(g: &GlobalArgs) -> Result<String, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Invalid(format!("cannot find the running sbk binary: {e}")))?;
     let repo_url = g.repo.clone().unwrap_or_default();
@@ -205,6 +207,12 @@ pub(super) fn to_pgdata(
         "-r".into(),
         repo_arg,
     ];
+    if let Some(d) = &g.cache_dir {
+        // Where `wal fetch --prefetch` keeps segments fetched ahead.
+        std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
+        let d = d.canonicalize().map_err(|e| Error::io("find", d, e))?;
+        words.extend(["--cache-dir".into(), d.display().to_string()]);
+    }
     match (&g.password_file, &g.password_command) {
         (Some(f), _) => {
             let f = f.canonicalize().map_err(|e| Error::io("find", f, e))?;
@@ -226,6 +234,62 @@ pub(super) fn to_pgdata(
         .map(|w| shell_word(w).replace('%', "%%"))
         .collect::<Vec<_>>()
         .join(" ");
+    Ok(fetch_command)
+}
+
+/// The drill of base backup `id` (see `sbk::commands::verify_physical`); exit 1 unless it
+/// passes.
+fn verify_physical(
+    g: &GlobalArgs,
+    repo: &Repository,
+    id: sbk::Id,
+    scratch_root: Option<std::path::PathBuf>,
+    pg: PgBinArgs,
+) -> Result<(), Error> {
+    let opts = commands::verify_physical::PhysicalDrillOptions {
+        tools: tools(&pg),
+        fetch_command: fetch_command(g)?,
+        scratch_root,
+    };
+    let out = {
+        let _p = watch(g, "verify", repo);
+        commands::verify_physical::verify_physical(repo, Some(&SnapshotRef::Id(id)), &opts)?
+    };
+    if g.json {
+        print_json(&out)?;
+    } else {
+        say!(
+            g,
+            "base backup {} ({}): files {}, recovered through the archive to WAL {}{} in {:.1}s",
+            out.snapshot.short(),
+            HumanBytes(out.bytes),
+            match out.manifest_verified {
+                Some(true) => "match its backup manifest",
+                _ => "restored (the backup has no manifest)",
+            },
+            out.reached.lsn.as_deref().unwrap_or("?"),
+            match &out.reached.time {
+                Some(t) => format!(", last transaction {t}"),
+                None => String::new(),
+            },
+            out.seconds
+        );
+    }
+    Ok(())
+}
+
+/// `sbk restore ID --pgdata DIR`: the base backup, and a `restore_command` that runs this sbk
+/// binary with this repository and this password source (PostgreSQL runs it without the
+/// caller's environment).
+pub(super) fn to_pgdata(
+    g: &GlobalArgs,
+    snapshot: Option<&SnapshotRef>,
+    pgdata: std::path::PathBuf,
+    target: commands::restore_physical::RecoveryTarget,
+    action: String,
+    start: Option<(sbk::postgres::tools::Tools, Option<u16>)>,
+) -> Result<(), Error> {
+    let fetch_command = fetch_command(g)?;
     let repo = open(g)?;
     let opts = commands::restore_physical::PgdataOptions {
         pgdata,
@@ -233,6 +297,8 @@ pub(super) fn to_pgdata(
         action,
         fetch_command,
         start,
+        private: None,
+        verify_manifest: false,
     };
     let out = {
         let _p = watch(g, "restore", &repo);

@@ -20,6 +20,7 @@ pub mod snapshots;
 pub mod stats;
 pub mod sync;
 pub mod verify;
+pub mod verify_physical;
 pub mod wal;
 
 use serde::Serialize;

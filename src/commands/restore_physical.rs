@@ -45,6 +45,12 @@ pub struct PgdataOptions {
     pub fetch_command: String,
     /// Start the server and follow its recovery (`--start`): the programs and the port.
     pub start: Option<(Tools, Option<u16>)>,
+    /// Start it as a private server with its socket in this folder (a drill; see
+    /// [`StartOptions::private`]).
+    pub private: Option<PathBuf>,
+    /// Check every restored file against the backup manifest (`pg_verifybackup`) before
+    /// recovery is set up.
+    pub verify_manifest: bool,
 }
 
 /// What was restored.
@@ -59,6 +65,12 @@ pub struct PgdataOutcome {
     /// With `--start`: where recovery got to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reached: Option<Reached>,
+    /// With `verify_manifest`: whether the files matched the backup manifest (`None`: the
+    /// backup has no manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_verified: Option<bool>,
+    /// The data folder's major version.
+    pub major: u32,
 }
 
 /// The base backup to restore for `target` when none is named: the newest one that finished
@@ -139,6 +151,40 @@ fn empty_or_missing(dir: &Path) -> Result<()> {
     }
 }
 
+/// Checks the restored files against the manifest `pg_basebackup` wrote into the backup
+/// (`pg_verifybackup --no-parse-wal`: the WAL is checked by replaying it). `Ok(None)` when the
+/// backup has none; a mismatch is an error naming what `pg_verifybackup` found.
+fn verify_manifest(
+    dir: &Path,
+    tools: Option<&Tools>,
+    manifest: &super::snapshot_physical::PhysicalManifest,
+) -> Result<Option<bool>> {
+    if !dir.join("backup_manifest").exists() {
+        return Ok(None);
+    }
+    let default = Tools::default();
+    let program = tools
+        .unwrap_or(&default)
+        .find("pg_verifybackup", server_major(manifest.server_version_num))?;
+    let out = Command::new(&program.path)
+        .arg("--no-parse-wal")
+        .arg("--quiet")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Postgres(format!("cannot run {}: {e}", program.path.display())))?;
+    if !out.status.success() {
+        return Err(Error::damaged(
+            format!("base backup restored into {}", dir.display()),
+            format!(
+                "its files do not match its backup manifest: {}",
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ),
+        ));
+    }
+    Ok(Some(true))
+}
+
 /// A value for `postgresql.auto.conf`: single-quoted, quotes doubled.
 fn conf_value(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
@@ -198,6 +244,10 @@ pub fn restore_pgdata(
             String::from_utf8_lossy(&out.stderr).trim_end()
         )));
     }
+    let manifest_verified = match opts.verify_manifest {
+        true => verify_manifest(dir, opts.start.as_ref().map(|s| &s.0), &manifest)?,
+        false => None,
+    };
     let mut conf = format!(
         "\n# Written by sbk restore --pgdata (snapshot {id})\nrestore_command = {}\n",
         conf_value(&format!(
@@ -242,6 +292,7 @@ pub fn restore_pgdata(
                 major: server_major(manifest.server_version_num),
                 port: *port,
                 pause: opts.target != RecoveryTarget::Latest && opts.action == "pause",
+                private: opts.private.clone(),
             },
         )?),
     };
@@ -253,5 +304,7 @@ pub fn restore_pgdata(
         timeline: manifest.timeline,
         target: opts.target.clone(),
         reached,
+        manifest_verified,
+        major: server_major(manifest.server_version_num),
     })
 }

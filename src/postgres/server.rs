@@ -26,6 +26,9 @@ pub struct StartOptions {
     pub port: Option<u16>,
     /// The recovery target's action is `pause`: done once replay pauses there.
     pub pause: bool,
+    /// A private server (a restore drill): its socket in this folder, no TCP listener, and no
+    /// WAL archiving (a drill's promoted timeline must not reach the archive).
+    pub private: Option<PathBuf>,
 }
 
 /// Where recovery got to.
@@ -79,6 +82,25 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(12)..].join("\n")
 }
 
+/// Stops the server on `dir` (fast shutdown), waiting for it.
+pub fn stop(dir: &Path, tools: &Tools, major: u32) -> Result<()> {
+    let pg_ctl = tools.find("pg_ctl", major)?;
+    let out = Command::new(&pg_ctl.path)
+        .arg("-D")
+        .arg(dir)
+        .args(["-m", "fast", "-w", "stop"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Postgres(format!("cannot run {}: {e}", pg_ctl.path.display())))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(Error::Postgres(format!(
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ))),
+    }
+}
+
 /// Starts the server on `dir` and waits until recovery has ended (or paused at its target).
 pub fn start_and_follow(dir: &Path, opts: &StartOptions) -> Result<Reached> {
     // SAFETY: geteuid has no preconditions.
@@ -100,20 +122,36 @@ pub fn start_and_follow(dir: &Path, opts: &StartOptions) -> Result<Reached> {
             ))
         })?,
     };
-    let socket = setting(&postgres, dir, "unix_socket_directories")?
-        .split(',')
-        .map(str::trim)
-        .find(|d| !d.is_empty())
-        .map(str::to_string);
+    let socket = match &opts.private {
+        Some(d) => Some(d.display().to_string()),
+        None => setting(&postgres, dir, "unix_socket_directories")?
+            .split(',')
+            .map(str::trim)
+            .find(|d| !d.is_empty())
+            .map(str::to_string),
+    };
     let log = dir.join("sbk-recovery.log");
+    // `-w` returns once the server accepts connections (hot standby: once consistent) or reports
+    // standby (hot_standby off), and fails at once when it dies first; no time limit, since
+    // reaching consistency replays the backup's own WAL, which may be long.
     let mut cmd = Command::new(&pg_ctl.path);
     cmd.arg("-D")
         .arg(dir)
         .arg("-l")
         .arg(&log)
-        .args(["-W", "start"]);
+        .args(["-w", "-t", "31536000", "start"]);
+    let mut server_opts = Vec::new();
     if opts.port.is_some() {
-        cmd.args(["-o", &format!("-p {port}")]);
+        server_opts.push(format!("-p {port}"));
+    }
+    if let Some(d) = &opts.private {
+        let quoted = d.display().to_string().replace('\'', "'\\''");
+        server_opts.push(format!(
+            "-c listen_addresses='' -c unix_socket_directories='{quoted}' -c archive_mode=off"
+        ));
+    }
+    if !server_opts.is_empty() {
+        cmd.args(["-o", &server_opts.join(" ")]);
     }
     // The server's environment: none of sbk's secrets. S3 settings stay, for the
     // restore_command (`sbk wal fetch`) the server runs.
@@ -154,8 +192,8 @@ pub fn start_and_follow(dir: &Path, opts: &StartOptions) -> Result<Reached> {
         ..=13 => "CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE '' END",
         _ => "pg_get_wal_replay_pause_state()",
     };
-    // `pg_ctl -W` returns before the server writes its pid file: "not running" counts once it
-    // was seen running, or after a grace period.
+    // A server that stops later (a target after the archive's end) is "not running"; the grace
+    // period covers a pid file not written yet.
     let mut seen_running = false;
     loop {
         let running = Command::new(&pg_ctl.path)
