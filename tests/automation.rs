@@ -150,6 +150,23 @@ fn config_check_explains_each_broken_file_with_its_line() {
             "[alert.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/T/B/token\"\n",
             "3:7: `url` is a secret and may not be written in the file",
         ),
+        // Base backups: the fields of dumps, a drill, and the WAL lag on the wrong job.
+        (
+            "[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\ndatabases = [\"app\"]\ncount_rows = true\n",
+            "1:9: `databases`, `count_rows` belong to a source with type = \"postgres\" (dumps)",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.app]\nurl = \"postgresql://db/app\"\n[job.a]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nwal_lag_alert = \"15m\"\n",
+            "10:17: `wal_lag_alert`: job \"a\" takes no base backups",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\n[job.a]\nsource = \"c\"\nrepository = \"main\"\nschedule = \"@daily\"\nwal_lag_alert = \"soon\"\n",
+            "11:17: `wal_lag_alert`: \"soon\" is not a duration",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\n[job.a]\nsource = \"c\"\nrepository = \"main\"\nschedule = \"@daily\"\ndrill = true\ndrill_scratch = \"postgresql://scratch/postgres\"\n",
+            "11:9: `drill` restores dumps into a PostgreSQL server",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("broken-{i}.toml"));
