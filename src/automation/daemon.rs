@@ -174,6 +174,10 @@ pub fn run(
 
     let (mut next, mut next_digest) = next_times(None, &config, now);
     let mut digests: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    // The WAL archive's lag of jobs taking base backups: measured at once, then every
+    // `wal_lag_interval`, one measurement per job at a time.
+    let mut lag_next: HashMap<String, Instant> = HashMap::new();
+    let mut measuring: HashMap<String, std::thread::JoinHandle<()>> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         let now = Local::now();
         if let Some(r) = reload
@@ -228,6 +232,26 @@ pub fn run(
                 .as_ref()
                 .and_then(|d| d.next_after(now));
         }
+        measuring.retain(|_, h| !h.is_finished());
+        for (name, j) in &config.jobs {
+            let Some(watch) = &j.wal_lag else { continue };
+            if lag_next.get(name).is_some_and(|t| *t > Instant::now()) {
+                continue;
+            }
+            lag_next.insert(name.clone(), Instant::now() + watch.interval);
+            // A run measures at its end: two measurements at once could alert twice.
+            if measuring.contains_key(name)
+                || running.contains_key(name)
+                || super::lock::is_running(&config.state_dir, name)
+            {
+                continue;
+            }
+            let (cfg, stop, name2) = (Arc::clone(&config), Arc::clone(&stop), name.clone());
+            measuring.insert(
+                name.clone(),
+                std::thread::spawn(move || measure_wal_lag(&cfg, &name2, &stop)),
+            );
+        }
         let soonest = next
             .values()
             .chain(next_digest.values())
@@ -254,7 +278,7 @@ pub fn run(
             tracing::error!(job = %name, "still running after the stop timeout; exiting anyway (the repository stays consistent: an unfinished snapshot is never listed)");
         }
     }
-    for d in digests {
+    for d in digests.into_iter().chain(measuring.into_values()) {
         if d.is_finished() {
             let _ = d.join();
         }
@@ -262,6 +286,20 @@ pub fn run(
     let _ = server.join();
     tracing::info!("sbk daemon stopped");
     Ok(())
+}
+
+/// Measures job `name`'s WAL archive lag between runs, and alerts when a streak starts or ends.
+fn measure_wal_lag(config: &Config, name: &str, stop: &AtomicBool) {
+    let Some(job) = config.jobs.get(name) else {
+        return;
+    };
+    let (m, change) = super::wal_lag::measure(config, job, None);
+    tracing::debug!(job = %name, "{}", super::wal_lag::describe(&m));
+    if let Some(change) = change {
+        tracing::warn!(job = %name, "{}", super::wal_lag::describe(&m));
+        let alert = super::wal_lag::alert(&m, change, &Actor::current().host);
+        job::deliver_alert(config, &job.alerts, &alert, stop);
+    }
 }
 
 /// Sends the daily digest to channel `name`: every job's status and the last day's report.
