@@ -812,17 +812,37 @@ retry_delay = "1s"
         .any(|x| x.metric == "sbk_job_last_success_timestamp_seconds"));
     // The status page, rendered by a real browser. The job runs every 2 s: its last result
     // reads "running" while a run is under way, so wait for a moment between runs.
-    let mut dom = String::new();
+    let mut page = None;
     wait_for(
         "a rendered page between runs",
         Duration::from_secs(60),
         || {
-            dom = chromium_dom(&format!("http://127.0.0.1:{web_port}/"));
-            dom.contains("success")
+            let p = common::browser::render(&format!("http://127.0.0.1:{web_port}/"));
+            let between = p.dom.contains("success");
+            page = Some(p);
+            between
         },
     );
+    let page = page.unwrap();
+    let dom = &page.dom;
     assert!(dom.contains("data-job=\"app-2s\""), "{dom}");
     assert!(dom.contains("Recent failures"));
+    // The charts: drawn by sbk as inline SVG, each with a series, nothing the browser
+    // complains about (an SVG path it cannot parse is a console error).
+    assert!(page.console.is_empty(), "console: {:#?}", page.console);
+    let charts = common::browser::charts(dom, "app-2s");
+    let ids: Vec<&str> = charts.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["bytes-added", "duration", "repository-size"], "{dom}");
+    for (id, d) in &charts {
+        assert!(
+            d.starts_with('M') && d.len() > 8,
+            "chart {id} has no series: {d:?}"
+        );
+    }
+    assert!(
+        dom.contains("<text class=\"last\""),
+        "no last value labelled"
+    );
 
     sigterm(&daemon.0);
     let st = wait_exit(&mut daemon.0, Duration::from_secs(60));
@@ -845,30 +865,6 @@ retry_delay = "1s"
             assert!(!text.contains(secret), "a secret in the logs");
         }
     }
-}
-
-/// The DOM headless Chromium builds from `url`.
-fn chromium_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium (Debian package chromium; scripts/ci-setup.sh installs it)");
-    assert!(out.status.success(), "chromium: {}", stderr(&out));
-    common::pg::text(&out.stdout)
 }
 
 /// A `pg_dump` that dumps, then holds its output open: a snapshot that lasts until killed.

@@ -1,6 +1,7 @@
 //! Jobs that take base backups (`type = "postgres-physical"`), through the `sbk` binary, with
 //! a real cluster archiving its WAL into the repository with `sbk wal push`: the run and its
-//! retention, and the WAL archive's lag in `run`, `status`, `/metrics` and its alerts (a real HTTP listener), by each rule of its definition
+//! retention, and the WAL archive's lag in `run`, `status`, `/metrics`, the status page
+//! (headless Chromium) and its alerts (a real HTTP listener), by each rule of its definition
 //! (`docs/automation.md`, "Base backups and the WAL archive's lag").
 
 mod common;
@@ -368,6 +369,25 @@ wal_lag_interval = "1s"
     let (code, st) = s.status("base");
     assert_eq!(code, Some(0), "{st:#}");
     assert_eq!(st["wal_lag"]["lag_secs"], 0, "{st:#}");
+
+    // The status page draws the runs and the lag; the browser reports no error.
+    let page = common::browser::render(&format!("http://127.0.0.1:{web_port}/"));
+    assert!(page.console.is_empty(), "console: {:#?}", page.console);
+    let charts = common::browser::charts(&page.dom, "base");
+    let ids: Vec<&str> = charts.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["bytes-added", "duration", "repository-size", "wal-lag"],
+        "{}",
+        page.dom
+    );
+    for (id, d) in &charts {
+        assert!(d.starts_with('M') && d.len() > 8, "chart {id}: {d:?}");
+    }
+    assert!(
+        page.dom.contains("class=\"threshold\""),
+        "the alert level is drawn"
+    );
 
     // Rule 3: without the server, the lag is the newest segment's age alone: it grows past
     // the threshold and a new streak alerts, saying the server was not reached.
