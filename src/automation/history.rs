@@ -439,6 +439,39 @@ mod tests {
     }
 
     #[test]
+    fn retain_rewrites_the_file_with_the_kept_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::named(dir.path(), "other.jsonl");
+        let old = Utc::now() - chrono::Duration::days(40);
+        for (job, at) in [("a", old), ("b", Utc::now())] {
+            h.append(&Entry::WalLag(Box::new(
+                crate::automation::wal_lag::WalLag {
+                    job: job.into(),
+                    at,
+                    lag_secs: Some(0),
+                    newest: None,
+                    newest_age_secs: None,
+                    current: None,
+                    alert_secs: None,
+                    over: false,
+                    error: None,
+                },
+            )))
+            .unwrap();
+        }
+        let cutoff = Utc::now() - chrono::Duration::days(30);
+        h.retain(|e| matches!(e, Entry::WalLag(m) if m.at >= cutoff))
+            .unwrap();
+        let left = h.entries().unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(matches!(&left[0], Entry::WalLag(m) if m.job == "b"));
+        assert!(
+            !dir.path().join(FILE).exists(),
+            "the run history is untouched"
+        );
+    }
+
+    #[test]
     fn the_documented_lines_parse_and_round_trip() {
         let doc = include_str!("../../docs/automation.md");
         let lines: Vec<&str> = doc
