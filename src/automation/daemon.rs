@@ -296,7 +296,14 @@ fn measure_wal_lag(config: &Config, name: &str, stop: &AtomicBool) {
     let (m, change) = super::wal_lag::measure(config, job, None);
     tracing::debug!(job = %name, "{}", super::wal_lag::describe(&m));
     if let Some(change) = change {
-        tracing::warn!(job = %name, "{}", super::wal_lag::describe(&m));
+        match change {
+            super::wal_lag::Change::Started => {
+                tracing::warn!(job = %name, "{}", super::wal_lag::describe(&m))
+            }
+            super::wal_lag::Change::Ended => {
+                tracing::info!(job = %name, "{}", super::wal_lag::describe(&m))
+            }
+        }
         let alert = super::wal_lag::alert(&m, change, &Actor::current().host);
         job::deliver_alert(config, &job.alerts, &alert, stop);
     }
