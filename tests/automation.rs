@@ -150,6 +150,23 @@ fn config_check_explains_each_broken_file_with_its_line() {
             "[alert.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/T/B/token\"\n",
             "3:7: `url` is a secret and may not be written in the file",
         ),
+        // Base backups: the fields of dumps, a drill, and the WAL lag on the wrong job.
+        (
+            "[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\ndatabases = [\"app\"]\ncount_rows = true\n",
+            "1:9: `databases`, `count_rows` belong to a source with type = \"postgres\" (dumps)",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.app]\nurl = \"postgresql://db/app\"\n[job.a]\nsource = \"app\"\nrepository = \"main\"\nschedule = \"@daily\"\nwal_lag_alert = \"15m\"\n",
+            "10:17: `wal_lag_alert`: job \"a\" takes no base backups",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\n[job.a]\nsource = \"c\"\nrepository = \"main\"\nschedule = \"@daily\"\nwal_lag_alert = \"soon\"\n",
+            "11:17: `wal_lag_alert`: \"soon\" is not a duration",
+        ),
+        (
+            "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\n[job.a]\nsource = \"c\"\nrepository = \"main\"\nschedule = \"@daily\"\ndrill = true\ndrill_scratch = \"postgresql://scratch/postgres\"\n",
+            "11:9: `drill` restores dumps into a PostgreSQL server",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("broken-{i}.toml"));
@@ -795,17 +812,37 @@ retry_delay = "1s"
         .any(|x| x.metric == "sbk_job_last_success_timestamp_seconds"));
     // The status page, rendered by a real browser. The job runs every 2 s: its last result
     // reads "running" while a run is under way, so wait for a moment between runs.
-    let mut dom = String::new();
+    let mut page = None;
     wait_for(
         "a rendered page between runs",
         Duration::from_secs(60),
         || {
-            dom = chromium_dom(&format!("http://127.0.0.1:{web_port}/"));
-            dom.contains("success")
+            let p = common::browser::render(&format!("http://127.0.0.1:{web_port}/"));
+            let between = p.dom.contains("success");
+            page = Some(p);
+            between
         },
     );
+    let page = page.unwrap();
+    let dom = &page.dom;
     assert!(dom.contains("data-job=\"app-2s\""), "{dom}");
     assert!(dom.contains("Recent failures"));
+    // The charts: drawn by sbk as inline SVG, each with a series, nothing the browser
+    // complains about (an SVG path it cannot parse is a console error).
+    assert!(page.console.is_empty(), "console: {:#?}", page.console);
+    let charts = common::browser::charts(dom, "app-2s");
+    let ids: Vec<&str> = charts.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["bytes-added", "duration", "repository-size"], "{dom}");
+    for (id, d) in &charts {
+        assert!(
+            d.starts_with('M') && d.len() > 8,
+            "chart {id} has no series: {d:?}"
+        );
+    }
+    assert!(
+        dom.contains("<text class=\"last\""),
+        "no last value labelled"
+    );
 
     sigterm(&daemon.0);
     let st = wait_exit(&mut daemon.0, Duration::from_secs(60));
@@ -828,30 +865,6 @@ retry_delay = "1s"
             assert!(!text.contains(secret), "a secret in the logs");
         }
     }
-}
-
-/// The DOM headless Chromium builds from `url`.
-fn chromium_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium (Debian package chromium; scripts/ci-setup.sh installs it)");
-    assert!(out.status.success(), "chromium: {}", stderr(&out));
-    common::pg::text(&out.stdout)
 }
 
 /// A `pg_dump` that dumps, then holds its output open: a snapshot that lasts until killed.

@@ -174,6 +174,10 @@ pub fn run(
 
     let (mut next, mut next_digest) = next_times(None, &config, now);
     let mut digests: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    // The WAL archive's lag of jobs taking base backups: measured at once, then every
+    // `wal_lag_interval`, one measurement per job at a time.
+    let mut lag_next: HashMap<String, Instant> = HashMap::new();
+    let mut measuring: HashMap<String, std::thread::JoinHandle<()>> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         let now = Local::now();
         if let Some(r) = reload
@@ -228,6 +232,26 @@ pub fn run(
                 .as_ref()
                 .and_then(|d| d.next_after(now));
         }
+        measuring.retain(|_, h| !h.is_finished());
+        for (name, j) in &config.jobs {
+            let Some(watch) = &j.wal_lag else { continue };
+            if lag_next.get(name).is_some_and(|t| *t > Instant::now()) {
+                continue;
+            }
+            lag_next.insert(name.clone(), Instant::now() + watch.interval);
+            // A run measures at its end: two measurements at once could alert twice.
+            if measuring.contains_key(name)
+                || running.contains_key(name)
+                || super::lock::is_running(&config.state_dir, name)
+            {
+                continue;
+            }
+            let (cfg, stop, name2) = (Arc::clone(&config), Arc::clone(&stop), name.clone());
+            measuring.insert(
+                name.clone(),
+                std::thread::spawn(move || measure_wal_lag(&cfg, &name2, &stop)),
+            );
+        }
         let soonest = next
             .values()
             .chain(next_digest.values())
@@ -254,7 +278,7 @@ pub fn run(
             tracing::error!(job = %name, "still running after the stop timeout; exiting anyway (the repository stays consistent: an unfinished snapshot is never listed)");
         }
     }
-    for d in digests {
+    for d in digests.into_iter().chain(measuring.into_values()) {
         if d.is_finished() {
             let _ = d.join();
         }
@@ -262,6 +286,27 @@ pub fn run(
     let _ = server.join();
     tracing::info!("sbk daemon stopped");
     Ok(())
+}
+
+/// Measures job `name`'s WAL archive lag between runs, and alerts when a streak starts or ends.
+fn measure_wal_lag(config: &Config, name: &str, stop: &AtomicBool) {
+    let Some(job) = config.jobs.get(name) else {
+        return;
+    };
+    let (m, change) = super::wal_lag::measure(config, job, None);
+    tracing::debug!(job = %name, "{}", super::wal_lag::describe(&m));
+    if let Some(change) = change {
+        match change {
+            super::wal_lag::Change::Started => {
+                tracing::warn!(job = %name, "{}", super::wal_lag::describe(&m))
+            }
+            super::wal_lag::Change::Ended => {
+                tracing::info!(job = %name, "{}", super::wal_lag::describe(&m))
+            }
+        }
+        let alert = super::wal_lag::alert(&m, change, &Actor::current().host);
+        job::deliver_alert(config, &job.alerts, &alert, stop);
+    }
 }
 
 /// Sends the daily digest to channel `name`: every job's status and the last day's report.
@@ -486,11 +531,19 @@ fn dashboard(config: &Config) -> Result<String> {
                 d.restore_secs
             )
         });
+        let (lag, lag_class) = match &s.wal_lag {
+            None => ("–".to_owned(), "none"),
+            Some(m) => (
+                m.lag_secs
+                    .map_or("unknown".to_owned(), |l| age_text(l as i64)),
+                if m.over { "bad" } else { "ok" },
+            ),
+        };
         let _ = writeln!(
             rows,
             "<tr class=\"job\" data-job=\"{job}\"><td>{job}</td><td class=\"{class}\">{result}</td>\
              <td>{last}</td><td class=\"{age_class}\">{age}</td><td>{next}</td><td>{size}</td>\
-             <td>{growth}</td><td>{snaps}</td><td>{drill}</td></tr>",
+             <td>{growth}</td><td>{snaps}</td><td>{drill}</td><td class=\"{lag_class}\">{lag}</td></tr>",
             job = esc(&s.job),
             result = esc(&result),
             last = s
@@ -513,6 +566,7 @@ fn dashboard(config: &Config) -> Result<String> {
                 .as_ref()
                 .map_or("–".to_owned(), |r| r.snapshots.to_string()),
             drill = esc(&drill),
+            lag = esc(&lag),
         );
         for (t, step, err) in &s.recent_failures {
             let _ = writeln!(
@@ -534,16 +588,121 @@ fn dashboard(config: &Config) -> Result<String> {
          body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}\
          .ok{{color:#1a7f37}}.bad{{color:#cf222e;font-weight:bold}}.run{{color:#0969da}}\
+         .charts{{display:flex;flex-wrap:wrap}}{chart_css}\
          </style></head><body>\
          <h1>sbk on {host}</h1><p>{now} · <a href=\"/metrics\">metrics</a> · <a href=\"/api/status\">JSON</a></p>\
          <h2>Jobs</h2><table id=\"jobs\"><tr><th>job</th><th>last result</th><th>last run</th>\
          <th>newest good snapshot age</th><th>next run</th><th>repository size</th><th>growth (7 days)</th>\
-         <th>snapshots</th><th>last restore drill</th></tr>\n{rows}</table>\
+         <th>snapshots</th><th>last restore drill</th><th>WAL archive lag</th></tr>\n{rows}</table>\
+         <h2>Last {days} days</h2>{charts}\
          <h2>Recent failures</h2><table id=\"failures\"><tr><th>time</th><th>job</th><th>step</th><th>error</th></tr>\n\
          {failures}</table></body></html>\n",
         host = esc(&Actor::current().host),
         now = local(now),
+        chart_css = super::chart::CSS,
+        days = CHART_DAYS,
+        charts = charts(config, now)?,
     ))
+}
+
+/// The span of the status page's charts.
+const CHART_DAYS: i64 = 30;
+/// Points per chart at most: about one per pixel of its width ([`chart::thin`]).
+const CHART_POINTS: usize = 320;
+
+/// The status page's pictures, per job over the last [`CHART_DAYS`]: bytes added and duration
+/// of each run, the repository's size after each run, and for jobs taking base backups the
+/// WAL archive's lag with its alert threshold.
+fn charts(config: &Config, now: DateTime<Utc>) -> Result<String> {
+    use super::chart::{self, Chart, Style, Unit};
+    let from = now - chrono::Duration::days(CHART_DAYS);
+    let running = |job: &str, _: &str| super::lock::is_running(&config.state_dir, job);
+    let runs = History::new(&config.state_dir).runs(&running)?;
+    let lags = if config.jobs.values().any(|j| j.wal_lag.is_some()) {
+        super::wal_lag::measurements(&config.state_dir)?
+    } else {
+        Vec::new()
+    };
+    let mut out = String::new();
+    for (name, job) in &config.jobs {
+        let mine: Vec<_> = runs
+            .iter()
+            .filter(|r| &r.job == name && r.finished >= from)
+            .collect();
+        let draw = |id, title, unit, style, points: Vec<(DateTime<Utc>, f64)>, threshold| {
+            let last = style == Style::Line;
+            chart::svg(&Chart {
+                id,
+                title,
+                unit,
+                style,
+                points: chart::thin(&points, from, now, CHART_POINTS, last),
+                from,
+                to: now,
+                threshold,
+            })
+        };
+        let mut svgs = String::new();
+        if job.snapshot {
+            svgs.push_str(&draw(
+                "bytes-added",
+                "bytes added per run",
+                Unit::Bytes,
+                Style::Bars,
+                mine.iter()
+                    .filter_map(|r| {
+                        r.snapshot
+                            .as_ref()
+                            .map(|s| (r.started, s.bytes_added as f64))
+                    })
+                    .collect(),
+                None,
+            ));
+        }
+        svgs.push_str(&draw(
+            "duration",
+            "duration per run",
+            Unit::Seconds,
+            Style::Bars,
+            mine.iter()
+                .map(|r| (r.started, r.duration_secs()))
+                .collect(),
+            None,
+        ));
+        svgs.push_str(&draw(
+            "repository-size",
+            "repository size",
+            Unit::Bytes,
+            Style::Line,
+            mine.iter()
+                .filter_map(|r| {
+                    r.repository
+                        .as_ref()
+                        .map(|f| (r.finished, f.size_bytes as f64))
+                })
+                .collect(),
+            None,
+        ));
+        if let Some(watch) = &job.wal_lag {
+            svgs.push_str(&draw(
+                "wal-lag",
+                "WAL archive lag",
+                Unit::Seconds,
+                Style::Line,
+                lags.iter()
+                    .filter(|m| &m.job == name && m.at >= from)
+                    .filter_map(|m| m.lag_secs.map(|l| (m.at, l as f64)))
+                    .collect(),
+                watch.alert.map(|a| a.as_secs_f64()),
+            ));
+        }
+        let _ = write!(
+            out,
+            "<section class=\"job-charts\" data-job=\"{job}\"><h3>{job}</h3><div class=\"charts\">{svgs}</div></section>",
+            job = esc(name)
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -159,6 +159,9 @@ pub struct RunRecord {
     /// Failed attempts of any step during the run (retries included).
     #[serde(default)]
     pub failed_attempts: u32,
+    /// The WAL archive's lag measured at the end of the run (jobs taking base backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<super::wal_lag::WalLag>,
 }
 
 impl RunRecord {
@@ -191,6 +194,8 @@ pub enum Entry {
         at: DateTime<Utc>,
         delivered: bool,
     },
+    /// A measurement of the WAL archive's lag (in [`super::wal_lag::FILE`], not the history).
+    WalLag(Box<super::wal_lag::WalLag>),
 }
 
 /// The history file of a state folder.
@@ -204,6 +209,33 @@ impl History {
         History {
             path: state_dir.join(FILE),
         }
+    }
+
+    /// Another file of entries in the state folder ([`super::wal_lag::FILE`]).
+    pub fn named(state_dir: &Path, file: &str) -> Self {
+        History {
+            path: state_dir.join(file),
+        }
+    }
+
+    /// Rewrites the file with only the entries `keep` accepts (a temporary file, then a
+    /// rename: a crash leaves the old file or the new one).
+    pub fn retain(&self, keep: impl Fn(&Entry) -> bool) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io("create", dir, e))?;
+        for e in self.entries()?.iter().filter(|e| keep(e)) {
+            let mut line = serde_json::to_vec(e).expect("history entries serialize");
+            line.push(b'\n');
+            tmp.write_all(&line)
+                .map_err(|e| Error::io("write", tmp.path().to_owned(), e))?;
+        }
+        tmp.as_file()
+            .sync_data()
+            .map_err(|e| Error::io("write", tmp.path().to_owned(), e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| Error::io("rename to", &self.path, e.error))?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -286,6 +318,7 @@ impl History {
                         drill: None,
                         repository: None,
                         failed_attempts: 0,
+                        wal: None,
                     })
                 }
                 _ => {}
@@ -350,6 +383,7 @@ mod tests {
                 damaged: vec!["snapshot 1a2b3c4d: damaged (`sbk forget 1a2b3c4d`)".into()],
             }),
             failed_attempts: 0,
+            wal: None,
         }
     }
 
@@ -405,13 +439,46 @@ mod tests {
     }
 
     #[test]
+    fn retain_rewrites_the_file_with_the_kept_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::named(dir.path(), "other.jsonl");
+        let old = Utc::now() - chrono::Duration::days(40);
+        for (job, at) in [("a", old), ("b", Utc::now())] {
+            h.append(&Entry::WalLag(Box::new(
+                crate::automation::wal_lag::WalLag {
+                    job: job.into(),
+                    at,
+                    lag_secs: Some(0),
+                    newest: None,
+                    newest_age_secs: None,
+                    current: None,
+                    alert_secs: None,
+                    over: false,
+                    error: None,
+                },
+            )))
+            .unwrap();
+        }
+        let cutoff = Utc::now() - chrono::Duration::days(30);
+        h.retain(|e| matches!(e, Entry::WalLag(m) if m.at >= cutoff))
+            .unwrap();
+        let left = h.entries().unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(matches!(&left[0], Entry::WalLag(m) if m.job == "b"));
+        assert!(
+            !dir.path().join(FILE).exists(),
+            "the run history is untouched"
+        );
+    }
+
+    #[test]
     fn the_documented_lines_parse_and_round_trip() {
         let doc = include_str!("../../docs/automation.md");
         let lines: Vec<&str> = doc
             .lines()
             .filter(|l| l.starts_with("{\"event\""))
             .collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         for line in lines {
             let e: Entry = serde_json::from_str(line).unwrap();
             let again: Entry = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();

@@ -150,6 +150,36 @@ const FAMILIES: &[Family<'static>] = &[
         kind: "gauge",
         value: |s| s.last_drill.as_ref().map(|(_, d)| d.restore_secs),
     },
+    Family {
+        name: "sbk_wal_archive_lag_seconds",
+        help: "The WAL archive's lag at its last measurement: 0 while the segment before the server's current one is archived, else the age of the newest archived segment (jobs taking base backups).",
+        kind: "gauge",
+        value: |s| s.wal_lag.as_ref().and_then(|m| m.lag_secs).map(|l| l as f64),
+    },
+    Family {
+        name: "sbk_wal_archive_newest_age_seconds",
+        help: "Age of the newest archived WAL segment at the last measurement.",
+        kind: "gauge",
+        value: |s| s.wal_lag.as_ref().and_then(|m| m.newest_age_secs).map(|l| l as f64),
+    },
+    Family {
+        name: "sbk_wal_archive_lag_alert_seconds",
+        help: "The job's wal_lag_alert: the lag above which it alerts.",
+        kind: "gauge",
+        value: |s| s.wal_lag.as_ref().and_then(|m| m.alert_secs).map(|l| l as f64),
+    },
+    Family {
+        name: "sbk_wal_archive_lagging",
+        help: "1 while the WAL archive's lag is above wal_lag_alert, else 0.",
+        kind: "gauge",
+        value: |s| s.wal_lag.as_ref().map(|m| m.over as u8 as f64),
+    },
+    Family {
+        name: "sbk_wal_archive_lag_measured_timestamp_seconds",
+        help: "When the WAL archive's lag was last measured (Unix time).",
+        kind: "gauge",
+        value: |s| s.wal_lag.as_ref().map(|m| m.at.timestamp() as f64),
+    },
 ];
 
 /// Renders every job's metrics.

@@ -8,11 +8,14 @@
 //! - [`job`]: one run of a job: snapshot, forget, prune, check, drill, with retries.
 //! - [`alert`]: e-mail (SMTP) and webhook delivery.
 //! - [`probe`]: `config check --probe`: every secret, repository, source and alert channel tried.
+//! - [`wal_lag`]: the WAL archive's lag for jobs taking base backups, measured and alerted.
 //! - [`metrics`], [`status`]: Prometheus text, status lines and reports from the history.
+//! - [`chart`]: the status page's pictures, inline SVG.
 //! - [`daemon`]: the scheduler and its HTTP endpoints.
 //! - [`runtime`]: the one Tokio runtime their network I/O shares.
 
 pub mod alert;
+pub mod chart;
 pub mod config;
 pub mod cron;
 pub mod daemon;
@@ -26,3 +29,4 @@ pub mod runtime;
 pub mod schedule;
 pub mod secret;
 pub mod status;
+pub mod wal_lag;

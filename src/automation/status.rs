@@ -48,6 +48,10 @@ pub struct JobStatus {
     pub last_drill: Option<(DateTime<Utc>, super::history::DrillFacts)>,
     /// Recent failures, newest first: (time, step, error).
     pub recent_failures: Vec<(DateTime<Utc>, String, String)>,
+    /// The newest measurement of the WAL archive's lag (jobs taking base backups; `None`
+    /// before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_lag: Option<super::wal_lag::WalLag>,
 }
 
 impl JobStatus {
@@ -57,6 +61,11 @@ impl JobStatus {
         self.last_run
             .as_ref()
             .is_some_and(|r| r.outcome == super::history::Outcome::Failure)
+    }
+
+    /// Whether the newest measurement of the WAL archive's lag was above `wal_lag_alert`.
+    pub fn wal_lagging(&self) -> bool {
+        self.wal_lag.as_ref().is_some_and(|m| m.over)
     }
 }
 
@@ -82,6 +91,12 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
         by_job.entry(r.job.as_str()).or_default().push(r);
     }
     let daemon = super::lock::daemon_running(&config.state_dir);
+    let mut lags: BTreeMap<String, super::wal_lag::WalLag> = BTreeMap::new();
+    if config.jobs.values().any(|j| j.wal_lag.is_some()) {
+        for m in super::wal_lag::measurements(&config.state_dir)? {
+            lags.insert(m.job.clone(), m);
+        }
+    }
     let mut out = Vec::new();
     for (name, job) in &config.jobs {
         let list = by_job.remove(name.as_str()).unwrap_or_default();
@@ -164,6 +179,10 @@ pub fn status(config: &Config, now: DateTime<Utc>) -> Result<Vec<JobStatus>> {
                 .rev()
                 .find_map(|r| r.drill.clone().map(|d| (r.finished, d))),
             recent_failures,
+            wal_lag: job
+                .wal_lag
+                .as_ref()
+                .and_then(|_| lags.remove(name.as_str())),
         });
     }
     Ok(out)
@@ -203,8 +222,15 @@ pub fn status_line(s: &JobStatus) -> String {
         None => "no daemon running (cron or systemd may start it)".into(),
     };
     let damaged = s.repository_facts.as_ref().map_or(0, |r| r.damaged.len());
+    let wal = s.wal_lag.as_ref().map_or(String::new(), |m| {
+        format!(
+            "; {} (measured {})",
+            super::wal_lag::describe(m),
+            m.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
+        )
+    });
     format!(
-        "{:<20} {:<8} {last}; {newest}; {next}{}{}",
+        "{:<20} {:<8} {last}; {newest}; {next}{}{}{wal}",
         s.job,
         if s.running {
             "RUNNING"
@@ -214,6 +240,8 @@ pub fn status_line(s: &JobStatus) -> String {
             "OVERDUE"
         } else if s.last_run_failed() {
             "FAILED"
+        } else if s.wal_lagging() {
+            "WAL LAG"
         } else if damaged > 0 {
             "DAMAGE"
         } else {

@@ -178,6 +178,9 @@ pub fn run_job(g: &GlobalArgs, job: &str, a: &AutomationArgs) -> Result<(), Erro
                 }
             ));
         }
+        if let Some(m) = &record.wal {
+            text.push_str(&format!("  {}\n", sbk::automation::wal_lag::describe(m)));
+        }
         out(&text)?;
     }
     match record.outcome {
@@ -366,7 +369,19 @@ pub fn status(g: &GlobalArgs, strict: bool) -> Result<(), Error> {
             failed.join(", ")
         );
     }
-    if strict && !failed.is_empty() && !list.iter().any(|s| s.overdue) {
+    let lagging: Vec<&str> = list
+        .iter()
+        .filter(|s| s.wal_lagging())
+        .map(|s| s.job.as_str())
+        .collect();
+    if !lagging.is_empty() && !g.json {
+        eprintln!(
+            "sbk: the WAL archive lags more than wal_lag_alert allows for: {} (a point-in-time \
+             restore cannot reach past its newest segment)",
+            lagging.join(", ")
+        );
+    }
+    if (strict && !failed.is_empty() || !lagging.is_empty()) && !list.iter().any(|s| s.overdue) {
         return Err(Error::Silent(1));
     }
     if list.iter().any(|s| s.overdue) {

@@ -2,6 +2,7 @@
 //! dump-like input streams.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod faulty;
 pub mod mail;
 pub mod pg;

@@ -123,6 +123,12 @@ pub enum AlertKind {
     Digest,
     /// A run found damaged repository files it had to pass over (sent with failures).
     Damage,
+    /// The WAL archive lags more than the job's `wal_lag_alert` (sent with failures).
+    #[serde(rename = "wal-lag")]
+    WalLag,
+    /// The WAL archive caught up again (sent with recoveries).
+    #[serde(rename = "wal-lag-recovered")]
+    WalLagRecovered,
 }
 
 /// One alert, independent of the channel it goes to.
@@ -160,6 +166,14 @@ impl Alert {
                 self.job, self.host
             ),
             AlertKind::Digest => format!("sbk: daily digest from {}", self.host),
+            AlertKind::WalLag => format!(
+                "sbk: job {}: the WAL archive is lagging on {}",
+                self.job, self.host
+            ),
+            AlertKind::WalLagRecovered => format!(
+                "sbk: job {}: the WAL archive caught up on {}",
+                self.job, self.host
+            ),
         };
         let one_line: String = s
             .chars()
@@ -177,6 +191,8 @@ impl Alert {
             AlertKind::Recovery => "recovered",
             AlertKind::Digest => "digest",
             AlertKind::Damage => "succeeded, repository damaged",
+            AlertKind::WalLag => "WAL archive lagging",
+            AlertKind::WalLagRecovered => "WAL archive caught up",
         };
         let mut line = |label: &str, value: &str| {
             let mut lines = value.lines();

@@ -183,6 +183,9 @@ pub struct SourceConfig {
     pub count_rows: bool,
     pub jobs: u16,
     pub pg_bin_dir: Option<PathBuf>,
+    /// `type = "postgres-physical"`: base backups of the whole cluster (`pg_basebackup`) for
+    /// point-in-time recovery, instead of dumps (`docs/pitr.md`).
+    pub physical: bool,
 }
 
 /// Which events a channel receives.
@@ -287,7 +290,25 @@ pub struct JobConfig {
     pub retry_delay: Duration,
     /// Alert channels (all when the job names none).
     pub alerts: Vec<String>,
+    /// How the WAL archive's lag is watched: set for jobs that take base backups.
+    pub wal_lag: Option<WalLagConfig>,
 }
+
+/// How a job taking base backups watches the lag of the WAL archive they need
+/// ([`crate::automation::wal_lag`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WalLagConfig {
+    /// Alert when the lag exceeds this (`None`: `wal_lag_alert = "off"`).
+    pub alert: Option<Duration>,
+    /// How often the daemon measures it between runs.
+    pub interval: Duration,
+}
+
+/// Default `wal_lag_alert`: a quarter of an hour of WAL at risk is worth waking someone for,
+/// and a server writing steadily with `archive_timeout` unset never lags that long.
+pub const DEFAULT_WAL_LAG_ALERT: Duration = Duration::from_secs(15 * 60);
+/// Default `wal_lag_interval`: one repository listing a minute.
+pub const DEFAULT_WAL_LAG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Config {
     /// Things worth knowing that are not errors: jobs whose retention can forget snapshots

@@ -175,6 +175,23 @@ pub(super) struct RawSource {
 }
 
 impl RawSource {
+    /// The fields of a dump (`type = "postgres"`) that are set: a base backup copies the
+    /// whole cluster, so they mean nothing there.
+    pub(super) fn dump_fields(&self) -> Vec<&'static str> {
+        [
+            ("databases", !self.databases.is_empty()),
+            ("all_databases", self.all_databases),
+            ("schemas", !self.schemas.is_empty()),
+            ("exclude_tables", !self.exclude_tables.is_empty()),
+            ("exclude_table_data", !self.exclude_table_data.is_empty()),
+            ("count_rows", self.count_rows),
+            ("jobs", self.jobs.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, set)| set.then_some(f))
+        .collect()
+    }
+
     /// Whether a field only a `supabase` source takes is set.
     pub(super) fn has_supabase_fields(&self) -> bool {
         self.project_url.is_some()
@@ -261,4 +278,6 @@ pub(super) struct RawJob {
     pub(super) retries: Option<u32>,
     pub(super) retry_delay: Option<Spanned<String>>,
     pub(super) alerts: Option<Spanned<Vec<String>>>,
+    pub(super) wal_lag_alert: Option<Spanned<String>>,
+    pub(super) wal_lag_interval: Option<Spanned<String>>,
 }

@@ -132,13 +132,37 @@ impl Checker<'_> {
         let mut sources = BTreeMap::new();
         for (name, s) in &raw.source {
             let is_supabase = s.kind.as_ref().is_some_and(|k| k.get_ref() == "supabase");
+            let physical = s
+                .kind
+                .as_ref()
+                .is_some_and(|k| k.get_ref() == "postgres-physical");
             if let Some(k) = &s.kind {
-                if !matches!(k.get_ref().as_str(), "postgres" | "supabase") {
+                if !matches!(
+                    k.get_ref().as_str(),
+                    "postgres" | "postgres-physical" | "supabase"
+                ) {
                     c.at(
                         k.span(),
                         format!(
-                            "source type {:?} is not supported: \"postgres\" or \"supabase\"",
+                            "source type {:?} is not supported: \"postgres\" (dumps), \
+                             \"postgres-physical\" (base backups) or \"supabase\"",
                             k.get_ref()
+                        ),
+                    );
+                }
+            }
+            if physical {
+                let set = s.dump_fields();
+                if !set.is_empty() {
+                    c.at(
+                        name.span(),
+                        format!(
+                            "{} belong to a source with type = \"postgres\" (dumps): a base \
+                             backup (type = \"postgres-physical\") copies the whole cluster",
+                            set.iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     );
                 }
@@ -257,6 +281,7 @@ impl Checker<'_> {
                     count_rows: s.count_rows,
                     jobs: jobs.max(1),
                     pg_bin_dir: s.pg_bin_dir.clone(),
+                    physical,
                 },
             );
         }
@@ -541,6 +566,25 @@ impl Checker<'_> {
                     );
                 }
             }
+            let source = j
+                .source
+                .as_ref()
+                .and_then(|s| raw.source.iter().find(|(k, _)| k.get_ref() == s.get_ref()));
+            let physical = source.is_some_and(|(_, s)| {
+                s.kind
+                    .as_ref()
+                    .is_some_and(|k| k.get_ref() == "postgres-physical")
+            });
+            if physical && !drill.is_never() {
+                let span = j.drill.as_ref().map_or(name.span(), |d| d.span());
+                c.at(
+                    span,
+                    "`drill` restores dumps into a PostgreSQL server; the source of this job \
+                     takes base backups (type = \"postgres-physical\"), which have no restore \
+                     drill yet: restore one with `sbk restore ID --pgdata DIR` (docs/pitr.md)",
+                );
+            }
+            let wal_lag = wal_lag_of(c, j, physical && snapshot, &job_name);
             if !drill.is_never() && (j.drill_scratch.is_none() || j.source.is_none()) {
                 let span = j.drill.as_ref().map_or(name.span(), |d| d.span());
                 c.at(
@@ -593,9 +637,71 @@ impl Checker<'_> {
                     retries: j.retries.unwrap_or(1),
                     retry_delay,
                     alerts: alert_names,
+                    wal_lag,
                 },
             );
         }
         jobs
     }
+}
+
+/// A job's `wal_lag_alert` and `wal_lag_interval`: only for a job taking base backups
+/// (`watched`), where they default to [`DEFAULT_WAL_LAG_ALERT`] and [`DEFAULT_WAL_LAG_INTERVAL`].
+fn wal_lag_of(
+    c: &mut Checker<'_>,
+    j: &RawJob,
+    watched: bool,
+    job_name: &str,
+) -> Option<WalLagConfig> {
+    if !watched {
+        for (field, v) in [
+            ("wal_lag_alert", &j.wal_lag_alert),
+            ("wal_lag_interval", &j.wal_lag_interval),
+        ] {
+            if let Some(v) = v {
+                c.at(
+                    v.span(),
+                    format!(
+                        "`{field}`: job {job_name:?} takes no base backups; the WAL archive's \
+                         lag is watched by the job whose source has type = \"postgres-physical\""
+                    ),
+                );
+            }
+        }
+        return None;
+    }
+    let alert = match &j.wal_lag_alert {
+        Some(v) if v.get_ref() == "off" => None,
+        Some(_) => match c.duration("wal_lag_alert", &j.wal_lag_alert) {
+            Some(d) if d.is_zero() => {
+                let span = j
+                    .wal_lag_alert
+                    .as_ref()
+                    .map(|v| v.span())
+                    .unwrap_or_default();
+                c.at(
+                    span,
+                    "`wal_lag_alert`: 0 would alert whenever a segment is being written; give a \
+                     duration such as \"15m\", or \"off\"",
+                );
+                None
+            }
+            d => d.or(Some(DEFAULT_WAL_LAG_ALERT)),
+        },
+        None => Some(DEFAULT_WAL_LAG_ALERT),
+    };
+    let interval = match c.duration("wal_lag_interval", &j.wal_lag_interval) {
+        Some(d) if d.is_zero() => {
+            let span = j
+                .wal_lag_interval
+                .as_ref()
+                .map(|v| v.span())
+                .unwrap_or_default();
+            c.at(span, "`wal_lag_interval` must be longer than 0s");
+            DEFAULT_WAL_LAG_INTERVAL
+        }
+        Some(d) => d,
+        None => DEFAULT_WAL_LAG_INTERVAL,
+    };
+    Some(WalLagConfig { alert, interval })
 }

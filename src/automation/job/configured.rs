@@ -74,12 +74,17 @@ pub fn source_conn_with(s: &SourceConfig, password: Option<&str>) -> Result<Conn
 }
 
 /// The snapshots a source's retention and drill apply to: a PostgreSQL server (whatever its
-/// databases), or a Supabase project.
+/// databases), its base backups, or a Supabase project.
 pub fn source_filter(s: &SourceConfig) -> Result<crate::repository::Source> {
     match &s.supabase {
         Some(sb) => {
             let project = sb.project.resolve()?;
             Ok(commands::snapshot_supabase::project_filter(&project))
+        }
+        None if s.physical => {
+            let mut filter = commands::snapshot_postgres::server_filter(&source_conn(s)?);
+            filter.kind = commands::snapshot_physical::SOURCE_KIND.into();
+            Ok(filter)
         }
         None => Ok(commands::snapshot_postgres::server_filter(&source_conn(s)?)),
     }

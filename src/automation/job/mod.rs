@@ -112,7 +112,10 @@ fn past(history: &History, job: &str) -> Result<Past> {
             Entry::Alert { job: j, kind, .. } if j == job => match kind {
                 AlertKind::Failure => p.failing = true,
                 AlertKind::Recovery => p.failing = false,
-                AlertKind::Digest | AlertKind::Damage => {}
+                AlertKind::Digest
+                | AlertKind::Damage
+                | AlertKind::WalLag
+                | AlertKind::WalLagRecovered => {}
             },
             _ => {}
         }
@@ -139,8 +142,8 @@ impl Alerts<'_> {
             .get_or_insert_with(|| channels(config, names))
             .iter()
             .filter(|(_, ev)| match alert.kind {
-                AlertKind::Failure | AlertKind::Damage => ev.failure,
-                AlertKind::Recovery => ev.recovery,
+                AlertKind::Failure | AlertKind::Damage | AlertKind::WalLag => ev.failure,
+                AlertKind::Recovery | AlertKind::WalLagRecovered => ev.recovery,
                 AlertKind::Digest => true,
             })
             .map(|(c, _)| c.clone())
@@ -168,6 +171,30 @@ impl Alerts<'_> {
             let _ = h.join();
         }
     }
+}
+
+/// Delivers `alert` to the channels `names` of `config` now, outside a run (the daemon's WAL
+/// lag alerts), and records it in the history.
+pub fn deliver_alert(config: &Config, names: &[String], alert: &Alert, stop: &AtomicBool) {
+    let chosen: Vec<Channel> = channels(config, names)
+        .into_iter()
+        .filter(|(_, ev)| match alert.kind {
+            AlertKind::Recovery | AlertKind::WalLagRecovered => ev.recovery,
+            AlertKind::Digest => true,
+            _ => ev.failure,
+        })
+        .map(|(c, _)| c)
+        .collect();
+    if chosen.is_empty() {
+        return;
+    }
+    let deliveries = alert::deliver(&chosen, alert, &RetryPolicy::default(), stop);
+    let _ = History::new(&config.state_dir).append(&Entry::Alert {
+        job: alert.job.clone(),
+        kind: alert.kind,
+        at: Utc::now(),
+        delivered: deliveries.iter().all(|d| d.error.is_none()),
+    });
 }
 
 /// Runs job `name` of `config` once, now.
@@ -238,6 +265,7 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
             drill: None,
             repository: None,
             failed_attempts: 0,
+            wal: None,
         },
         alerted: before.failing,
         last_success: before.last_success,
@@ -295,6 +323,14 @@ pub fn run_job(config: &Config, name: &str, ctx: &RunContext) -> Result<RunRecor
         runner.step(step, &mut alerts);
     }
     runner.facts();
+    if job.wal_lag.is_some() && !ctx.stopped() {
+        let (m, change) = super::wal_lag::measure(config, job, runner.repo.as_ref());
+        tracing::info!(job = %name, "{}", super::wal_lag::describe(&m));
+        if let Some(change) = change {
+            alerts.send(super::wal_lag::alert(&m, change, &host));
+        }
+        runner.record.wal = Some(m);
+    }
     let mut record = runner.record;
     record.finished = Utc::now();
     record.outcome = if record

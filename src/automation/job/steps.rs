@@ -85,6 +85,16 @@ impl Runner<'_> {
         let repo = self.repo.as_ref().expect("opened");
         let view = match &src.supabase {
             Some(sb) => self.snapshot_supabase(&src, sb, repo)?,
+            None if src.physical => {
+                let opts = commands::snapshot_physical::PhysicalOptions {
+                    conn: source_conn(&src)?,
+                    tools: Tools {
+                        bindir: src.pg_bin_dir.clone(),
+                    },
+                    common: self.snapshot_common(),
+                };
+                commands::snapshot_physical::snapshot_physical(repo, &opts, Default::default())?
+            }
             None => {
                 let opts = self.postgres_options(&src)?;
                 commands::snapshot_postgres::snapshot_postgres(repo, &opts, Default::default())?
