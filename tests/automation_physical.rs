@@ -415,3 +415,58 @@ wal_lag_interval = "1s"
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A base-backup job's restore drill, run as the server's user (PostgreSQL refuses root): the
+/// newest base backup restored into a scratch folder, checked against its manifest, recovered
+/// through the archive by a private server; the password reaches that server's `wal fetch`
+/// through a private file, since the configuration has it only in the environment.
+#[test]
+fn a_base_backup_job_drills_its_newest_base_backup() {
+    let s = Setup::new(
+        r#"
+[job.base]
+source = "cluster"
+repository = "main"
+schedule = "0 0 1 1 *"
+drill = true
+retries = 0
+"#,
+    );
+    // The run (and its state folder) belongs to the server's user.
+    give_to_server(s.dir.path());
+    give_to_server(s.repo.dir.path());
+    let run = |s: &Setup| {
+        let c = s.sbk(&["--json", "run", "base"]);
+        // SAFETY: geteuid has no preconditions.
+        let mut c = if unsafe { libc::geteuid() } == 0 {
+            let mut r = Command::new("runuser");
+            r.args(["-u", "nobody", "--"]).arg(c.get_program());
+            r.args(c.get_args());
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => r.env(k, v),
+                    None => r.env_remove(k),
+                };
+            }
+            r
+        } else {
+            c
+        };
+        c.env("PGUSER", "postgres")
+            .env("PGPASSWORD", &s.pg.password);
+        c.output().unwrap()
+    };
+    let out = run(&s);
+    assert!(out.status.success(), "run: {}", stderr(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drill = step(&record, "drill");
+    assert_eq!(drill["outcome"], "success", "{record:#}");
+    assert!(
+        drill["summary"]
+            .as_str()
+            .unwrap()
+            .contains("files match its manifest"),
+        "{record:#}"
+    );
+    assert_eq!(record["drill"]["ok"], true, "{record:#}");
+}

@@ -179,18 +179,6 @@ pub(super) fn to_folder(
     Ok(())
 }
 
-/// A word for `/bin/sh`: as it is when nothing in it is special to the shell (the line stays
-/// readable in `postgresql.auto.conf`), else single-quoted with quotes escaped.
-fn shell_word(w: &str) -> String {
-    let plain = !w.is_empty()
-        && w.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/-_.,:=+@".contains(&b));
-    match plain {
-        true => w.to_string(),
-        false => format!("'{}'", w.replace('\'', "'\\''")),
-    }
-}
-
 /// The start of the `restore_command` a restored server runs: this sbk binary, this repository
 /// and this password source (PostgreSQL runs it without the caller's environment), shell-quoted.
 fn fetch_command(g: &GlobalArgs) -> Result<String, Error> {
@@ -207,6 +195,16 @@ fn fetch_command(g: &GlobalArgs) -> Result<String, Error> {
         "-r".into(),
         repo_arg,
     ];
+    if let Some(c) = &g.s3_ca_cert {
+        let c = c.canonicalize().map_err(|e| Error::io("find", c, e))?;
+        words.extend(["--s3-ca-cert".into(), c.display().to_string()]);
+    }
+    if let Some(r) = &g.s3_region {
+        words.extend(["--s3-region".into(), r.clone()]);
+    }
+    if g.insecure {
+        words.push("--insecure".into());
+    }
     if let Some(d) = &g.cache_dir {
         // Where `wal fetch --prefetch` keeps segments fetched ahead.
         std::fs::create_dir_all(d).map_err(|e| Error::io("create folder", d, e))?;
@@ -230,8 +228,7 @@ fn fetch_command(g: &GlobalArgs) -> Result<String, Error> {
     }
     let fetch_command = words
         .iter()
-        // PostgreSQL reads `%f`, `%p` and `%%` in restore_command: a `%` of a path is `%%`.
-        .map(|w| shell_word(w).replace('%', "%%"))
+        .map(|w| commands::restore_physical::command_word(w))
         .collect::<Vec<_>>()
         .join(" ");
     Ok(fetch_command)
@@ -250,6 +247,8 @@ fn verify_physical(
         tools: tools(&pg),
         fetch_command: fetch_command(g)?,
         scratch_root,
+        password: None,
+        server_env: Vec::new(),
     };
     let out = {
         let _p = watch(g, "verify", repo);
@@ -299,6 +298,7 @@ pub(super) fn to_pgdata(
         start,
         private: None,
         verify_manifest: false,
+        server_env: Vec::new(),
     };
     let out = {
         let _p = watch(g, "restore", &repo);

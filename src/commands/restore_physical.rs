@@ -51,6 +51,8 @@ pub struct PgdataOptions {
     /// Check every restored file against the backup manifest (`pg_verifybackup`) before
     /// recovery is set up.
     pub verify_manifest: bool,
+    /// Set in a started server's environment (see [`StartOptions::env`]).
+    pub server_env: Vec<(String, String)>,
 }
 
 /// What was restored.
@@ -185,6 +187,20 @@ fn verify_manifest(
     Ok(Some(true))
 }
 
+/// A word for `/bin/sh`: as it is when nothing in it is special to the shell (the line stays
+/// readable in `postgresql.auto.conf`), else single-quoted with quotes escaped. A `%` is doubled
+/// as PostgreSQL's `restore_command` reads `%f`, `%p` and `%%`.
+pub fn command_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.,:=+@".contains(&b));
+    let word = match plain {
+        true => w.to_string(),
+        false => format!("'{}'", w.replace('\'', "'\\''")),
+    };
+    word.replace('%', "%%")
+}
+
 /// A value for `postgresql.auto.conf`: single-quoted, quotes doubled.
 fn conf_value(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
@@ -293,6 +309,7 @@ pub fn restore_pgdata(
                 port: *port,
                 pause: opts.target != RecoveryTarget::Latest && opts.action == "pause",
                 private: opts.private.clone(),
+                env: opts.server_env.clone(),
             },
         )?),
     };

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::restore_physical::{restore_pgdata, PgdataOptions, RecoveryTarget};
+use zeroize::Zeroizing;
+
+use super::restore_physical::{command_word, restore_pgdata, PgdataOptions, RecoveryTarget};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::postgres::server::{stop, Reached};
@@ -25,6 +27,11 @@ pub struct PhysicalDrillOptions {
     pub fetch_command: String,
     /// Where to make the scratch folder (default: the system's temporary folder).
     pub scratch_root: Option<PathBuf>,
+    /// The repository's password, for a caller that has it only in memory (a job): written to
+    /// a 0600 file in the scratch folder for the drill's `restore_command`, gone with it.
+    pub password: Option<Zeroizing<String>>,
+    /// Set in the drill server's environment (S3 credentials for its `restore_command`).
+    pub server_env: Vec<(String, String)>,
 }
 
 /// What the drill found.
@@ -53,14 +60,24 @@ pub fn verify_physical(
     }
     .map_err(|e| Error::Source(format!("cannot make a scratch folder: {e}")))?;
     let data = scratch.path().join("data");
+    let mut fetch_command = opts.fetch_command.clone();
+    if let Some(pw) = &opts.password {
+        let file = scratch.path().join("repository-password");
+        write_private(&file, pw.as_bytes())?;
+        fetch_command.push_str(&format!(
+            " --password-file {}",
+            command_word(&file.display().to_string())
+        ));
+    }
     let pgdata = PgdataOptions {
         pgdata: data.clone(),
         target: RecoveryTarget::Latest,
         action: "promote".into(),
-        fetch_command: opts.fetch_command.clone(),
+        fetch_command,
         start: Some((opts.tools.clone(), None)),
         private: Some(scratch.path().to_path_buf()),
         verify_manifest: true,
+        server_env: opts.server_env.clone(),
     };
     // Stopped however the drill ends, before the scratch folder goes (any pg_ctl stops a
     // server: it signals the postmaster).
@@ -87,4 +104,17 @@ pub fn verify_physical(
         reached,
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes `data` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| Error::io("write", path, e))
 }

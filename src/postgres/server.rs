@@ -29,6 +29,9 @@ pub struct StartOptions {
     /// A private server (a restore drill): its socket in this folder, no TCP listener, and no
     /// WAL archiving (a drill's promoted timeline must not reach the archive).
     pub private: Option<PathBuf>,
+    /// Set in the server's environment (S3 credentials of a configured repository, which its
+    /// `restore_command` needs).
+    pub env: Vec<(String, String)>,
 }
 
 /// Where recovery got to.
@@ -167,6 +170,7 @@ pub fn start_and_follow(dir: &Path, opts: &StartOptions) -> Result<Reached> {
             cmd.env(&name, value);
         }
     }
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     let out = cmd
         .stdin(Stdio::null())
         .output()

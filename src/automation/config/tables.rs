@@ -575,17 +575,18 @@ impl Checker<'_> {
                     .as_ref()
                     .is_some_and(|k| k.get_ref() == "postgres-physical")
             });
-            if physical && !drill.is_never() {
-                let span = j.drill.as_ref().map_or(name.span(), |d| d.span());
+            if physical && !drill.is_never() && j.drill_scratch.is_some() {
+                let span = j.drill_scratch.as_ref().map_or(name.span(), |d| d.span());
                 c.at(
                     span,
-                    "`drill` restores dumps into a PostgreSQL server; the source of this job \
-                     takes base backups (type = \"postgres-physical\"), which have no restore \
-                     drill yet: restore one with `sbk restore ID --pgdata DIR` (docs/pitr.md)",
+                    "the source of this job takes base backups (type = \"postgres-physical\"): \
+                     their drill restores into a scratch folder and recovers it with a private \
+                     server, so `drill_scratch` (a server for dumps) has no use here",
                 );
             }
             let wal_lag = wal_lag_of(c, j, physical && snapshot, &job_name);
-            if !drill.is_never() && (j.drill_scratch.is_none() || j.source.is_none()) {
+            let needs_server = !physical && j.drill_scratch.is_none();
+            if !drill.is_never() && (needs_server || j.source.is_none()) {
                 let span = j.drill.as_ref().map_or(name.span(), |d| d.span());
                 c.at(
                     span,

@@ -22,6 +22,53 @@ pub fn remote_options(r: &RepositoryConfig) -> crate::repository::open::RemoteOp
     remote
 }
 
+/// What a restored server needs to fetch WAL from a configured repository (a base backup's
+/// drill): the start of its `restore_command` (this sbk binary with the repository's location
+/// and options), the repository password (the drill writes it to a private file), and the S3
+/// credentials for the server's environment.
+pub fn wal_fetch_setup(
+    r: &RepositoryConfig,
+) -> Result<(String, Zeroizing<String>, Vec<(String, String)>)> {
+    use crate::commands::restore_physical::command_word;
+    let what = |field: &str| format!("{field} of repository {}", r.name);
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Invalid(format!("cannot find the running sbk binary: {e}")))?;
+    let mut words = vec![exe.display().to_string(), "-q".into(), "-r".into()];
+    words.push(match std::path::Path::new(&r.url).canonicalize() {
+        Ok(p) if !r.url.starts_with("s3:") => p.display().to_string(),
+        _ => r.url.clone(),
+    });
+    if let Some(c) = &r.s3_ca_cert {
+        words.extend(["--s3-ca-cert".into(), c.display().to_string()]);
+    }
+    if let Some(region) = &r.s3_region {
+        words.extend(["--s3-region".into(), region.clone()]);
+    }
+    if r.insecure {
+        words.push("--insecure".into());
+    }
+    if let Some(d) = &r.cache_dir {
+        words.extend(["--cache-dir".into(), d.display().to_string()]);
+    }
+    let mut env = Vec::new();
+    if let (Some(id), Some(secret)) = (&r.access_key_id, &r.secret_access_key) {
+        env.push((
+            "AWS_ACCESS_KEY_ID".to_string(),
+            id.resolve(&what("access_key_id"))?.to_string(),
+        ));
+        env.push((
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            secret.resolve(&what("secret_access_key"))?.to_string(),
+        ));
+    }
+    let command = words
+        .iter()
+        .map(|w| command_word(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((command, r.password.resolve(&what("password"))?, env))
+}
+
 /// Opens a configured repository; `offline_start` for runs that snapshot (see
 /// [`crate::repository::open::OpenOptions::offline_start`]).
 pub fn open_repository(

@@ -211,6 +211,9 @@ impl Runner<'_> {
 
     pub(super) fn drill(&mut self) -> Result<String> {
         let src = self.source()?.clone();
+        if src.physical {
+            return self.drill_physical(&src);
+        }
         let filter = source_filter(&src)?;
         let scratch_url = self.job.drill_scratch.clone().unwrap_or_default();
         let password = match &self.job.drill_password {
@@ -273,6 +276,72 @@ impl Runner<'_> {
         Ok(format!(
             "snapshot {} restored in {restore_secs:.1}s, {tables} tables match",
             out.snapshot.short()
+        ))
+    }
+
+    /// The drill of the newest base backup of a physical source (see
+    /// [`commands::verify_physical`]): restored into a scratch folder, checked against its
+    /// manifest, recovered through the whole archive by a private server.
+    fn drill_physical(&mut self, src: &SourceConfig) -> Result<String> {
+        let filter = source_filter(src)?;
+        let r = &self.config.repositories[&self.job.repository];
+        let (fetch_command, password, server_env) = wal_fetch_setup(r)?;
+        let repo = self.repository(false)?;
+        let all = repo.list_snapshots()?;
+        let filter = commands::forget::widen_to_cluster(&all, &filter);
+        let newest = all
+            .into_iter()
+            .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
+            .max_by_key(|(_, s)| s.time)
+            .ok_or_else(|| {
+                Error::NotFound(format!("no base backup of source {} to drill", src.name))
+            })?;
+        let opts = commands::verify_physical::PhysicalDrillOptions {
+            tools: Tools {
+                bindir: src.pg_bin_dir.clone(),
+            },
+            fetch_command,
+            scratch_root: None,
+            password: Some(password),
+            server_env,
+        };
+        let out = commands::verify_physical::verify_physical(
+            repo,
+            Some(&crate::repository::SnapshotRef::Id(newest.0)),
+            &opts,
+        );
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                self.record.drill = Some(DrillFacts {
+                    snapshot: newest.0.to_hex(),
+                    ok: false,
+                    restore_secs: 0.0,
+                    tables: 0,
+                    mismatches: 0,
+                });
+                return Err(Error::Source(format!(
+                    "restore drill of base backup {} failed: {e}",
+                    newest.0.short()
+                )));
+            }
+        };
+        self.record.drill = Some(DrillFacts {
+            snapshot: out.snapshot.to_hex(),
+            ok: true,
+            restore_secs: out.seconds,
+            tables: 0,
+            mismatches: 0,
+        });
+        Ok(format!(
+            "base backup {} restored, {}, recovered through the archive to WAL {} in {:.1}s",
+            out.snapshot.short(),
+            match out.manifest_verified {
+                Some(true) => "files match its manifest",
+                _ => "no manifest to check",
+            },
+            out.reached.lsn.as_deref().unwrap_or("?"),
+            out.seconds
         ))
     }
 
