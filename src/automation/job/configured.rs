@@ -23,12 +23,19 @@ pub fn remote_options(r: &RepositoryConfig) -> crate::repository::open::RemoteOp
 }
 
 /// What a restored server needs to fetch WAL from a configured repository (a base backup's
-/// drill): the start of its `restore_command` (this sbk binary with the repository's location
-/// and options), the repository password (the drill writes it to a private file), and the S3
-/// credentials for the server's environment.
-pub fn wal_fetch_setup(
-    r: &RepositoryConfig,
-) -> Result<(String, Zeroizing<String>, Vec<(String, String)>)> {
+/// drill).
+pub struct WalFetchSetup {
+    /// The start of its `restore_command`: this sbk binary with the repository's location and
+    /// options.
+    pub command: String,
+    /// The repository password (the drill writes it to a private file).
+    pub password: Zeroizing<String>,
+    /// S3 credentials for the server's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// [`WalFetchSetup`] of repository `r`.
+pub fn wal_fetch_setup(r: &RepositoryConfig) -> Result<WalFetchSetup> {
     use crate::commands::restore_physical::command_word;
     let what = |field: &str| format!("{field} of repository {}", r.name);
     let exe = std::env::current_exe()
@@ -66,7 +73,11 @@ pub fn wal_fetch_setup(
         .map(|w| command_word(w))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok((command, r.password.resolve(&what("password"))?, env))
+    Ok(WalFetchSetup {
+        command,
+        password: r.password.resolve(&what("password"))?,
+        env,
+    })
 }
 
 /// Opens a configured repository; `offline_start` for runs that snapshot (see

@@ -285,7 +285,7 @@ impl Runner<'_> {
     fn drill_physical(&mut self, src: &SourceConfig) -> Result<String> {
         let filter = source_filter(src)?;
         let r = &self.config.repositories[&self.job.repository];
-        let (fetch_command, password, server_env) = wal_fetch_setup(r)?;
+        let setup = wal_fetch_setup(r)?;
         let repo = self.repository(false)?;
         let all = repo.list_snapshots()?;
         let filter = commands::forget::widen_to_cluster(&all, &filter);
@@ -300,10 +300,10 @@ impl Runner<'_> {
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
             },
-            fetch_command,
+            fetch_command: setup.command,
             scratch_root: None,
-            password: Some(password),
-            server_env,
+            password: Some(setup.password),
+            server_env: setup.env,
         };
         let out = commands::verify_physical::verify_physical(
             repo,
