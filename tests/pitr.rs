@@ -125,6 +125,17 @@ fn wal_files_are_archived_fetched_and_never_replaced() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let next = switched[1].clone();
+    // The fetch returned at once; a background process fetches ahead.
+    let fetched_ahead = || {
+        walkdir_files(&cache)
+            .iter()
+            .any(|p| p.ends_with(format!("fetched/{next}")))
+    };
+    common::wait_for(
+        "the next segment fetched ahead",
+        Duration::from_secs(30),
+        fetched_ahead,
+    );
     let archived = repo
         .files("wal")
         .into_iter()
@@ -218,6 +229,23 @@ fn wal_files_are_archived_fetched_and_never_replaced() {
         original,
         "dest left as it was"
     );
+}
+
+/// Every file under `dir`.
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// A digest of table `t` as it is now.

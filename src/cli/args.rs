@@ -376,10 +376,18 @@ pub enum WalCommand {
         name: String,
         /// Where to write it (%p), atomically
         dest: PathBuf,
-        /// Also fetch the next N segments in parallel into the cache folder, for the next
-        /// calls (`restore --pgdata` sets 8)
+        /// Also fetch the next N segments in parallel into the cache folder, in the
+        /// background, for the next calls (`restore --pgdata` sets 8)
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
         prefetch: u16,
+    },
+    /// The background part of `wal fetch --prefetch` (started by it)
+    #[command(hide = true)]
+    FetchAhead {
+        /// The segment fetched last
+        name: String,
+        /// How many after it
+        count: u16,
     },
     /// What the archive holds per timeline, and the segments missing; exit 1 when one is
     Status,

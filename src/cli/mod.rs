@@ -513,6 +513,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             dest,
             prefetch,
         }) => wal::fetch(g, &name, &dest, prefetch.into())?,
+        Command::Wal(WalCommand::FetchAhead { name, count }) => {
+            wal::fetch_ahead(g, &name, count.into())?
+        }
         Command::Wal(WalCommand::Status) => wal::status(g)?,
         Command::Repair(RepairCommand::Versions { at, dry_run }) => {
             maintain::repair_versions(g, &at, dry_run)?

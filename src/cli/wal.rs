@@ -93,13 +93,17 @@ fn upload_spooled_wal(g: &GlobalArgs, repo: &Repository) {
 
 /// `sbk wal fetch NAME DEST`: written to a temporary file beside DEST, synced, then renamed,
 /// so that PostgreSQL never reads a partial segment. With `prefetch`, a segment fetched ahead
-/// by an earlier call is answered without opening the repository, and the next segments are
-/// fetched ahead.
+/// (or being fetched ahead) is answered without opening the repository, and a background
+/// process fetches the next segments ahead (`sbk::commands::wal`).
 pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path, prefetch: usize) -> Result<(), Error> {
     let local = local_wal(g).filter(|_| prefetch > 0);
     if let Some(l) = &local {
-        if l.take_fetched(name, dest)? {
+        let ahead = l.take_fetched(name, dest)?
+            || (l.wait_for_fetched(name, commands::wal::AHEAD_WAIT)
+                && l.take_fetched(name, dest)?);
+        if ahead {
             say!(g, "fetched {name} (fetched ahead)");
+            start_fetch_ahead(l, name, prefetch);
             return Ok(());
         }
     }
@@ -111,11 +115,55 @@ pub(super) fn fetch(g: &GlobalArgs, name: &str, dest: &Path, prefetch: usize) ->
     commands::wal::write_atomically(dest, &data)?;
     say!(g, "fetched {name} ({} bytes)", data.len());
     if let Some(l) = &local {
-        let n = commands::wal::fetch_ahead(&repo, l, name, prefetch);
-        if n > 0 {
-            say!(g, "fetched {n} more segments ahead");
+        start_fetch_ahead(l, name, prefetch);
+    }
+    Ok(())
+}
+
+/// Starts `sbk ... wal fetch-ahead NAME N` in the background (same global options), unless
+/// nothing after NAME is missing; it outlives this process, which PostgreSQL waits for.
+fn start_fetch_ahead(local: &commands::wal::LocalWal, name: &str, n: usize) {
+    if local.fetching() || local.missing_after(name, n).is_empty() {
+        return;
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The global options are everything before this run's `wal fetch`.
+    let Some(at) = (1..args.len().saturating_sub(1))
+        .rev()
+        .find(|&i| args[i] == "wal" && args[i + 1] == "fetch")
+    else {
+        return;
+    };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    use std::os::unix::process::CommandExt;
+    local.announce();
+    let _ = std::process::Command::new(exe)
+        .args(&args[1..at])
+        .args(["wal", "fetch-ahead", name, &n.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
+/// `sbk wal fetch-ahead NAME N`: fetches the N segments after NAME that are missing from the
+/// fetch-ahead folder, unless another process does it now.
+pub(super) fn fetch_ahead(g: &GlobalArgs, name: &str, n: usize) -> Result<(), Error> {
+    let Some(local) = local_wal(g) else {
+        return Ok(());
+    };
+    let Some(lock) = local.fetch_lock() else {
+        return Ok(());
+    };
+    if !local.missing_after(name, n).is_empty() {
+        if let Ok((repo, _)) = open_plain(g, true) {
+            commands::wal::fetch_ahead(&repo, &local, name, n);
         }
     }
+    commands::wal::LocalWal::done(&lock);
     Ok(())
 }
 

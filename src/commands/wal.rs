@@ -8,8 +8,11 @@
 //!   answer at once, without opening the repository. A push still returns 0 only once its file
 //!   is durable (pgBackRest's asynchronous mode returns once a local queue holds it; sbk keeps
 //!   PostgreSQL's contract and gets the speed from working ahead).
-//! - **fetch ahead**: a fetch also fetches the next N segments of the timeline in parallel, each
-//!   verified whole, into a host-local folder; the next fetches take them from there.
+//! - **fetch ahead**: once a fetch has written its segment, it starts a background process that
+//!   fetches the next N segments of the timeline in parallel, each verified whole, into a
+//!   host-local folder, and returns: replay goes on while they download. The next fetches take
+//!   them from there (waiting for one the background process is still fetching) and keep the
+//!   background process going. One such process per repository and host (a lock).
 //!
 //! Both folders are keyed by the repository's location and live under the cache folder.
 
@@ -25,9 +28,13 @@ use crate::repository::Repository;
 /// moved on long ago).
 const STALE: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a fetch waits for a segment another process is fetching ahead.
+pub const AHEAD_WAIT: Duration = Duration::from_secs(120);
+
 /// The host-local folders of one repository location.
 #[derive(Clone, Debug)]
 pub struct LocalWal {
+    base: PathBuf,
     /// Markers of files pushed ahead.
     pub pushed: PathBuf,
     /// Segments fetched ahead.
@@ -42,7 +49,81 @@ impl LocalWal {
         LocalWal {
             pushed: base.join("pushed"),
             fetched: base.join("fetched"),
+            base,
         }
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.base.join("fetching.lock")
+    }
+
+    /// The fetch-ahead lock, `None` when another process holds it (fetches ahead now).
+    pub fn fetch_lock(&self) -> Option<std::fs::File> {
+        std::fs::create_dir_all(&self.base).ok()?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())
+            .ok()?;
+        f.try_lock().ok().map(|()| f)
+    }
+
+    /// Says a fetch-ahead process is starting (the lock file's time is now): until it holds the
+    /// lock, a fetch waits a moment for it rather than opening the repository itself.
+    pub fn announce(&self) {
+        let _ = std::fs::create_dir_all(&self.base);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())
+            .and_then(|f| f.set_modified(SystemTime::now()));
+    }
+
+    /// Says the fetch-ahead process is done (the lock file's time is long past).
+    pub fn done(lock: &std::fs::File) {
+        let _ = lock.set_modified(SystemTime::UNIX_EPOCH);
+    }
+
+    /// Whether a fetch-ahead process was started a moment ago.
+    fn starting(&self) -> bool {
+        std::fs::metadata(self.lock_path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < Duration::from_millis(1500))
+    }
+
+    /// Whether another process fetches ahead now.
+    pub fn fetching(&self) -> bool {
+        match std::fs::File::open(self.lock_path()) {
+            Ok(f) => matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits, while another process fetches ahead, for `name` to arrive (up to `timeout`);
+    /// true once it is there.
+    pub fn wait_for_fetched(&self, name: &str, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if self.fetched.join(name).exists() {
+                return true;
+            }
+            if !(self.fetching() || self.starting()) || std::time::Instant::now() > until {
+                return self.fetched.join(name).exists();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The segments after `name` (up to `n`) not fetched ahead yet.
+    pub fn missing_after(&self, name: &str, n: usize) -> Vec<String> {
+        next_segments(name, n)
+            .into_iter()
+            .filter(|s| !self.fetched.join(s).exists())
+            .collect()
     }
 
     /// Whether `name` with these bytes was pushed ahead (durable in the repository): the
@@ -179,13 +260,11 @@ pub fn push_ahead(
     out
 }
 
-/// Fetches the `n` segments after `name` that are archived, in parallel, into the fetch-ahead
-/// folder (each verified whole by [`Repository::fetch_wal`]). Returns how many were stored.
+/// Fetches the `n` segments after `name` that are archived and not fetched ahead yet, in
+/// parallel, into the fetch-ahead folder (each verified whole by [`Repository::fetch_wal`]).
+/// Returns how many were stored. The caller holds [`LocalWal::fetch_lock`].
 pub fn fetch_ahead(repo: &Repository, local: &LocalWal, name: &str, n: usize) -> usize {
-    let next: Vec<String> = next_segments(name, n)
-        .into_iter()
-        .filter(|s| !local.fetched.join(s).exists())
-        .collect();
+    let next = local.missing_after(name, n);
     if next.is_empty() || std::fs::create_dir_all(&local.fetched).is_err() {
         return 0;
     }
