@@ -613,6 +613,23 @@ fn pushes_and_fetches_survive_kill_9_and_an_unreachable_repository() {
     assert!(out.status.success(), "{}", stderr(&out));
     let fetch_time = clock.elapsed();
 
+    // `--target-latest` (the default, named) excludes the other targets.
+    let out = repo.run(&[
+        "restore",
+        "--pgdata",
+        repo.dir.path().join("never").to_str().unwrap(),
+        "--target-latest",
+        "--target-time",
+        "2026-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!repo.dir.path().join("never").exists());
+
     // kill -9 at any moment of a push: pushed again, it is stored once, whole.
     let kills = 12u32;
     for i in 0..kills {
