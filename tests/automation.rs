@@ -150,7 +150,8 @@ fn config_check_explains_each_broken_file_with_its_line() {
             "[alert.hook]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/T/B/token\"\n",
             "3:7: `url` is a secret and may not be written in the file",
         ),
-        // Base backups: the fields of dumps, a drill, and the WAL lag on the wrong job.
+        // Base backups: the fields of dumps, a drill with a scratch server, and the WAL lag on
+        // the wrong job.
         (
             "[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\ndatabases = [\"app\"]\ncount_rows = true\n",
             "1:9: `databases`, `count_rows` belong to a source with type = \"postgres\" (dumps)",
@@ -165,7 +166,7 @@ fn config_check_explains_each_broken_file_with_its_line() {
         ),
         (
             "[repository.main]\nurl = \"/b\"\npassword = { env = \"X\" }\n[source.c]\ntype = \"postgres-physical\"\nurl = \"postgresql://db/postgres\"\n[job.a]\nsource = \"c\"\nrepository = \"main\"\nschedule = \"@daily\"\ndrill = true\ndrill_scratch = \"postgresql://scratch/postgres\"\n",
-            "11:9: `drill` restores dumps into a PostgreSQL server",
+            "12:17: the source of this job takes base backups (type = \"postgres-physical\"): their drill",
         ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
