@@ -435,28 +435,10 @@ retries = 0
     // The run (and its state folder) belongs to the server's user.
     give_to_server(s.dir.path());
     give_to_server(s.repo.dir.path());
-    let run = |s: &Setup| {
-        let c = s.sbk(&["--json", "run", "base"]);
-        // SAFETY: geteuid has no preconditions.
-        let mut c = if unsafe { libc::geteuid() } == 0 {
-            let mut r = Command::new("runuser");
-            r.args(["-u", "nobody", "--"]).arg(c.get_program());
-            r.args(c.get_args());
-            for (k, v) in c.get_envs() {
-                match v {
-                    Some(v) => r.env(k, v),
-                    None => r.env_remove(k),
-                };
-            }
-            r
-        } else {
-            c
-        };
-        c.env("PGUSER", "postgres")
-            .env("PGPASSWORD", &s.pg.password);
-        c.output().unwrap()
-    };
-    let out = run(&s);
+    let mut c = common::pg::as_server(s.sbk(&["--json", "run", "base"]));
+    c.env("PGUSER", "postgres")
+        .env("PGPASSWORD", &s.pg.password);
+    let out = c.output().unwrap();
     assert!(out.status.success(), "run: {}", stderr(&out));
     let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let drill = step(&record, "drill");

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pg::{Cluster, ClusterOptions};
+use common::pg::{as_server, Cluster, ClusterOptions};
 use common::{sbk_bin, stderr, TestRepo};
 
 /// Makes `path` and everything below it the cluster owner's when tests run as root (the
@@ -377,24 +377,6 @@ fn drill(repo: &TestRepo, pwfile: &std::path::Path, pg: &Cluster) -> std::proces
     ]);
     c.env("PGUSER", "postgres").env("PGPASSWORD", &pg.password);
     as_server(c).output().unwrap()
-}
-
-/// Runs `c` as the cluster's user when the tests run as root (PostgreSQL refuses root).
-fn as_server(c: Command) -> Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return c;
-    }
-    let mut r = Command::new("runuser");
-    r.args(["-u", "nobody", "--"]).arg(c.get_program());
-    r.args(c.get_args());
-    for (k, v) in c.get_envs() {
-        match v {
-            Some(v) => r.env(k, v),
-            None => r.env_remove(k),
-        };
-    }
-    r
 }
 
 /// Stops the server `sbk restore --start` started on this data folder, even when a test fails.

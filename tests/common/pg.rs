@@ -283,6 +283,24 @@ impl Drop for Cluster {
     }
 }
 
+/// `c` (program, arguments and environment) run as the cluster's owner when the tests run as
+/// root: PostgreSQL refuses root, so what starts a server (`sbk restore --start`, a drill) runs
+/// as its user.
+pub fn as_server(c: Command) -> Command {
+    if !is_root() {
+        return c;
+    }
+    let mut r = as_owner(Command::new(c.get_program()));
+    r.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => r.env(k, v),
+            None => r.env_remove(k),
+        };
+    }
+    r
+}
+
 /// Runs a server program as the cluster's owner.
 fn as_owner(c: Command) -> Command {
     if !is_root() {
