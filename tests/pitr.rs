@@ -807,3 +807,32 @@ fn a_push_stores_ready_files_ahead_and_answers_them_without_the_repository() {
         assert!(std::fs::read(&dest).unwrap() == segment_bytes(i as u64));
     }
 }
+
+/// A base backup asked to stop (a daemon shutting down) kills pg_basebackup and saves nothing.
+#[test]
+fn a_base_backup_stops_when_asked_and_saves_nothing() {
+    let (repo, _pwfile, pg) = archiving_cluster();
+    let lib = sbk::Repository::open(
+        sbk::backend::Storage::local(&repo.path),
+        common::PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    let conn =
+        sbk::postgres::conn::ConnParams::resolve(Some(&pg.url("postgres")), &|_| None).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = sbk::commands::snapshot_physical::PhysicalOptions {
+        conn,
+        tools: Default::default(),
+        common: Default::default(),
+        stop: Some(stop),
+    };
+    let clock = Instant::now();
+    let r = sbk::commands::snapshot_physical::snapshot_physical(&lib, &opts, Default::default());
+    assert!(
+        matches!(r, Err(sbk::Error::Interrupted(_))),
+        "{:?}",
+        r.map(|v| v.id)
+    );
+    assert!(clock.elapsed() < Duration::from_secs(30));
+    assert!(repo.snapshots().is_empty());
+}

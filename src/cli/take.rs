@@ -63,6 +63,8 @@ pub(super) fn snapshot(g: &GlobalArgs, sc: SnapshotCommand) -> Result<(), Error>
                 conn: pg_conn(url.as_deref())?,
                 tools: tools(&pg),
                 common: snapshot_common(&common),
+                // The CLI stops on signals through its own handler (children's groups killed).
+                stop: None,
             };
             commands::snapshot_physical::snapshot_physical(&repo, &opts, progress)
         }

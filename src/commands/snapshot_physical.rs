@@ -38,6 +38,9 @@ pub struct PhysicalOptions {
     pub conn: ConnParams,
     pub tools: Tools,
     pub common: SnapshotCommon,
+    /// Set from another thread to stop the backup (a daemon shutting down): `pg_basebackup` is
+    /// killed and nothing is saved.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// `physical.json`.
@@ -257,8 +260,33 @@ pub fn snapshot_physical(
     let stdout = source_cmd.stdout();
     let mut main = Archiver::new(repo, &index, Arc::clone(&progress));
     let killer = source_cmd.killer();
-    let stored = main.add_stream_cancellable(BASE_FILE, stdout, parent_file.as_ref(), &killer);
-    let waited = source_cmd.wait();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let stopped = std::sync::atomic::AtomicBool::new(false);
+    let (stored, waited) = std::thread::scope(|s| {
+        if let Some(stop) = &opts.stop {
+            let (done, stopped, killer) = (&done, &stopped, &killer);
+            s.spawn(move || {
+                use std::sync::atomic::Ordering::SeqCst;
+                while !done.load(SeqCst) {
+                    if stop.load(SeqCst) {
+                        stopped.store(true, SeqCst);
+                        killer();
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
+        }
+        let stored = main.add_stream_cancellable(BASE_FILE, stdout, parent_file.as_ref(), &killer);
+        let waited = source_cmd.wait();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (stored, waited)
+    });
+    if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Interrupted(
+            "the base backup was stopped by a shutdown request; nothing was saved".into(),
+        ));
+    }
     let node = match (stored, waited) {
         (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
         (Ok(node), Ok(())) => node,

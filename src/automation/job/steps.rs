@@ -92,6 +92,7 @@ impl Runner<'_> {
                         bindir: src.pg_bin_dir.clone(),
                     },
                     common: self.snapshot_common(),
+                    stop: Some(Arc::clone(&self.ctx.stop)),
                 };
                 commands::snapshot_physical::snapshot_physical(repo, &opts, Default::default())?
             }
