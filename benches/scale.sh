@@ -4,13 +4,13 @@
 # its peak RSS. Snapshots are of one database every 6 hours; each changes the same number of
 # its LIVE chunks (as deltas against keyframes), so trees overlap as a real year's do.
 # Usage: [SBK=path/to/sbk] [SCALE_DIR=/work/scale-data] [LIVE=2000] [RESTIC_SIZE=100000/1000]
-#        [INPUT_GIB=1] [INDEX_SIZES="100000 300000"] benches/scale.sh [BLOBS/SNAPSHOTS ...]
+#        [INPUT_GIB=1] [INDEX_SIZES="300000 600000"] benches/scale.sh [BLOBS/SNAPSHOTS ...]
 #        (default sizes: 100000/1000 300000/3000 1000000/10000; a single argument `none` skips them)
 # RESTIC_SIZE: restic beside sbk with the same shape, one `restic backup` per snapshot (slow:
 # 150 snapshots took 4 minutes on this machine, so the default is none).
 # INDEX_SIZES: memory per indexed blob, sbk against restic on equal terms: one snapshot of N full
 # blobs (no deltas) in each tool, then a command that loads the index and stores nothing new
-# (an empty stdin snapshot); the slope between two sizes is the memory per blob.
+# (a one-byte stdin snapshot); the slope between two sizes is the memory per blob.
 # Prints one line per step: size, tool, step, wall s, peak RSS MiB; results/summary.tsv too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ SIZES=("$@")
 W=${SCALE_DIR:-/work/scale-data}
 LIVE=${LIVE:-2000}
 RESTIC_SIZE=${RESTIC_SIZE:-none}
-INDEX_SIZES=${INDEX_SIZES:-100000 300000}
+INDEX_SIZES=${INDEX_SIZES:-300000 600000}
 INPUT_GIB=${INPUT_GIB:-1}
 command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 if ! command -v restic >/dev/null; then
@@ -123,7 +123,8 @@ for n in $INDEX_SIZES; do
   R=$W/sbk-index-$n
   rm -rf "$R"
   "$T/examples/scale_build" "$R" $((n + 2)) 2 "$n" 2> /dev/null > /dev/null
-  measure "$n/1" sbk index-load "$SBK" -q -r "$R" snapshot stdin --name empty < /dev/null
+  printf x > "$W/one-byte"
+  measure "$n/1" sbk index-load "$SBK" -q -r "$R" snapshot stdin --name one-byte < "$W/one-byte"
   rm -rf "$R"
   R=$W/restic-index-$n D=$W/restic-index-src
   export RESTIC_CACHE_DIR=$W/restic-cache
@@ -138,8 +139,8 @@ for i in range(int(sys.argv[2])):
   restic init -q --repository-version 2 -r "$R" >/dev/null
   restic -q -r "$R" backup "$D" >/dev/null
   echo "# restic index $n: $(restic -r "$R" --no-lock list blobs 2>/dev/null | wc -l) blobs"
-  measure "$n/1" restic index-load restic -q -r "$R" backup --stdin --stdin-filename empty < /dev/null
+  measure "$n/1" restic index-load restic -q -r "$R" backup --stdin --stdin-filename one-byte < "$W/one-byte"
   rm -rf "$R" "$D" "$RESTIC_CACHE_DIR"
 done
-rm -f "$W/input" "$W/out" "$W/err" "$W/time"
+rm -f "$W/input" "$W/one-byte" "$W/out" "$W/err" "$W/time"
 echo "(results in $OUT; $(nproc) cores)"
