@@ -83,7 +83,9 @@ fn main() -> sbk::Result<()> {
     let dir = &args[1];
     let blobs: u64 = args[2].parse().expect("BLOBS");
     let snapshots: u64 = args[3].parse().expect("SNAPSHOTS");
-    let live: u64 = args.get(4).map_or(2_000, |s| s.parse().expect("LIVE_CHUNKS"));
+    let live: u64 = args
+        .get(4)
+        .map_or(2_000, |s| s.parse().expect("LIVE_CHUNKS"));
     let len: usize = args.get(5).map_or(512, |s| s.parse().expect("CHUNK_BYTES"));
     assert!(snapshots >= 2 && len >= 64);
     let per_snapshot = (blobs.saturating_sub(live + snapshots) / (snapshots - 1)).min(live);
@@ -99,7 +101,11 @@ fn main() -> sbk::Result<()> {
     let seal_full = |id: &Id, data: &[u8]| -> Vec<u8> {
         let mut buf = vec![0u8; NONCE_LEN];
         buf.extend_from_slice(&payload::encode(data, level));
-        seal_in_place(&key.encrypt, &blob_aad(BlobKind::Data as u8, id, None), &mut buf);
+        seal_in_place(
+            &key.encrypt,
+            &blob_aad(BlobKind::Data as u8, id, None),
+            &mut buf,
+        );
         buf
     };
     let seal_delta = |id: &Id, base_id: &Id, base: &[u8], data: &[u8]| -> Vec<u8> {
@@ -184,7 +190,14 @@ fn main() -> sbk::Result<()> {
                 } else {
                     let base = chunk(p, at.key_version, len);
                     let sealed = seal_delta(&id, &at.key_id, &base, &data);
-                    add(&mut pack, BlobKind::Delta, id, &sealed, len, Some(at.key_id))?;
+                    add(
+                        &mut pack,
+                        BlobKind::Delta,
+                        id,
+                        &sealed,
+                        len,
+                        Some(at.key_id),
+                    )?;
                 }
                 at.id = id;
                 plain[p as usize] = data;
