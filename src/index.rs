@@ -64,10 +64,12 @@ pub struct Index {
     pack_numbers: HashMap<Id, u32>,
     /// Per pack number: marked for deletion.
     marked: Vec<bool>,
-    bases: HashMap<Id, Id>,
-    /// While loading: each delta copy's base, by (blob, pack number). Two copies of one blob
-    /// may be deltas against different bases (two runs at once with different parents).
-    copy_bases: HashMap<(Id, u32), Id>,
+    /// Each delta blob's base, by the delta's position in `entries`, sorted: 36 bytes a delta
+    /// (a map of IDs cost ~80), and with deltas on most blobs of a repository are deltas.
+    bases: Vec<(u32, Id)>,
+    /// While loading: each delta copy's (blob, pack number, base). Two copies of one blob may
+    /// be deltas against different bases (two runs at once with different parents).
+    copy_bases: Vec<(Id, u32, Id)>,
     sorted: bool,
     /// The index files this index was built from (and those they superseded).
     loaded_files: Vec<Id>,
@@ -111,7 +113,7 @@ impl Index {
                 return Err(format!("blob {} claims {} bytes", b.id.short(), b.raw_len));
             }
             if let Some(base) = b.base {
-                self.copy_bases.insert((b.id, n), base);
+                self.copy_bases.push((b.id, n, base));
             }
             self.entries.push(Location {
                 id: b.id,
@@ -154,13 +156,29 @@ impl Index {
         self.pack_ids = pack_ids;
         self.entries.dedup_by(|a, b| a.id == b.id);
         self.entries.shrink_to_fit();
-        let copies = std::mem::take(&mut self.copy_bases);
+        let mut copies = std::mem::take(&mut self.copy_bases);
         if !copies.is_empty() {
-            self.bases = self
-                .entries
-                .iter()
-                .filter_map(|e| copies.get(&(e.id, e.pack)).map(|b| (e.id, *b)))
-                .collect();
+            // Both sorted by blob ID: one walk pairs each kept entry with its own copy's base.
+            copies.sort_unstable_by_key(|c| (c.0, c.1));
+            copies.dedup_by_key(|c| (c.0, c.1));
+            let mut bases = Vec::new();
+            let mut c = 0;
+            for (pos, e) in self.entries.iter().enumerate() {
+                while c < copies.len() && copies[c].0 < e.id {
+                    c += 1;
+                }
+                let mut k = c;
+                while k < copies.len() && copies[k].0 == e.id {
+                    if copies[k].1 == e.pack {
+                        bases.push((pos as u32, copies[k].2));
+                        break;
+                    }
+                    k += 1;
+                }
+            }
+            drop(copies);
+            bases.shrink_to_fit();
+            self.bases = bases;
         }
         self.sorted = true;
     }
@@ -215,18 +233,24 @@ impl Index {
             offset: l.offset,
             stored_len: l.stored_len,
             raw_len: l.raw_len(),
-            base: self.bases.get(id).copied(),
+            base: self.base_of(id),
         })
     }
 
     /// The base of a delta blob.
     pub fn base_of(&self, id: &Id) -> Option<Id> {
-        self.bases.get(id).copied()
+        let pos = self.position(id)? as u32;
+        self.bases
+            .binary_search_by_key(&pos, |b| b.0)
+            .ok()
+            .map(|i| self.bases[i].1)
     }
 
     /// Every delta blob and its base.
     pub fn deltas(&self) -> impl Iterator<Item = (&Id, &Id)> {
-        self.bases.iter()
+        self.bases
+            .iter()
+            .map(|(pos, base)| (&self.entries[*pos as usize].id, base))
     }
 
     /// Every distinct blob, in position order (see [`Index::position`]).
@@ -253,7 +277,7 @@ impl Index {
         self.entries.capacity() * std::mem::size_of::<Location>()
             + self.pack_ids.capacity() * 32
             + self.pack_numbers.capacity() * (32 + 4 + 8)
-            + self.bases.capacity() * 72
+            + self.bases.capacity() * std::mem::size_of::<(u32, Id)>()
     }
 }
 
