@@ -248,6 +248,22 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `sbk snapshot postgres --physical` of `pg` into `repo`; its ID. The repository is handed
+/// back to the server's user (the archive command writes into it).
+fn base_backup(repo: &TestRepo, pg: &Cluster) -> String {
+    let out = repo.run(&[
+        "--json",
+        "snapshot",
+        "postgres",
+        "--physical",
+        &pg.url("postgres"),
+    ]);
+    assert!(out.status.success(), "base backup: {}", stderr(&out));
+    give_to_server(repo.dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
 /// A digest of table `t` as it is now.
 fn digest(pg: &Cluster) -> String {
     pg.psql(
@@ -265,17 +281,7 @@ fn a_base_backup_and_the_archive_restore_to_a_point_in_time() {
         "postgres",
         "create table t as select g, md5(g::text) from generate_series(1, 50000) g",
     );
-    let out = repo.run(&[
-        "--json",
-        "snapshot",
-        "postgres",
-        "--physical",
-        &pg.url("postgres"),
-    ]);
-    assert!(out.status.success(), "base backup: {}", stderr(&out));
-    give_to_server(repo.dir.path());
-    let base: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = base["id"].as_str().unwrap().to_string();
+    let id = base_backup(&repo, &pg);
 
     // Writes after the backup, a point in time T, then writes that must not come back.
     pg.psql("postgres", "update t set md5 = md5(md5) where g % 7 = 0");
@@ -395,19 +401,7 @@ impl Drop for ServerGuard {
 #[test]
 fn prune_removes_the_wal_no_kept_base_backup_needs() {
     let (repo, pwfile, pg) = archiving_cluster();
-    let base = |repo: &TestRepo| {
-        let out = repo.run(&[
-            "--json",
-            "snapshot",
-            "postgres",
-            "--physical",
-            &pg.url("postgres"),
-        ]);
-        assert!(out.status.success(), "base backup: {}", stderr(&out));
-        give_to_server(repo.dir.path());
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["id"].as_str().unwrap().to_string()
-    };
+    let base = |repo: &TestRepo| base_backup(repo, &pg);
     pg.psql("postgres", "create table t (g int)");
     let a = base(&repo);
     for _ in 0..3 {

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// The newest uploaded snapshot of a source (its whole cluster), which a drill restores.
+fn newest_to_drill(
+    repo: &crate::Repository,
+    filter: &crate::repository::Source,
+    what: &str,
+    source: &str,
+) -> Result<(crate::Id, crate::repository::Snapshot)> {
+    let all = repo.list_snapshots()?;
+    let filter = commands::forget::widen_to_cluster(&all, filter);
+    all.into_iter()
+        .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
+        .max_by_key(|(_, s)| s.time)
+        .ok_or_else(|| Error::NotFound(format!("no {what} of source {source} to drill")))
+}
+
 impl Runner<'_> {
     /// A Supabase source's snapshot, its secrets resolved.
     pub(super) fn snapshot_supabase(
@@ -229,15 +244,7 @@ impl Runner<'_> {
         };
         let scratch = ConnParams::resolve(Some(&scratch_url), &lookup)?;
         let repo = self.repository(false)?;
-        let all = repo.list_snapshots()?;
-        let filter = commands::forget::widen_to_cluster(&all, &filter);
-        let newest = all
-            .into_iter()
-            .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
-            .max_by_key(|(_, s)| s.time)
-            .ok_or_else(|| {
-                Error::NotFound(format!("no snapshot of source {} to drill", src.name))
-            })?;
+        let newest = newest_to_drill(repo, &filter, "snapshot", &src.name)?;
         let tools = Tools {
             bindir: src.pg_bin_dir.clone(),
         };
@@ -288,15 +295,7 @@ impl Runner<'_> {
         let r = &self.config.repositories[&self.job.repository];
         let setup = wal_fetch_setup(r)?;
         let repo = self.repository(false)?;
-        let all = repo.list_snapshots()?;
-        let filter = commands::forget::widen_to_cluster(&all, &filter);
-        let newest = all
-            .into_iter()
-            .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
-            .max_by_key(|(_, s)| s.time)
-            .ok_or_else(|| {
-                Error::NotFound(format!("no base backup of source {} to drill", src.name))
-            })?;
+        let newest = newest_to_drill(repo, &filter, "base backup", &src.name)?;
         let opts = commands::verify_physical::PhysicalDrillOptions {
             tools: Tools {
                 bindir: src.pg_bin_dir.clone(),
