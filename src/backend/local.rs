@@ -268,4 +268,31 @@ impl Backend for LocalBackend {
             Err(e) => Err(err("remove", &p, e)),
         }
     }
+
+    fn remove_all(&self, t: FileType, names: &[String]) -> BResult<()> {
+        names.iter().try_for_each(|n| super::check_name(n))?;
+        let mut folders: Vec<PathBuf> = Vec::new();
+        let mut failed = None;
+        for name in names {
+            let p = self.path(t, name);
+            match fs::remove_file(&p) {
+                Ok(()) => {
+                    let dir = p.parent().expect("repository files live in a folder");
+                    if !folders.iter().any(|f| f == dir) {
+                        folders.push(dir.to_path_buf());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    failed = Some(err("remove", &p, e));
+                    break;
+                }
+            }
+        }
+        // What was removed is made durable even when a later removal failed.
+        for dir in &folders {
+            sync_dir(dir)?;
+        }
+        failed.map_or(Ok(()), Err)
+    }
 }

@@ -129,6 +129,10 @@ pub fn check_name(name: &str) -> BResult<()> {
 
 pub use crate::error::{BackendError, ErrorKind};
 
+/// Most names one [`Backend::remove_all`] request carries (S3's DeleteObjects limit); callers
+/// removing more pass them in batches of this size, so that an interrupt loses little.
+pub const REMOVE_BATCH: usize = 1000;
+
 /// Backend result alias.
 pub type BResult<T> = Result<T, BackendError>;
 
@@ -196,6 +200,14 @@ pub trait Backend: Send + Sync {
 
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, t: FileType, name: &str) -> BResult<()>;
+
+    /// Removes several files of one type, durably like [`Backend::remove`] but as a batch: the
+    /// local backend syncs each folder once, S3 sends one DeleteObjects per 1,000 names
+    /// ([`REMOVE_BATCH`]). Missing files are not an error; after an error some files may be
+    /// gone and others not.
+    fn remove_all(&self, t: FileType, names: &[String]) -> BResult<()> {
+        names.iter().try_for_each(|n| self.remove(t, n))
+    }
 
     /// Removes the backend's own temporary files older than `age` (left by runs that were
     /// killed); returns how many. Backends without such files remove nothing.

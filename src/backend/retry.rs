@@ -121,6 +121,10 @@ impl Backend for RetryBackend {
         self.retry(|| self.inner.remove(t, name))
     }
 
+    fn remove_all(&self, t: FileType, names: &[String]) -> BResult<()> {
+        self.retry(|| self.inner.remove_all(t, names))
+    }
+
     fn list_prefix(&self, t: FileType, prefix: &str) -> BResult<Vec<FileInfo>> {
         self.retry(|| self.inner.list_prefix(t, prefix))
     }

@@ -1115,6 +1115,66 @@ impl Backend for S3Backend {
                 }
             })
     }
+
+    /// One DeleteObjects (quiet: only failures are listed) per [`super::REMOVE_BATCH`] names.
+    fn remove_all(&self, t: FileType, names: &[String]) -> BResult<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in names.chunks(super::REMOVE_BATCH) {
+            let mut objects = Vec::with_capacity(batch.len());
+            for name in batch {
+                check_name(name)?;
+                let key = self.key(t, name);
+                objects.push(ObjectIdentifier::builder().key(key).build().map_err(|e| {
+                    BackendError::new(ErrorKind::Permanent, format!("S3 delete request: {e}"))
+                })?);
+            }
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| {
+                    BackendError::new(ErrorKind::Permanent, format!("S3 delete request: {e}"))
+                })?;
+            let first = self.key(t, &batch[0]);
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .delete_objects()
+                        .bucket(&self.url.bucket)
+                        .delete(delete)
+                        .send(),
+                )
+                .map_err(|e| self.err("remove (a batch from)", &first, e))?;
+            if let Some(e) = out
+                .errors()
+                .iter()
+                .find(|e| !matches!(e.code(), Some("NoSuchKey" | "NotFound")))
+            {
+                let code = e.code().unwrap_or("an error");
+                let kind = match code {
+                    "InternalError" | "SlowDown" | "ServiceUnavailable" => ErrorKind::Transient,
+                    _ => ErrorKind::Permanent,
+                };
+                let denied = if code == "AccessDenied" {
+                    ": access denied; check the credentials and the bucket policy"
+                } else {
+                    ""
+                };
+                return Err(BackendError::new(
+                    kind,
+                    format!(
+                        "S3 remove {} in bucket {} at {}: {code}{}{denied}",
+                        e.key().unwrap_or(&first),
+                        self.url.bucket,
+                        self.url.endpoint,
+                        e.message().map(|m| format!(" ({m})")).unwrap_or_default(),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -371,6 +371,13 @@ impl Backend for SpoolBackend {
         self.remote.remove(t, name)
     }
 
+    fn remove_all(&self, t: FileType, names: &[String]) -> BResult<()> {
+        if self.dir.exists() {
+            self.local.remove_all(t, names)?;
+        }
+        self.remote.remove_all(t, names)
+    }
+
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         Ok(self.remote.sweep_tmp(age)? + self.local.sweep_tmp(age)?)
     }

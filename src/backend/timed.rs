@@ -78,6 +78,10 @@ impl Backend for TimedBackend {
         self.inner.remove(t, name)
     }
 
+    fn remove_all(&self, t: FileType, names: &[String]) -> BResult<()> {
+        self.inner.remove_all(t, names)
+    }
+
     fn sweep_tmp(&self, age: std::time::Duration) -> BResult<usize> {
         self.inner.sweep_tmp(age)
     }

@@ -301,10 +301,9 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     }
     if !opts.dry_run {
         repo.announce_removals("forget", &report.removed)?;
-        for id in &report.removed {
-            repo.remove_snapshot(id)?;
-            crate::cleanup::crash_point("forget:removing");
-        }
+        repo.remove_files(FileType::Snapshot, &report.removed, |_| {
+            crate::cleanup::crash_point("forget:removing")
+        })?;
     }
     Ok(report)
 }

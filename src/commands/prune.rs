@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::Index;
-use crate::repository::liveness::{snapshot_blobs, UsedSet};
+use crate::repository::liveness::{mark_trees, TreeMark, UsedSet};
 use crate::repository::FileType;
 use crate::repository::PackCopier;
 use crate::repository::PackEntry;
@@ -513,6 +513,7 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         report.index_files_written += 1;
         let known: HashSet<Id> = supersedes.iter().chain([&tombstones]).copied().collect();
         let (revived, unsure) = revived_since(repo, &known)?;
+        let mut now_gone = Vec::new();
         for id in &early {
             if unsure || revived.contains(id) {
                 fates.insert(*id, Fate::Wait(packs[id].marked_at.unwrap_or(at)));
@@ -521,11 +522,14 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 activity.add_items(1);
                 continue;
             }
-            crate::cleanup::crash_point("prune:deleting");
-            repo.remove_pack(id)?;
-            activity.add_items(1);
-            gone_early.insert(*id);
+            now_gone.push(*id);
         }
+        crate::cleanup::crash_point("prune:deleting");
+        repo.remove_files(FileType::Pack, &now_gone, |n| {
+            activity.add_items(n as u64);
+            crate::cleanup::crash_point("prune:deleting");
+        })?;
+        gone_early.extend(now_gone);
         // The new index carries these tombstones and supersedes this file.
         supersedes.push(tombstones);
     }
@@ -608,11 +612,16 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .filter(|(id, _)| unsure || revived.contains(id))
             .copied()
             .collect();
-        for (id, _) in doomed.iter().filter(|d| !spared.contains(d)) {
+        let now_gone: Vec<Id> = doomed
+            .iter()
+            .filter(|d| !spared.contains(d))
+            .map(|(id, _)| *id)
+            .collect();
+        crate::cleanup::crash_point("prune:deleting");
+        repo.remove_files(FileType::Pack, &now_gone, |n| {
+            activity.add_items(n as u64);
             crate::cleanup::crash_point("prune:deleting");
-            repo.remove_pack(id)?;
-            activity.add_items(1);
-        }
+        })?;
         activity.add_items(spared.len() as u64);
         report.packs_deleted -= spared.len();
         report.bytes_deleted -= spared
@@ -636,17 +645,14 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             again.extend_from_slice(&new_files);
             let corrected = repo.replace_index(live, marked, deleted, &again)?;
             report.index_files_written += corrected.len();
-            for id in &new_files {
-                repo.remove_index_file(id)?;
-            }
+            repo.remove_files(FileType::Index, &new_files, |_| {})?;
         }
     }
 
     // 4. The superseded index files.
-    for id in &supersedes {
-        repo.remove_index_file(id)?;
-        report.index_files_removed += 1;
-    }
+    repo.remove_files(FileType::Index, &supersedes, |n| {
+        report.index_files_removed += n;
+    })?;
     Ok(report)
 }
 
@@ -679,30 +685,26 @@ fn mark_used<'a>(
     index: &'a Index,
     snapshots: &[(Id, crate::repository::Snapshot)],
 ) -> Result<UsedSet<'a>> {
-    let mut used = UsedSet::new(index);
-    let mut trees = HashSet::new();
+    let mut trees: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    trees.sort_unstable();
+    trees.dedup();
+    let (used, marks) = repo.io_pool()?.install(|| mark_trees(repo, index, &trees));
+    let marks: HashMap<Id, TreeMark> = marks.into_iter().collect();
+    // The first incomplete snapshot, in the order listed, is the one named.
     for (sid, s) in snapshots {
-        if !trees.insert(s.tree) {
-            continue;
-        }
-        let incomplete = |reason: String| {
-            Error::damaged(
-                format!("snapshot {}", sid.short()),
-                format!(
-                    "{reason}; prune deletes nothing while a snapshot is incomplete: run \
-                     `sbk check`"
-                ),
-            )
+        let reason = match &marks[&s.tree] {
+            TreeMark::Whole => continue,
+            TreeMark::Lacks(missing) => {
+                format!("it needs blob {} which no index lists", missing.short())
+            }
+            TreeMark::Unreadable(e) => e.to_string(),
         };
-        let blobs = snapshot_blobs(repo, index, &s.tree).map_err(|e| incomplete(e.to_string()))?;
-        for id in blobs {
-            used.mark(&id).map_err(|missing| {
-                incomplete(format!(
-                    "it needs blob {} which no index lists",
-                    missing.short()
-                ))
-            })?;
-        }
+        return Err(Error::damaged(
+            format!("snapshot {}", sid.short()),
+            format!(
+                "{reason}; prune deletes nothing while a snapshot is incomplete: run `sbk check`"
+            ),
+        ));
     }
     Ok(used)
 }

@@ -23,6 +23,18 @@ impl IndexFiles {
     /// Builds the in-memory index.
     pub fn to_index(&self) -> Result<Index> {
         let mut index = Index::new();
+        let packs = || {
+            let files = self
+                .files
+                .iter()
+                .flat_map(|(_, f)| f.packs.iter().chain(f.marked.iter().map(|m| &m.pack)));
+            files.chain(&self.recovered)
+        };
+        let deltas = packs()
+            .flat_map(|p| &p.blobs)
+            .filter(|b| b.base.is_some())
+            .count();
+        index.reserve(packs().map(|p| p.blobs.len()).sum(), deltas);
         for (id, f) in &self.files {
             index
                 .add_file(f)
@@ -155,8 +167,100 @@ impl Repository {
     }
 
     /// Loads every effective index file into the in-memory index.
+    ///
+    /// Each file is added as soon as it is decoded, so that only the files being decoded (one
+    /// per thread) are held beside the index, not all of them (at 1M blobs the decoded files
+    /// took more than the index itself). A file found superseded once all are read is left
+    /// out again. When an effective file is damaged, the slower path of
+    /// [`Repository::load_index_files`] covers it from the packs' headers.
     pub fn load_index(&self) -> Result<Index> {
-        self.load_index_files()?.to_index()
+        let mut attempt = 0;
+        loop {
+            match self.try_load_index() {
+                Err(Error::Backend(e)) if e.kind == ErrorKind::NotFound && attempt < 4 => {
+                    attempt += 1;
+                }
+                Ok(Some(index)) => return Ok(index),
+                Ok(None) => return self.load_index_files()?.to_index(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// [`Repository::load_index`]'s one attempt; `None` when an effective file is damaged.
+    fn try_load_index(&self) -> Result<Option<Index>> {
+        use rayon::prelude::*;
+        /// One file added: what it supersedes, and its copies' sequence numbers.
+        struct Added {
+            id: Id,
+            supersedes: Vec<Id>,
+            seqs: std::ops::Range<u32>,
+        }
+        #[derive(Default)]
+        struct State {
+            index: Index,
+            added: Vec<Added>,
+            damaged: Vec<Id>,
+        }
+        let listed = self.backend.list(FileType::Index)?;
+        let ids: Vec<Id> = listed
+            .iter()
+            .filter_map(|f| Id::from_hex(&f.name))
+            .collect();
+        // Room for as many blobs as the files can hold, reserved once: a vector that grows by
+        // copying leaves its old buffers resident in the heap (measured: 150 MiB instead of
+        // ~100 at 1M blobs). Each listed blob takes at least its 32-byte ID of the stored file
+        // (random, so compression cannot shrink it), a delta 64; pages never written are never
+        // resident, so the overestimate costs address space only.
+        let stored: u64 = listed.iter().map(|f| f.size).sum();
+        let mut index = Index::new();
+        index.reserve((stored / 32) as usize, (stored / 64) as usize);
+        let state = std::sync::Mutex::new(State {
+            index,
+            ..Default::default()
+        });
+        ids.par_iter().try_for_each(|id| -> Result<()> {
+            let file = match self.load_index_file(id) {
+                Ok(f) => f,
+                Err(Error::Damaged { .. }) => {
+                    state.lock().expect("index state").damaged.push(*id);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let mut s = state.lock().expect("index state");
+            let start = s.index.next_sequence();
+            s.index
+                .add_file(&file)
+                .map_err(|e| damaged(FileType::Index, id, e))?;
+            let end = s.index.next_sequence();
+            s.added.push(Added {
+                id: *id,
+                supersedes: file.supersedes,
+                seqs: start..end,
+            });
+            Ok(())
+        })?;
+        let State {
+            mut index,
+            added,
+            damaged,
+        } = state.into_inner().expect("index state");
+        let superseded: std::collections::HashSet<Id> = added
+            .iter()
+            .flat_map(|a| a.supersedes.iter().copied())
+            .collect();
+        if damaged.iter().any(|id| !superseded.contains(id)) {
+            return Ok(None);
+        }
+        for a in &added {
+            if superseded.contains(&a.id) {
+                index.exclude(a.seqs.clone());
+            }
+        }
+        index.finalize();
+        index.set_loaded_files(ids);
+        Ok(Some(index))
     }
 
     /// Saves an index file (after the packs it lists are durable).

@@ -26,6 +26,18 @@ impl Repository {
         self.profile.concurrency
     }
 
+    /// Threads for reading many files at once: as many as the storage serves well, and at least
+    /// one per core (reads from a local folder are mostly decoding).
+    pub fn io_pool(&self) -> Result<rayon::ThreadPool> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(
+                self.concurrency()
+                    .max(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            )
+            .build()
+            .map_err(|e| Error::Source(format!("start reader threads: {e}")))
+    }
+
     /// Whether the repository is a local folder (reads are cheap, no request to save).
     pub fn is_local(&self) -> bool {
         self.profile.local
@@ -57,12 +69,31 @@ impl Repository {
         Ok(())
     }
 
-    /// Removes an index file (after what supersedes it is saved).
-    pub fn remove_index_file(&self, id: &Id) -> Result<()> {
-        self.backend
-            .remove(FileType::Index, &id.to_hex())
-            .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
-        self.journal.removed(FileType::Index, *id);
+    /// Removes files of one type in batches of [`crate::backend::REMOVE_BATCH`] (one folder
+    /// sync, or one S3 request, a batch: removing 10,000 snapshot files one by one took 2.4 s on
+    /// an idle disk and ~70 s on a busy one); `after` runs after each batch with its size
+    /// (progress, crash points). A batch that fails is removed again file by file, so that the
+    /// journal names exactly the files removed and the error is the one file's.
+    pub fn remove_files(
+        &self,
+        t: FileType,
+        ids: &[Id],
+        mut after: impl FnMut(usize),
+    ) -> Result<()> {
+        for batch in ids.chunks(crate::backend::REMOVE_BATCH) {
+            let names: Vec<String> = batch.iter().map(Id::to_hex).collect();
+            if self.backend.remove_all(t, &names).is_err() {
+                for name in &names {
+                    self.backend
+                        .remove(t, name)
+                        .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
+                }
+            }
+            for id in batch {
+                self.journal.removed(t, *id);
+            }
+            after(batch.len());
+        }
         Ok(())
     }
 

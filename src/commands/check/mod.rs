@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobRef, Index};
+use crate::repository::liveness::TreeMark;
 use crate::repository::BlobKind;
 use crate::repository::FileType;
 use crate::repository::IndexPack;
@@ -312,33 +313,42 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
 
     // Headers, or whole packs with --read-data.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(
-            repo.concurrency()
-                .max(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        )
-        .build()
-        .map_err(|e| Error::Source(format!("start check threads: {e}")))?;
+    let pool = repo.io_pool()?;
     let present: Vec<(Id, &IndexPack, u64)> = packs
         .iter()
         .filter_map(|(id, (p, _))| stored.get(id).map(|s| (*id, *p, *s)))
         .collect();
     // Blobs the snapshots need: a delta blob no snapshot needs whose base a prune removed is
     // garbage (the next repack drops it), not damage.
-    // Each distinct tree is read once, for this and for the verdicts below.
-    let mut trees: HashMap<Id, TreeBlobs> = HashMap::new();
-    for (_, s) in &snapshots {
-        trees
-            .entry(s.tree)
-            .or_insert_with(|| tree_blobs(repo, &index, &s.tree));
-    }
-    let mut used = crate::repository::liveness::UsedSet::new(&index);
-    for b in trees.values().flatten().flatten() {
-        let _ = used.mark(b);
-    }
+    // Each distinct tree is read once, in parallel; its blobs are marked as used at once and
+    // then dropped, so memory stays flat in the number of snapshots (keeping every tree's
+    // list took 39 KB a snapshot of 2,000 chunks: 897 MiB at 10,000 snapshots).
+    let mut distinct: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let (used, marks) =
+        pool.install(|| crate::repository::liveness::mark_trees(repo, &index, &distinct));
+    let first_verdicts: Vec<(Id, TreeVerdict)> = marks
+        .into_iter()
+        .map(|(tree, m)| {
+            let v = match m {
+                TreeMark::Whole => TreeVerdict::Read(None),
+                TreeMark::Lacks(cur) => TreeVerdict::Read(Some(unrestorable(&index, &cur))),
+                TreeMark::Unreadable(_) if !index.contains(&tree) => TreeVerdict::Unreadable(
+                    format!("it needs tree blob {} which no index lists", tree.short()),
+                ),
+                TreeMark::Unreadable(e) => {
+                    TreeVerdict::Unreadable(format!("its tree cannot be read: {e}"))
+                }
+            };
+            (tree, v)
+        })
+        .collect();
     // Judging "no snapshot needs it" takes every snapshot's tree: one unreadable (its tree may
     // be in that very pack) keeps the pack counted as damage.
-    let every_tree_read = trees.values().all(|t| t.is_ok());
+    let every_tree_read = first_verdicts
+        .iter()
+        .all(|(_, v)| !matches!(v, TreeVerdict::Unreadable(_)));
     for (id, p) in missing_live {
         if !every_tree_read || p.blobs.iter().any(|b| used.contains(&b.id)) {
             found.pack(
@@ -422,15 +432,30 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         ));
     }
 
-    // Every blob a snapshot needs, with its chain of bases: indexed and not damaged.
+    // Every blob a snapshot needs, with its chain of bases: indexed and not damaged. The first
+    // walk judged what the index lacks; only when damage was found are the trees that passed
+    // it walked again, against the damaged blobs.
+    let verdicts: HashMap<Id, Option<String>> = pool.install(|| {
+        use rayon::prelude::*;
+        first_verdicts
+            .into_par_iter()
+            .map(|(tree, v)| {
+                let verdict = match v {
+                    TreeVerdict::Unreadable(e) => Some(e),
+                    TreeVerdict::Read(Some(msg)) => Some(msg),
+                    TreeVerdict::Read(None) if found.bad_blobs.is_empty() => None,
+                    TreeVerdict::Read(None) => match tree_blobs(repo, &index, &tree) {
+                        Ok(blobs) => snapshot_verdict(&index, &found, &blobs),
+                        Err(e) => Some(e),
+                    },
+                };
+                (tree, verdict)
+            })
+            .collect()
+    });
     let mut damaged = BTreeSet::new();
-    let mut verdicts: HashMap<Id, Option<String>> = HashMap::new();
     for (sid, s) in &snapshots {
-        let verdict = verdicts
-            .entry(s.tree)
-            .or_insert_with(|| snapshot_verdict(&index, &found, &trees[&s.tree]))
-            .clone();
-        if let Some(msg) = verdict {
+        if let Some(msg) = verdicts[&s.tree].clone() {
             found.file("snapshot", *sid, msg);
             damaged.insert(*sid);
         }
@@ -512,12 +537,28 @@ fn tree_blobs(repo: &Repository, index: &Index, tree: &Id) -> TreeBlobs {
         .map_err(|e| format!("its tree cannot be read: {e}"))
 }
 
-/// Why a snapshot cannot be restored whole, if it cannot.
-fn snapshot_verdict(index: &Index, found: &Findings, blobs: &TreeBlobs) -> Option<String> {
-    let blobs = match blobs {
-        Ok(b) => b,
-        Err(e) => return Some(e.clone()),
-    };
+/// A distinct tree after its first walk.
+enum TreeVerdict {
+    /// Read; why the index cannot restore it whole, if it cannot.
+    Read(Option<String>),
+    Unreadable(String),
+}
+
+/// Why a blob [`crate::repository::liveness::UsedSet::mark`] could not mark cannot be read.
+fn unrestorable(index: &Index, cur: &Id) -> String {
+    if index.contains(cur) {
+        format!(
+            "its chain of delta bases through blob {} is longer than readers follow",
+            cur.short()
+        )
+    } else {
+        format!("it needs blob {} which no index lists", cur.short())
+    }
+}
+
+/// Why a snapshot cannot be restored whole from these blobs, if it cannot: a blob (or a base
+/// in its chain) no index lists or one that is damaged.
+fn snapshot_verdict(index: &Index, found: &Findings, blobs: &[Id]) -> Option<String> {
     for id in blobs {
         let mut cur = *id;
         for _ in 0..=crate::repository::MAX_CHAIN_DEPTH {
