@@ -315,3 +315,69 @@ fn cat_shows_decrypted_objects() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
 }
+
+#[test]
+fn compression_is_chosen_at_init_and_per_snapshot() {
+    use std::io::Read;
+    let mut data = Vec::new();
+    DumpLike::new(11, 3 << 20).read_to_end(&mut data).unwrap();
+    let init = |choice: &str| {
+        let repo = TestRepo::uninit();
+        let out = repo.run(&[
+            "init",
+            "--kdf-memory-kib",
+            "1024",
+            "--kdf-iterations",
+            "1",
+            "--compression",
+            choice,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        repo
+    };
+    let level = |repo: &TestRepo| {
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&repo.run(&["cat", "config"]).stdout).unwrap();
+        cfg["compression"]["level"].as_i64().unwrap()
+    };
+    // (repository default, this snapshot's flag) -> stored bytes; every snapshot restores.
+    let stored = |repo: &TestRepo, flag: Option<&str>| {
+        let mut args = vec!["--json", "snapshot", "stdin", "--name", "d"];
+        args.extend(flag.map(|f| ["--compression", f]).iter().flatten());
+        let out = repo.run_with_input(&args, &data);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(repo.dump(s["id"].as_str().unwrap()) == data, "{flag:?}");
+        s["summary"]["bytes_added"].as_u64().unwrap()
+    };
+    let fast = init("fast");
+    assert_eq!(level(&fast), -1);
+    let max = init("max");
+    assert_eq!(level(&max), 12);
+    let auto = init("auto");
+    assert_eq!(level(&auto), 1);
+    let (f, m, a) = (stored(&fast, None), stored(&max, None), stored(&auto, None));
+    assert!(m < a && a < f, "max {m} < auto {a} < fast {f}");
+    // Per snapshot: a repository whose default is fast stores a max snapshot like a max one
+    // (within the chunker seeds' difference), smaller than auto.
+    let again = init("fast");
+    let x = stored(&again, Some("max"));
+    assert!(
+        x < a && x.abs_diff(m) * 100 < 3 * m,
+        "max flag {x}, max repository {m}"
+    );
+    assert_eq!(
+        level(&again),
+        -1,
+        "a snapshot's choice is not recorded in the config"
+    );
+    for bad in ["0", "23", "ultra"] {
+        let out = TestRepo::uninit().run(&["init", "--compression", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(
+            stderr(&out).contains("give fast, auto, max"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

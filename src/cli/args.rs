@@ -183,6 +183,10 @@ pub enum Command {
         /// `lock refresh`
         #[arg(long, value_name = "N", requires = "object_lock")]
         lock_days: Option<u32>,
+        /// How snapshots compress chunks unless told otherwise: fast, auto (zstd level 1), max
+        /// (level 12 or level 1, whichever is smaller per chunk: smaller than restic's max, 3-7x the CPU of auto) or a zstd level (-7 to 22)
+        #[arg(long, value_name = "LEVEL", default_value = "auto")]
+        compression: sbk::format::config::CompressionChoice,
     },
     /// Take a snapshot
     #[command(subcommand)]
@@ -565,6 +569,10 @@ pub struct SnapshotCommon {
     /// Store changed chunks in full, without deltas against the parent
     #[arg(long)]
     pub no_delta: bool,
+    /// Compress this snapshot's chunks with fast, auto, max or a zstd level (-7 to 22)
+    /// [default: the repository's, set at init]
+    #[arg(long, value_name = "LEVEL")]
+    pub compression: Option<sbk::format::config::CompressionChoice>,
 }
 
 #[derive(Subcommand, Debug)]

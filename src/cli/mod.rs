@@ -359,6 +359,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             kdf: k,
             object_lock,
             lock_days,
+            compression,
         } => {
             let lock = match (object_lock, lock_days) {
                 (Some(mode), Some(days)) => {
@@ -368,7 +369,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let storage = storage(g)?;
             let password = password::new_password(None, Some(g))?;
-            let (out, repo) = commands::init::init(storage, &password, kdf(&k), lock)?;
+            let (out, repo) =
+                commands::init::init(storage, &password, kdf(&k), lock, compression.level())?;
             AUDITORS.lock().expect("auditors").push(repo.auditor());
             drop(repo);
             if g.json {

@@ -46,6 +46,7 @@ pub(super) fn snapshot_common(c: &args::SnapshotCommon) -> commands::snapshot::S
         time: c.time,
         parent: c.parent.clone(),
         no_delta: c.no_delta,
+        compression: c.compression.map(|c| c.level()),
     }
 }
 

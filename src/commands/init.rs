@@ -18,15 +18,24 @@ pub struct InitOutcome {
     pub object_lock: Option<LockPolicy>,
 }
 
-/// Creates a repository on an empty backend; with `lock`, on a bucket with Object Lock
+/// Creates a repository on an empty backend, its blobs compressed at zstd level `compression`
+/// unless a snapshot says otherwise; with `lock`, on a bucket with Object Lock
 /// (`docs/object-lock.md`). Returns the open repository too, for its audit record.
 pub fn init(
     storage: Storage,
     password: &[u8],
     kdf: KdfParams,
     lock: Option<LockPolicy>,
+    compression: i32,
 ) -> Result<(InitOutcome, Repository)> {
-    let repo = Repository::init_locked(storage, password, kdf, &Actor::current(), lock)?;
+    let repo = Repository::init_locked(
+        storage,
+        password,
+        kdf,
+        &Actor::current(),
+        lock,
+        Some(compression),
+    )?;
     let out = InitOutcome {
         id: repo.config().id,
         location: repo.location(),

@@ -33,6 +33,8 @@ pub struct SnapshotCommon {
     pub parent: Option<crate::repository::SnapshotRef>,
     /// Store changed chunks in full, without deltas (for comparisons).
     pub no_delta: bool,
+    /// zstd level for this snapshot's blobs instead of the repository's (deltas keep theirs).
+    pub compression: Option<i32>,
 }
 
 /// A snapshot of one stream (stdin or a command's output).
@@ -245,6 +247,7 @@ pub fn snapshot_reader(
     reader: impl Read + Send,
     progress: Arc<Progress>,
 ) -> Result<SnapshotView> {
+    let repo = &repo.with_compression(opts.common.compression);
     run(repo, opts, reader, progress, &|| {}, || Ok(()))
 }
 
@@ -255,6 +258,7 @@ pub fn snapshot_command(
     argv: &[String],
     progress: Arc<Progress>,
 ) -> Result<SnapshotView> {
+    let repo = &repo.with_compression(opts.common.compression);
     let mut opts = opts.clone();
     if opts.source.kind.is_empty() || opts.source.kind == "stdin" {
         opts.source.kind = "command".into();

@@ -170,6 +170,7 @@ pub fn snapshot_physical(
     opts: &PhysicalOptions,
     progress: Arc<Progress>,
 ) -> Result<SnapshotView> {
+    let repo = &repo.with_compression(opts.common.compression);
     let actor = Actor::current();
     let started = actor.now;
     let clock = Instant::now();

@@ -364,6 +364,7 @@ pub fn snapshot_postgres(
     opts: &PostgresOptions,
     progress: Arc<Progress>,
 ) -> Result<SnapshotView> {
+    let repo = &repo.with_compression(opts.common.compression);
     let actor = Actor::current();
     let started = actor.now;
     let clock = Instant::now();

@@ -23,6 +23,61 @@ pub struct Compression {
     pub level: i32,
 }
 
+/// A compression choice as users give it (`--compression`, a job's `compression`): `fast`,
+/// `auto`, `max` or a zstd level. Only the level is recorded; readers need none of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionChoice {
+    /// zstd's fastest regular mode (`--fast=1`): for hosts short of CPU.
+    Fast,
+    /// Level 1, the default: on real dumps both the smallest and the fastest of levels 1-3
+    /// (`docs/measurements/compression-level.md`).
+    Auto,
+    /// The smallest that stays usable: see [`MAX_LEVEL`].
+    Max,
+    Level(i32),
+}
+
+/// `fast`'s zstd level.
+pub const FAST_LEVEL: i32 = -1;
+/// `auto`'s zstd level.
+pub const AUTO_LEVEL: i32 = 1;
+/// `max`'s zstd level (`docs/measurements/compression-level.md`: the level at which sbk stores
+/// less than restic's `--compression max` on both inputs, and its cost).
+pub const MAX_LEVEL: i32 = 12;
+/// Levels accepted as numbers: zstd's fast levels down to -7, and its normal ones.
+pub const LEVELS: std::ops::RangeInclusive<i32> = -7..=22;
+
+impl CompressionChoice {
+    pub fn level(self) -> i32 {
+        match self {
+            CompressionChoice::Fast => FAST_LEVEL,
+            CompressionChoice::Auto => AUTO_LEVEL,
+            CompressionChoice::Max => MAX_LEVEL,
+            CompressionChoice::Level(l) => l,
+        }
+    }
+}
+
+impl std::str::FromStr for CompressionChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fast" => Ok(CompressionChoice::Fast),
+            "auto" => Ok(CompressionChoice::Auto),
+            "max" => Ok(CompressionChoice::Max),
+            other => match other.parse::<i32>() {
+                Ok(l) if LEVELS.contains(&l) && l != 0 => Ok(CompressionChoice::Level(l)),
+                _ => Err(format!(
+                    "{s:?}: give fast, auto, max or a zstd level from {} to {} (not 0)",
+                    LEVELS.start(),
+                    LEVELS.end()
+                )),
+            },
+        }
+    }
+}
+
 /// The decrypted repository config.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Config {

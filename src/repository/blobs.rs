@@ -81,7 +81,7 @@ impl Repository {
         use_cache: bool,
         preread: Option<Vec<u8>>,
     ) -> Result<Vec<u8>> {
-        let cache = self.cache.as_ref().filter(|_| use_cache);
+        let cache = self.cache.as_deref().filter(|_| use_cache);
         let cached = match preread {
             Some(_) => None,
             None => cache.and_then(|c| c.get(&blob.id)),

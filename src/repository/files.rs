@@ -36,7 +36,7 @@ impl Repository {
     pub fn save_file(&self, t: FileType, label: &[u8], plaintext: &[u8]) -> Result<Id> {
         let sealed = self.key.seal(
             label,
-            &payload::encode(plaintext, self.config.compression.level),
+            &payload::encode(plaintext, self.config.compression.level.min(MAX_FILE_LEVEL)),
         );
         let id = Id::of_file_bytes(&sealed);
         self.backend.write(t, &id.to_hex(), &sealed)?;
@@ -50,7 +50,7 @@ impl Repository {
     /// The file cache, for the types it holds (immutable files read by every run).
     fn file_cache(&self, t: FileType) -> Option<&BlobCache> {
         matches!(t, FileType::Snapshot | FileType::Index | FileType::Audit)
-            .then_some(self.file_cache.as_ref())
+            .then_some(self.file_cache.as_deref())
             .flatten()
     }
 

@@ -77,6 +77,10 @@ pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub const MAX_CHAIN_DEPTH: usize = 32;
 /// Default zstd level for blobs.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
+/// Highest zstd level for repository files and archived WAL, whatever the blobs' level: WAL
+/// must keep up with the server (a 16 MiB segment at level 19 takes seconds), and index files
+/// are mostly random IDs that higher levels do not shrink.
+pub const MAX_FILE_LEVEL: i32 = 3;
 
 /// Who and when, recorded in key files and snapshots.
 #[derive(Clone, Debug)]
@@ -111,9 +115,12 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     key_id: Id,
-    cache: Option<BlobCache>,
+    cache: Option<Arc<BlobCache>>,
     /// Snapshot and index files, so that a remote repository's are downloaded once.
-    file_cache: Option<BlobCache>,
+    file_cache: Option<Arc<BlobCache>>,
+    /// zstd level for the blobs this handle writes: the config's, or a run's own choice
+    /// ([`Repository::with_compression`]).
+    compression: i32,
     spool: Option<Arc<SpoolBackend>>,
     damage: DamageLog,
     /// Progress of the command using this handle, for a display to read.
@@ -172,17 +179,19 @@ impl Repository {
         kdf: KdfParams,
         actor: &Actor,
     ) -> Result<Self> {
-        Self::init_locked(storage, password, kdf, actor, None)
+        Self::init_locked(storage, password, kdf, actor, None, None)
     }
 
     /// [`Repository::init`] on a bucket that locks every file by `lock` (S3 Object Lock,
-    /// `docs/object-lock.md`); the policy is recorded in the config.
+    /// `docs/object-lock.md`), and with a zstd level for blobs other than the default; both are
+    /// recorded in the config.
     pub fn init_locked(
         storage: impl Into<Storage>,
         password: &[u8],
         kdf: KdfParams,
         actor: &Actor,
         lock: Option<LockPolicy>,
+        compression: Option<i32>,
     ) -> Result<Self> {
         let Storage { backend, profile } = storage.into();
         if password.is_empty() {
@@ -207,7 +216,7 @@ impl Repository {
             chunker: ChunkerParams::default_with_seed(u64::from_le_bytes(seed)),
             compression: Compression {
                 algorithm: "zstd".into(),
-                level: DEFAULT_ZSTD_LEVEL,
+                level: compression.unwrap_or(DEFAULT_ZSTD_LEVEL),
             },
             pack_size: DEFAULT_PACK_SIZE,
             object_lock: lock,
@@ -234,6 +243,7 @@ impl Repository {
             backend: storage.backend,
             profile: storage.profile,
             key,
+            compression: config.compression.level,
             config,
             key_id,
             cache: None,
@@ -307,12 +317,12 @@ impl Repository {
 
     /// Uses a local blob cache for delta bases (see [`crate::cache`]).
     pub fn set_cache(&mut self, cache: BlobCache) {
-        self.cache = Some(cache);
+        self.cache = Some(Arc::new(cache));
     }
 
     /// Uses a local cache of snapshot and index files ([`BlobCache::files`]).
     pub fn set_file_cache(&mut self, cache: BlobCache) {
-        self.file_cache = Some(cache);
+        self.file_cache = Some(Arc::new(cache));
     }
 
     /// Bounds the caches' sizes (after a run added to them).
@@ -326,13 +336,36 @@ impl Repository {
     /// judges the storage, not a local copy of it.
     pub fn uncached(&self) -> Repository {
         Repository {
+            cache: None,
+            file_cache: None,
+            ..self.share()
+        }
+    }
+
+    /// A handle on the same repository (caches, journal and all) that writes blobs at this zstd
+    /// level instead of the config's: a snapshot's `--compression`. Deltas keep their own level.
+    pub fn with_compression(&self, level: Option<i32>) -> Repository {
+        Repository {
+            compression: level.unwrap_or(self.compression),
+            ..self.share()
+        }
+    }
+
+    /// The zstd level this handle writes blobs at.
+    pub fn compression_level(&self) -> i32 {
+        self.compression
+    }
+
+    fn share(&self) -> Repository {
+        Repository {
             backend: Arc::clone(&self.backend),
             profile: self.profile.clone(),
             key: self.key.clone(),
             config: self.config.clone(),
             key_id: self.key_id,
-            cache: None,
-            file_cache: None,
+            cache: self.cache.clone(),
+            file_cache: self.file_cache.clone(),
+            compression: self.compression,
             spool: self.spool.clone(),
             damage: self.damage.clone(),
             activity: Arc::clone(&self.activity),
@@ -361,7 +394,7 @@ impl Repository {
 
     /// The blob cache, if one is in use.
     pub fn cache(&self) -> Option<&BlobCache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
     }
 
     pub fn key(&self) -> &MasterKey {

@@ -213,7 +213,7 @@ impl Repository {
         }
         let sealed = self.key.seal(
             &wal_aad(name),
-            &payload::encode(data, self.config.compression.level),
+            &payload::encode(data, self.config.compression.level.min(MAX_FILE_LEVEL)),
         );
         let id = Id::of_file_bytes(&sealed);
         self.backend

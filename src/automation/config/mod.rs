@@ -273,6 +273,9 @@ pub struct JobConfig {
     pub snapshot: bool,
     pub tags: Vec<String>,
     pub no_delta: bool,
+    /// zstd level for the job's snapshots (`fast`, `auto`, `max` or a level); `None`: the
+    /// repository's.
+    pub compression: Option<i32>,
     /// Forget by this policy after each run.
     pub retention: Option<Policy>,
     pub retention_scope: RetentionScope,
@@ -470,6 +473,23 @@ max_age = "soon"
         assert!(joined.contains("9:12: `schedule`"), "{joined}");
         assert!(joined.contains("`keep_daily`: negative values"), "{joined}");
         assert!(joined.contains("11:11: `max_age`"), "{joined}");
+    }
+
+    #[test]
+    fn jobs_choose_their_compression() {
+        let job = |c: &str| {
+            format!(
+                "[repository.main]\nurl = \"/srv/b\"\npassword = {{ env = \"X\" }}\n\
+                 [source.app]\nurl = \"postgresql://db/app\"\n[job.a]\nsource = \"app\"\n\
+                 repository = \"main\"\nschedule = \"@daily\"\ncompression = {c}\n"
+            )
+        };
+        let c = Config::parse(Path::new("sbk.toml"), &job("\"max\"")).unwrap();
+        assert_eq!(c.jobs["a"].compression, Some(12));
+        let c = Config::parse(Path::new("sbk.toml"), &job("\"-3\"")).unwrap();
+        assert_eq!(c.jobs["a"].compression, Some(-3));
+        let p = problems(&job("\"ultra\""));
+        assert!(p[0].starts_with("10:15: `compression`: \"ultra\""), "{p:?}");
     }
 
     #[test]

@@ -264,6 +264,7 @@ pub(super) struct RawJob {
     pub(super) tags: Vec<String>,
     #[serde(default)]
     pub(super) no_delta: bool,
+    pub(super) compression: Option<Spanned<String>>,
     pub(super) retention: Option<Spanned<RawRetention>>,
     pub(super) retention_scope: Option<Spanned<String>>,
     pub(super) prune: Option<Spanned<StepWhenRaw>>,

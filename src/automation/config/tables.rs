@@ -541,6 +541,17 @@ impl Checker<'_> {
                 }),
             };
             let prune_grace = c.duration("prune_grace", &j.prune_grace);
+            let compression =
+                j.compression.as_ref().and_then(|v| match v
+                    .get_ref()
+                    .parse::<crate::format::config::CompressionChoice>(
+                ) {
+                    Ok(choice) => Some(choice.level()),
+                    Err(e) => {
+                        c.at(v.span(), format!("`compression`: {e}"));
+                        None
+                    }
+                });
             let check_read_data = match &j.check_read_data {
                 None => ReadData::None,
                 Some(v) if v.get_ref() == "all" => ReadData::All,
@@ -624,6 +635,7 @@ impl Checker<'_> {
                     snapshot,
                     tags: j.tags.clone(),
                     no_delta: j.no_delta,
+                    compression,
                     retention,
                     retention_scope,
                     prune,

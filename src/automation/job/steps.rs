@@ -150,6 +150,7 @@ impl Runner<'_> {
         commands::snapshot::SnapshotCommon {
             tags: self.job_tags(),
             no_delta: self.job.no_delta,
+            compression: self.job.compression,
             ..Default::default()
         }
     }

@@ -182,6 +182,7 @@ pub fn snapshot_supabase(
     opts: &SupabaseOptions,
     progress: Arc<Progress>,
 ) -> Result<SupabaseOutcome> {
+    let repo = &repo.with_compression(opts.common.compression);
     let actor = Actor::current();
     let started = actor.now;
     let clock = Instant::now();
