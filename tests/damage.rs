@@ -266,3 +266,59 @@ fn swapped_blobs_are_detected() {
         .count();
     assert_eq!(failures, 1);
 }
+
+/// `latest` and the parent search take snapshots from the snapshot list cache instead of reading
+/// every snapshot file: a file damaged after it was cached is not read by them. The next listing
+/// of every file (`snapshots`) says so and drops it from the cache, after which they read it
+/// again and say so too. A damaged cache is ignored.
+#[test]
+fn latest_reads_the_list_cache_not_every_snapshot_file() {
+    let (repo, first) = repo_with_snapshot();
+    let old = only(repo.files("snapshots"));
+    let xdg = tempfile::tempdir().unwrap();
+    let input = xdg.path().join("second");
+    let second = drift(&first, 1);
+    std::fs::write(&input, &second).unwrap();
+    let run = |args: &[&str]| {
+        let out = repo
+            .cmd(args)
+            .env("XDG_CACHE_HOME", xdg.path())
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    run(&["snapshots"]);
+    run(&["snapshot", "stdin", "--name", "db.dump"]);
+    flip(&old, 50);
+    let bad = name_of(&old);
+    let out = run(&["dump", "latest"]);
+    assert!(out.stdout == second, "latest is the new snapshot");
+    assert!(!stderr(&out).contains(&bad), "{}", stderr(&out));
+    let out = run(&["snapshots"]);
+    assert!(stderr(&out).contains(&bad), "{}", stderr(&out));
+    let out = run(&["dump", "latest"]);
+    assert!(out.stdout == second);
+    assert!(stderr(&out).contains(&bad), "read again: {}", stderr(&out));
+    let cache = walkdir(xdg.path())
+        .into_iter()
+        .find(|p| p.ends_with("snapshots.list"))
+        .expect("a list cache");
+    flip(&cache, 60);
+    let out = run(&["dump", "latest"]);
+    assert!(out.stdout == second, "a damaged cache is ignored");
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

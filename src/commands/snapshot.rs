@@ -71,7 +71,7 @@ fn find_parent(
     let (id, snap) = match &opts.common.parent {
         Some(spec) => repo.find_snapshot(spec)?,
         None => match repo
-            .list_snapshots()?
+            .list_snapshots_cached()?
             .into_iter()
             .rev()
             .find(|(_, s)| s.host == host && s.source == opts.source)

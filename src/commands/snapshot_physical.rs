@@ -105,7 +105,7 @@ pub fn read_manifest(repo: &Repository, id: Id) -> Result<PhysicalManifest> {
 /// Every base backup in the repository, oldest first (one small read each).
 pub fn base_backups(repo: &Repository) -> Result<Vec<BaseBackup>> {
     let mut out = Vec::new();
-    for (id, snapshot) in repo.list_snapshots()? {
+    for (id, snapshot) in repo.list_snapshots_cached()? {
         if snapshot.source.kind == SOURCE_KIND {
             let manifest = read_manifest(repo, id)?;
             out.push(BaseBackup {
@@ -227,7 +227,7 @@ pub fn snapshot_physical(
         (_, true) => Vec::new(),
         (Some(spec), false) => vec![repo.find_snapshot(spec)?],
         (None, false) => repo
-            .list_snapshots()?
+            .list_snapshots_cached()?
             .into_iter()
             .rev()
             .filter(|(_, s)| {

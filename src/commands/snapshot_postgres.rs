@@ -149,7 +149,7 @@ fn parent_candidates(
         return Ok(vec![repo.find_snapshot(spec)?]);
     }
     Ok(repo
-        .list_snapshots()?
+        .list_snapshots_cached()?
         .into_iter()
         .rev()
         .filter(|(_, s)| s.host == host && same_server(s, src))

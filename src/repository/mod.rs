@@ -121,6 +121,8 @@ pub struct Repository {
     /// zstd level for the blobs this handle writes: the config's, or a run's own choice
     /// ([`Repository::with_compression`]).
     compression: i32,
+    /// The snapshot list cache's file (see [`Repository::list_snapshots`]).
+    list_cache: Option<std::path::PathBuf>,
     spool: Option<Arc<SpoolBackend>>,
     damage: DamageLog,
     /// Progress of the command using this handle, for a display to read.
@@ -244,6 +246,7 @@ impl Repository {
             profile: storage.profile,
             key,
             compression: config.compression.level,
+            list_cache: None,
             config,
             key_id,
             cache: None,
@@ -325,6 +328,13 @@ impl Repository {
         self.file_cache = Some(Arc::new(cache));
     }
 
+    /// Keeps the list of snapshots in one sealed file under the cache folder `root` (see
+    /// [`Repository::list_snapshots`]).
+    pub fn set_list_cache(&mut self, root: &std::path::Path) {
+        let dir = root.join(self.config.id.to_hex());
+        self.list_cache = Some(dir.join("snapshots.list"));
+    }
+
     /// Bounds the caches' sizes (after a run added to them).
     pub fn trim_caches(&self) {
         for c in self.cache.iter().chain(&self.file_cache) {
@@ -338,6 +348,7 @@ impl Repository {
         Repository {
             cache: None,
             file_cache: None,
+            list_cache: None,
             ..self.share()
         }
     }
@@ -366,6 +377,7 @@ impl Repository {
             cache: self.cache.clone(),
             file_cache: self.file_cache.clone(),
             compression: self.compression,
+            list_cache: self.list_cache.clone(),
             spool: self.spool.clone(),
             damage: self.damage.clone(),
             activity: Arc::clone(&self.activity),

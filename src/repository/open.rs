@@ -97,6 +97,13 @@ impl OpenOptions {
         if let Some(s) = spool {
             repo.attach_spool(s);
         }
+        // The snapshot list: one file, that spares reading every snapshot file on each run,
+        // local repositories included.
+        if !self.no_cache {
+            if let Some(root) = self.cache_dir.clone().or_else(BlobCache::default_root) {
+                repo.set_list_cache(&root);
+            }
+        }
         // A local repository reads as fast as a cache would: cache only when asked to.
         let root = match (&self.cache_dir, self.no_cache, local) {
             (_, true, _) => None,

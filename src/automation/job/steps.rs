@@ -9,7 +9,7 @@ fn newest_to_drill(
     what: &str,
     source: &str,
 ) -> Result<(crate::Id, crate::repository::Snapshot)> {
-    let all = repo.list_snapshots()?;
+    let all = repo.list_snapshots_cached()?;
     let filter = commands::forget::widen_to_cluster(&all, filter);
     all.into_iter()
         .filter(|(id, s)| !repo.is_spooled(id) && commands::forget::matches_source(s, &filter))
