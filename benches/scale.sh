@@ -33,6 +33,9 @@ mkdir -p "$W"
 OUT=$W/summary.tsv
 : > "$OUT"
 export SBK_PASSWORD=bench-only RESTIC_PASSWORD=bench-only
+# The cache folder (sbk's snapshot list cache; local repositories use no other cache): fresh.
+export XDG_CACHE_HOME=$W/xdg
+rm -rf "$XDG_CACHE_HOME"
 "$T/examples/gendump" $((INPUT_GIB * 1024 * 1024 * 1024)) 7 > "$W/input"
 
 # measure SIZE TOOL STEP CMD...: wall seconds and peak RSS (GNU time's maximum resident set).
@@ -61,6 +64,7 @@ for size in "${SIZES[@]}"; do
   echo "# $size built in $(( $(date +%s) - start )) s, $(du -sh "$R" | cut -f1), $(ls "$R/index" | wc -l) index files, $(find "$R/data" -type f | wc -l) packs"
   measure "$size" sbk open-index "$SBK" -q -r "$R" cat tree "$last"
   measure "$size" sbk open-latest "$SBK" -q -r "$R" cat tree latest
+  measure "$size" sbk open-latest-warm "$SBK" -q -r "$R" cat tree latest
   measure "$size" sbk snapshots "$SBK" -q -r "$R" snapshots
   measure "$size" sbk check "$SBK" -q -r "$R" check
   measure "$size" sbk check-1% "$SBK" -q -r "$R" check --read-data-subset 1%

@@ -48,7 +48,7 @@ impl Repository {
     }
 
     /// The file cache, for the types it holds (immutable files read by every run).
-    fn file_cache(&self, t: FileType) -> Option<&BlobCache> {
+    pub(super) fn file_cache(&self, t: FileType) -> Option<&BlobCache> {
         matches!(t, FileType::Snapshot | FileType::Index | FileType::Audit)
             .then_some(self.file_cache.as_deref())
             .flatten()

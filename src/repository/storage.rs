@@ -91,6 +91,10 @@ impl Repository {
             }
             for id in batch {
                 self.journal.removed(t, *id);
+                // A removed file is never read again: its cached copy only takes room.
+                if let Some(c) = self.file_cache(t) {
+                    c.remove(id);
+                }
             }
             after(batch.len());
         }
