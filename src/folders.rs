@@ -321,7 +321,11 @@ mod tests {
         );
         let new = b.difference(&a).count();
         assert!(b.len() > 5, "{} pages", b.len());
-        assert!(new <= 2, "{new} of {} pages changed", b.len());
+        // Usually 1 or 2; more when the shift moves a cut past MIN_PAGE_ENTRIES and the next
+        // page re-synchronizes one cut later (a name hash within 64 entries of a cut: ~6% a
+        // page with the repository's random key, so `<= 2` failed ~1 run in 20). Cuts at fixed
+        // counts would change every one of the ~12 pages.
+        assert!(new <= 4, "{new} of {} pages changed", b.len());
     }
 
     #[test]
