@@ -539,6 +539,9 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     activity.next_phase("repack", to_repack.len() as u64);
     let written = repack(repo, &index, &used, &packs, &to_repack)?;
     report.packs_written = written.len();
+    // Planning is over: the index (~100 bytes a blob) is not held while the new one is written.
+    drop(used);
+    drop(index);
 
     // 2. The new index: live packs, marks (with their times; new ones stamped now, when they
     //    become visible), and tombstones for the packs this run deletes, superseding every file
@@ -597,8 +600,7 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }),
     );
     crate::cleanup::crash_point("prune:planned");
-    let new_files =
-        repo.replace_index(live.clone(), marked.clone(), deleted.clone(), &supersedes)?;
+    let new_files = repo.replace_index(&live, &marked, &deleted, &supersedes)?;
     report.index_files_written += new_files.len();
 
     // 3. Delete, unless an index file written meanwhile lists a doomed pack as live again (a
@@ -643,7 +645,7 @@ fn prune_packs(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
             let mut again = supersedes.clone();
             again.extend_from_slice(&new_files);
-            let corrected = repo.replace_index(live, marked, deleted, &again)?;
+            let corrected = repo.replace_index(&live, &marked, &deleted, &again)?;
             report.index_files_written += corrected.len();
             repo.remove_files(FileType::Index, &new_files, |_| {})?;
         }

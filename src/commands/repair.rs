@@ -96,9 +96,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     }
     report.packs_indexed = live.len();
     crate::cleanup::crash_point("repair-index:planned");
-    report.index_files_written = repo
-        .replace_index(live, Vec::new(), Vec::new(), &old)?
-        .len();
+    report.index_files_written = repo.replace_index(&live, &[], &[], &old)?.len();
     Ok(report)
 }
 
@@ -242,12 +240,12 @@ pub fn repair_packs(repo: &Repository, opts: &RepairPacksOptions) -> Result<Repa
     let mut supersedes: Vec<Id> = files.files.iter().map(|(id, _)| *id).collect();
     supersedes.extend_from_slice(&files.superseded);
     supersedes.extend_from_slice(&files.damaged);
-    let deleted = files
+    let deleted: Vec<_> = files
         .files
         .iter()
         .flat_map(|(_, f)| f.deleted.iter().cloned())
         .collect();
-    repo.replace_index(live, marked, deleted, &supersedes)?;
+    repo.replace_index(&live, &marked, &deleted, &supersedes)?;
     crate::cleanup::crash_point("repair-packs:indexed");
 
     // Move the damaged packs aside: a copy in quarantine/, then out of data/.

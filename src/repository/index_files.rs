@@ -270,35 +270,126 @@ impl Repository {
 
     /// Writes a new index in files of at most [`MAX_BLOBS_PER_INDEX`] blobs,
     /// the **last** superseding `supersedes`, so that the old files stop counting only once every
-    /// new one is durable (`prune`, `repair`).
+    /// new one is durable (`prune`, `repair`). Each file is built, written and dropped before
+    /// the next, so only one file's copy of the lists is held (at 1M blobs the callers' lists,
+    /// their clones and every encoded file at once were most of prune's memory).
     pub fn replace_index(
         &self,
-        live: Vec<IndexPack>,
-        marked: Vec<MarkedPack>,
-        deleted: Vec<DeletedPack>,
+        live: &[IndexPack],
+        marked: &[MarkedPack],
+        deleted: &[DeletedPack],
         supersedes: &[Id],
     ) -> Result<Vec<Id>> {
-        let limit = MAX_BLOBS_PER_INDEX;
-        let mut files = vec![IndexFile::default()];
-        let mut blobs = 0;
-        let mut room = |n: usize, files: &mut Vec<IndexFile>| {
-            if blobs + n > limit && blobs > 0 {
-                files.push(IndexFile::default());
-                blobs = 0;
-            }
-            blobs += n;
+        let parts = split_index(live, marked, MAX_BLOBS_PER_INDEX);
+        let mut ids = Vec::with_capacity(parts.len());
+        for (k, (packs, marks)) in parts.iter().enumerate() {
+            let last = k + 1 == parts.len();
+            let file = IndexFile {
+                packs: packs.to_vec(),
+                marked: marks.to_vec(),
+                deleted: if last { deleted.to_vec() } else { Vec::new() },
+                supersedes: if last {
+                    supersedes.to_vec()
+                } else {
+                    Vec::new()
+                },
+            };
+            ids.push(self.save_index(&file)?);
+        }
+        Ok(ids)
+    }
+}
+
+/// The packs of each new index file: `live` then `marked`, in order, a file closed before the
+/// pack that would take it past `limit` blobs (a pack larger than the limit gets a file of its
+/// own). Always at least one file (it carries the tombstones and what it supersedes).
+fn split_index<'a>(
+    live: &'a [IndexPack],
+    marked: &'a [MarkedPack],
+    limit: usize,
+) -> Vec<(&'a [IndexPack], &'a [MarkedPack])> {
+    let sizes = live
+        .iter()
+        .map(|p| p.blobs.len())
+        .chain(marked.iter().map(|m| m.pack.blobs.len()));
+    let mut ends = Vec::new();
+    let mut blobs = 0;
+    for (i, n) in sizes.enumerate() {
+        if blobs + n > limit && blobs > 0 {
+            ends.push(i);
+            blobs = 0;
+        }
+        blobs += n;
+    }
+    ends.push(live.len() + marked.len());
+    let n = live.len();
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let part = (
+                &live[start.min(n)..end.min(n)],
+                &marked[start.max(n) - n..end.max(n) - n],
+            );
+            start = end;
+            part
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_index_files_split_at_the_limit_live_then_marked() {
+        let pack = |i: u8, n: usize| IndexPack {
+            id: Id([i; 32]),
+            blobs: (0..n)
+                .map(|b| PackEntry {
+                    kind: BlobKind::Data,
+                    id: Id([b as u8; 32]),
+                    offset: 0,
+                    stored_len: 1,
+                    raw_len: 1,
+                    base: None,
+                })
+                .collect(),
         };
-        for p in live {
-            room(p.blobs.len(), &mut files);
-            files.last_mut().expect("one").packs.push(p);
-        }
-        for m in marked {
-            room(m.pack.blobs.len(), &mut files);
-            files.last_mut().expect("one").marked.push(m);
-        }
-        let last = files.last_mut().expect("one");
-        last.deleted = deleted;
-        last.supersedes = supersedes.to_vec();
-        files.iter().map(|f| self.save_index(f)).collect()
+        let live = vec![pack(1, 3), pack(2, 3), pack(3, 1)];
+        let marked = vec![MarkedPack {
+            marked_at: 7,
+            pack: pack(4, 2),
+        }];
+        let ids = |parts: &[(&[IndexPack], &[MarkedPack])]| -> Vec<Vec<u8>> {
+            parts
+                .iter()
+                .map(|(l, m)| {
+                    l.iter()
+                        .map(|p| p.id.0[0])
+                        .chain(m.iter().map(|m| m.pack.id.0[0]))
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(
+            ids(&split_index(&live, &marked, 5)),
+            vec![vec![1], vec![2, 3], vec![4]]
+        );
+        assert_eq!(
+            ids(&split_index(&live, &marked, 100)),
+            vec![vec![1, 2, 3, 4]]
+        );
+        assert_eq!(
+            ids(&split_index(&live, &marked, 1)),
+            vec![vec![1], vec![2], vec![3], vec![4]]
+        );
+        assert_eq!(ids(&split_index(&[], &[], 5)), vec![Vec::<u8>::new()]);
+        assert_eq!(
+            ids(&split_index(&live, &marked, 8)),
+            vec![vec![1, 2, 3], vec![4]]
+        );
+        // Files that span live and marked packs.
+        assert_eq!(ids(&split_index(&live, &marked, 9)), vec![vec![1, 2, 3, 4]]);
+        assert_eq!(ids(&split_index(&live[2..], &marked, 3)), vec![vec![3, 4]]);
     }
 }
