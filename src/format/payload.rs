@@ -65,12 +65,21 @@ pub fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, FormatError> {
             Ok(body.to_vec())
         }
         ZSTD => {
-            let mut dec = zstd::stream::read::Decoder::new(body)
-                .map_err(|e| FormatError::Invalid(format!("zstd: {e}")))?
-                .take(limit as u64 + 1);
-            let mut out = Vec::new();
-            dec.read_to_end(&mut out)
-                .map_err(|e| FormatError::Invalid(format!("zstd: {e}")))?;
+            // One decompression context per thread, reused: creating one per file took half
+            // the time of listing snapshots (perf, 600 small snapshot and audit files).
+            thread_local! {
+                static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+                    std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+            }
+            let out = DCTX.with(|ctx| {
+                let mut ctx = ctx.borrow_mut();
+                let mut dec = zstd::stream::read::Decoder::with_context(body, &mut ctx)
+                    .take(limit as u64 + 1);
+                let mut out = Vec::new();
+                dec.read_to_end(&mut out)
+                    .map_err(|e| FormatError::Invalid(format!("zstd: {e}")))?;
+                Ok::<_, FormatError>(out)
+            })?;
             if out.len() > limit {
                 return Err(FormatError::Invalid(format!(
                     "payload larger than {limit} bytes"
