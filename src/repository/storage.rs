@@ -82,18 +82,21 @@ impl Repository {
     ) -> Result<()> {
         for batch in ids.chunks(crate::backend::REMOVE_BATCH) {
             let names: Vec<String> = batch.iter().map(Id::to_hex).collect();
-            if self.backend.remove_all(t, &names).is_err() {
-                for name in &names {
-                    self.backend
-                        .remove(t, name)
-                        .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
-                }
-            }
-            for id in batch {
+            let gone = |id: &Id| {
                 self.journal.removed(t, *id);
                 // A removed file is never read again: its cached copy only takes room.
                 if let Some(c) = self.file_cache(t) {
                     c.remove(id);
+                }
+            };
+            if self.backend.remove_all(t, &names).is_ok() {
+                batch.iter().for_each(gone);
+            } else {
+                for (id, name) in batch.iter().zip(&names) {
+                    self.backend
+                        .remove(t, name)
+                        .map_err(|e| super::lock::refused_delete(e, "remove files"))?;
+                    gone(id);
                 }
             }
             after(batch.len());
