@@ -17,7 +17,9 @@
 #   VACUUM FULL of comments (the whole table rewritten in a new physical order).
 #
 # Usage: [SEEDS=20] [SCALE=20] [APP_SCALE=6] [WORKLOAD=both] [SBK=path/to/sbk] [KEEP=1]
-#        benches/delta-seeds.sh
+#        [DUMPS=dir] benches/delta-seeds.sh
+# DUMPS=dir keeps each workload's two dumps in dir/WORKLOAD/{first,second} and reuses them when
+# present (no PostgreSQL needed then): the same dumps measured before and after a change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-20}
@@ -31,7 +33,7 @@ pg_bindir() {
   for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && { echo "$d"; return; }; done
   return 1
 }
-BIN=$(pg_bindir) || { echo "PostgreSQL server binaries (initdb, pg_ctl) not found" >&2; exit 1; }
+BIN=$(pg_bindir) || BIN=
 if [ -z "${SBK:-}" ]; then
   cargo build --release --locked --quiet --bin sbk
   SBK=${CARGO_TARGET_DIR:-$PWD/target}/release/sbk
@@ -50,9 +52,13 @@ cleanup() {
   if [ "${KEEP:-0}" = 1 ]; then echo "kept $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
-"${RUN_AS[@]}" "$BIN/initdb" -D "$W/pgdata" -A trust -U postgres >/dev/null
-"${RUN_AS[@]}" "$BIN/pg_ctl" -D "$W/pgdata" -l "$W/pg.log" -w \
-  -o "-p $PORT -k $W -c listen_addresses=127.0.0.1" start >/dev/null
+start_cluster() { # once, when a workload's dumps are not kept from an earlier run
+  [ -f "$W/pgdata/postmaster.pid" ] && return
+  [ -n "$BIN" ] || { echo "PostgreSQL server binaries (initdb, pg_ctl) not found" >&2; exit 1; }
+  "${RUN_AS[@]}" "$BIN/initdb" -D "$W/pgdata" -A trust -U postgres >/dev/null
+  "${RUN_AS[@]}" "$BIN/pg_ctl" -D "$W/pgdata" -l "$W/pg.log" -w \
+    -o "-p $PORT -k $W -c listen_addresses=127.0.0.1" start >/dev/null
+}
 psql_() { "$BIN/psql" "${PG[@]}" -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 dump() { "$BIN/pg_dump" "${PG[@]}" --format=custom --compress=0 -f "$1" "$DB"; }
 export SBK_PASSWORD="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -143,9 +149,21 @@ run_seeds() { # WORKLOAD: prints one line per seed and a summary
     }'
 }
 
+workload() { # NAME: the two dumps into $W/first and $W/second, then the seeds
+  local saved=${DUMPS:+$DUMPS/$1}
+  if [ -n "$saved" ] && [ -f "$saved/first" ] && [ -f "$saved/second" ]; then
+    cp "$saved/first" "$saved/second" "$W/"
+  else
+    start_cluster
+    "prepare_$1"
+    if [ -n "$saved" ]; then mkdir -p "$saved"; cp "$W/first" "$W/second" "$saved/"; fi
+  fi
+  run_seeds "$1"
+}
+
 case $WORKLOAD in
-  pgbench) prepare_pgbench; run_seeds pgbench ;;
-  app) prepare_app; run_seeds app ;;
-  both) prepare_pgbench; run_seeds pgbench; prepare_app; run_seeds app ;;
+  pgbench) workload pgbench ;;
+  app) workload app ;;
+  both) workload pgbench; workload app ;;
   *) echo "WORKLOAD must be pgbench, app or both" >&2; exit 2 ;;
 esac

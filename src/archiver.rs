@@ -100,6 +100,8 @@ enum Processed {
         sealed: Vec<u8>,
         meta: ChunkMeta,
     },
+    /// A chunk cut into pieces by origin ([`crate::pieces`]), each a blob of the file.
+    Pieces(Vec<Processed>),
 }
 
 /// zstd level of delta blobs: level 1's fast match finder, with a hash table sized to the window
@@ -225,28 +227,38 @@ impl Shared<'_> {
         let Some(parent) = parent else {
             return self.process(BlobKind::Data, data);
         };
-        let key = self.repo.key();
-        let id = key.blob_id(&data);
+        let id = self.repo.key().blob_id(&data);
         if self.known(&id) {
-            let meta = parent.meta_of(&id).unwrap_or_else(|| {
-                let depth = self.depth(&id) as u32;
-                ChunkMeta(
-                    if depth == 0 {
-                        0
-                    } else {
-                        (1 << depth.min(16)) - 1
-                    },
-                    sketch(&data),
-                )
-            });
-            return Processed::Known { id, meta };
+            return self.known_chunk(parent, id, &data);
         }
         let sk = sketch(&data);
         let mut full = None;
         if let Some(p) = self.try_delta(parent, &id, &data, &sk, seq, &mut full) {
             return p;
         }
-        // A delta that did not pay compressed the full blob to compare: sealed as it is.
+        self.full_chunk(id, &data, sk, full)
+    }
+
+    /// A chunk already stored, with the metadata the parent recorded for it (or one derived
+    /// from its chain depth).
+    fn known_chunk(&self, parent: &ParentFile, id: Id, data: &[u8]) -> Processed {
+        let meta = parent.meta_of(&id).unwrap_or_else(|| {
+            let depth = self.depth(&id) as u32;
+            ChunkMeta(
+                if depth == 0 {
+                    0
+                } else {
+                    (1 << depth.min(16)) - 1
+                },
+                sketch(data),
+            )
+        });
+        Processed::Known { id, meta }
+    }
+
+    /// A chunk stored whole; `full` is its payload when a delta attempt already compressed it.
+    fn full_chunk(&self, id: Id, data: &[u8], sk: [u32; 8], full: Option<Vec<u8>>) -> Processed {
+        let key = self.repo.key();
         let sealed = match full {
             Some(payload) => seal_payload(key, BlobKind::Data, &id, payload),
             None => seal_blob(
@@ -254,7 +266,7 @@ impl Shared<'_> {
                 self.repo.compression_level(),
                 BlobKind::Data,
                 &id,
-                &data,
+                data,
             ),
         };
         Processed::New {
@@ -267,21 +279,11 @@ impl Shared<'_> {
         }
     }
 
-    /// Skip-delta: a chunk similar to the parent's chunk of generation `g` becomes generation
-    /// `g + 1`, stored as a delta against that chunk's ancestor of generation `(g + 1) & g`
-    /// (Subversion's skip-deltas), so chains stay `popcount(g + 1)` deep. Kept only when much
-    /// smaller than the full blob; when the full blob was compressed to compare, that payload is
-    /// left in `full` for the caller to seal instead of compressing it again.
-    fn try_delta(
-        &self,
-        parent: &ParentFile,
-        id: &Id,
-        data: &[u8],
-        sk: &[u32; 8],
-        seq: usize,
-        full: &mut Option<Vec<u8>>,
-    ) -> Option<Processed> {
-        let (candidate, cmeta) = parent.most_similar(sk, seq)?;
+    /// The base a chunk similar to the parent's chunk `candidate` is stored against, with the
+    /// generation it gets. Skip-delta: a chunk similar to one of generation `g` becomes
+    /// generation `g + 1`, a delta against that chunk's ancestor of generation `(g + 1) & g`
+    /// (Subversion's skip-deltas), so chains stay `popcount(g + 1)` deep.
+    fn base_for(&self, candidate: Id, cmeta: ChunkMeta) -> Option<(Id, u32)> {
         let g = cmeta.generation();
         if g + 1 >= GENERATION_CAP {
             return None;
@@ -300,21 +302,43 @@ impl Shared<'_> {
         if self.depth(&node) + 1 > MAX_WRITE_DEPTH {
             return None;
         }
-        let base_ref = self.index.get_live(&node)?;
-        let base = self.repo.load_base(self.index, &base_ref).ok()?;
-        let mut buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
+        Some((node, g + 1))
+    }
+
+    /// A base's plaintext, or `None` when it cannot be read (the chunk is then stored whole).
+    fn load(&self, node: &Id) -> Option<Vec<u8>> {
+        let base_ref = self.index.get_live(node)?;
+        self.repo.load_base(self.index, &base_ref).ok()
+    }
+
+    /// `data` as a delta against `base` (the blob `node`), sealed, if it pays: at most 1/16 of
+    /// the chunk, or at most half its full payload (which is then left in `full` when it does
+    /// not pay, for the caller to seal instead of compressing again).
+    #[allow(clippy::too_many_arguments)]
+    fn delta_blob(
+        &self,
+        id: &Id,
+        data: &[u8],
+        node: Id,
+        base: &[u8],
+        meta: ChunkMeta,
+        full: &mut Option<Vec<u8>>,
+        encoded: Option<Vec<u8>>,
+    ) -> Option<Processed> {
+        let mut buf = match encoded {
+            Some(b) => b,
+            None => delta::encode(base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?,
+        };
         let delta_len = buf.len() - NONCE_LEN;
         if delta_len > data.len() / 16 {
-            // Not obviously small: keep it only if it is at most half the full blob.
             let payload = compress(self.repo.compression_level(), data);
             if delta_len * 2 > payload.len() - NONCE_LEN {
                 *full = Some(payload);
                 return None;
             }
         }
-        let key = self.repo.key();
         crate::crypto::seal_in_place(
-            &key.encrypt,
+            &self.repo.key().encrypt,
             &blob_aad(BlobKind::Delta as u8, id, Some(&node)),
             &mut buf,
         );
@@ -324,10 +348,114 @@ impl Shared<'_> {
             base: Some(node),
             raw_len: data.len() as u32,
             sealed: buf,
-            meta: ChunkMeta(g + 1, *sk),
+            meta,
         })
     }
+
+    /// A delta against the base found for the most similar parent chunk; when that delta is
+    /// not small, the chunk may span several parent chunks, and is cut into pieces by origin
+    /// ([`Shared::try_pieces`]). `None`: store the chunk whole (its payload may be in `full`).
+    fn try_delta(
+        &self,
+        parent: &ParentFile,
+        id: &Id,
+        data: &[u8],
+        sk: &[u32; 8],
+        seq: usize,
+        full: &mut Option<Vec<u8>>,
+    ) -> Option<Processed> {
+        let ranked = parent.ranked(sk, seq);
+        let &best = ranked.first()?;
+        let (candidate, cmeta) = parent.chunks[best];
+        let (node, generation) = self.base_for(candidate, cmeta)?;
+        let base = self.load(&node)?;
+        let buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
+        if buf.len() - NONCE_LEN > data.len() / SPLIT_ABOVE {
+            if let Some(p) = self.try_pieces(parent, data, &ranked, (node, generation, &base)) {
+                return Some(p);
+            }
+        }
+        let meta = ChunkMeta(generation, *sk);
+        self.delta_blob(id, data, node, &base, meta, full, Some(buf))
+    }
+
+    /// Cuts `data` by origin among the best base, the next-ranked candidates and the best
+    /// candidate's neighbours in the parent file (where the content of a chunk whose cut point
+    /// moved comes from), each piece stored as a delta against its own base. `None` when the
+    /// chunk has one origin.
+    fn try_pieces(
+        &self,
+        parent: &ParentFile,
+        data: &[u8],
+        ranked: &[usize],
+        best: (Id, u32, &[u8]),
+    ) -> Option<Processed> {
+        let b = ranked[0];
+        let mut positions: Vec<usize> = ranked[1..]
+            .iter()
+            .take(PIECE_CANDIDATES - 1)
+            .copied()
+            .collect();
+        for n in [b.wrapping_sub(1), b + 1] {
+            if n < parent.chunks.len() && !positions.contains(&n) && n != b {
+                positions.push(n);
+            }
+        }
+        let mut bases: Vec<(Id, u32, Vec<u8>)> = Vec::new();
+        for &i in &positions {
+            let (candidate, cmeta) = parent.chunks[i];
+            let Some((node, generation)) = self.base_for(candidate, cmeta) else {
+                continue;
+            };
+            if node == best.0 || bases.iter().any(|b| b.0 == node) {
+                continue;
+            }
+            if let Some(plain) = self.load(&node) {
+                bases.push((node, generation, plain));
+            }
+        }
+        if bases.is_empty() {
+            return None;
+        }
+        let refs: Vec<&[u8]> = std::iter::once(best.2)
+            .chain(bases.iter().map(|b| b.2.as_slice()))
+            .collect();
+        let cuts = crate::pieces::split_by_origin(data, &refs);
+        if cuts.len() < 2 {
+            return None;
+        }
+        let key = self.repo.key();
+        let pieces = cuts
+            .into_iter()
+            .map(|cut| {
+                let piece = &data[cut.range];
+                let id = key.blob_id(piece);
+                if self.known(&id) {
+                    return self.known_chunk(parent, id, piece);
+                }
+                let sk = sketch(piece);
+                let mut full = None;
+                let delta = cut.base.and_then(|k| {
+                    let (node, generation) = match k {
+                        0 => (best.0, best.1),
+                        k => (bases[k - 1].0, bases[k - 1].1),
+                    };
+                    let meta = ChunkMeta(generation, sk);
+                    self.delta_blob(&id, piece, node, refs[k], meta, &mut full, None)
+                });
+                delta.unwrap_or_else(|| self.full_chunk(id, piece, sk, full))
+            })
+            .collect();
+        Some(Processed::Pieces(pieces))
+    }
 }
+
+/// A delta larger than 1/SPLIT_ABOVE of its chunk makes the archiver look for the chunk's other
+/// origins ([`crate::pieces`]): a chunk of rows with a few changed costs well under 1% as a
+/// delta; 1/64 is already a tenth of the full payload.
+const SPLIT_ABOVE: usize = 64;
+/// Parent chunks a chunk is cut against besides the best one's neighbours: the best-ranked.
+const PIECE_CANDIDATES: usize = 4;
 
 /// The packer and the pack writers.
 struct Sink {
@@ -362,12 +490,36 @@ fn writer_loop(
 pub const MAX_BLOB_LEN: usize = (1 << 29) - 1;
 
 impl Sink {
+    /// Stores a processed chunk (its pieces, if it was cut) and appends its blobs to a file's
+    /// content.
+    fn store_chunk(
+        &mut self,
+        shared: &Shared<'_>,
+        p: Processed,
+        content: &mut Vec<Id>,
+        metas: &mut Vec<ChunkMeta>,
+    ) -> Result<()> {
+        if let Processed::Pieces(pieces) = p {
+            for piece in pieces {
+                self.store_chunk(shared, piece, content, metas)?;
+            }
+            return Ok(());
+        }
+        let (id, meta) = self.store(shared, p)?;
+        content.push(id);
+        metas.push(meta);
+        Ok(())
+    }
+
     /// Appends a processed blob to the current pack unless it is already stored.
     fn store(&mut self, shared: &Shared<'_>, p: Processed) -> Result<(Id, ChunkMeta)> {
         self.stats.blobs_total += 1;
         let (id, kind, base, raw_len, sealed, meta) = match p {
             Processed::Known { id, meta } => return Ok((id, meta)),
             Processed::Failed(msg) => return Err(Error::Source(msg)),
+            Processed::Pieces(_) => {
+                return Err(Error::Source("pieces where one blob was expected".into()))
+            }
             Processed::New {
                 id,
                 kind,
@@ -518,9 +670,8 @@ impl<'a> Archiver<'a> {
                 .bytes_in
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             let p = self.shared.process_chunk(chunk, parent, seq);
-            let (id, meta) = self.sink.store(&self.shared, p)?;
-            content.push(id);
-            metas.push(meta);
+            self.sink
+                .store_chunk(&self.shared, p, &mut content, &mut metas)?;
         }
         self.sink.stats.bytes_in += data.len() as u64;
         Ok(FileNode {
@@ -625,9 +776,7 @@ impl<'a> Archiver<'a> {
                 for (seq, p) in &done_rx {
                     pending.insert(seq, p);
                     while let Some(p) = pending.remove(&next) {
-                        let (id, meta) = sink.store(shared, p)?;
-                        content.push(id);
-                        metas.push(meta);
+                        sink.store_chunk(shared, p, &mut content, &mut metas)?;
                         next += 1;
                         let _ = token_rx.recv();
                     }

@@ -30,6 +30,7 @@ pub mod format;
 pub mod human;
 pub mod id;
 pub mod index;
+pub mod pieces;
 pub mod postgres;
 pub mod progress;
 pub mod repository;

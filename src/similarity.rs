@@ -33,7 +33,7 @@ impl ChunkMeta {
 }
 
 /// The gear table: fixed, derived with SplitMix64 from 0, so sketches are stable across versions.
-static GEAR: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
+pub(crate) static GEAR: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
     let mut s = 0u64;
     std::array::from_fn(|_| {
         s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -181,19 +181,24 @@ impl ParentFile {
     /// The parent chunk sharing the most features with `sketch` (at least one), with the
     /// candidate nearest the chunk's position `near` winning ties.
     pub fn most_similar(&self, sketch: &[u32; SKETCH_LEN], near: usize) -> Option<(Id, ChunkMeta)> {
-        let mut votes: Vec<(u32, u32)> = Vec::with_capacity(SKETCH_LEN);
+        let i = *self.ranked(sketch, near).first()?;
+        self.chunks.get(i).copied()
+    }
+
+    /// Positions in [`ParentFile::chunks`] of the chunks sharing a feature with `sketch`, most
+    /// shared features first, then nearest to `near`.
+    pub fn ranked(&self, sketch: &[u32; SKETCH_LEN], near: usize) -> Vec<usize> {
+        let mut votes: Vec<(usize, u32)> = Vec::with_capacity(SKETCH_LEN);
         for f in sketch.iter().filter(|&&f| f != u32::MAX) {
             if let Some(&i) = self.by_feature.get(f) {
-                match votes.iter_mut().find(|(c, _)| *c == i) {
+                match votes.iter_mut().find(|(c, _)| *c == i as usize) {
                     Some(v) => v.1 += 1,
-                    None => votes.push((i, 1)),
+                    None => votes.push((i as usize, 1)),
                 }
             }
         }
-        let (i, _) = votes
-            .into_iter()
-            .max_by_key(|&(i, n)| (n, std::cmp::Reverse((i as usize).abs_diff(near))))?;
-        self.chunks.get(i as usize).copied()
+        votes.sort_by_key(|&(i, n)| (std::cmp::Reverse(n), i.abs_diff(near), i));
+        votes.into_iter().map(|(i, _)| i).collect()
     }
 }
 
