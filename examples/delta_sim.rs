@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use sbk::chunker::{split, ChunkerParams};
 use sbk::format::delta;
-use sbk::pieces::split_by_origin;
+use sbk::pieces::{split_by_origin, split_with};
 use sbk::similarity::{sketch, ChunkMeta, ParentFile};
 use sbk::Id;
 
@@ -21,6 +21,7 @@ fn main() {
     let second = std::fs::read(&args[2]).unwrap();
     let seeds: u64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(5);
     let verbose = args.iter().any(|a| a == "-v");
+    let global = args.iter().any(|a| a == "-g");
     for s in 1..=seeds {
         let seed = s.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let params = ChunkerParams::default_with_seed(seed);
@@ -85,16 +86,26 @@ fn main() {
                         } + if pieces.len() > 1 { 300 } else { 0 };
                     }
                     if verbose {
-                        println!(
-                            "    split {} -> {} pieces, {sum} B, cands {cands:?} {pieces:?}",
-                            c.len(),
-                            pieces.len()
-                        );
-                        for (k, &i) in cands.iter().enumerate() {
-                            let dd = delta::encode(pchunks[i], c, 1, 0, 0).unwrap().len();
-                            println!("      cand {i} len {} delta {dd}", pchunks[i].len());
-                            let _ = k;
+                        println!("    split {} -> {} pieces, {sum} B", c.len(), pieces.len());
+                    }
+                    // What an index of every parent chunk could reach: pieces of 2 KB and up.
+                    if global && sum > c.len() / 32 {
+                        let all: Vec<&[u8]> = pchunks.clone();
+                        let pieces = split_with(c, &all, 2048, 4096);
+                        let mut g = 0;
+                        for p in &pieces {
+                            let pc = &c[p.range.clone()];
+                            let f = full_len(pc);
+                            let dd = p
+                                .base
+                                .map(|b| delta::encode(all[b], pc, 1, 0, 0).unwrap().len());
+                            g += match dd {
+                                Some(dd) if dd <= pc.len() / 16 || dd * 2 <= f => dd,
+                                _ => f,
+                            } + if pieces.len() > 1 { 300 } else { 0 };
                         }
+                        println!("    global: {} pieces, {g} B (local {sum} B)", pieces.len());
+                        sum = sum.min(g);
                     }
                     sum
                 }

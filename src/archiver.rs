@@ -379,10 +379,11 @@ impl Shared<'_> {
         self.delta_blob(id, data, node, &base, meta, full, Some(buf))
     }
 
-    /// Cuts `data` by origin among the best base, the next-ranked candidates and the best
-    /// candidate's neighbours in the parent file (where the content of a chunk whose cut point
-    /// moved comes from), each piece stored as a delta against its own base. `None` when the
-    /// chunk has one origin.
+    /// Cuts `data` by origin among the best base, its neighbours in the parent file (where the
+    /// content of a chunk whose cut point moved comes from) and the next-ranked candidates, each
+    /// piece stored as a delta against its own base. Bases are read one at a time, nearest
+    /// neighbour first on the side where the missing content lies, until what is left is below
+    /// a piece. `None` when the chunk has one origin.
     fn try_pieces(
         &self,
         parent: &ParentFile,
@@ -390,19 +391,32 @@ impl Shared<'_> {
         ranked: &[usize],
         best: (Id, u32, &[u8]),
     ) -> Option<Processed> {
-        let b = ranked[0];
-        let mut positions: Vec<usize> = ranked[1..]
-            .iter()
-            .take(PIECE_CANDIDATES - 1)
-            .copied()
-            .collect();
-        for n in [b.wrapping_sub(1), b + 1] {
-            if n < parent.chunks.len() && !positions.contains(&n) && n != b {
-                positions.push(n);
-            }
+        use crate::pieces::{Origins, MAX_PIECES, MIN_PIECE};
+        let mut origins = Origins::new(data);
+        origins.add(best.2);
+        // Most large deltas are many small changes (a skip-delta spanning several runs): only
+        // content the best base lacks makes other bases worth reading.
+        if origins.missing() < MIN_PIECE {
+            return None;
         }
-        let mut bases: Vec<(Id, u32, Vec<u8>)> = Vec::new();
-        for &i in &positions {
+        let b = ranked[0];
+        let (before, after) = (b.checked_sub(1), Some(b + 1));
+        let neighbours = if origins.missing_centre() >= 0.5 {
+            [after, before]
+        } else {
+            [before, after]
+        };
+        let positions = neighbours
+            .into_iter()
+            .flatten()
+            .chain(ranked[1..].iter().copied().take(PIECE_CANDIDATES))
+            .filter(|&i| i < parent.chunks.len() && i != b);
+        // Bases offered, in order (index k + 1 in `origins`); `None` once found useless.
+        let mut bases: Vec<(Id, u32, Option<Vec<u8>>)> = Vec::new();
+        for i in positions {
+            if origins.missing() < MIN_PIECE {
+                break;
+            }
             let (candidate, cmeta) = parent.chunks[i];
             let Some((node, generation)) = self.base_for(candidate, cmeta) else {
                 continue;
@@ -410,17 +424,13 @@ impl Shared<'_> {
             if node == best.0 || bases.iter().any(|b| b.0 == node) {
                 continue;
             }
-            if let Some(plain) = self.load(&node) {
-                bases.push((node, generation, plain));
-            }
+            let Some(plain) = self.load(&node) else {
+                continue;
+            };
+            let covered = origins.add(&plain);
+            bases.push((node, generation, (covered > 0).then_some(plain)));
         }
-        if bases.is_empty() {
-            return None;
-        }
-        let refs: Vec<&[u8]> = std::iter::once(best.2)
-            .chain(bases.iter().map(|b| b.2.as_slice()))
-            .collect();
-        let cuts = crate::pieces::split_by_origin(data, &refs);
+        let cuts = origins.pieces(MIN_PIECE, MAX_PIECES);
         if cuts.len() < 2 {
             return None;
         }
@@ -436,12 +446,15 @@ impl Shared<'_> {
                 let sk = sketch(piece);
                 let mut full = None;
                 let delta = cut.base.and_then(|k| {
-                    let (node, generation) = match k {
-                        0 => (best.0, best.1),
-                        k => (bases[k - 1].0, bases[k - 1].1),
+                    let (node, generation, base) = match k {
+                        0 => (best.0, best.1, best.2),
+                        k => {
+                            let (node, generation, base) = &bases[k - 1];
+                            (*node, *generation, base.as_deref()?)
+                        }
                     };
                     let meta = ChunkMeta(generation, sk);
-                    self.delta_blob(&id, piece, node, refs[k], meta, &mut full, None)
+                    self.delta_blob(&id, piece, node, base, meta, &mut full, None)
                 });
                 delta.unwrap_or_else(|| self.full_chunk(id, piece, sk, full))
             })
@@ -454,8 +467,9 @@ impl Shared<'_> {
 /// origins ([`crate::pieces`]): a chunk of rows with a few changed costs well under 1% as a
 /// delta; 1/64 is already a tenth of the full payload.
 const SPLIT_ABOVE: usize = 64;
-/// Parent chunks a chunk is cut against besides the best one's neighbours: the best-ranked.
-const PIECE_CANDIDATES: usize = 4;
+/// Ranked candidates (after the best) a chunk may be cut against, besides the best one's two
+/// neighbours.
+const PIECE_CANDIDATES: usize = 3;
 
 /// The packer and the pack writers.
 struct Sink {

@@ -10,17 +10,22 @@
 //! delta against its own base.
 //!
 //! Origins are found by **anchors**: positions where the gear rolling hash of [`crate::similarity`]
-//! has its top [`ANCHOR_BITS`] bits zero (one position in 64 on average). The hash there depends
+//! has its top [`ANCHOR_BITS`] bits zero (one position in 256 on average). The hash there depends
 //! only on the 64 bytes before it, so an anchor value found in a base means those bytes occur in
 //! that base.
 
 use std::collections::HashMap;
+
+/// Anchor keys are hashes already: a fast hasher, no DoS concern (keys come from our own data).
+type KeyMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
 use std::ops::Range;
 
 use crate::similarity::GEAR;
 
-/// An anchor where the gear hash's top bits are zero: one position in 2^6 = 64.
-pub const ANCHOR_BITS: u32 = 6;
+/// An anchor where the gear hash's top bits are zero: one position in 2^8 = 256 (the
+/// sketch's sampling rate: cuts land within a few rows of the switch, for a quarter of the
+/// hashing of one anchor in 64).
+pub const ANCHOR_BITS: u32 = 8;
 /// Bytes that determine a gear hash.
 const WINDOW: usize = 64;
 /// Smallest piece cut out of a chunk: smaller runs of another origin stay in their neighbour
@@ -38,19 +43,104 @@ pub struct Piece {
     pub base: Option<usize>,
 }
 
-/// Calls `f(position, key)` for each anchor of `data`: `position` is the index just past the
-/// window, `key` a hash of the window's 64 bytes. The gear hash alone would not do as a key: a
-/// byte's weight halves with every later byte, so windows that end alike (rows padded with the
-/// same spaces) collide.
+/// Calls `f(position, key)` for each anchor of `data`, in order: `position` is the index just
+/// past the window, `key` a hash of the window's 64 bytes. The gear hash alone would not do as a
+/// key: a byte's weight halves with every later byte, so windows that end alike (rows padded
+/// with the same spaces) collide.
 fn anchors(data: &[u8], mut f: impl FnMut(usize, u64)) {
+    for pos in anchor_positions(data) {
+        f(pos, window_key(&data[pos - WINDOW..pos]));
+    }
+}
+
+/// Independent hash chains run side by side in [`anchor_positions`].
+const LANES: usize = 4;
+
+/// The anchor positions of `data`, in order: exactly [`anchor_positions_reference`]'s, from
+/// [`LANES`] segments hashed in one interleaved loop (each lane after the first warms up on the
+/// window before its segment), as [`crate::similarity::sketch`] does.
+fn anchor_positions(data: &[u8]) -> Vec<usize> {
+    let n = data.len();
+    if n < LANES * 4 * WINDOW {
+        return anchor_positions_reference(data);
+    }
     let gear = &*GEAR;
+    let seg = n / LANES;
+    // Lane k records anchors in [k * seg, end_k); lanes after the first start hashing WINDOW
+    // bytes earlier, without recording, so their hashes equal one pass's.
+    let lanes: [&[u8]; LANES] = std::array::from_fn(|k| {
+        let start = if k == 0 { 0 } else { k * seg - WINDOW };
+        let end = if k == LANES - 1 { n } else { (k + 1) * seg };
+        &data[start..end]
+    });
+    // Position in `data` of lane k's byte i, plus one.
+    let offset: [usize; LANES] =
+        std::array::from_fn(|k| if k == 0 { 1 } else { k * seg - WINDOW + 1 });
+    let mut out: [Vec<usize>; LANES] =
+        std::array::from_fn(|_| Vec::with_capacity((seg >> ANCHOR_BITS) + 16));
+    let mut h = [0u64; LANES];
+    for i in 0..WINDOW {
+        for k in 0..LANES {
+            h[k] = (h[k] << 1).wrapping_add(gear[lanes[k][i] as usize]);
+        }
+    }
+    // Lane 0's first full window ends at byte 63.
+    if h[0] >> (64 - ANCHOR_BITS) == 0 {
+        out[0].push(WINDOW);
+    }
+    let common = lanes.iter().map(|l| l.len()).min().expect("lanes");
+    let body: [&[u8]; LANES] = lanes.map(|l| &l[WINDOW..common]);
+    // Eight bytes per lane per step, read as one word: fewer loads and bounds checks.
+    let words = (common - WINDOW) / 8;
+    for j in 0..words {
+        let w: [u64; LANES] = std::array::from_fn(|k| {
+            u64::from_le_bytes(body[k][j * 8..j * 8 + 8].try_into().expect("8 bytes"))
+        });
+        for t in 0..8 {
+            for k in 0..LANES {
+                let b = (w[k] >> (8 * t)) as u8;
+                h[k] = (h[k] << 1).wrapping_add(gear[b as usize]);
+            }
+            // One test for all lanes: an anchor is rare.
+            if h.iter().fold(u64::MAX, |m, &x| m.min(x)) >> (64 - ANCHOR_BITS) == 0 {
+                for k in 0..LANES {
+                    if h[k] >> (64 - ANCHOR_BITS) == 0 {
+                        out[k].push(offset[k] + WINDOW + j * 8 + t);
+                    }
+                }
+            }
+        }
+    }
+    let common = WINDOW + words * 8;
+    for k in 0..LANES {
+        let mut hk = h[k];
+        for (i, &b) in lanes[k].iter().enumerate().skip(common) {
+            hk = (hk << 1).wrapping_add(gear[b as usize]);
+            if hk >> (64 - ANCHOR_BITS) == 0 {
+                out[k].push(offset[k] + i);
+            }
+        }
+    }
+    let [a, b, c, d] = out;
+    let mut all = a;
+    all.extend(b);
+    all.extend(c);
+    all.extend(d);
+    all
+}
+
+/// The anchor positions in one plain pass: the definition [`anchor_positions`] must match.
+fn anchor_positions_reference(data: &[u8]) -> Vec<usize> {
+    let gear = &*GEAR;
+    let mut out = Vec::with_capacity((data.len() >> ANCHOR_BITS) + 16);
     let mut h = 0u64;
     for (i, &b) in data.iter().enumerate() {
         h = (h << 1).wrapping_add(gear[b as usize]);
         if h >> (64 - ANCHOR_BITS) == 0 && i + 1 >= WINDOW {
-            f(i + 1, window_key(&data[i + 1 - WINDOW..=i]));
+            out.push(i + 1);
         }
     }
+    out
 }
 
 /// A 64-bit hash of one window: each 8-byte word mixed in with a multiply and a rotation.
@@ -61,72 +151,208 @@ fn window_key(window: &[u8]) -> u64 {
     })
 }
 
-/// Cuts `data` into pieces by origin among `bases` (in order of preference: an anchor found in
-/// several counts for the first). Content found in no base joins the piece before it (or after
-/// it, at the start): new content costs the same in any delta, and a piece of its own would only
-/// add a blob. Returns one piece for all of `data` when it has a single origin or when cutting
-/// would exceed [`MAX_PIECES`].
-pub fn split_by_origin(data: &[u8], bases: &[&[u8]]) -> Vec<Piece> {
-    let whole = |base| {
-        vec![Piece {
-            range: 0..data.len(),
-            base,
-        }]
-    };
-    let total: usize = bases.iter().map(|b| b.len()).sum();
-    let mut origin: HashMap<u64, usize> = HashMap::with_capacity(total >> ANCHOR_BITS);
-    for (i, base) in bases.iter().enumerate() {
-        anchors(base, |_, h| {
-            origin.entry(h).or_insert(i);
-        });
-    }
-    // Runs of anchors with one origin: (start of the run's content, origin).
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut last_anchor = 0;
-    anchors(data, |pos, h| {
-        if let Some(&o) = origin.get(&h) {
-            if runs.last().is_none_or(|r| r.1 != o) {
-                // The matched bytes start a window before the anchor, but not before the
-                // previous anchor (which matched elsewhere).
-                let start = if runs.is_empty() {
-                    0
-                } else {
-                    (pos - WINDOW).max(last_anchor)
-                };
-                runs.push((start, o));
+/// The anchors of a chunk and, as bases are offered one at a time, where each was found.
+///
+/// Only the chunk's anchors are kept in a map (one per 64 bytes of the chunk); a base is hashed
+/// once and looked up, never stored, so offering a base costs one pass over it, and a caller can
+/// stop offering once [`Origins::missing`] is small.
+pub struct Origins {
+    len: usize,
+    /// (position, origin) per anchor, in order; `u16::MAX` for none yet.
+    anchors: Vec<(usize, u16)>,
+    /// Anchor key -> (first, last) anchor with it; `same[i]`: the next anchor with anchor
+    /// `i`'s key (repeated content: a chunk of identical rows).
+    by_key: KeyMap<(u32, u32)>,
+    same: Vec<u32>,
+    bases: u16,
+}
+
+const NONE: u16 = u16::MAX;
+const END: u32 = u32::MAX;
+
+impl Origins {
+    pub fn new(data: &[u8]) -> Self {
+        let expected = data.len() >> ANCHOR_BITS;
+        // Periodic content can put an anchor at every period; past 4x the expected count the
+        // rest of the chunk stays without anchors (it then counts as missing, never wrong).
+        let cap = expected * 4 + 16;
+        let mut o = Origins {
+            len: data.len(),
+            anchors: Vec::with_capacity(expected),
+            by_key: KeyMap::with_capacity_and_hasher(expected, Default::default()),
+            same: Vec::with_capacity(expected),
+            bases: 0,
+        };
+        anchors(data, |pos, k| {
+            if o.anchors.len() >= cap {
+                return;
             }
+            let i = o.anchors.len() as u32;
+            o.anchors.push((pos, NONE));
+            o.same.push(END);
+            match o.by_key.get_mut(&k) {
+                Some((_, last)) => {
+                    o.same[*last as usize] = i;
+                    *last = i;
+                }
+                None => {
+                    o.by_key.insert(k, (i, i));
+                }
+            }
+        });
+        o
+    }
+
+    /// Offers the next base (numbered from 0 in the order offered): the anchors it holds that no
+    /// earlier base did get it as their origin. Returns the bytes it newly covers.
+    pub fn add(&mut self, base: &[u8]) -> usize {
+        let b = self.bases;
+        self.bases = self.bases.saturating_add(1).min(NONE - 1);
+        let mut found = Vec::new();
+        anchors(base, |_, k| {
+            if let Some(&(first, _)) = self.by_key.get(&k) {
+                found.push(first);
+            }
+        });
+        // Each chain once, however often the base repeats the key.
+        found.sort_unstable();
+        found.dedup();
+        let mut covered = 0;
+        for mut i in found {
+            while i != END {
+                if self.anchors[i as usize].1 == NONE {
+                    self.anchors[i as usize].1 = b;
+                    covered += self.span(i as usize);
+                }
+                i = self.same[i as usize];
+            }
+        }
+        covered
+    }
+
+    /// Bytes an anchor stands for: those since the anchor before it.
+    fn span(&self, i: usize) -> usize {
+        self.anchors[i].0 - if i == 0 { 0 } else { self.anchors[i - 1].0 }
+    }
+
+    /// Bytes whose anchors no base offered holds: what a delta against these bases must store
+    /// as new content. (A delta's size alone cannot tell this from many small changes, which cost
+    /// a delta little.)
+    pub fn missing(&self) -> usize {
+        (0..self.anchors.len())
+            .filter(|&i| self.anchors[i].1 == NONE)
+            .map(|i| self.span(i))
+            .sum()
+    }
+
+    /// Where the missing bytes lie, as their mean position over the chunk's length (0.0 = all
+    /// at the start, 1.0 = all at the end): which neighbour of a base to try first.
+    pub fn missing_centre(&self) -> f64 {
+        let (mut sum, mut n) = (0f64, 0f64);
+        for i in 0..self.anchors.len() {
+            if self.anchors[i].1 == NONE {
+                let w = self.span(i) as f64;
+                sum += w * self.anchors[i].0 as f64;
+                n += w;
+            }
+        }
+        if n == 0.0 {
+            0.5
+        } else {
+            sum / n / self.len.max(1) as f64
+        }
+    }
+
+    /// Cuts the chunk into pieces by origin (an anchor found in several bases counts for the
+    /// first offered). A stretch found in no base becomes a piece without a base (stored whole),
+    /// so that one large block of new rows cannot make the delta of the rest fail its "pays"
+    /// test and the whole chunk be stored in full. Runs (of a base or of none) standing for
+    /// fewer than `min_piece` bytes join the piece before them. One piece for the whole chunk
+    /// when it has a single origin or when cutting would make more than `max_pieces`.
+    pub fn pieces(&self, min_piece: usize, max_pieces: usize) -> Vec<Piece> {
+        let whole = |base| {
+            vec![Piece {
+                range: 0..self.len,
+                base,
+            }]
+        };
+        // Runs of anchors with one origin, or none: (start of the run's content, origin, bytes
+        // it stands for). A short run (rows moved from all over a table match a loaded base only
+        // here and there) stays in the piece before it, so neither scattered matches nor
+        // scattered new rows make pieces.
+        let mut runs: Vec<(usize, Option<usize>, usize)> = Vec::new();
+        let mut last_anchor = 0;
+        for (i, &(pos, o)) in self.anchors.iter().enumerate() {
+            let o = (o != NONE).then_some(o as usize);
+            if runs.last().is_none_or(|r| r.1 != o) {
+                // Matched bytes start a window before their anchor, but not before the
+                // previous anchor (which matched elsewhere, or nowhere).
+                let start = match (runs.is_empty(), o) {
+                    (true, _) => 0,
+                    (false, None) => last_anchor,
+                    (false, Some(_)) => (pos - WINDOW).max(last_anchor),
+                };
+                runs.push((start, o, 0));
+            }
+            runs.last_mut().expect("just pushed").2 += self.span(i);
             last_anchor = pos;
         }
-    });
-    if runs.is_empty() {
-        return whole(None);
-    }
-    // Short runs join the piece before them; a short first piece takes the next one's origin.
-    let mut pieces: Vec<Piece> = Vec::new();
-    for (k, &(start, o)) in runs.iter().enumerate() {
-        let end = runs.get(k + 1).map_or(data.len(), |r| r.0);
-        match pieces.last_mut() {
-            Some(p) if p.base == Some(o) || end - start < MIN_PIECE => p.range.end = end,
-            Some(p) if p.range.len() < MIN_PIECE => {
-                p.base = Some(o);
-                p.range.end = end;
-            }
-            _ => pieces.push(Piece {
-                range: start..end,
-                base: Some(o),
-            }),
+        if runs.iter().all(|r| r.1.is_none()) {
+            return whole(None);
         }
+        // Pieces with the bytes their runs stood for.
+        let mut pieces: Vec<(Piece, usize)> = Vec::new();
+        for (k, &(start, o, weight)) in runs.iter().enumerate() {
+            let end = runs.get(k + 1).map_or(self.len, |r| r.0);
+            match pieces.last_mut() {
+                Some((p, w)) if p.base == o => {
+                    p.range.end = end;
+                    *w += weight;
+                }
+                // A short run of another origin stays in the piece.
+                Some((p, _)) if weight < min_piece => p.range.end = end,
+                // A short first piece takes the next one's origin.
+                Some((p, w)) if *w < min_piece => {
+                    p.base = o;
+                    p.range.end = end;
+                    *w = weight;
+                }
+                _ => pieces.push((
+                    Piece {
+                        range: start..end,
+                        base: o,
+                    },
+                    weight,
+                )),
+            }
+        }
+        // A short last piece joins the one before.
+        if pieces.len() > 1 && pieces.last().is_some_and(|p| p.1 < min_piece) {
+            let (last, _) = pieces.pop().expect("two pieces");
+            pieces.last_mut().expect("one piece").0.range.end = last.range.end;
+        }
+        let mut pieces: Vec<Piece> = pieces.into_iter().map(|(p, _)| p).collect();
+        pieces[0].range.start = 0;
+        if pieces.len() > max_pieces {
+            return whole(pieces[0].base);
+        }
+        pieces
     }
-    // A short last piece joins the one before.
-    if pieces.len() > 1 && pieces.last().is_some_and(|p| p.range.len() < MIN_PIECE) {
-        let last = pieces.pop().expect("two pieces");
-        pieces.last_mut().expect("one piece").range.end = last.range.end;
+}
+
+/// Cuts `data` into pieces by origin among `bases`, in order of preference
+/// ([`Origins::pieces`] with [`MIN_PIECE`] and [`MAX_PIECES`]).
+pub fn split_by_origin(data: &[u8], bases: &[&[u8]]) -> Vec<Piece> {
+    split_with(data, bases, MIN_PIECE, MAX_PIECES)
+}
+
+/// [`split_by_origin`] with its limits given (the smallest piece, the most pieces).
+pub fn split_with(data: &[u8], bases: &[&[u8]], min_piece: usize, max_pieces: usize) -> Vec<Piece> {
+    let mut o = Origins::new(data);
+    for base in bases {
+        o.add(base);
     }
-    pieces[0].range.start = 0;
-    if pieces.len() > MAX_PIECES {
-        return whole(pieces[0].base);
-    }
-    pieces
+    o.pieces(min_piece, max_pieces)
 }
 
 #[cfg(test)]
@@ -153,9 +379,9 @@ mod tests {
         assert_eq!(pieces[0].range.start, 0);
         assert_eq!(pieces[1].range.end, data.len());
         assert_eq!(pieces[0].range.end, pieces[1].range.start);
-        // The cut lands within a window of where the content switches.
+        // The cut lands between the last anchor before the switch and the first after it.
         assert!(
-            pieces[0].range.end.abs_diff(cut) <= 2 * WINDOW,
+            pieces[0].range.end.abs_diff(cut) <= 4 << ANCHOR_BITS,
             "{pieces:?} {cut}"
         );
     }
@@ -179,6 +405,122 @@ mod tests {
                 range: 0..other.len(),
                 base: None
             }]
+        );
+    }
+
+    #[test]
+    fn missing_counts_what_the_bases_lack_and_where() {
+        let a = rows(20_000, 1);
+        let mut o = Origins::new(&a);
+        let last = o.anchors.last().unwrap().0;
+        assert_eq!(o.add(&a), last);
+        assert_eq!(o.missing(), 0);
+        let b = rows(10_000, 2);
+        let mut data = a[..a.len() / 2].to_vec();
+        data.extend_from_slice(&b);
+        let mut o = Origins::new(&data);
+        o.add(&a);
+        let foreign = b.len();
+        let missing = o.missing();
+        assert!(
+            missing.abs_diff(foreign) < foreign / 20,
+            "{missing} of {foreign}"
+        );
+        assert!(o.missing_centre() > 0.6, "{}", o.missing_centre());
+        // The second base covers what the first lacked; a base offered again covers nothing.
+        assert!(o.add(&b).abs_diff(missing) < foreign / 20);
+        assert!(o.missing() < 4 << ANCHOR_BITS, "{}", o.missing());
+        assert_eq!(o.add(&a), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn interleaved_anchors_equal_the_reference(seed in proptest::prelude::any::<u64>(), len in 0usize..200_000) {
+            let mut s = seed | 1;
+            let data: Vec<u8> = (0..len).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 56) as u8 }).collect();
+            proptest::prop_assert_eq!(anchor_positions(&data), anchor_positions_reference(&data));
+        }
+    }
+
+    #[test]
+    fn interleaved_anchors_equal_the_reference_on_rows() {
+        for n in [0, 63, 64, 1023, 1024, 1025, 100_000, 1 << 20] {
+            let data = rows(n / 20 + 1, 7);
+            let data = &data[..n.min(data.len())];
+            assert_eq!(
+                anchor_positions(data),
+                anchor_positions_reference(data),
+                "len {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn periodic_content_is_bounded() {
+        // Every 64-byte window of a period-8 pattern is one of 8: few keys, and anchors (if
+        // any) every few bytes; offering it back must stay linear.
+        let data: Vec<u8> = b"abcdefgh".iter().copied().cycle().take(4 << 20).collect();
+        let mut o = Origins::new(&data);
+        assert!(o.anchors.len() <= (data.len() >> ANCHOR_BITS) * 4 + 16);
+        o.add(&data);
+        assert_eq!(o.pieces(MIN_PIECE, MAX_PIECES).len(), 1);
+    }
+
+    #[test]
+    fn repeated_windows_are_all_found() {
+        // The same rows twice in the chunk: both copies get the base as their origin.
+        let a = rows(5_000, 1);
+        let data = [a.as_slice(), a.as_slice()].concat();
+        let mut o = Origins::new(&data);
+        o.add(&a);
+        assert!(o.missing() < 2 << ANCHOR_BITS, "{}", o.missing());
+    }
+
+    #[test]
+    fn rows_gathered_from_everywhere_stay_one_piece() {
+        // Rows moved from all over a table to its end: each base offered holds a row here and
+        // there. No run of one base is long, whatever the stretches between its rows.
+        let bases: Vec<Vec<u8>> = (0..4).map(|i| rows(20_000, 2 * i as u64 + 20)).collect();
+        let mut s = 12345u64;
+        let mut data = Vec::new();
+        for k in 0..40 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // 20 KB of new rows, then a 1 KB "row" from some base.
+            data.extend_from_slice(&rows(1000, 100 + 2 * k)[..20_000]);
+            let b = &bases[(s % 4) as usize];
+            let at = (s >> 8) as usize % (b.len() - 1000);
+            data.extend_from_slice(&b[at..at + 1000]);
+        }
+        let refs: Vec<&[u8]> = bases.iter().map(|b| b.as_slice()).collect();
+        let mut o = Origins::new(&data);
+        for b in &refs {
+            o.add(b);
+        }
+        assert!(
+            o.missing() < data.len() * 99 / 100,
+            "the moved rows are found"
+        );
+        assert_eq!(o.pieces(MIN_PIECE, MAX_PIECES).len(), 1);
+    }
+
+    #[test]
+    fn a_block_of_new_rows_is_a_piece_of_its_own() {
+        let a = rows(20_000, 1);
+        let new = rows(10_000, 2);
+        let data = [&a[..a.len() / 2], &new[..], &a[a.len() / 2..]].concat();
+        let pieces = split_by_origin(&data, &[&a]);
+        let bases: Vec<_> = pieces.iter().map(|p| p.base).collect();
+        assert_eq!(bases, [Some(0), None, Some(0)], "{pieces:?}");
+        let mid = &pieces[1].range;
+        assert!(
+            mid.start.abs_diff(a.len() / 2) <= 4 << ANCHOR_BITS,
+            "{pieces:?}"
+        );
+        assert!(
+            mid.end.abs_diff(a.len() / 2 + new.len()) <= 4 << ANCHOR_BITS,
+            "{pieces:?}"
         );
     }
 
