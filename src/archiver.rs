@@ -34,7 +34,7 @@ use crate::id::Id;
 use crate::index::Index;
 use crate::repository::packer::{FinishedPack, PackStore, PackWriter};
 use crate::repository::{Repository, MAX_BLOBS_PER_INDEX};
-use crate::similarity::{sketch, ChunkMeta, ParentFile};
+use crate::similarity::{sketch, sketch_range, sketch_sampled, ChunkMeta, ParentFile, Sample};
 
 /// Chunks in flight between the chunker and the packer.
 pub const IN_FLIGHT: usize = 8;
@@ -173,6 +173,15 @@ fn compress_at(level: i32, data: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A chunk on its way through the delta path: its ID, bytes, sketch and sketch samples.
+#[derive(Clone, Copy)]
+struct Chunk<'a> {
+    id: &'a Id,
+    data: &'a [u8],
+    sketch: &'a [u32; 8],
+    samples: &'a [Sample],
+}
+
 /// The read-only state the parallel stage shares with the packer.
 struct Shared<'a> {
     repo: &'a Repository,
@@ -231,9 +240,17 @@ impl Shared<'_> {
         if self.known(&id) {
             return self.known_chunk(parent, id, &data);
         }
-        let sk = sketch(&data);
+        // The samples let a chunk cut into pieces find its anchors and sketch its pieces
+        // without hashing it again.
+        let (sk, samples) = sketch_sampled(&data);
         let mut full = None;
-        if let Some(p) = self.try_delta(parent, &id, &data, &sk, seq, &mut full) {
+        let chunk = Chunk {
+            id: &id,
+            data: &data,
+            sketch: &sk,
+            samples: &samples,
+        };
+        if let Some(p) = self.try_delta(parent, &chunk, seq, &mut full) {
             return p;
         }
         self.full_chunk(id, &data, sk, full)
@@ -358,20 +375,37 @@ impl Shared<'_> {
     fn try_delta(
         &self,
         parent: &ParentFile,
-        id: &Id,
-        data: &[u8],
-        sk: &[u32; 8],
+        chunk: &Chunk<'_>,
         seq: usize,
         full: &mut Option<Vec<u8>>,
     ) -> Option<Processed> {
+        let Chunk {
+            id,
+            data,
+            sketch: sk,
+            ..
+        } = *chunk;
         let ranked = parent.ranked(sk, seq);
         let &best = ranked.first()?;
         let (candidate, cmeta) = parent.chunks[best];
         let (node, generation) = self.base_for(candidate, cmeta)?;
         let base = self.load(&node)?;
+        // A best match much shorter than the chunk: the chunk spans more than it (most often a
+        // straddle kept from the parent, whose entries are then its pieces). Cut first rather
+        // than encode a delta that would be thrown away.
+        let short = self
+            .index
+            .get_live(&candidate)
+            .is_some_and(|r| (r.raw_len as usize) < data.len() / 4 * 3);
+        let best_base = (node, generation, base.as_slice());
+        if short {
+            if let Some(p) = self.try_pieces(parent, chunk, &ranked, best_base) {
+                return Some(p);
+            }
+        }
         let buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
-        if buf.len() - NONCE_LEN > data.len() / SPLIT_ABOVE {
-            if let Some(p) = self.try_pieces(parent, data, &ranked, (node, generation, &base)) {
+        if !short && buf.len() - NONCE_LEN > data.len() / SPLIT_ABOVE {
+            if let Some(p) = self.try_pieces(parent, chunk, &ranked, best_base) {
                 return Some(p);
             }
         }
@@ -387,12 +421,13 @@ impl Shared<'_> {
     fn try_pieces(
         &self,
         parent: &ParentFile,
-        data: &[u8],
+        chunk: &Chunk<'_>,
         ranked: &[usize],
         best: (Id, u32, &[u8]),
     ) -> Option<Processed> {
         use crate::pieces::{Origins, MAX_PIECES, MIN_PIECE};
-        let mut origins = Origins::new(data);
+        let data = chunk.data;
+        let mut origins = Origins::from_samples(data, chunk.samples);
         origins.add(best.2);
         // Most large deltas are many small changes (a skip-delta spanning several runs): only
         // content the best base lacks makes other bases worth reading.
@@ -400,22 +435,43 @@ impl Shared<'_> {
             return None;
         }
         let b = ranked[0];
-        let (before, after) = (b.checked_sub(1), Some(b + 1));
-        let neighbours = if origins.missing_centre() >= 0.5 {
-            [after, before]
-        } else {
-            [before, after]
-        };
-        let positions = neighbours
-            .into_iter()
-            .flatten()
-            .chain(ranked[1..].iter().copied().take(PIECE_CANDIDATES))
-            .filter(|&i| i < parent.chunks.len() && i != b);
-        // Bases offered, in order (index k + 1 in `origins`); `None` once found useless.
+        // Bases offered, in order (index k + 1 in `origins`); no plaintext if it held nothing.
         let mut bases: Vec<(Id, u32, Option<Vec<u8>>)> = Vec::new();
-        for i in positions {
-            if origins.missing() < MIN_PIECE {
+        // Neighbours first, walking out from the best candidate on the side where the missing
+        // bytes lie (a chunk may span several parent entries, pieces of earlier snapshots
+        // among them); a side is left after two that held less than a piece (rows moved from
+        // all over the table match every neighbour a little). Then ranked candidates.
+        let mut next = [b.checked_sub(1), Some(b + 1)];
+        let mut empty = [0u8; 2];
+        let mut neighbours = 0;
+        let mut ranked_left = ranked[1..].iter().take(PIECE_CANDIDATES);
+        // Bytes of bases hashed: a straddle needs about the chunk's length; rows moved from
+        // all over a table (found a little in every base) would otherwise read them all.
+        let budget = 2 * data.len() + (1 << 20);
+        let mut hashed = 0;
+        loop {
+            let missing = origins.missing();
+            if missing < MIN_PIECE || hashed >= budget {
                 break;
+            }
+            let open = |s: usize| next[s].is_some_and(|i| i < parent.chunks.len()) && empty[s] < 2;
+            let prefer = usize::from(origins.missing_centre() >= 0.5);
+            let (i, side) = if neighbours < MAX_NEIGHBOURS && open(prefer) {
+                (next[prefer].expect("open"), Some(prefer))
+            } else if neighbours < MAX_NEIGHBOURS && open(1 - prefer) {
+                (next[1 - prefer].expect("open"), Some(1 - prefer))
+            } else if let Some(&i) = ranked_left.next() {
+                (i, None)
+            } else {
+                break;
+            };
+            if let Some(s) = side {
+                neighbours += 1;
+                next[s] = if s == 1 {
+                    Some(i + 1)
+                } else {
+                    i.checked_sub(1)
+                };
             }
             let (candidate, cmeta) = parent.chunks[i];
             let Some((node, generation)) = self.base_for(candidate, cmeta) else {
@@ -427,7 +483,24 @@ impl Shared<'_> {
             let Some(plain) = self.load(&node) else {
                 continue;
             };
-            let covered = origins.add(&plain);
+            // A neighbour holds what the chunk lacks next to where they meet: that end of it is
+            // hashed first, the rest only if a piece's worth is still missing (rows deleted
+            // between, say).
+            let want = (missing + missing / 4 + (64 << 10)).min(plain.len());
+            let (near, rest) = match side {
+                Some(1) => (0..want, want..plain.len()),
+                Some(_) => (plain.len() - want..plain.len(), 0..plain.len() - want),
+                None => (0..plain.len(), 0..0),
+            };
+            hashed += near.len();
+            let mut covered = origins.add(&plain[near]);
+            if origins.missing() >= MIN_PIECE && !rest.is_empty() && hashed < budget {
+                hashed += rest.len();
+                covered += origins.add_more(&plain[rest]);
+            }
+            if let Some(s) = side {
+                empty[s] = if covered < MIN_PIECE { empty[s] + 1 } else { 0 };
+            }
             bases.push((node, generation, (covered > 0).then_some(plain)));
         }
         let cuts = origins.pieces(MIN_PIECE, MAX_PIECES);
@@ -438,12 +511,12 @@ impl Shared<'_> {
         let pieces = cuts
             .into_iter()
             .map(|cut| {
-                let piece = &data[cut.range];
+                let piece = &data[cut.range.clone()];
                 let id = key.blob_id(piece);
                 if self.known(&id) {
                     return self.known_chunk(parent, id, piece);
                 }
-                let sk = sketch(piece);
+                let sk = sketch_range(data, chunk.samples, cut.range);
                 let mut full = None;
                 let delta = cut.base.and_then(|k| {
                     let (node, generation, base) = match k {
@@ -467,9 +540,11 @@ impl Shared<'_> {
 /// origins ([`crate::pieces`]): a chunk of rows with a few changed costs well under 1% as a
 /// delta; 1/64 is already a tenth of the full payload.
 const SPLIT_ABOVE: usize = 64;
-/// Ranked candidates (after the best) a chunk may be cut against, besides the best one's two
-/// neighbours.
+/// Ranked candidates (after the best) a chunk may be cut against, besides its neighbours.
 const PIECE_CANDIDATES: usize = 3;
+/// Neighbours of the best candidate (both sides together) a chunk may be cut against: a 4 MiB
+/// chunk spans about four parent chunks of the 1 MiB average, more once some are pieces.
+const MAX_NEIGHBOURS: usize = 8;
 
 /// The packer and the pack writers.
 struct Sink {

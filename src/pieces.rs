@@ -172,6 +172,10 @@ const END: u32 = u32::MAX;
 
 impl Origins {
     pub fn new(data: &[u8]) -> Self {
+        Self::from_positions(data, anchor_positions(data).into_iter())
+    }
+
+    fn from_positions(data: &[u8], positions: impl Iterator<Item = usize>) -> Self {
         let expected = data.len() >> ANCHOR_BITS;
         // Periodic content can put an anchor at every period; past 4x the expected count the
         // rest of the chunk stays without anchors (it then counts as missing, never wrong).
@@ -183,10 +187,8 @@ impl Origins {
             same: Vec::with_capacity(expected),
             bases: 0,
         };
-        anchors(data, |pos, k| {
-            if o.anchors.len() >= cap {
-                return;
-            }
+        for pos in positions.take(cap) {
+            let k = window_key(&data[pos - WINDOW..pos]);
             let i = o.anchors.len() as u32;
             o.anchors.push((pos, NONE));
             o.same.push(END);
@@ -199,8 +201,21 @@ impl Origins {
                     o.by_key.insert(k, (i, i));
                 }
             }
-        });
+        }
         o
+    }
+
+    /// Like [`Origins::new`], from the samples [`crate::similarity::sketch_sampled`] took of
+    /// `data` (the same positions: its sampling rule is the anchors' rule), without hashing
+    /// `data` again.
+    pub fn from_samples(data: &[u8], samples: &[crate::similarity::Sample]) -> Self {
+        const {
+            assert!(
+                ANCHOR_BITS == 8,
+                "sketches sample where the top 8 bits are zero"
+            )
+        };
+        Self::from_positions(data, samples.iter().map(|&(p, _)| p as usize))
     }
 
     /// Offers the next base (numbered from 0 in the order offered): the anchors it holds that no
@@ -208,6 +223,19 @@ impl Origins {
     pub fn add(&mut self, base: &[u8]) -> usize {
         let b = self.bases;
         self.bases = self.bases.saturating_add(1).min(NONE - 1);
+        self.mark(b, base)
+    }
+
+    /// More of the base offered last (the rest of a neighbour whose near end was not enough).
+    pub fn add_more(&mut self, part: &[u8]) -> usize {
+        match self.bases.checked_sub(1) {
+            Some(b) => self.mark(b, part),
+            None => self.add(part),
+        }
+    }
+
+    /// Gives base `b` as origin to the anchors `base` holds that have none yet.
+    fn mark(&mut self, b: u16, base: &[u8]) -> usize {
         let mut found = Vec::new();
         anchors(base, |_, k| {
             if let Some(&(first, _)) = self.by_key.get(&k) {
@@ -452,6 +480,17 @@ mod tests {
                 anchor_positions_reference(data),
                 "len {n}"
             );
+        }
+    }
+
+    #[test]
+    fn sketch_samples_are_the_anchors() {
+        for n in [0, 64, 1000, 100_000, 1 << 20] {
+            let data = rows(n / 20 + 1, 9);
+            let data = &data[..n.min(data.len())];
+            let (_, samples) = crate::similarity::sketch_sampled(data);
+            let positions: Vec<usize> = samples.iter().map(|&(p, _)| p as usize).collect();
+            assert_eq!(positions, anchor_positions(data), "len {n}");
         }
     }
 

@@ -71,9 +71,59 @@ const GEAR_WINDOW: usize = 64;
 /// instead of one), each lane starting 64 bytes early to warm up: the result is exactly that of
 /// one pass ([`sketch_reference`]), about 3x faster.
 pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
+    sketch_lanes(data, None)
+}
+
+/// A sample: the position just past its window, and the gear hash there.
+pub type Sample = (u32, u64);
+
+/// The sketch, and the samples whose window lies inside `data` (positions 64 and up, in
+/// order): what [`sketch_range`] needs to sketch parts of `data` without hashing them again,
+/// and the anchors of [`crate::pieces`], which sample by the same rule.
+pub fn sketch_sampled(data: &[u8]) -> ([u32; SKETCH_LEN], Vec<Sample>) {
+    let mut lanes: [Vec<Sample>; LANES] =
+        std::array::from_fn(|_| Vec::with_capacity(data.len() / LANES / 200 + 4));
+    let sk = sketch_lanes(data, Some(&mut lanes));
+    let [mut all, b, c, d] = lanes;
+    all.extend(b);
+    all.extend(c);
+    all.extend(d);
+    (sk, all)
+}
+
+/// The sketch of `data[range]`, equal to `sketch(&data[range])`, from the samples of
+/// [`sketch_sampled`]`(data)`: a sample whose window lies inside the range is the range's own;
+/// only the range's first 63 bytes, where its own hash has not yet seen a full window, are
+/// hashed again.
+pub fn sketch_range(
+    data: &[u8],
+    samples: &[Sample],
+    range: std::ops::Range<usize>,
+) -> [u32; SKETCH_LEN] {
+    let (s, e) = (range.start, range.end);
+    let mut best = sketch_reference(&data[s..(s + GEAR_WINDOW - 1).min(e)]);
+    let lo = samples.partition_point(|&(p, _)| (p as usize) < s + GEAR_WINDOW);
+    let hi = samples.partition_point(|&(p, _)| (p as usize) <= e);
+    for &(_, h) in &samples[lo.min(hi)..hi] {
+        offer(&mut best, h);
+    }
+    best
+}
+
+/// [`sketch`], recording samples per lane when asked (see [`sketch_sampled`]).
+fn sketch_lanes(data: &[u8], mut rec: Option<&mut [Vec<Sample>; LANES]>) -> [u32; SKETCH_LEN] {
     let gear = &*GEAR;
     let n = data.len();
     if n < LANES * 4 * GEAR_WINDOW {
+        if let Some(r) = rec {
+            let mut h = 0u64;
+            for (i, &b) in data.iter().enumerate() {
+                h = (h << 1).wrapping_add(gear[b as usize]);
+                if h >> 56 == 0 && i + 1 >= GEAR_WINDOW {
+                    r[0].push(((i + 1) as u32, h));
+                }
+            }
+        }
         return sketch_reference(data);
     }
     let seg = n / LANES;
@@ -85,6 +135,9 @@ pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
         let end = if k == LANES - 1 { n } else { (k + 1) * seg };
         &data[start..end]
     });
+    // Position in `data` just past lane k's byte i, less i.
+    let past: [usize; LANES] =
+        std::array::from_fn(|k| if k == 0 { 1 } else { k * seg - GEAR_WINDOW + 1 });
     let mut h = [0u64; LANES];
     for i in 0..GEAR_WINDOW {
         for k in 0..LANES {
@@ -92,6 +145,9 @@ pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
         }
         if h[0] >> 56 == 0 {
             offer(&mut best, h[0]);
+            if let Some(r) = rec.as_deref_mut().filter(|_| i + 1 == GEAR_WINDOW) {
+                r[0].push((GEAR_WINDOW as u32, h[0]));
+            }
         }
     }
     let common = lanes.iter().map(|l| l.len()).min().expect("lanes");
@@ -109,9 +165,12 @@ pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
             }
             // One test for all lanes: a sample is rare (1 in 256 per lane).
             if h.iter().fold(u64::MAX, |m, &x| m.min(x)) >> 56 == 0 {
-                for &hk in &h {
+                for (k, &hk) in h.iter().enumerate() {
                     if hk >> 56 == 0 {
                         offer(&mut best, hk);
+                        if let Some(r) = rec.as_deref_mut() {
+                            r[k].push(((past[k] + GEAR_WINDOW + j * 8 + t) as u32, hk));
+                        }
                     }
                 }
             }
@@ -120,10 +179,13 @@ pub fn sketch(data: &[u8]) -> [u32; SKETCH_LEN] {
     let common = GEAR_WINDOW + words * 8;
     for k in 0..LANES {
         let mut hk = h[k];
-        for &b in &lanes[k][common..] {
+        for (i, &b) in lanes[k].iter().enumerate().skip(common) {
             hk = (hk << 1).wrapping_add(gear[b as usize]);
             if hk >> 56 == 0 {
                 offer(&mut best, hk);
+                if let Some(r) = rec.as_deref_mut() {
+                    r[k].push(((past[k] + i) as u32, hk));
+                }
             }
         }
     }
@@ -253,6 +315,38 @@ mod tests {
             let data = rows(n / 30 + 1, 7);
             let data = &data[..n.min(data.len())];
             assert_eq!(sketch(data), sketch_reference(data), "len {n}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ranges_sketch_as_if_alone(seed in proptest::prelude::any::<u64>(), len in 0usize..100_000, a in 0usize..100_000, b in 0usize..100_000) {
+            let mut s = seed | 1;
+            let data: Vec<u8> = (0..len).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 58) as u8 }).collect();
+            let (sk, samples) = sketch_sampled(&data);
+            proptest::prop_assert_eq!(sk, sketch(&data));
+            let (lo, hi) = (a.min(b).min(len), a.max(b).min(len));
+            proptest::prop_assert_eq!(sketch_range(&data, &samples, lo..hi), sketch(&data[lo..hi]));
+        }
+    }
+
+    #[test]
+    fn ranges_of_rows_sketch_as_if_alone() {
+        let data = rows(40_000, 3);
+        let (_, samples) = sketch_sampled(&data);
+        for (lo, hi) in [
+            (0, 0),
+            (0, 63),
+            (0, 64),
+            (1, 1000),
+            (5000, 300_000),
+            (77, data.len()),
+        ] {
+            assert_eq!(
+                sketch_range(&data, &samples, lo..hi),
+                sketch(&data[lo..hi]),
+                "{lo}..{hi}"
+            );
         }
     }
 
