@@ -390,21 +390,9 @@ impl Shared<'_> {
         let (candidate, cmeta) = parent.chunks[best];
         let (node, generation) = self.base_for(candidate, cmeta)?;
         let base = self.load(&node)?;
-        // A best match much shorter than the chunk: the chunk spans more than it (most often a
-        // straddle kept from the parent, whose entries are then its pieces). Cut first rather
-        // than encode a delta that would be thrown away.
-        let short = self
-            .index
-            .get_live(&candidate)
-            .is_some_and(|r| (r.raw_len as usize) < data.len() / 4 * 3);
         let best_base = (node, generation, base.as_slice());
-        if short {
-            if let Some(p) = self.try_pieces(parent, chunk, &ranked, best_base) {
-                return Some(p);
-            }
-        }
         let buf = delta::encode(&base, data, DELTA_LEVEL, NONCE_LEN, TAG_LEN).ok()?;
-        if !short && buf.len() - NONCE_LEN > data.len() / SPLIT_ABOVE {
+        if buf.len() - NONCE_LEN > data.len() / SPLIT_ABOVE {
             if let Some(p) = self.try_pieces(parent, chunk, &ranked, best_base) {
                 return Some(p);
             }
