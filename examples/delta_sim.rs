@@ -1,7 +1,12 @@
 //! Simulates the second snapshot of two files over many chunker seeds, without a repository:
 //! where the bytes go (chunks known, stored as deltas, stored whole). Issue 22's lab bench.
 //!
-//! Usage: cargo run --release --example delta_sim -- FIRST SECOND [SEEDS] [-v]
+//! Per seed: chunks known, stored as deltas against the best match, stored whole, and what
+//! pieces (`sbk::pieces`, against the best match's neighbours and the ranked candidates) store
+//! instead, counting 300 bytes of index and tree per extra piece. `-g` also tries every parent
+//! chunk as an origin (2 KiB pieces): what an index of the whole parent file could reach.
+//!
+//! Usage: cargo run --release --example delta_sim -- FIRST SECOND [SEEDS] [-v] [-g]
 
 use std::collections::HashMap;
 

@@ -109,8 +109,12 @@ fn check_read_data_reports_pack_bytes_read() {
 #[test]
 fn prune_reports_bytes_repacked_and_packs_deleted() {
     let repo = TestRepo::new();
-    // One pack holds both halves; the snapshot kept needs only the first: a repack.
-    let (x, y) = (dump_like(3, 2 << 20), dump_like(4, 2 << 20));
+    // One pack holds both halves; the snapshot kept needs only the first: a repack. The second
+    // half is 8 MiB so that whatever the chunker seed, chunks lie wholly in it past the one
+    // spanning both halves (chunks are at most 4 MiB); that one stays as the kept snapshot's
+    // delta base. (With 2 MiB, one repository in ~20 cut the rest as one chunk: nothing to
+    // repack.)
+    let (x, y) = (dump_like(3, 2 << 20), dump_like(4, 8 << 20));
     let both = repo.snapshot("db.dump", &[x.clone(), y].concat());
     repo.snapshot("db.dump", &x);
     let out = repo.run(&["forget", both["id"].as_str().unwrap()]);
