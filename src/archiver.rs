@@ -173,9 +173,6 @@ fn compress_at(level: i32, data: &[u8]) -> Vec<u8> {
     })
 }
 
-/// A base's plaintext, shared with the repository's recent bases.
-type Plain = Arc<Vec<u8>>;
-
 /// A chunk on its way through the delta path: its ID, bytes, sketch and sketch samples.
 #[derive(Clone, Copy)]
 struct Chunk<'a> {
@@ -326,7 +323,7 @@ impl Shared<'_> {
     }
 
     /// A base's plaintext, or `None` when it cannot be read (the chunk is then stored whole).
-    fn load(&self, node: &Id) -> Option<Plain> {
+    fn load(&self, node: &Id) -> Option<Vec<u8>> {
         let base_ref = self.index.get_live(node)?;
         self.repo.load_base(self.index, &base_ref).ok()
     }
@@ -427,7 +424,7 @@ impl Shared<'_> {
         }
         let b = ranked[0];
         // Bases offered, in order (index k + 1 in `origins`); no plaintext if it held nothing.
-        let mut bases: Vec<(Id, u32, Option<Plain>)> = Vec::new();
+        let mut bases: Vec<(Id, u32, Option<Vec<u8>>)> = Vec::new();
         // Neighbours first, walking out from the best candidate on the side where the missing
         // bytes lie (a chunk may span several parent entries, pieces of earlier snapshots
         // among them); a side is left after two that held less than a piece (rows moved from
@@ -514,7 +511,7 @@ impl Shared<'_> {
                         0 => (best.0, best.1, best.2),
                         k => {
                             let (node, generation, base) = &bases[k - 1];
-                            (*node, *generation, base.as_ref()?.as_slice())
+                            (*node, *generation, base.as_deref()?)
                         }
                     };
                     let meta = ChunkMeta(generation, sk);

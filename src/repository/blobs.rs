@@ -58,16 +58,9 @@ impl Repository {
 
     /// Loads a blob to serve as a delta base while writing: authenticated but not re-hashed,
     /// since a delta reproduces its blob from exactly these bytes whatever they are.
-    /// It and its chain are read through the blob cache, and cached when fetched; the
-    /// plaintext is kept among the recent bases (a neighbour read to cut a chunk into pieces is
-    /// the next chunk's base).
-    pub(crate) fn load_base(&self, index: &Index, blob: &BlobRef) -> Result<Arc<Vec<u8>>> {
-        if let Some(plain) = self.recent_bases.get(&blob.id) {
-            return Ok(plain);
-        }
-        let plain = Arc::new(self.load_blob_at(index, blob, 0, false, true, None)?);
-        self.recent_bases.put(blob.id, Arc::clone(&plain));
-        Ok(plain)
+    /// It and its chain are read through the blob cache, and cached when fetched.
+    pub(crate) fn load_base(&self, index: &Index, blob: &BlobRef) -> Result<Vec<u8>> {
+        self.load_blob_at(index, blob, 0, false, true, None)
     }
 
     fn read_sealed(&self, blob: &BlobRef) -> Result<Vec<u8>> {
@@ -122,21 +115,7 @@ impl Repository {
                         ),
                     )
                 })?;
-                match self.recent_bases.get(&base_id) {
-                    Some(plain) => Some(plain),
-                    None => {
-                        let plain = Arc::new(self.load_blob_at(
-                            index,
-                            &base_ref,
-                            depth + 1,
-                            false,
-                            use_cache,
-                            None,
-                        )?);
-                        self.recent_bases.put(base_id, Arc::clone(&plain));
-                        Some(plain)
-                    }
-                }
+                Some(self.load_blob_at(index, &base_ref, depth + 1, false, use_cache, None)?)
             }
             (BlobKind::Delta, None) => {
                 return Err(Error::damaged(
@@ -146,15 +125,14 @@ impl Repository {
             }
             _ => None,
         };
-        let base = base.as_ref().map(|b| b.as_slice());
-        match self.open_blob_checked(blob, &sealed, base, verify) {
+        match self.open_blob_checked(blob, &sealed, base.as_deref(), verify) {
             // A damaged cache entry: drop it and read the blob from the repository.
             Err(_) if from_cache => {
                 if let Some(c) = cache {
                     c.remove(&blob.id);
                 }
                 let sealed = self.read_sealed(blob)?;
-                self.open_blob_checked(blob, &sealed, base, verify)
+                self.open_blob_checked(blob, &sealed, base.as_deref(), verify)
             }
             other => other,
         }

@@ -41,7 +41,6 @@ pub mod lock;
 pub mod open;
 pub mod packer;
 mod packs;
-mod recent_bases;
 pub mod seen;
 mod snapshots;
 mod storage;
@@ -130,8 +129,6 @@ pub struct Repository {
     activity: Arc<crate::progress::Activity>,
     /// What this handle added and removed, for its audit record; clones share it.
     journal: Arc<audit::Journal>,
-    /// Delta bases rebuilt lately, in memory (see `recent_bases.rs`); clones share them.
-    recent_bases: Arc<recent_bases::RecentBases>,
 }
 
 /// The damaged files a repository handle passed over; clones share the list, so a caller can
@@ -258,7 +255,6 @@ impl Repository {
             damage: Default::default(),
             activity: Default::default(),
             journal: Default::default(),
-            recent_bases: Default::default(),
         }
     }
 
@@ -353,7 +349,6 @@ impl Repository {
             cache: None,
             file_cache: None,
             list_cache: None,
-            recent_bases: Default::default(),
             ..self.share()
         }
     }
@@ -387,7 +382,6 @@ impl Repository {
             damage: self.damage.clone(),
             activity: Arc::clone(&self.activity),
             journal: Arc::clone(&self.journal),
-            recent_bases: Arc::clone(&self.recent_bases),
         }
     }
 
