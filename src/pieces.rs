@@ -20,8 +20,6 @@ use std::collections::HashMap;
 type KeyMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
 use std::ops::Range;
 
-use crate::similarity::GEAR;
-
 /// An anchor where the gear hash's top bits are zero: one position in 2^8 = 256 (the
 /// sketch's sampling rate: cuts land within a few rows of the switch, for a quarter of the
 /// hashing of one anchor in 64).
@@ -53,86 +51,24 @@ fn anchors(data: &[u8], mut f: impl FnMut(usize, u64)) {
     }
 }
 
-/// Independent hash chains run side by side in [`anchor_positions`].
-const LANES: usize = 4;
-
-/// The anchor positions of `data`, in order: exactly [`anchor_positions_reference`]'s, from
-/// [`LANES`] segments hashed in one interleaved loop (each lane after the first warms up on the
-/// window before its segment), as [`crate::similarity::sketch`] does.
+/// The anchor positions of `data`, in order: the sketch's samples, whose rule is the anchors'
+/// (one pass, four interleaved lanes; see [`crate::similarity::sketch_sampled`]).
 fn anchor_positions(data: &[u8]) -> Vec<usize> {
-    let n = data.len();
-    if n < LANES * 4 * WINDOW {
-        return anchor_positions_reference(data);
-    }
-    let gear = &*GEAR;
-    let seg = n / LANES;
-    // Lane k records anchors in [k * seg, end_k); lanes after the first start hashing WINDOW
-    // bytes earlier, without recording, so their hashes equal one pass's.
-    let lanes: [&[u8]; LANES] = std::array::from_fn(|k| {
-        let start = if k == 0 { 0 } else { k * seg - WINDOW };
-        let end = if k == LANES - 1 { n } else { (k + 1) * seg };
-        &data[start..end]
-    });
-    // Position in `data` of lane k's byte i, plus one.
-    let offset: [usize; LANES] =
-        std::array::from_fn(|k| if k == 0 { 1 } else { k * seg - WINDOW + 1 });
-    let mut out: [Vec<usize>; LANES] =
-        std::array::from_fn(|_| Vec::with_capacity((seg >> ANCHOR_BITS) + 16));
-    let mut h = [0u64; LANES];
-    for i in 0..WINDOW {
-        for k in 0..LANES {
-            h[k] = (h[k] << 1).wrapping_add(gear[lanes[k][i] as usize]);
-        }
-    }
-    // Lane 0's first full window ends at byte 63.
-    if h[0] >> (64 - ANCHOR_BITS) == 0 {
-        out[0].push(WINDOW);
-    }
-    let common = lanes.iter().map(|l| l.len()).min().expect("lanes");
-    let body: [&[u8]; LANES] = lanes.map(|l| &l[WINDOW..common]);
-    // Eight bytes per lane per step, read as one word: fewer loads and bounds checks.
-    let words = (common - WINDOW) / 8;
-    for j in 0..words {
-        let w: [u64; LANES] = std::array::from_fn(|k| {
-            u64::from_le_bytes(body[k][j * 8..j * 8 + 8].try_into().expect("8 bytes"))
-        });
-        for t in 0..8 {
-            for k in 0..LANES {
-                let b = (w[k] >> (8 * t)) as u8;
-                h[k] = (h[k] << 1).wrapping_add(gear[b as usize]);
-            }
-            // One test for all lanes: an anchor is rare.
-            if h.iter().fold(u64::MAX, |m, &x| m.min(x)) >> (64 - ANCHOR_BITS) == 0 {
-                for k in 0..LANES {
-                    if h[k] >> (64 - ANCHOR_BITS) == 0 {
-                        out[k].push(offset[k] + WINDOW + j * 8 + t);
-                    }
-                }
-            }
-        }
-    }
-    let common = WINDOW + words * 8;
-    for k in 0..LANES {
-        let mut hk = h[k];
-        for (i, &b) in lanes[k].iter().enumerate().skip(common) {
-            hk = (hk << 1).wrapping_add(gear[b as usize]);
-            if hk >> (64 - ANCHOR_BITS) == 0 {
-                out[k].push(offset[k] + i);
-            }
-        }
-    }
-    let [a, b, c, d] = out;
-    let mut all = a;
-    all.extend(b);
-    all.extend(c);
-    all.extend(d);
-    all
+    const {
+        assert!(
+            ANCHOR_BITS == 8,
+            "sketches sample where the top 8 bits are zero"
+        )
+    };
+    let (_, samples) = crate::similarity::sketch_sampled(data);
+    samples.into_iter().map(|(p, _)| p as usize).collect()
 }
 
 /// The anchor positions in one plain pass: the definition [`anchor_positions`] must match.
+#[cfg(test)]
 fn anchor_positions_reference(data: &[u8]) -> Vec<usize> {
-    let gear = &*GEAR;
-    let mut out = Vec::with_capacity((data.len() >> ANCHOR_BITS) + 16);
+    let gear = &*crate::similarity::GEAR;
+    let mut out = Vec::new();
     let mut h = 0u64;
     for (i, &b) in data.iter().enumerate() {
         h = (h << 1).wrapping_add(gear[b as usize]);
@@ -480,17 +416,6 @@ mod tests {
                 anchor_positions_reference(data),
                 "len {n}"
             );
-        }
-    }
-
-    #[test]
-    fn sketch_samples_are_the_anchors() {
-        for n in [0, 64, 1000, 100_000, 1 << 20] {
-            let data = rows(n / 20 + 1, 9);
-            let data = &data[..n.min(data.len())];
-            let (_, samples) = crate::similarity::sketch_sampled(data);
-            let positions: Vec<usize> = samples.iter().map(|&(p, _)| p as usize).collect();
-            assert_eq!(positions, anchor_positions(data), "len {n}");
         }
     }
 
