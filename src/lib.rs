@@ -41,6 +41,7 @@ pub mod source;
 pub mod supabase;
 #[cfg(test)]
 mod testdata;
+mod trail;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -209,22 +209,25 @@ impl Origins {
             .sum()
     }
 
-    /// Where the missing bytes lie, as their mean position over the chunk's length (0.0 = all
-    /// at the start, 1.0 = all at the end): which neighbour of a base to try first.
-    pub fn missing_centre(&self) -> f64 {
-        let (mut sum, mut n) = (0f64, 0f64);
-        for i in 0..self.anchors.len() {
-            if self.anchors[i].1 == NONE {
-                let w = self.span(i) as f64;
-                sum += w * self.anchors[i].0 as f64;
-                n += w;
-            }
-        }
-        if n == 0.0 {
-            0.5
-        } else {
-            sum / n / self.len.max(1) as f64
-        }
+    /// The anchors no base offered holds, as indices into the positions (or samples) the
+    /// chunk's anchors were made from: what the missing content's sketch is made of.
+    pub fn missing_anchors(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.anchors.len()).filter(|&i| self.anchors[i].1 == NONE)
+    }
+
+    /// Missing bytes at each end of the chunk: the run of anchors no base holds from its start,
+    /// and the run to its end. A parent chunk before the best base can only hold what is
+    /// missing at the start, one after it what is missing at the end; a stretch missing in the
+    /// middle (new rows, rows moved from elsewhere) is no neighbour's.
+    pub fn missing_ends(&self) -> [usize; 2] {
+        let run = |order: &mut dyn Iterator<Item = usize>| {
+            order
+                .take_while(|&i| self.anchors[i].1 == NONE)
+                .map(|i| self.span(i))
+                .sum()
+        };
+        let n = self.anchors.len();
+        [run(&mut (0..n)), run(&mut (0..n).rev())]
     }
 
     /// Cuts the chunk into pieces by origin (an anchor found in several bases counts for the
@@ -390,7 +393,9 @@ mod tests {
             missing.abs_diff(foreign) < foreign / 20,
             "{missing} of {foreign}"
         );
-        assert!(o.missing_centre() > 0.6, "{}", o.missing_centre());
+        let [start, end] = o.missing_ends();
+        assert_eq!(start, 0);
+        assert!(end.abs_diff(foreign) < foreign / 20, "{end} of {foreign}");
         // The second base covers what the first lacked; a base offered again covers nothing.
         assert!(o.add(&b).abs_diff(missing) < foreign / 20);
         assert!(o.missing() < 4 << ANCHOR_BITS, "{}", o.missing());

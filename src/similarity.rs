@@ -110,6 +110,16 @@ pub fn sketch_range(
     best
 }
 
+/// The sketch of a set of samples' hashes (the samples of part of a chunk, say: what a
+/// stretch whose origin is unknown resembles).
+pub fn sketch_of(hashes: impl IntoIterator<Item = u64>) -> [u32; SKETCH_LEN] {
+    let mut best = [u32::MAX; SKETCH_LEN];
+    for h in hashes {
+        offer(&mut best, h);
+    }
+    best
+}
+
 /// [`sketch`], recording samples per lane when asked (see [`sketch_sampled`]).
 fn sketch_lanes(data: &[u8], mut rec: Option<&mut [Vec<Sample>; LANES]>) -> [u32; SKETCH_LEN] {
     let gear = &*GEAR;
@@ -212,7 +222,8 @@ pub struct ParentFile {
     /// Chunk IDs and their metadata, in file order.
     pub chunks: Vec<(Id, ChunkMeta)>,
     by_feature: HashMap<u32, u32>,
-    by_id: HashMap<Id, ChunkMeta>,
+    /// Chunk ID -> its metadata and its last position in `chunks`.
+    by_id: HashMap<Id, (ChunkMeta, usize)>,
 }
 
 impl ParentFile {
@@ -221,7 +232,7 @@ impl ParentFile {
         let mut by_feature = HashMap::with_capacity(chunks.len() * SKETCH_LEN);
         let mut by_id = HashMap::with_capacity(chunks.len());
         for (i, (id, meta)) in chunks.iter().enumerate() {
-            by_id.insert(*id, *meta);
+            by_id.insert(*id, (*meta, i));
             for &f in meta.sketch() {
                 if f != u32::MAX {
                     by_feature.entry(f).or_insert(i as u32);
@@ -237,7 +248,12 @@ impl ParentFile {
 
     /// The metadata the parent recorded for a chunk it also holds.
     pub fn meta_of(&self, id: &Id) -> Option<ChunkMeta> {
-        self.by_id.get(id).copied()
+        self.by_id.get(id).map(|&(m, _)| m)
+    }
+
+    /// Where in [`ParentFile::chunks`] the parent holds a chunk (its last place, if several).
+    pub fn position_of(&self, id: &Id) -> Option<usize> {
+        self.by_id.get(id).map(|&(_, i)| i)
     }
 
     /// The parent chunk sharing the most features with `sketch` (at least one), with the

@@ -227,8 +227,12 @@ fn a_chunk_spanning_two_parent_chunks_is_stored_as_deltas_in_every_repository() 
         at = start + len;
     }
     changed.extend_from_slice(&data[at..]);
-    let mut worst = 0;
-    for _ in 0..4 {
+    // Measured over 400 repositories: mean 3.6 KB, median 2.2 KB, 99th percentile 22 KB, worst
+    // 49 KB (a delta under 1/64 of a large chunk with a neighbour's rows in it, not cut);
+    // stored whole, a straddle's other part costs 100-800 KB. (Before the trail and the walk
+    // past deleted parent chunks, 1 repository in 100 added 100-170 KB.)
+    let (mut worst, mut total) = (0, 0);
+    for _ in 0..8 {
         let repo = TestRepo::new();
         let first = repo.snapshot("db.dump", &data);
         let second = repo.snapshot("db.dump", &changed);
@@ -239,9 +243,11 @@ fn a_chunk_spanning_two_parent_chunks_is_stored_as_deltas_in_every_repository() 
             u64_of(&first, &["summary", "bytes_added"])
         );
         worst = worst.max(added);
+        total += added;
         assert!(repo.dump("latest") == changed, "does not restore exactly");
         let check = repo.run(&["check", "--read-data"]);
         assert!(check.status.success(), "{}", stderr(&check));
     }
-    assert!(worst < 40_000, "worst repository added {worst} bytes");
+    assert!(worst < 100_000, "worst repository added {worst} bytes");
+    assert!(total < 200_000, "8 repositories added {total} bytes");
 }

@@ -318,6 +318,14 @@ impl Repository {
         &self.config
     }
 
+    /// This handle with the given chunker seed instead of its own (in memory only): for tests
+    /// that need the same cuts every run.
+    #[cfg(test)]
+    pub(crate) fn with_chunker_seed(mut self, seed: u64) -> Self {
+        self.config.chunker = crate::chunker::ChunkerParams::default_with_seed(seed);
+        self
+    }
+
     /// Uses a local blob cache for delta bases (see [`crate::cache`]).
     pub fn set_cache(&mut self, cache: BlobCache) {
         self.cache = Some(Arc::new(cache));
