@@ -147,24 +147,30 @@ fn instant_delete_and_repacking_free_space_at_once() {
     // Unrelated streams: forgetting one frees its data.
     let mut versions = Vec::new();
     let mut hour = 0;
-    let mut take = |name: &str, data: Vec<u8>| {
+    let mut take = |name: &str, data: Vec<u8>, more: &[&str]| {
         hour += 1;
         let time = format!("2026-11-01T{hour:02}:00:00+00:00");
-        let o = repo.run_with_input(
-            &[
-                "--json", "snapshot", "stdin", "--name", name, "--time", &time,
-            ],
-            &data,
-        );
+        let mut args = vec![
+            "--json", "snapshot", "stdin", "--name", name, "--time", &time,
+        ];
+        args.extend_from_slice(more);
+        let o = repo.run_with_input(&args, &data);
         versions.push((json(&o)["id"].as_str().unwrap().to_string(), data));
     };
     for seed in 0..4 {
-        take("db.dump", dump_like(40 + seed, 3 << 20));
+        take("db.dump", dump_like(40 + seed, 3 << 20), &[]);
     }
-    // A pack shared by a kept and a forgotten snapshot: A+B, then A alone (the newest).
+    // A pack shared by a kept and a forgotten snapshot: A+B, then A alone (the newest). A's
+    // last chunk differs from the A+B chunk spanning A's end and B's start; as a delta against
+    // it, the kept snapshot would keep part of B too (whether its sketch finds that chunk, or
+    // the trail does, depends on the chunker seed), so it is stored whole.
     let a = dump_like(50, 3 << 20);
-    take("other.dump", [a.clone(), dump_like(51, 3 << 20)].concat());
-    take("other.dump", a);
+    take(
+        "other.dump",
+        [a.clone(), dump_like(51, 3 << 20)].concat(),
+        &[],
+    );
+    take("other.dump", a, &["--no-delta"]);
     let before = data_bytes(&repo);
     let v = json(&repo.run(&[
         "--json",
