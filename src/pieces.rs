@@ -15,10 +15,10 @@
 //! that base.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// Anchor keys are hashes already: a fast hasher, no DoS concern (keys come from our own data).
 type KeyMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
-use std::ops::Range;
 
 /// An anchor where the gear hash's top bits are zero: one position in 2^8 = 256 (the
 /// sketch's sampling rate: cuts land within a few rows of the switch, for a quarter of the
@@ -89,7 +89,7 @@ fn window_key(window: &[u8]) -> u64 {
 
 /// The anchors of a chunk and, as bases are offered one at a time, where each was found.
 ///
-/// Only the chunk's anchors are kept in a map (one per 64 bytes of the chunk); a base is hashed
+/// Only the chunk's anchors are kept in a map (one per 256 bytes of the chunk); a base is hashed
 /// once and looked up, never stored, so offering a base costs one pass over it, and a caller can
 /// stop offering once [`Origins::missing`] is small.
 pub struct Origins {
